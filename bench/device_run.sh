@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build, run the whole test suite (CUDA parity included), and the
+# side-by-side benchmark against the Python peer. Logs go to $OUT (or ./device-out).
+# Expects .deps/ (../shared/tools/device-deps.sh libgtest-dev libgmock-dev) and
+# .device/peer_bench.py carried along.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-device-out}
+mkdir -p "$out"
+export CPATH=$PWD/.deps/usr/include/x86_64-linux-gnu
+export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/gpu.txt"
+torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$PWD/.deps/usr;$torch_prefix" > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+grep -A4 'resnet.cpp configuration' "$out/configure.log"
+cmake --build build-device -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -B2 -A10 error "$out/build.log" | head -60; exit 1; }
+ctest --test-dir build-device --output-on-failure -j8 > "$out/ctest.log" 2>&1
+echo "ctest exit code: $?"
+grep -E 'tests passed|Skipped|Failed|\*\*\*' "$out/ctest.log" | head -30
+python3 bench/compare_peer.py --resnet build-device/resnet --peer .device/peer_bench.py \
+  --batch-sizes 32 256 --log "$out/bench.jsonl" "$@"

@@ -1,0 +1,132 @@
+#include "bench/throughput.h"
+
+#include <torch/cuda.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/sgd.h>
+#include <torch/utils.h>
+
+#include <ATen/Context.h>
+
+#include <chrono>
+#include <cmath>
+#include <functional>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "models/registry.h"
+
+#ifdef RESNET_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace resnet {
+namespace {
+
+// The sample's optimiser settings, so that the step costs what a real training step costs.
+constexpr double kLearningRate = 0.001;
+constexpr double kMomentum = 0.9;
+constexpr double kWeightDecay = 1e-4;
+
+void check_positive(int64_t value, const char* flag) {
+  if (value < 1) throw UsageError(std::string(flag) + " must be at least 1 (got " + std::to_string(value) + ")");
+}
+
+void synchronize(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+double peak_memory_mib(const c10::Device& device) {
+#ifdef RESNET_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    return static_cast<double>(stats.allocated_bytes[aggregate].peak) / (1024.0 * 1024.0);
+  }
+#else
+  (void)device;
+#endif
+  return 0.0;
+}
+
+}  // namespace
+
+BenchResult run_bench(const BenchOptions& options) {
+  check_positive(options.batch_size, "--batch-size");
+  check_positive(options.steps, "--steps");
+  check_positive(options.num_classes, "--num-classes");
+  if (options.warmup < 0) throw UsageError("--warmup must be 0 or more");
+  // Below 32 pixels the ResNet stem and four stride-2 stages leave nothing to pool.
+  if (options.image_size < 32) throw UsageError("--image-size must be at least 32 (got " + std::to_string(options.image_size) + ")");
+
+  const c10::Device device = parse_device(options.device);
+  torch::manual_seed(options.seed);
+  // Same choice as the Python peer (torch.backends.cudnn.benchmark = True): autotune convolutions.
+  at::globalContext().setBenchmarkCuDNN(true);
+
+  auto model = create_model(options.model, options.num_classes);
+  model->to(device);
+  const auto images = torch::randn({options.batch_size, 3, options.image_size, options.image_size},
+                                   torch::TensorOptions().device(device));
+  const auto labels = torch::randint(options.num_classes, {options.batch_size},
+                                     torch::TensorOptions().device(device).dtype(torch::kLong));
+
+  std::function<void()> step;
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(kLearningRate)
+                                                       .momentum(kMomentum)
+                                                       .weight_decay(kWeightDecay));
+  if (options.inference) {
+    model->eval();
+    step = [&] {
+      torch::InferenceMode guard;
+      model->forward(images);
+    };
+  } else {
+    model->train();
+    step = [&] {
+      optimizer.zero_grad(/*set_to_none=*/true);
+      auto loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
+      loss.backward();
+      optimizer.step();
+    };
+  }
+
+  for (int64_t i = 0; i < options.warmup; ++i) step();
+  synchronize(device);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < options.steps; ++i) step();
+  synchronize(device);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  BenchResult r;
+  r.model = options.model;
+  r.params = count_parameters(*model);
+  r.device = device.str();
+  r.device_name = describe_device(device);
+  r.batch_size = options.batch_size;
+  r.image_size = options.image_size;
+  r.steps = options.steps;
+  r.mode = options.inference ? "inference" : "train";
+  r.seconds = seconds;
+  r.img_per_s = static_cast<double>(options.batch_size * options.steps) / seconds;
+  r.step_ms = 1000.0 * seconds / static_cast<double>(options.steps);
+  r.peak_mem_mib = peak_memory_mib(device);
+  return r;
+}
+
+nlohmann::json to_json(const BenchResult& r) {
+  auto round = [](double v, double unit) { return std::round(v / unit) * unit; };
+  return {{"model", r.model},
+          {"params", r.params},
+          {"device", r.device},
+          {"device_name", r.device_name},
+          {"mode", r.mode},
+          {"precision", "fp32"},
+          {"batch_size", r.batch_size},
+          {"image_size", r.image_size},
+          {"steps", r.steps},
+          {"img_per_s", round(r.img_per_s, 0.1)},
+          {"step_ms", round(r.step_ms, 0.01)},
+          {"peak_mem_mib", round(r.peak_mem_mib, 0.1)}};
+}
+
+}  // namespace resnet

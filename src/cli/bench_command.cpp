@@ -1,0 +1,27 @@
+#include <iostream>
+#include <memory>
+
+#include "bench/throughput.h"
+#include "cli/commands.h"
+#include "cli/options.h"
+
+namespace resnet::cli {
+
+void add_bench_command(CLI::App& app) {
+  auto options = std::make_shared<BenchOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "time training (or inference) steps on synthetic data; prints one JSON line");
+  add_model_option(*cmd, options->model);
+  add_num_classes_option(*cmd, options->num_classes);
+  add_batch_size_option(*cmd, options->batch_size);
+  add_image_size_option(*cmd, options->image_size);
+  add_device_option(*cmd, options->device);
+  cmd->add_option("--steps", options->steps, "timed steps")->capture_default_str();
+  cmd->add_option("--warmup", options->warmup, "untimed steps first (cuDNN autotuning, allocator)")
+      ->capture_default_str();
+  cmd->add_flag("--inference", options->inference, "time the forward pass alone (eval mode, no autograd)");
+  cmd->add_option("--seed", options->seed, "seed for the synthetic data and weights")->capture_default_str();
+  cmd->callback([options] { std::cout << to_json(run_bench(*options)).dump() << std::endl; });
+}
+
+}  // namespace resnet::cli

@@ -1,0 +1,11 @@
+// One function per subcommand: each adds its flags to the app and a callback that calls the
+// library. Files: src/cli/<name>_command.cpp.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace resnet::cli {
+
+void add_bench_command(CLI::App& app);
+
+}  // namespace resnet::cli

@@ -1,0 +1,18 @@
+// Flags shared by several subcommands, with the original sample's spellings as aliases
+// (`--batch_size` for `--batch-size`, ...), so that its users' command lines keep working.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace resnet::cli {
+
+void add_model_option(CLI::App& command, std::string& model);
+void add_device_option(CLI::App& command, std::string& device);
+void add_batch_size_option(CLI::App& command, int64_t& batch_size);
+void add_image_size_option(CLI::App& command, int64_t& image_size);
+void add_num_classes_option(CLI::App& command, int64_t& num_classes);
+
+}  // namespace resnet::cli

@@ -1,0 +1,58 @@
+#include "core/device.h"
+
+#include <torch/cuda.h>
+
+#include <cctype>
+
+#include "core/error.h"
+
+#ifdef RESNET_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
+namespace resnet {
+namespace {
+
+bool all_digits(const std::string& s) {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+
+c10::Device cuda_device(int index, const std::string& spec) {
+  const int count = static_cast<int>(torch::cuda::device_count());
+  if (count == 0)
+    throw UsageError("--device " + spec + ": no CUDA GPU is visible to this process" +
+                     (torch::cuda::is_available() ? "" : " (use --device cpu or --device auto)"));
+  if (index >= count)
+    throw UsageError("--device " + spec + ": there are only " + std::to_string(count) +
+                     " CUDA device(s) (cuda:0 to cuda:" + std::to_string(count - 1) + ")");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+}  // namespace
+
+c10::Device parse_device(const std::string& spec) {
+  if (spec == "auto")
+    return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  if (spec == "cpu") return c10::Device(c10::kCPU);
+  if (spec == "cuda") return cuda_device(0, spec);
+  if (spec.rfind("cuda:", 0) == 0 && all_digits(spec.substr(5)) && spec.size() < 12)
+    return cuda_device(std::stoi(spec.substr(5)), spec);
+  if (spec == "dml" || spec.rfind("dml:", 0) == 0)
+    throw UsageError("--device " + spec +
+                     ": DirectML exists only on Windows (torch-directml); this build runs on "
+                     "NVIDIA GPUs (--device cuda) and on the CPU (--device cpu)");
+  throw UsageError("--device '" + spec + "' is not a device; use auto, cpu, cuda or cuda:N");
+}
+
+std::string describe_device(const c10::Device& device) {
+  std::string name = device.str();
+#ifdef RESNET_WITH_CUDA
+  if (device.is_cuda()) name += std::string(" (") + at::cuda::getDeviceProperties(device.index())->name + ")";
+#endif
+  return name;
+}
+
+}  // namespace resnet

@@ -1,0 +1,37 @@
+// The common face of every image classifier in src/models.
+//
+// A Classifier maps a float batch [N, 3, H, W] to logits [N, num_classes]. Its parameter and
+// buffer names are torchvision's (`conv1.weight`, `layer1.0.downsample.0.weight`,
+// `features.3.squeeze.weight`, ...) so that state dicts move between this project and
+// torchvision unchanged (src/io/state_dict.h).
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace resnet {
+
+class Classifier : public torch::nn::Module {
+ public:
+  Classifier(std::string arch, int64_t num_classes)
+      : torch::nn::Module(arch), arch_(std::move(arch)), num_classes_(num_classes) {}
+
+  virtual torch::Tensor forward(torch::Tensor images) = 0;
+
+  // The registry name this model was built from ("resnet50").
+  const std::string& arch() const { return arch_; }
+  int64_t num_classes() const { return num_classes_; }
+
+ private:
+  std::string arch_;
+  int64_t num_classes_;
+};
+
+// Number of trainable parameters (elements), as torchvision users count them:
+// sum(p.numel() for p in model.parameters()).
+int64_t count_parameters(const torch::nn::Module& model);
+
+}  // namespace resnet

@@ -1,0 +1,76 @@
+// ResNet (He et al. 2015) as torchvision builds it: ResNet v1.5 (the stride sits on the 3x3
+// convolution of a bottleneck), BasicBlock for resnet18/34, Bottleneck for the deeper ones,
+// grouped (ResNeXt) and wide variants through `groups` and `width_per_group`.
+//
+// Structure, parameter names and default initialisation follow torchvision.models.resnet, so a
+// torchvision state dict loads without renaming and the same weights give the same logits.
+#pragma once
+
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/pooling.h>
+
+#include <array>
+#include <memory>
+
+#include "models/classifier.h"
+
+namespace resnet {
+
+enum class BlockKind { kBasic, kBottleneck };
+
+struct ResNetConfig {
+  BlockKind block = BlockKind::kBottleneck;
+  std::array<int64_t, 4> layers{3, 4, 6, 3};  // blocks per stage
+  int64_t groups = 1;
+  int64_t width_per_group = 64;
+  int64_t num_classes = 1000;
+};
+
+class BasicBlockImpl : public torch::nn::Module {
+ public:
+  static constexpr int64_t kExpansion = 1;
+  BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, torch::nn::Sequential downsample);
+  torch::Tensor forward(torch::Tensor x);
+
+ private:
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(BasicBlock);
+
+class BottleneckImpl : public torch::nn::Module {
+ public:
+  static constexpr int64_t kExpansion = 4;
+  BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, torch::nn::Sequential downsample,
+                 int64_t groups, int64_t width_per_group);
+  torch::Tensor forward(torch::Tensor x);
+
+ private:
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(Bottleneck);
+
+class ResNet : public Classifier {
+ public:
+  ResNet(std::string arch, const ResNetConfig& config);
+  torch::Tensor forward(torch::Tensor images) override;
+
+ private:
+  torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride);
+
+  ResNetConfig config_;
+  int64_t inplanes_ = 64;
+  torch::nn::Conv2d conv1{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::MaxPool2d maxpool{nullptr};
+  torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
+  torch::nn::Linear fc{nullptr};
+};
+
+}  // namespace resnet

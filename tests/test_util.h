@@ -1,0 +1,57 @@
+// Helpers shared by the tests: normalised error (as ggml's test-backend-ops and llm.c compare),
+// temporary folders, and running the `resnet` binary.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace resnet::test {
+
+// ||a - b|| / ||b||, in float64; infinite when shapes differ or a value is not finite.
+inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.sizes() != b.sizes()) return std::numeric_limits<double>::infinity();
+  auto x = a.detach().to(torch::kCPU, torch::kDouble);
+  auto y = b.detach().to(torch::kCPU, torch::kDouble);
+  if (!torch::isfinite(x).all().item<bool>()) return std::numeric_limits<double>::infinity();
+  const double denom = y.norm().item<double>();
+  const double diff = (x - y).norm().item<double>();
+  return denom == 0.0 ? diff : diff / denom;
+}
+
+// A fresh, empty folder under the system's temporary folder, removed with the object.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "resnet-test-XXXXXX").string();
+    path_ = mkdtemp(pattern.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `resnet <args>` through the shell and captures what it prints.
+inline CommandResult run_resnet(const std::string& args) {
+  CommandResult result;
+  const std::string command = std::string(RESNET_BINARY) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return result;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+}  // namespace resnet::test
