@@ -114,7 +114,8 @@ BenchResult run_bench(const BenchOptions& options) {
 }
 
 nlohmann::json to_json(const BenchResult& r) {
-  auto round = [](double v, double unit) { return std::round(v / unit) * unit; };
+  // Divide, not multiply, by the power of ten: 74739 / 10.0 prints as 7473.9, 74739 * 0.1 does not.
+  auto round = [](double v, double per_unit) { return std::round(v * per_unit) / per_unit; };
   return {{"model", r.model},
           {"params", r.params},
           {"device", r.device},
@@ -124,9 +125,9 @@ nlohmann::json to_json(const BenchResult& r) {
           {"batch_size", r.batch_size},
           {"image_size", r.image_size},
           {"steps", r.steps},
-          {"img_per_s", round(r.img_per_s, 0.1)},
-          {"step_ms", round(r.step_ms, 0.01)},
-          {"peak_mem_mib", round(r.peak_mem_mib, 0.1)}};
+          {"img_per_s", round(r.img_per_s, 10)},
+          {"step_ms", round(r.step_ms, 100)},
+          {"peak_mem_mib", round(r.peak_mem_mib, 10)}};
 }
 
 }  // namespace resnet
