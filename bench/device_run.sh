@@ -2,7 +2,8 @@
 # One call on the GPU machine: build, run the whole test suite (CUDA parity included), and the
 # side-by-side benchmark against the Python peer. Logs go to $OUT (or ./device-out).
 # Expects .deps/ (../shared/tools/device-deps.sh libgtest-dev libgmock-dev) and
-# .device/peer_bench.py carried along.
+# .device/peer_bench.py carried along (and .device/cifar-10-jpeg.tar.xz for the decode timing).
+# SKIP_PEER=1 leaves out the side-by-side model benchmark.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device-out}
@@ -18,5 +19,11 @@ cmake --build build-device -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -B2 -A
 ctest --test-dir build-device --output-on-failure -j8 > "$out/ctest.log" 2>&1
 echo "ctest exit code: $?"
 grep -E 'tests passed|Skipped|Failed|\*\*\*' "$out/ctest.log" | head -30
+build-device/data_bench transform --device cuda --batch-size 256 --image-size 224 | tee "$out/data_bench.jsonl"
+if [ -f .device/cifar-10-jpeg.tar.xz ]; then
+  mkdir -p /tmp/cifar && tar xJf .device/cifar-10-jpeg.tar.xz -C /tmp/cifar
+  build-device/data_bench decode --folder /tmp/cifar | tee -a "$out/data_bench.jsonl"
+fi
+[ "${SKIP_PEER:-0}" = 1 ] && exit 0
 python3 bench/compare_peer.py --resnet build-device/resnet --peer .device/peer_bench.py \
   --batch-sizes 32 256 --log "$out/bench.jsonl" "$@"

@@ -7,5 +7,6 @@
 namespace resnet::cli {
 
 void add_bench_command(CLI::App& app);
+void add_data_command(CLI::App& app);
 
 }  // namespace resnet::cli

@@ -7,11 +7,13 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "data/download.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"resnet.cpp: train, test and serve ResNet image classifiers with LibTorch", "resnet"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "resnet.cpp 0.1.0");
+  resnet::cli::add_data_command(app);
   resnet::cli::add_bench_command(app);
 
   try {
@@ -22,6 +24,9 @@ int main(int argc, char** argv) {
   } catch (const resnet::UsageError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;
+  } catch (const resnet::DownloadError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
   } catch (const resnet::InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -1,0 +1,82 @@
+// Data pipeline throughput, for docs/PERFORMANCE.md:
+//   data_bench decode --folder DIR          decode every image of DIR/train and DIR/test on all cores
+//   data_bench transform --device cuda      train and test transforms, uint8 32x32 -> float 224x224
+// Prints one JSON line per measurement.
+#include <torch/cuda.h>
+#include <torch/utils.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <iostream>
+
+#include "core/device.h"
+#include "data/image_folder.h"
+#include "data/transforms.h"
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void decode(const std::string& folder) {
+  for (auto split : {resnet::Split::kTrain, resnet::Split::kTest}) {
+    const auto dir = resnet::find_image_folder_split(folder, split);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto index = resnet::index_image_folder(dir);
+    const double listed = seconds_since(t0);
+    const auto result = resnet::decode_image_folder(index, /*skip_bad_images=*/false);
+    const double total = seconds_since(t0);
+    std::cout << nlohmann::json{{"bench", "decode"}, {"split", resnet::split_name(split)},
+                                {"images", result.data.labels.size(0)}, {"threads", at::get_num_threads()},
+                                {"list_s", listed}, {"total_s", total},
+                                {"img_per_s", result.data.labels.size(0) / total}}
+                     .dump()
+              << std::endl;
+  }
+}
+
+void transform(const std::string& device_name, int64_t batch_size, int64_t size, int64_t steps) {
+  const auto device = resnet::parse_device(device_name);
+  const auto images = torch::randint(0, 256, {batch_size, 3, 32, 32}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
+  resnet::RawBatch batch{images, torch::tensor({32, 32}).view({1, 2}).repeat({batch_size, 1}),
+                         torch::zeros({batch_size}, torch::TensorOptions().dtype(torch::kLong).device(device))};
+  std::mt19937_64 rng(0);
+  for (const bool train : {true, false}) {
+    auto run = [&] { return train ? resnet::train_transform(batch, size, rng) : resnet::test_transform(batch, size); };
+    for (int i = 0; i < 5; ++i) run();
+    if (device.is_cuda()) torch::cuda::synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < steps; ++i) run();
+    if (device.is_cuda()) torch::cuda::synchronize();
+    const double s = seconds_since(t0);
+    std::cout << nlohmann::json{{"bench", train ? "train_transform" : "test_transform"},
+                                {"device", resnet::describe_device(device)}, {"batch_size", batch_size},
+                                {"from", "uint8 32x32"}, {"to", "float " + std::to_string(size) + "x" + std::to_string(size)},
+                                {"img_per_s", batch_size * steps / s}, {"ms_per_batch", 1000 * s / steps}}
+                     .dump()
+              << std::endl;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"data pipeline benchmarks"};
+  app.require_subcommand(1);
+  std::string folder, device = "auto";
+  int64_t batch_size = 256, size = 224, steps = 200;
+  auto* dec = app.add_subcommand("decode", "decode an image folder's train and test splits");
+  dec->add_option("--folder", folder)->required();
+  auto* tf = app.add_subcommand("transform", "batched train and test transforms");
+  tf->add_option("--device", device);
+  tf->add_option("--batch-size", batch_size);
+  tf->add_option("--image-size", size);
+  tf->add_option("--steps", steps);
+  CLI11_PARSE(app, argc, argv);
+  if (dec->parsed()) decode(folder);
+  if (tf->parsed()) transform(device, batch_size, size, steps);
+  return 0;
+}

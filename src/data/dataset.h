@@ -1,0 +1,52 @@
+// What the readers produce and the loader consumes.
+//
+// A split of a data set is an ImageSource: N labelled images and the class names. `gather`
+// returns a RawBatch: the chosen images as uint8, padded to the largest in the batch, with each
+// image's own size, on the device asked for. The transforms (transforms.h) turn a RawBatch into
+// the model's float input in one batched operation.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace resnet {
+
+enum class Split { kTrain, kTest };
+
+const char* split_name(Split split);
+
+struct RawBatch {
+  torch::Tensor images;  // uint8 [B, 3, Hmax, Wmax]; image b fills [:, :h_b, :w_b], zeros beyond
+  torch::Tensor sizes;   // int64 [B, 2]: (h_b, w_b), on the CPU
+  torch::Tensor labels;  // int64 [B], on the images' device
+};
+
+class ImageSource {
+ public:
+  virtual ~ImageSource() = default;
+  virtual int64_t size() const = 0;
+  virtual const std::vector<std::string>& classes() const = 0;
+  virtual torch::Tensor labels() const = 0;  // int64 [N], CPU
+  // `indices`: int64 [B] on the CPU, each in [0, size()).
+  virtual RawBatch gather(const torch::Tensor& indices, const torch::Device& device) = 0;
+  // Where it came from, for messages ("data/cifar10/cifar-10-batches-bin (CIFAR-10 binary)").
+  virtual std::string description() const = 0;
+};
+
+// A whole split decoded in memory: uint8 [N, 3, H, W] (all images one size), labels int64 [N].
+struct LabeledImages {
+  torch::Tensor images;
+  torch::Tensor labels;
+  std::vector<std::string> classes;
+};
+
+// An ImageSource over images already decoded in memory. `device` is where the pixels live
+// (the GPU, when they fit there: then a batch never crosses the bus).
+std::shared_ptr<ImageSource> in_memory_source(LabeledImages data, const torch::Device& device,
+                                              std::string description);
+
+}  // namespace resnet

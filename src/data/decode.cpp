@@ -1,0 +1,158 @@
+#include "data/decode.h"
+
+#include <cstdio>
+#include <csetjmp>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include <jpeglib.h>
+#include <jerror.h>
+#include <png.h>
+
+#include "core/error.h"
+
+namespace resnet {
+namespace {
+
+bool is_jpeg(const std::vector<uint8_t>& b) { return b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF; }
+bool is_png(const std::vector<uint8_t>& b) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  return b.size() >= 8 && std::memcmp(b.data(), kSignature, 8) == 0;
+}
+
+[[noreturn]] void not_an_image(const std::vector<uint8_t>& bytes, const std::string& path) {
+  std::string start;
+  for (size_t i = 0; i < bytes.size() && i < 4; ++i)
+    start += (bytes[i] >= 32 && bytes[i] < 127) ? static_cast<char>(bytes[i]) : '?';
+  throw InputError(path + ": not a JPEG or PNG image (" +
+                   (bytes.empty() ? std::string("the file is empty") : "it starts with '" + start + "'") + ")");
+}
+
+// ---- JPEG -------------------------------------------------------------------------------------
+
+struct JpegError {
+  jpeg_error_mgr mgr;
+  jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void jpeg_fail(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegError*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  longjmp(err->jump, 1);
+}
+
+// libjpeg only warns about a file that ends early and fills in grey; we refuse it.
+void jpeg_message(j_common_ptr cinfo, int level) {
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(cinfo);
+}
+
+// Runs `body` on a decompressor reading `bytes`; turns libjpeg errors into InputError.
+template <typename Body>
+void with_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, Body&& body) {
+  jpeg_decompress_struct cinfo{};
+  JpegError err{};
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_fail;
+  err.mgr.emit_message = jpeg_message;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    throw InputError(path + ": cannot decode JPEG: " + err.message);
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  const bool ok = body(cinfo);  // no C++ objects with destructors may live across a longjmp here
+  jpeg_destroy_decompress(&cinfo);
+  if (!ok) throw InputError(path + ": cannot decode JPEG: unsupported colour space (CMYK/YCCK)");
+}
+
+void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc) {
+  with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
+    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) return false;
+    cinfo.out_color_space = JCS_RGB;
+    jpeg_start_decompress(&cinfo);
+    while (cinfo.output_scanline < cinfo.output_height) {
+      JSAMPROW row = hwc + static_cast<size_t>(cinfo.output_scanline) * cinfo.output_width * 3;
+      jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_decompress(&cinfo);
+    return true;
+  });
+}
+
+// ---- PNG --------------------------------------------------------------------------------------
+
+struct PngImage {
+  png_image image{};
+  PngImage(const std::vector<uint8_t>& bytes, const std::string& path) {
+    image.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(&image, bytes.data(), bytes.size()))
+      throw InputError(path + ": cannot decode PNG: " + image.message);
+  }
+  ~PngImage() { png_image_free(&image); }
+};
+
+// ---- shared -----------------------------------------------------------------------------------
+
+// Decodes to interleaved RGB, `size` as read_image_size gave it.
+void decode_hwc(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, ImageSize size) {
+  if (is_jpeg(bytes)) return decode_jpeg(bytes, path, hwc);
+  if (!is_png(bytes)) not_an_image(bytes, path);
+  PngImage png(bytes, path);
+  // RGBA then drop alpha: PIL's convert('RGB') drops it too, where PNG_FORMAT_RGB would composite.
+  png.image.format = PNG_FORMAT_RGBA;
+  std::vector<uint8_t> rgba(PNG_IMAGE_SIZE(png.image));
+  if (!png_image_finish_read(&png.image, nullptr, rgba.data(), 0, nullptr))
+    throw InputError(path + ": cannot decode PNG: " + png.image.message);
+  for (int64_t y = 0; y < size.height; ++y)
+    for (int64_t x = 0; x < size.width; ++x)
+      std::memcpy(hwc + (y * size.width + x) * 3, &rgba[(y * size.width + x) * 4], 3);
+}
+
+}  // namespace
+
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(path + ": cannot open for reading");
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& path) {
+  if (is_jpeg(bytes)) {
+    ImageSize size;
+    with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
+      size = {cinfo.image_height, cinfo.image_width};
+      return true;
+    });
+    return size;
+  }
+  if (is_png(bytes)) {
+    PngImage png(bytes, path);
+    return {png.image.height, png.image.width};
+  }
+  not_an_image(bytes, path);
+}
+
+torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path) {
+  const ImageSize size = read_image_size(bytes, path);
+  auto hwc = torch::empty({size.height, size.width, 3}, torch::kUInt8);
+  decode_hwc(bytes, path, hwc.data_ptr<uint8_t>(), size);
+  return hwc.permute({2, 0, 1}).contiguous();
+}
+
+ImageSize decode_image_into(const std::vector<uint8_t>& bytes, const std::string& path, torch::Tensor out) {
+  TORCH_CHECK(out.dim() == 3 && out.size(0) == 3 && out.scalar_type() == torch::kUInt8);
+  const torch::Tensor image = decode_image(bytes, path);
+  const ImageSize size{image.size(1), image.size(2)};
+  if (size.height > out.size(1) || size.width > out.size(2))
+    throw InputError(path + ": image is " + std::to_string(size.width) + "x" + std::to_string(size.height) +
+                     ", larger than the " + std::to_string(out.size(2)) + "x" + std::to_string(out.size(1)) +
+                     " slot for it");
+  using torch::indexing::Slice;
+  out.index({Slice(), Slice(0, size.height), Slice(0, size.width)}).copy_(image);
+  return size;
+}
+
+}  // namespace resnet

@@ -1,0 +1,37 @@
+// Decoding JPEG (libjpeg-turbo) and PNG (libpng) files into RGB uint8 tensors [3, H, W].
+//
+// The format is told by the file's first bytes, not its name, so a text file called x.jpg gets
+// "not a JPEG or PNG image". Grey and palette images become RGB by repeating or looking up the
+// values; an alpha channel is dropped (as PIL's convert('RGB'), which torchvision's ImageFolder
+// uses). A truncated JPEG is an error (libjpeg would otherwise fill the rest with grey). Every
+// error is an InputError that names the file.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace resnet {
+
+std::vector<uint8_t> read_file_bytes(const std::string& path);
+
+struct ImageSize {
+  int64_t height = 0;
+  int64_t width = 0;
+};
+
+// Size from the header alone (no pixel decoding).
+ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& path);
+
+// Decodes into a new uint8 tensor [3, H, W].
+torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path);
+
+// Decodes into `out`, a uint8 [3, Hmax, Wmax] view with room for the image at its top left
+// (the batch assembler's padded slots); returns the image's size. InputError if it does not fit.
+ImageSize decode_image_into(const std::vector<uint8_t>& bytes, const std::string& path, torch::Tensor out);
+
+inline torch::Tensor decode_image_file(const std::string& path) { return decode_image(read_file_bytes(path), path); }
+
+}  // namespace resnet

@@ -1,0 +1,193 @@
+#include "data/image_folder.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+
+#include "core/error.h"
+#include "data/decode.h"
+
+#ifdef RESNET_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace resnet {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_image_name(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+}
+
+// Decodes files[i] for i in [0, n) on all cores; errors[i] holds the message of a failure.
+std::vector<torch::Tensor> decode_all(const std::vector<std::string>& files, std::vector<std::string>& errors) {
+  const auto n = static_cast<int64_t>(files.size());
+  std::vector<torch::Tensor> images(files.size());
+  errors.assign(files.size(), "");
+  at::parallel_for(0, n, /*grain_size=*/16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      try {
+        images[i] = decode_image_file(files[i]);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    }
+  });
+  return images;
+}
+
+// Copies a pinned batch to `device` on a side stream, waiting here (on the loader's background
+// thread) rather than on the stream the model runs on, so the copy overlaps the model's work.
+torch::Tensor to_device_beside_compute(const torch::Tensor& host, const torch::Device& device) {
+#ifdef RESNET_WITH_CUDA
+  if (device.is_cuda()) {
+    auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+    torch::Tensor out;
+    {
+      c10::cuda::CUDAStreamGuard guard(side);
+      out = host.to(device, /*non_blocking=*/true);
+    }
+    side.synchronize();
+    // The batch is used on the model's stream: tell the allocator, so that its memory is not
+    // handed to the side stream's next copy while the model still reads it.
+    c10::cuda::CUDACachingAllocator::recordStream(out.storage().data_ptr(),
+                                                  c10::cuda::getDefaultCUDAStream(device.index()));
+    return out;
+  }
+#endif
+  return host.to(device);
+}
+
+class StreamingSource : public ImageSource {
+ public:
+  StreamingSource(ImageFolderIndex index, bool skip_bad)
+      : index_(std::move(index)), skip_bad_(skip_bad),
+        labels_(torch::tensor(index_.labels, torch::kLong)) {}
+  int64_t size() const override { return static_cast<int64_t>(index_.files.size()); }
+  const std::vector<std::string>& classes() const override { return index_.classes; }
+  torch::Tensor labels() const override { return labels_; }
+  std::string description() const override { return index_.dir + " (image folder, streamed)"; }
+
+  RawBatch gather(const torch::Tensor& indices, const torch::Device& device) override {
+    const auto idx = indices.to(torch::kCPU, torch::kLong).contiguous();
+    std::vector<std::string> files;
+    for (int64_t i = 0; i < idx.size(0); ++i) files.push_back(index_.files.at(idx[i].item<int64_t>()));
+    std::vector<std::string> errors;
+    std::vector<torch::Tensor> images = decode_all(files, errors);
+    std::vector<int64_t> keep;
+    for (size_t i = 0; i < files.size(); ++i) {
+      if (errors[i].empty()) {
+        keep.push_back(static_cast<int64_t>(i));
+      } else if (!skip_bad_) {
+        throw InputError(errors[i] + " (or pass --skip-bad-images to leave such files out)");
+      } else {
+        std::lock_guard<std::mutex> lock(warn_mutex_);
+        std::cerr << "warning: skipping " << errors[i] << "\n";
+      }
+    }
+    if (keep.empty()) throw InputError(index_.dir + ": no image of a batch could be decoded");
+    int64_t max_h = 0, max_w = 0;
+    for (int64_t k : keep) {
+      max_h = std::max(max_h, images[k].size(1));
+      max_w = std::max(max_w, images[k].size(2));
+    }
+    const auto n = static_cast<int64_t>(keep.size());
+    // Pinned host memory lets the copy to the GPU run beside the compute of the previous batch.
+    auto host = torch::zeros({n, 3, max_h, max_w},
+                             torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(device.is_cuda()));
+    auto sizes = torch::empty({n, 2}, torch::kLong);
+    auto labels = torch::empty({n}, torch::kLong);
+    using torch::indexing::Slice;
+    for (int64_t b = 0; b < n; ++b) {
+      const auto& img = images[keep[b]];
+      host[b].index({Slice(), Slice(0, img.size(1)), Slice(0, img.size(2))}).copy_(img);
+      sizes[b][0] = img.size(1);
+      sizes[b][1] = img.size(2);
+      labels[b] = index_.labels[idx[keep[b]].item<int64_t>()];
+    }
+    return {to_device_beside_compute(host, device), sizes, to_device_beside_compute(labels, device)};
+  }
+
+ private:
+  ImageFolderIndex index_;
+  bool skip_bad_;
+  torch::Tensor labels_;
+  std::mutex warn_mutex_;
+};
+
+}  // namespace
+
+std::string find_image_folder_split(const std::string& root, Split split) {
+  const std::vector<std::string> names =
+      split == Split::kTrain ? std::vector<std::string>{"train"} : std::vector<std::string>{"test", "val"};
+  for (const auto& name : names)
+    if (fs::is_directory(fs::path(root) / name)) return (fs::path(root) / name).string();
+  return "";
+}
+
+ImageFolderIndex index_image_folder(const std::string& split_dir) {
+  ImageFolderIndex index;
+  index.dir = split_dir;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(split_dir, ec))
+    if (entry.is_directory()) index.classes.push_back(entry.path().filename().string());
+  if (ec) throw InputError(split_dir + ": cannot list: " + ec.message());
+  if (index.classes.empty())
+    throw InputError(split_dir + ": holds no class folders (expected " + split_dir + "/<class>/<image>.jpg)");
+  std::sort(index.classes.begin(), index.classes.end());
+  for (size_t c = 0; c < index.classes.size(); ++c) {
+    const fs::path class_dir = fs::path(split_dir) / index.classes[c];
+    std::vector<std::string> files;
+    for (const auto& entry : fs::recursive_directory_iterator(class_dir, ec))
+      if (entry.is_regular_file() && is_image_name(entry.path())) files.push_back(entry.path().string());
+    if (ec) throw InputError(class_dir.string() + ": cannot list: " + ec.message());
+    if (files.empty())
+      throw InputError(class_dir.string() + ": class folder holds no images (.jpg, .jpeg, .png); "
+                       "remove it or add images, as the class list comes from the folder names");
+    std::sort(files.begin(), files.end());
+    for (auto& f : files) {
+      index.files.push_back(std::move(f));
+      index.labels.push_back(static_cast<int64_t>(c));
+    }
+  }
+  return index;
+}
+
+DecodeResult decode_image_folder(const ImageFolderIndex& index, bool skip_bad_images) {
+  std::vector<std::string> errors;
+  std::vector<torch::Tensor> images = decode_all(index.files, errors);
+  DecodeResult result;
+  result.data.classes = index.classes;
+  std::vector<torch::Tensor> kept;
+  std::vector<int64_t> labels;
+  for (size_t i = 0; i < images.size(); ++i) {
+    if (!errors[i].empty()) {
+      if (!skip_bad_images) throw InputError(errors[i] + " (or pass --skip-bad-images to leave such files out)");
+      result.skipped.push_back(errors[i]);
+      continue;
+    }
+    if (!kept.empty() && images[i].sizes() != kept.front().sizes()) result.uniform = false;
+    kept.push_back(images[i]);
+    labels.push_back(index.labels[i]);
+  }
+  if (kept.empty()) throw InputError(index.dir + ": none of its " + std::to_string(images.size()) + " images could be decoded");
+  result.data.labels = torch::tensor(labels, torch::kLong);
+  if (result.uniform) result.data.images = torch::stack(kept);
+  return result;
+}
+
+std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images) {
+  return std::make_shared<StreamingSource>(std::move(index), skip_bad_images);
+}
+
+}  // namespace resnet

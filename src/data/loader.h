@@ -1,0 +1,54 @@
+// Batches for an epoch: a permutation of the split (shuffled from --seed and the epoch number,
+// so a resumed run sees the same order), cut into batches of `batch_size` with the last partial
+// batch kept (as the sample's DataLoader), gathered from the ImageSource and transformed on
+// `device`. The next batch is gathered on a background thread while the caller works on this one
+// (for streamed image folders that is where the decoding happens).
+#pragma once
+
+#include <future>
+#include <memory>
+#include <optional>
+#include <random>
+
+#include "data/dataset.h"
+
+namespace resnet {
+
+struct LoaderOptions {
+  int64_t batch_size = 32;
+  int64_t image_size = 224;
+  bool train = true;  // shuffle and the train transform; else in order with the test transform
+  uint64_t seed = 0;
+};
+
+struct Batch {
+  torch::Tensor images;  // float [B, 3, S, S], normalised, on the device
+  torch::Tensor labels;  // int64 [B], on the device
+};
+
+class Loader {
+ public:
+  Loader(std::shared_ptr<ImageSource> source, LoaderOptions options, torch::Device device);
+  ~Loader();
+
+  int64_t batches_per_epoch() const;
+  // Starts `epoch` (0-based), skipping its first `skip_batches` batches (resume mid-epoch).
+  void start_epoch(int64_t epoch, int64_t skip_batches = 0);
+  // The next batch of the epoch, or nullopt at its end.
+  std::optional<Batch> next();
+
+  const ImageSource& source() const { return *source_; }
+
+ private:
+  torch::Tensor batch_indices(int64_t batch) const;
+  void prefetch();
+
+  std::shared_ptr<ImageSource> source_;
+  LoaderOptions options_;
+  torch::Device device_;
+  torch::Tensor order_;
+  int64_t epoch_ = 0, next_batch_ = 0;
+  std::future<RawBatch> pending_;
+};
+
+}  // namespace resnet

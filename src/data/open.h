@@ -1,0 +1,34 @@
+// Opening a split of a data set from the user's `--data PATH`, whatever it holds:
+//   * CIFAR-10 binary (PATH or PATH/cifar-10-batches-bin holds the .bin files): read whole.
+//   * An image folder (PATH/train/<class>/..., PATH/test|val/<class>/...).
+//
+// Memory rule for image folders: the images are decoded once into memory when the headers of a
+// sample of up to 64 files (spread over the split) all give one size H x W and
+// N x 3 x H x W bytes is at most `memory_limit_mib`; otherwise (mixed sizes such as ImageNet,
+// or too large) each batch is decoded when needed, with `prefetch` batches in flight, so memory
+// stays at about (prefetch + 1) x batch x 3 x (largest H x W) bytes. In-memory pixels move to
+// the GPU when the device is CUDA and they take at most `gpu_limit_mib`.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "data/dataset.h"
+
+namespace resnet {
+
+struct DataOptions {
+  bool skip_bad_images = false;
+  int64_t memory_limit_mib = 8192;
+  int64_t gpu_limit_mib = 4096;
+};
+
+enum class DataFormat { kNone, kCifar10Binary, kImageFolder };
+
+DataFormat detect_format(const std::string& path);
+
+// InputError when `path` holds neither format, naming what was looked for.
+std::shared_ptr<ImageSource> open_split(const std::string& path, Split split, const torch::Device& device,
+                                        const DataOptions& options = {});
+
+}  // namespace resnet

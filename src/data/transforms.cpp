@@ -1,0 +1,133 @@
+#include "data/transforms.h"
+
+#include <torch/nn/functional/vision.h>
+
+#include <cmath>
+
+namespace resnet {
+namespace {
+
+// Per-image sampling geometry, all in source pixels, as float64 [B] columns on the CPU:
+// source = origin + (out + 0.5) * step - 0.5, clamped to [lo, hi]; flip mirrors the output.
+struct Geometry {
+  std::vector<double> y0, ystep, ylo, yhi, x0, xstep, xlo, xhi;
+  std::vector<uint8_t> flip;
+  void add(double y_origin, double y_step, double y_lo, double y_hi, double x_origin, double x_step, double x_lo,
+           double x_hi, bool flipped) {
+    y0.push_back(y_origin), ystep.push_back(y_step), ylo.push_back(y_lo), yhi.push_back(y_hi);
+    x0.push_back(x_origin), xstep.push_back(x_step), xlo.push_back(x_lo), xhi.push_back(x_hi);
+    flip.push_back(flipped);
+  }
+};
+
+torch::Tensor column(const std::vector<double>& v, const torch::Device& device) {
+  return torch::tensor(v, torch::kDouble).to(torch::kFloat).unsqueeze(1).to(device, /*non_blocking=*/true);
+}
+
+// Normalised grid_sample coordinates [B, size] along one axis of extent `extent` (padded size).
+torch::Tensor axis_grid(const torch::Tensor& out, const torch::Tensor& origin, const torch::Tensor& step,
+                        const torch::Tensor& lo, const torch::Tensor& hi, int64_t extent) {
+  auto src = origin + (out + 0.5) * step - 0.5;
+  src = torch::max(torch::min(src, hi), lo);
+  return (2.0 * src + 1.0) / static_cast<double>(extent) - 1.0;
+}
+
+torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size) {
+  const auto device = batch.images.device();
+  const int64_t n = batch.images.size(0);
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(device);
+  const auto out = torch::arange(size, opts).unsqueeze(0);  // [1, size]
+  const auto flip = torch::tensor(std::vector<int64_t>(g.flip.begin(), g.flip.end()), torch::kLong)
+                        .to(torch::kBool).unsqueeze(1).to(device, /*non_blocking=*/true);
+  const auto out_x = torch::where(flip, (size - 1) - out, out);
+  const auto gy = axis_grid(out, column(g.y0, device), column(g.ystep, device), column(g.ylo, device),
+                            column(g.yhi, device), batch.images.size(2));
+  const auto gx = axis_grid(out_x, column(g.x0, device), column(g.xstep, device), column(g.xlo, device),
+                            column(g.xhi, device), batch.images.size(3));
+  const auto grid = torch::stack({gx.unsqueeze(1).expand({n, size, size}), gy.unsqueeze(2).expand({n, size, size})}, 3);
+  namespace F = torch::nn::functional;
+  auto result = F::grid_sample(batch.images.to(torch::kFloat), grid,
+                               F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kBorder).align_corners(false));
+  // (x / 255 - mean) / std as one multiply-add per element.
+  const auto scale = torch::tensor({1.0 / (255.0 * kImageNetStd[0]), 1.0 / (255.0 * kImageNetStd[1]),
+                                    1.0 / (255.0 * kImageNetStd[2])}, opts.device(torch::kCPU)).view({1, 3, 1, 1});
+  const auto shift = torch::tensor({kImageNetMean[0] / kImageNetStd[0], kImageNetMean[1] / kImageNetStd[1],
+                                    kImageNetMean[2] / kImageNetStd[2]}, opts.device(torch::kCPU)).view({1, 3, 1, 1});
+  return result.mul_(scale.to(device, true)).sub_(shift.to(device, true));
+}
+
+}  // namespace
+
+CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& rng,
+                                const RandomResizedCropOptions& o) {
+  const double area = static_cast<double>(height * width);
+  std::uniform_real_distribution<double> scale(o.scale_min, o.scale_max);
+  std::uniform_real_distribution<double> log_ratio(std::log(o.ratio_min), std::log(o.ratio_max));
+  constexpr int kTries = 10;  // torchvision's number of attempts before the fallback
+  for (int attempt = 0; attempt < kTries; ++attempt) {
+    const double target_area = area * scale(rng);
+    const double aspect = std::exp(log_ratio(rng));
+    // Python's round() rounds halves to even, as nearbyint does in the default mode.
+    const auto w = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area * aspect)));
+    const auto h = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area / aspect)));
+    if (0 < w && w <= width && 0 < h && h <= height) {
+      const int64_t top = std::uniform_int_distribution<int64_t>(0, height - h)(rng);
+      const int64_t left = std::uniform_int_distribution<int64_t>(0, width - w)(rng);
+      return {top, left, h, w};
+    }
+  }
+  const double in_ratio = static_cast<double>(width) / static_cast<double>(height);
+  int64_t w = width, h = height;
+  if (in_ratio < o.ratio_min) {
+    h = static_cast<int64_t>(std::nearbyint(static_cast<double>(w) / o.ratio_min));
+  } else if (in_ratio > o.ratio_max) {
+    w = static_cast<int64_t>(std::nearbyint(static_cast<double>(h) * o.ratio_max));
+  }
+  return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+int64_t test_resize_size(int64_t size) { return size * 256 / 224; }
+
+CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resize_to, int64_t size) {
+  // torchvision's Resize(int): the shorter side becomes resize_to, the longer int(resize_to * long / short).
+  int64_t new_h, new_w;
+  if (height <= width) {
+    new_h = resize_to;
+    new_w = static_cast<int64_t>(static_cast<double>(resize_to) * width / height);
+  } else {
+    new_w = resize_to;
+    new_h = static_cast<int64_t>(static_cast<double>(resize_to) * height / width);
+  }
+  const double crop_top = std::nearbyint((new_h - size) / 2.0);
+  const double crop_left = std::nearbyint((new_w - size) / 2.0);
+  const double sy = static_cast<double>(height) / new_h, sx = static_cast<double>(width) / new_w;
+  return {crop_top * sy, crop_left * sx, sy, sx};
+}
+
+torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng) {
+  const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
+  const auto* hw = sizes.data_ptr<int64_t>();
+  std::bernoulli_distribution flip(0.5);
+  Geometry g;
+  for (int64_t b = 0; b < sizes.size(0); ++b) {
+    const CropBox box = random_resized_crop_box(hw[2 * b], hw[2 * b + 1], rng);
+    const double sy = static_cast<double>(box.height) / size, sx = static_cast<double>(box.width) / size;
+    g.add(box.top, sy, box.top, box.top + box.height - 1, box.left, sx, box.left, box.left + box.width - 1,
+          flip(rng));
+  }
+  return resample(batch, g, size);
+}
+
+torch::Tensor test_transform(const RawBatch& batch, int64_t size) {
+  const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
+  const auto* hw = sizes.data_ptr<int64_t>();
+  Geometry g;
+  for (int64_t b = 0; b < sizes.size(0); ++b) {
+    const int64_t h = hw[2 * b], w = hw[2 * b + 1];
+    const CenterCropBox box = resize_center_crop_box(h, w, test_resize_size(size), size);
+    g.add(box.top, box.scale_y, 0, h - 1, box.left, box.scale_x, 0, w - 1, false);
+  }
+  return resample(batch, g, size);
+}
+
+}  // namespace resnet

@@ -1,0 +1,58 @@
+// The sample's image transforms, done for a whole batch at once on the batch's device.
+//
+// Train: RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3)) with torchvision's sampling
+// (ten tries, then its centre-crop fallback), RandomHorizontalFlip(p=0.5), ImageNet mean/std.
+// Test: Resize(256 * size / 224) of the shorter side, CenterCrop(size), the same normalisation.
+//
+// How: crop boxes and flips are drawn per image on the CPU (cheap), then one affine sampling grid
+// per image and a single grid_sample (bilinear, half-pixel centres) read every output pixel
+// from the uint8 batch, with coordinates clamped to the crop (train: torchvision crops, then
+// resizes) or to the image (test: it resizes, then crops). Upsampling, as for CIFAR-10's 32-pixel
+// images, matches torchvision's bilinear resize; shrinking is plain bilinear without
+// antialiasing (torchvision antialiases), a known difference for large images.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <random>
+
+#include "data/dataset.h"
+
+namespace resnet {
+
+// ImageNet statistics, as the sample's Normalize.
+constexpr double kImageNetMean[3] = {0.485, 0.456, 0.406};
+constexpr double kImageNetStd[3] = {0.229, 0.224, 0.225};
+
+struct CropBox {
+  int64_t top = 0, left = 0, height = 0, width = 0;
+};
+
+struct RandomResizedCropOptions {
+  double scale_min = 0.08, scale_max = 1.0;
+  double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
+};
+
+// torchvision's RandomResizedCrop.get_params for an image of height x width.
+CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& rng,
+                                const RandomResizedCropOptions& options = {});
+
+// Resize(resize_to) of the shorter side then CenterCrop(size), expressed as a box in the
+// source image; `scale` is source pixels per output pixel.
+struct CenterCropBox {
+  double top = 0, left = 0, scale_y = 1, scale_x = 1;
+};
+CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resize_to, int64_t size);
+
+// Train transform of a batch: float [B, 3, size, size] on the batch's device, normalised.
+// The crops and flips come from `rng`.
+torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng);
+
+// Test transform: Resize(256 * size / 224) + CenterCrop(size) + normalisation.
+torch::Tensor test_transform(const RawBatch& batch, int64_t size);
+
+// The shorter side the test transform resizes to: 256 for 224, as the sample.
+int64_t test_resize_size(int64_t size);
+
+}  // namespace resnet

@@ -1,0 +1,128 @@
+"""Fixtures for the data tests (tests/test_data.cpp), written with PIL and torchvision:
+
+  folder/        an image folder: JPEG and PNG, RGB, grey, RGBA and palette images, mixed sizes
+  bad/           train/a holds a truncated JPEG and a text file named .jpg; train/b one good JPEG
+  empty_class/   train/a holds an image, train/b nothing
+  expected.pt    path (relative to the fixture folder) -> PIL's decoding, convert('RGB'), uint8 [3, H, W]
+  transforms.pt  image.K (uint8 [3, H, W]) and torchvision's test transform of it, as the sample
+                 writes it (PIL Resize + CenterCrop + ToTensor + Normalize): test.S.K for S = 224, 64
+  crop_draws.pt  torchvision RandomResizedCrop.get_params draws (top, left, height, width) for
+                 images of H x W: draws.HxW, int64 [N, 4]
+  archives/      good.tar.gz (a small CIFAR-10 binary release), dotdot.tar.gz (an entry
+                 '../escape.txt'), absolute.tar.gz ('/tmp/...'), corrupt.tar.gz (cut short)
+"""
+import argparse, hashlib, io, os, sys, tarfile
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+ap = argparse.ArgumentParser()
+ap.add_argument('--out', required=True)
+ap.add_argument('--draws', type=int, default=20000)
+a = ap.parse_args()
+out = a.out
+stamp = hashlib.sha256(open(__file__, 'rb').read()).hexdigest() + f' {a.draws}'
+if os.path.exists(os.path.join(out, 'stamp')) and open(os.path.join(out, 'stamp')).read() == stamp:
+    print('data fixtures are up to date in', out)
+    sys.exit(0)
+rng = np.random.default_rng(0)
+
+
+def smooth_image(h, w):
+    # a smooth picture with some detail, like a photograph; pure noise is a harsher test of
+    # JPEG than of anything we do
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([128 + 100 * np.sin(x / 3.0 + c) * np.cos(y / 5.0 - c) for c in range(3)], -1)
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def save(img, rel, **kw):
+    path = os.path.join(out, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    img.save(path, **kw)
+    return rel
+
+
+expected = {}
+
+
+def add(img, rel, **kw):
+    save(img, rel, **kw)
+    with Image.open(os.path.join(out, rel)) as back:
+        expected[rel] = torch.from_numpy(np.array(back.convert('RGB'))).permute(2, 0, 1).contiguous()
+
+
+for split, n in (('train', 3), ('test', 1)):
+    for k in range(n):
+        add(Image.fromarray(smooth_image(32, 32)), f'folder/{split}/bird/{k}.jpg', quality=90)
+        add(Image.fromarray(smooth_image(32, 32)), f'folder/{split}/cat/{k}.PNG')
+        add(Image.fromarray(smooth_image(48, 64)[:, :, 0]), f'folder/{split}/dog/grey{k}.jpeg', quality=95)
+add(Image.fromarray(smooth_image(40, 30)).convert('RGBA'), 'folder/train/cat/rgba.png')
+add(Image.fromarray(smooth_image(20, 24)[:, :, 1]), 'folder/train/dog/grey.png')
+add(Image.fromarray(smooth_image(16, 16)).convert('P'), 'folder/train/bird/palette.png')
+with open(os.path.join(out, 'folder/train/bird/notes.txt'), 'w') as f:
+    f.write('not an image, and not named like one: ignored\n')
+
+good = save(Image.fromarray(smooth_image(32, 32)), 'bad/train/b/ok.jpg')
+buf = io.BytesIO()
+Image.fromarray(smooth_image(32, 32)).save(buf, format='JPEG', quality=90)
+os.makedirs(os.path.join(out, 'bad/train/a'), exist_ok=True)
+open(os.path.join(out, 'bad/train/a/truncated.jpg'), 'wb').write(buf.getvalue()[: len(buf.getvalue()) // 2])
+open(os.path.join(out, 'bad/train/a/text.jpg'), 'w').write('hello, I am not a JPEG\n')
+save(Image.fromarray(smooth_image(32, 32)), 'bad/train/a/fine.jpg')
+save(Image.fromarray(smooth_image(32, 32)), 'empty_class/train/a/x.jpg')
+os.makedirs(os.path.join(out, 'empty_class/train/b'), exist_ok=True)
+torch.save(expected, os.path.join(out, 'expected.pt'))
+
+# --- transforms -------------------------------------------------------------------------------
+norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+blob = {}
+shapes = [(32, 32)] * 4 + [(40, 30), (30, 50), (300, 200)]
+for k, (h, w) in enumerate(shapes):
+    img = smooth_image(h, w)
+    blob[f'image.{k}'] = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+    for s in (224, 64):
+        tf = T.Compose([T.Resize(256 * s // 224), T.CenterCrop(s), T.ToTensor(), norm])
+        blob[f'test.{s}.{k}'] = tf(Image.fromarray(img))
+torch.save(blob, os.path.join(out, 'transforms.pt'))
+
+draws = {}
+torch.manual_seed(0)
+for h, w in ((32, 32), (20, 50), (224, 160)):
+    img = torch.zeros(3, h, w)
+    rows = [T.RandomResizedCrop.get_params(img, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]) for _ in range(a.draws)]
+    draws[f'draws.{h}x{w}'] = torch.tensor(rows, dtype=torch.long)
+torch.save(draws, os.path.join(out, 'crop_draws.pt'))
+
+# --- archives ---------------------------------------------------------------------------------
+arch = os.path.join(out, 'archives')
+os.makedirs(arch, exist_ok=True)
+
+
+def cifar_files(records=7):
+    files = {'batches.meta.txt': ('\n'.join(['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
+                                             'horse', 'ship', 'truck']) + '\n').encode()}
+    for name in [f'data_batch_{i}.bin' for i in range(1, 6)] + ['test_batch.bin']:
+        labels = rng.integers(0, 10, records, dtype=np.uint8)
+        pixels = rng.integers(0, 256, (records, 3072), dtype=np.uint8)
+        files[name] = np.concatenate([labels[:, None], pixels], 1).tobytes()
+    return files
+
+
+def write_tar(path, entries):
+    with tarfile.open(path, 'w:gz') as t:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+
+
+write_tar(os.path.join(arch, 'good.tar.gz'), {f'cifar-10-batches-bin/{k}': v for k, v in cifar_files().items()})
+write_tar(os.path.join(arch, 'dotdot.tar.gz'), {'cifar-10-batches-bin/readme.html': b'hi', '../escape.txt': b'escaped'})
+write_tar(os.path.join(arch, 'absolute.tar.gz'), {'/tmp/resnet-absolute-entry.txt': b'escaped'})
+data = open(os.path.join(arch, 'good.tar.gz'), 'rb').read()
+open(os.path.join(arch, 'corrupt.tar.gz'), 'wb').write(data[: len(data) // 2])
+open(os.path.join(out, 'stamp'), 'w').write(stamp)
+print('data fixtures written to', out)

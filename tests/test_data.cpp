@@ -1,0 +1,444 @@
+// Readers, decoding, the loader and the transforms, on files the fixture script
+// (tests/reference/make_data_refs.py) and these tests generate.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "core/error.h"
+#include "data/archive.h"
+#include "data/cifar10.h"
+#include "data/decode.h"
+#include "data/image_folder.h"
+#include "data/loader.h"
+#include "data/md5.h"
+#include "data/open.h"
+#include "data/transforms.h"
+#include "io/torch_save.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string fixture(const std::string& rel) { return (fs::path(RESNET_DATA_FIXTURES) / rel).string(); }
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const resnet::InputError& e) {
+    return e.what();
+  }
+  return "(no InputError)";
+}
+
+void expect_contains(const std::string& text, const std::string& part) {
+  EXPECT_NE(text.find(part), std::string::npos) << "'" << part << "' not in: " << text;
+}
+
+// A CIFAR-10 binary folder with `records` records per file and the given first label.
+void write_cifar(const fs::path& dir, int records, uint8_t first_label = 3) {
+  fs::create_directories(dir);
+  std::ofstream(dir / "batches.meta.txt") << "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n";
+  for (const char* name : {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
+                           "data_batch_5.bin", "test_batch.bin"}) {
+    std::ofstream f(dir / name, std::ios::binary);
+    for (int r = 0; r < records; ++r) {
+      std::vector<char> record(resnet::kCifarRecordBytes);
+      record[0] = static_cast<char>(r == 0 ? first_label : r % 10);
+      for (size_t i = 1; i < record.size(); ++i) record[i] = static_cast<char>((i + r) % 251);
+      f.write(record.data(), static_cast<std::streamsize>(record.size()));
+    }
+  }
+}
+
+// Two-sample Kolmogorov-Smirnov statistic.
+double ks_statistic(std::vector<double> a, std::vector<double> b) {
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  size_t i = 0, j = 0;
+  double d = 0;
+  while (i < a.size() && j < b.size()) {
+    const double x = std::min(a[i], b[j]);
+    while (i < a.size() && a[i] <= x) ++i;
+    while (j < b.size() && b[j] <= x) ++j;
+    d = std::max(d, std::abs(double(i) / a.size() - double(j) / b.size()));
+  }
+  return d;
+}
+
+}  // namespace
+
+// ---- decoding ---------------------------------------------------------------------------------
+
+TEST(Decode, MatchesPilForJpegPngGreyRgbaAndPalette) {
+  const auto expected = resnet::load_tensor_dict(fixture("expected.pt"));
+  ASSERT_GE(expected.size(), 10u);
+  for (const auto& [rel, want] : expected) {
+    const auto got = resnet::decode_image_file(fixture(rel));
+    ASSERT_EQ(got.sizes(), want.sizes()) << rel;
+    const int max_diff = (got.to(torch::kInt) - want.to(torch::kInt)).abs().max().item<int>();
+    // Both decode with libjpeg-turbo's default (islow) IDCT; PNG is lossless.
+    EXPECT_LE(max_diff, 1) << rel;
+    const auto size = resnet::read_image_size(resnet::read_file_bytes(fixture(rel)), rel);
+    EXPECT_EQ(size.height, want.size(1)) << rel;
+    EXPECT_EQ(size.width, want.size(2)) << rel;
+  }
+}
+
+TEST(Decode, BadFilesGetErrorsThatNameThem) {
+  const auto truncated = fixture("bad/train/a/truncated.jpg");
+  expect_contains(error_of([&] { resnet::decode_image_file(truncated); }), truncated + ": cannot decode JPEG");
+  const auto text = fixture("bad/train/a/text.jpg");
+  expect_contains(error_of([&] { resnet::decode_image_file(text); }),
+                  text + ": not a JPEG or PNG image (it starts with 'hell')");
+  expect_contains(error_of([&] { resnet::decode_image_file(fixture("nope.jpg")); }), "nope.jpg: cannot open");
+}
+
+TEST(Decode, IntoAPaddedSlot) {
+  const auto rel = std::string("folder/train/cat/rgba.png");  // 30 wide, 40 high
+  auto slot = torch::full({3, 50, 50}, 7, torch::kUInt8);
+  const auto size = resnet::decode_image_into(resnet::read_file_bytes(fixture(rel)), rel, slot);
+  EXPECT_EQ(size.height, 40);
+  EXPECT_EQ(size.width, 30);
+  EXPECT_TRUE(torch::equal(slot.slice(1, 0, 40).slice(2, 0, 30), resnet::decode_image_file(fixture(rel))));
+  EXPECT_EQ(slot[0][45][45].item<int>(), 7);  // untouched beyond the image
+  auto small = torch::empty({3, 20, 20}, torch::kUInt8);
+  expect_contains(error_of([&] { resnet::decode_image_into(resnet::read_file_bytes(fixture(rel)), rel, small); }),
+                  "larger than the 20x20 slot");
+}
+
+// ---- CIFAR-10 binary --------------------------------------------------------------------------
+
+TEST(Cifar10, ReadsRecordsAsImagesAndLabels) {
+  resnet::test::TempDir dir;
+  write_cifar(dir.path() / "cifar-10-batches-bin", 4);
+  ASSERT_EQ(resnet::find_cifar10_binary(dir.path().string()), (dir.path() / "cifar-10-batches-bin").string());
+  const auto train = resnet::read_cifar10((dir.path() / "cifar-10-batches-bin").string(), resnet::Split::kTrain);
+  EXPECT_EQ(train.images.sizes(), (std::vector<int64_t>{20, 3, 32, 32}));
+  EXPECT_EQ(train.labels.size(0), 20);
+  EXPECT_EQ(train.labels[0].item<int64_t>(), 3);
+  EXPECT_EQ(train.labels[1].item<int64_t>(), 1);
+  // Record 0: byte i (1-based after the label) is i % 251; R plane first, row by row.
+  EXPECT_EQ(train.images[0][0][0][0].item<int>(), 1);
+  EXPECT_EQ(train.images[0][1][0][0].item<int>(), 1025 % 251);
+  EXPECT_EQ(train.images[0][2][31][31].item<int>(), 3072 % 251);
+  EXPECT_EQ(train.classes.at(9), "truck");
+  const auto test = resnet::read_cifar10((dir.path() / "cifar-10-batches-bin").string(), resnet::Split::kTest);
+  EXPECT_EQ(test.images.size(0), 4);
+}
+
+TEST(Cifar10, ErrorsNameTheFileAndWhatWasFound) {
+  resnet::test::TempDir dir;
+  const auto bin = dir.path() / "bin";
+  write_cifar(bin, 2);
+  {  // a truncated file
+    std::ofstream f(bin / "data_batch_2.bin", std::ios::binary | std::ios::app);
+    f << "xyz";
+  }
+  expect_contains(error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTrain); }),
+                  (bin / "data_batch_2.bin").string() + ": 6149 bytes is not a whole number of 3,073-byte");
+  write_cifar(bin, 2, /*first_label=*/12);
+  expect_contains(error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTest); }),
+                  (bin / "test_batch.bin").string() + ": record 0 has label 12; CIFAR-10 labels are 0 to 9");
+  fs::remove(bin / "data_batch_4.bin");
+  expect_contains(error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTrain); }),
+                  (bin / "data_batch_4.bin").string() + ": missing");
+  std::ofstream(bin / "test_batch.bin", std::ios::trunc).close();
+  expect_contains(error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTest); }),
+                  ": 0 bytes is not a whole number");
+}
+
+// ---- image folders ----------------------------------------------------------------------------
+
+TEST(ImageFolder, IndexesClassesSortedAndImagesOnly) {
+  const auto index = resnet::index_image_folder(fixture("folder/train"));
+  EXPECT_EQ(index.classes, (std::vector<std::string>{"bird", "cat", "dog"}));
+  EXPECT_EQ(index.files.size(), 3u + 1 + 3 + 1 + 3 + 1);  // notes.txt is not an image
+  EXPECT_TRUE(std::is_sorted(index.labels.begin(), index.labels.end()));
+  for (size_t i = 0; i < index.files.size(); ++i)
+    EXPECT_NE(index.files[i].find("/" + index.classes[index.labels[i]] + "/"), std::string::npos);
+  expect_contains(error_of([&] { resnet::index_image_folder(fixture("empty_class/train")); }),
+                  fixture("empty_class/train/b") + ": class folder holds no images");
+}
+
+TEST(ImageFolder, MixedSizesStreamAndUniformOnesLiveInMemory) {
+  const auto cpu = torch::Device(torch::kCPU);
+  auto mixed = resnet::open_split(fixture("folder"), resnet::Split::kTrain, cpu);
+  expect_contains(mixed->description(), "streamed");
+  EXPECT_EQ(mixed->size(), 12);
+  const auto batch = mixed->gather(torch::tensor({0, 3, 4}, torch::kLong), cpu);
+  EXPECT_EQ(batch.images.size(0), 3);
+  EXPECT_EQ(batch.sizes.size(0), 3);
+  // Each image sits at the top left of its padded slot, as decoded.
+  const auto index = resnet::index_image_folder(fixture("folder/train"));
+  const auto fourth = resnet::decode_image_file(index.files[4]);
+  EXPECT_EQ(batch.sizes[2][0].item<int64_t>(), fourth.size(1));
+  EXPECT_TRUE(torch::equal(batch.images[2].slice(1, 0, fourth.size(1)).slice(2, 0, fourth.size(2)), fourth));
+  EXPECT_EQ(batch.labels[2].item<int64_t>(), index.labels[4]);
+
+  resnet::test::TempDir dir;  // a uniform folder: 32x32 JPEGs only
+  for (const char* cls : {"x", "y"}) {
+    fs::create_directories(dir.path() / "train" / cls);
+    fs::copy_file(fixture("folder/train/bird/0.jpg"), dir.path() / "train" / cls / "0.jpg");
+    fs::copy_file(fixture("folder/train/bird/1.jpg"), dir.path() / "train" / cls / "1.jpg");
+  }
+  auto uniform = resnet::open_split(dir.path().string(), resnet::Split::kTrain, cpu);
+  expect_contains(uniform->description(), "in memory");
+  EXPECT_EQ(uniform->size(), 4);
+  EXPECT_TRUE(torch::equal(uniform->labels(), torch::tensor({0, 0, 1, 1}, torch::kLong)));
+}
+
+TEST(ImageFolder, TheEmbeddedSampleLoads) {
+  const std::string sample = std::string(RESNET_SOURCE_DIR) + "/assets/cifar10-sample";
+  auto train = resnet::open_split(sample, resnet::Split::kTrain, torch::kCPU);
+  auto test = resnet::open_split(sample, resnet::Split::kTest, torch::kCPU);
+  EXPECT_EQ(train->size(), 1000);
+  EXPECT_EQ(test->size(), 200);
+  EXPECT_EQ(train->classes(), (std::vector<std::string>{"airplane", "automobile", "bird", "cat", "deer", "dog",
+                                                        "frog", "horse", "ship", "truck"}));
+  expect_contains(train->description(), "in memory");
+  EXPECT_EQ(torch::bincount(train->labels()).min().item<int64_t>(), 100);
+}
+
+TEST(ImageFolder, StreamedBatchesReachTheGpuIntact) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  auto source = resnet::open_split(fixture("folder"), resnet::Split::kTrain, torch::kCPU);
+  expect_contains(source->description(), "streamed");
+  const auto indices = torch::arange(source->size(), torch::kLong);
+  const auto cpu = source->gather(indices, torch::kCPU);
+  for (int round = 0; round < 3; ++round) {  // again and again: reused memory must not be clobbered
+    const auto gpu = source->gather(indices, torch::Device(torch::kCUDA, 0));
+    EXPECT_TRUE(gpu.images.is_cuda());
+    EXPECT_TRUE(torch::equal(gpu.images.cpu(), cpu.images));
+    EXPECT_TRUE(torch::equal(gpu.labels.cpu(), cpu.labels));
+  }
+}
+
+TEST(ImageFolder, BadImagesFailOrAreSkipped) {
+  const auto cpu = torch::Device(torch::kCPU);
+  const auto why = error_of([&] { resnet::open_split(fixture("bad"), resnet::Split::kTrain, cpu); });
+  EXPECT_TRUE(why.find("text.jpg") != std::string::npos || why.find("truncated.jpg") != std::string::npos) << why;
+  expect_contains(why, "--skip-bad-images");
+  resnet::DataOptions skip;
+  skip.skip_bad_images = true;
+  auto source = resnet::open_split(fixture("bad"), resnet::Split::kTrain, cpu, skip);
+  EXPECT_EQ(source->size(), 2);  // fine.jpg and ok.jpg
+  expect_contains(source->description(), "in memory");
+
+  // Streamed (no memory allowed): the error comes with the batch that holds the file.
+  resnet::DataOptions stream;
+  stream.memory_limit_mib = 0;
+  auto streamed = resnet::open_split(fixture("bad"), resnet::Split::kTrain, cpu, stream);
+  EXPECT_EQ(streamed->size(), 4);
+  const auto all = torch::arange(4, torch::kLong);
+  const auto later = error_of([&] { streamed->gather(all, cpu); });
+  EXPECT_TRUE(later.find("text.jpg") != std::string::npos || later.find("truncated.jpg") != std::string::npos) << later;
+  stream.skip_bad_images = true;
+  auto skipping = resnet::open_split(fixture("bad"), resnet::Split::kTrain, cpu, stream);
+  const auto batch = skipping->gather(all, cpu);
+  EXPECT_EQ(batch.images.size(0), 2);
+  EXPECT_EQ(batch.labels.size(0), 2);
+}
+
+TEST(ImageFolder, RecognisesWhatDataHolds) {
+  resnet::test::TempDir dir;
+  EXPECT_EQ(resnet::detect_format(fixture("folder")), resnet::DataFormat::kImageFolder);
+  EXPECT_EQ(resnet::detect_format(dir.path().string()), resnet::DataFormat::kNone);
+  expect_contains(error_of([&] { resnet::open_split(dir.path().string(), resnet::Split::kTrain, torch::kCPU); }),
+                  "holds neither CIFAR-10 binary files");
+  write_cifar(dir.path() / "cifar-10-batches-bin", 2);
+  EXPECT_EQ(resnet::detect_format(dir.path().string()), resnet::DataFormat::kCifar10Binary);
+  auto source = resnet::open_split(dir.path().string(), resnet::Split::kTest, torch::kCPU);
+  EXPECT_EQ(source->size(), 2);
+  expect_contains(source->description(), "CIFAR-10 binary");
+}
+
+// ---- loader -----------------------------------------------------------------------------------
+
+TEST(Loader, ShufflesPerEpochFromTheSeedAndKeepsTheLastPartialBatch) {
+  resnet::LabeledImages data;
+  const int64_t n = 10;
+  data.images = torch::arange(n).to(torch::kUInt8).view({n, 1, 1, 1}).expand({n, 3, 8, 8}).contiguous();
+  data.labels = torch::arange(n);
+  data.classes = {"only"};
+  auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
+  resnet::LoaderOptions o;
+  o.batch_size = 4;
+  o.image_size = 8;
+  o.seed = 7;
+  resnet::Loader loader(source, o, torch::kCPU);
+  EXPECT_EQ(loader.batches_per_epoch(), 3);
+  auto epoch_labels = [&](int64_t epoch, int64_t skip = 0) {
+    loader.start_epoch(epoch, skip);
+    std::vector<int64_t> seen, sizes;
+    while (auto batch = loader.next()) {
+      sizes.push_back(batch->labels.size(0));
+      EXPECT_EQ(batch->images.sizes(), (std::vector<int64_t>{batch->labels.size(0), 3, 8, 8}));
+      for (int64_t i = 0; i < batch->labels.size(0); ++i) seen.push_back(batch->labels[i].item<int64_t>());
+    }
+    return std::make_pair(seen, sizes);
+  };
+  const auto [first, sizes] = epoch_labels(0);
+  EXPECT_EQ(sizes, (std::vector<int64_t>{4, 4, 2}));
+  auto sorted = first;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ(epoch_labels(0).first, first);   // same seed and epoch: same order
+  EXPECT_NE(epoch_labels(1).first, first);   // next epoch: another order
+  const auto resumed = epoch_labels(0, /*skip=*/2).first;  // resume at the third batch
+  EXPECT_EQ(resumed, std::vector<int64_t>(first.begin() + 8, first.end()));
+}
+
+// ---- transforms -------------------------------------------------------------------------------
+
+TEST(Transforms, TestTransformMatchesTorchvision) {
+  // torchvision's reference is the sample's PIL pipeline (bilinear, uint8 after resizing); our
+  // resize is bilinear in float. Upsampling (CIFAR-10's case) agrees to about 1/255; the
+  // 300x200 image is shrunk, where torchvision antialiases and we do not.
+  constexpr double kMaxAbs = 0.02;
+  const auto ref = resnet::load_tensor_dict(fixture("transforms.pt"));
+  for (int k = 0; k < 6; ++k) {
+    const auto image = resnet::find_tensor(ref, "image." + std::to_string(k), "transforms.pt");
+    resnet::RawBatch batch{image.unsqueeze(0), torch::tensor({image.size(1), image.size(2)}).view({1, 2}),
+                           torch::zeros({1}, torch::kLong)};
+    for (int64_t size : {224, 64}) {
+      const auto key = "test." + std::to_string(size) + "." + std::to_string(k);
+      const auto want = resnet::find_tensor(ref, key, "transforms.pt");
+      const auto got = resnet::test_transform(batch, size)[0];
+      ASSERT_EQ(got.sizes(), want.sizes()) << key;
+      const double err = (got - want).abs().max().item<double>();
+      std::cout << key << " (" << image.size(1) << "x" << image.size(2) << "): max abs difference " << err << "\n";
+      EXPECT_LE(err, kMaxAbs) << key;
+    }
+  }
+}
+
+TEST(Transforms, BatchedEqualsOneImageAtATime) {
+  // Mixed sizes in one padded batch give what each image gives alone.
+  const auto ref = resnet::load_tensor_dict(fixture("transforms.pt"));
+  std::vector<torch::Tensor> images;
+  for (int k : {0, 4, 5}) images.push_back(resnet::find_tensor(ref, "image." + std::to_string(k), "t"));
+  auto padded = torch::zeros({3, 3, 40, 50}, torch::kUInt8);
+  auto sizes = torch::empty({3, 2}, torch::kLong);
+  for (int b = 0; b < 3; ++b) {
+    padded[b].slice(1, 0, images[b].size(1)).slice(2, 0, images[b].size(2)).copy_(images[b]);
+    sizes[b][0] = images[b].size(1);
+    sizes[b][1] = images[b].size(2);
+  }
+  const auto together = resnet::test_transform({padded, sizes, torch::zeros({3}, torch::kLong)}, 64);
+  std::mt19937_64 rng_a(5), rng_b(5);
+  const auto train_together = resnet::train_transform({padded, sizes, torch::zeros({3}, torch::kLong)}, 48, rng_a);
+  for (int b = 0; b < 3; ++b) {
+    resnet::RawBatch one{images[b].unsqueeze(0), sizes[b].view({1, 2}), torch::zeros({1}, torch::kLong)};
+    EXPECT_LE((together[b] - resnet::test_transform(one, 64)[0]).abs().max().item<double>(), 1e-4) << b;
+    EXPECT_LE((train_together[b] - resnet::train_transform(one, 48, rng_b)[0]).abs().max().item<double>(), 1e-4) << b;
+  }
+}
+
+TEST(Transforms, TrainCropEqualsCropThenResize) {
+  // The fast path (one grid_sample from the uncropped batch) against the simple one: crop,
+  // then bilinear-resize the crop with torch's interpolate.
+  const auto image = torch::randint(0, 256, {1, 3, 32, 32}, torch::kUInt8);
+  std::mt19937_64 rng(11), replay(11);
+  resnet::RawBatch batch{image, torch::tensor({32, 32}).view({1, 2}), torch::zeros({1}, torch::kLong)};
+  const auto fast = resnet::train_transform(batch, 40, rng)[0];
+  const auto box = resnet::random_resized_crop_box(32, 32, replay);
+  const bool flip = std::bernoulli_distribution(0.5)(replay);
+  auto crop = image.slice(2, box.top, box.top + box.height).slice(3, box.left, box.left + box.width).to(torch::kFloat);
+  auto simple = torch::nn::functional::interpolate(
+      crop, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{40, 40}).mode(torch::kBilinear).align_corners(false))[0];
+  if (flip) simple = simple.flip({2});
+  const auto mean = torch::tensor({0.485, 0.456, 0.406}, torch::kFloat).view({3, 1, 1});
+  const auto std = torch::tensor({0.229, 0.224, 0.225}, torch::kFloat).view({3, 1, 1});
+  simple = (simple / 255.0 - mean) / std;
+  EXPECT_LE((fast - simple).abs().max().item<double>(), 1e-4);
+}
+
+TEST(Transforms, CropBoxesFollowTorchvisionsDistribution) {
+  // Two-sample KS between 10,000 of our draws and 20,000 of torchvision's, for the crop's area
+  // fraction, log aspect ratio and offsets. 0.03 is above the 0.1% critical value (~0.024).
+  constexpr double kMaxKs = 0.03;
+  constexpr int kDraws = 10000;
+  const auto ref = resnet::load_tensor_dict(fixture("crop_draws.pt"));
+  for (const auto& [key, tv] : ref) {
+    const auto hw = key.substr(6);  // "draws.HxW"
+    const int64_t h = std::stoll(hw.substr(0, hw.find('x'))), w = std::stoll(hw.substr(hw.find('x') + 1));
+    std::mt19937_64 rng(123);
+    std::vector<double> area_ours, ratio_ours, top_ours, area_tv, ratio_tv, top_tv;
+    int fallback_ours = 0, fallback_tv = 0;
+    for (int i = 0; i < kDraws; ++i) {
+      const auto b = resnet::random_resized_crop_box(h, w, rng);
+      ASSERT_TRUE(b.top >= 0 && b.left >= 0 && b.top + b.height <= h && b.left + b.width <= w) << key;
+      area_ours.push_back(double(b.height * b.width) / (h * w));
+      ratio_ours.push_back(std::log(double(b.width) / b.height));
+      top_ours.push_back(b.height < h ? double(b.top) / (h - b.height) : 0.5);
+      fallback_ours += b.top == (h - b.height) / 2 && b.left == (w - b.width) / 2 && area_ours.back() > 0.9;
+    }
+    const auto t = tv.contiguous();
+    for (int64_t i = 0; i < t.size(0); ++i) {
+      const double top = t[i][0].item<double>(), left = t[i][1].item<double>();
+      const double ch = t[i][2].item<double>(), cw = t[i][3].item<double>();
+      area_tv.push_back(ch * cw / (h * w));
+      ratio_tv.push_back(std::log(cw / ch));
+      top_tv.push_back(ch < h ? top / (h - ch) : 0.5);
+      fallback_tv += top == std::floor((h - ch) / 2) && left == std::floor((w - cw) / 2) && area_tv.back() > 0.9;
+    }
+    std::cout << key << ": KS area " << ks_statistic(area_ours, area_tv) << ", aspect "
+              << ks_statistic(ratio_ours, ratio_tv) << ", top " << ks_statistic(top_ours, top_tv) << "; fallback "
+              << double(fallback_ours) / kDraws << " vs " << double(fallback_tv) / t.size(0) << "\n";
+    EXPECT_LE(ks_statistic(area_ours, area_tv), kMaxKs) << key << " area";
+    EXPECT_LE(ks_statistic(ratio_ours, ratio_tv), kMaxKs) << key << " aspect ratio";
+    EXPECT_LE(ks_statistic(top_ours, top_tv), kMaxKs) << key << " top offset";
+    EXPECT_NEAR(double(fallback_ours) / kDraws, double(fallback_tv) / t.size(0), 0.01) << key << " fallback rate";
+  }
+}
+
+TEST(Transforms, CudaGivesWhatTheCpuGives) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  const auto images = torch::randint(0, 256, {16, 3, 32, 32}, torch::kUInt8);
+  const auto sizes = torch::tensor({32, 32}).view({1, 2}).repeat({16, 1});
+  resnet::RawBatch cpu{images, sizes, torch::zeros({16}, torch::kLong)};
+  resnet::RawBatch gpu{images.cuda(), sizes, torch::zeros({16}, torch::kLong).cuda()};
+  std::mt19937_64 a(3), b(3);
+  EXPECT_LE((resnet::train_transform(cpu, 224, a) - resnet::train_transform(gpu, 224, b).cpu()).abs().max().item<double>(), 1e-4);
+  EXPECT_LE((resnet::test_transform(cpu, 224) - resnet::test_transform(gpu, 224).cpu()).abs().max().item<double>(), 1e-4);
+}
+
+// ---- MD5 and archives -------------------------------------------------------------------------
+
+TEST(Md5, KnownDigests) {
+  // RFC 1321, appendix A.5
+  auto md5 = [](const std::string& s) {
+    resnet::Md5 m;
+    m.update(s.data(), s.size());
+    return m.hex_digest();
+  };
+  EXPECT_EQ(md5(""), "d41d8cd98f00b204e9800998ecf8427e");
+  EXPECT_EQ(md5("abc"), "900150983cd24fb0d6963f7d28e17f72");
+  EXPECT_EQ(md5("12345678901234567890123456789012345678901234567890123456789012345678901234567890"),
+            "57edf4a22be3c955ac49da2e2107b67a");
+}
+
+TEST(Archive, UnpacksAGoodOneAndRefusesEscapesAndCorruption) {
+  resnet::test::TempDir dir;
+  resnet::extract_archive(fixture("archives/good.tar.gz"), (dir.path() / "good").string());
+  EXPECT_TRUE(fs::exists(dir.path() / "good/cifar-10-batches-bin/test_batch.bin"));
+  EXPECT_EQ(fs::file_size(dir.path() / "good/cifar-10-batches-bin/test_batch.bin"), 7u * 3073u);
+
+  const auto dotdot = fixture("archives/dotdot.tar.gz");
+  expect_contains(error_of([&] { resnet::extract_archive(dotdot, (dir.path() / "a/b").string()); }),
+                  dotdot + ": refusing entry '../escape.txt'");
+  EXPECT_FALSE(fs::exists(dir.path() / "a/escape.txt"));
+  EXPECT_FALSE(fs::exists(dir.path() / "a/b"));  // refused before anything was written
+  const auto absolute = fixture("archives/absolute.tar.gz");
+  expect_contains(error_of([&] { resnet::extract_archive(absolute, (dir.path() / "c").string()); }),
+                  "refusing entry '/tmp/resnet-absolute-entry.txt'");
+  const auto corrupt = fixture("archives/corrupt.tar.gz");
+  expect_contains(error_of([&] { resnet::extract_archive(corrupt, (dir.path() / "d").string()); }),
+                  corrupt + ": corrupt archive");
+  EXPECT_FALSE(fs::exists(dir.path() / "d"));
+}
