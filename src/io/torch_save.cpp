@@ -2,36 +2,378 @@
 
 #include <torch/serialize.h>
 
+#include <caffe2/serialize/inline_container.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 #include "core/error.h"
 
 namespace resnet {
+namespace {
 
-NamedTensors load_tensor_dict(const std::string& path) {
+// The few pickle opcodes (protocol 2) that a dict of tensors and scalars needs.
+class Pickler {
+ public:
+  void op(char code) { out_.push_back(code); }
+  void global(const std::string& module, const std::string& name) {
+    op('c');
+    out_ += module + "\n" + name + "\n";
+  }
+  void string(const std::string& s) {
+    op('X');
+    uint32_t n = static_cast<uint32_t>(s.size());
+    out_.append(reinterpret_cast<const char*>(&n), 4);  // little-endian on every platform we build for
+    out_ += s;
+  }
+  void integer(int64_t v) {
+    if (v >= 0 && v < 256) {
+      op('K');
+      out_.push_back(static_cast<char>(v));
+    } else if (v >= INT32_MIN && v <= INT32_MAX) {
+      op('J');
+      int32_t x = static_cast<int32_t>(v);
+      out_.append(reinterpret_cast<const char*>(&x), 4);
+    } else {
+      op('\x8a');  // LONG1: 8 bytes, two's complement, little-endian
+      out_.push_back(8);
+      out_.append(reinterpret_cast<const char*>(&v), 8);
+    }
+  }
+  void real(double v) {
+    op('G');  // BINFLOAT: big-endian
+    uint64_t bits;
+    std::memcpy(&bits, &v, 8);
+    for (int i = 7; i >= 0; --i) out_.push_back(static_cast<char>(bits >> (8 * i)));
+  }
+  void boolean(bool v) { op(v ? '\x88' : '\x89'); }
+  void int_tuple(c10::IntArrayRef values) {
+    op('(');
+    for (int64_t v : values) integer(v);
+    op('t');
+  }
+  std::string& bytes() { return out_; }
+
+ private:
+  std::string out_;
+};
+
+const char* storage_class(c10::ScalarType t) {
+  switch (t) {
+    case torch::kFloat: return "FloatStorage";
+    case torch::kDouble: return "DoubleStorage";
+    case torch::kHalf: return "HalfStorage";
+    case torch::kBFloat16: return "BFloat16Storage";
+    case torch::kLong: return "LongStorage";
+    case torch::kInt: return "IntStorage";
+    case torch::kShort: return "ShortStorage";
+    case torch::kChar: return "CharStorage";
+    case torch::kByte: return "ByteStorage";
+    case torch::kBool: return "BoolStorage";
+    default: throw std::invalid_argument(std::string("cannot save tensors of type ") + c10::toString(t));
+  }
+}
+
+void fsync_path(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+void save_torch_file(const std::string& path, const SaveEntries& entries, bool ordered) {
+  Pickler p;
+  std::vector<torch::Tensor> storages;
+  p.op('\x80');
+  p.op(2);
+  if (ordered) {
+    p.global("collections", "OrderedDict");
+    p.op(')');
+    p.op('R');
+  } else {
+    p.op('}');
+  }
+  p.op('(');
+  for (const auto& [key, value] : entries) {
+    p.string(key);
+    if (const auto* t = std::get_if<torch::Tensor>(&value)) {
+      const auto cpu = t->detach().to(torch::kCPU).contiguous();
+      p.global("torch._utils", "_rebuild_tensor_v2");
+      p.op('(');
+      p.op('(');  // persistent id: ('storage', class, key, location, numel)
+      p.string("storage");
+      p.global("torch", storage_class(cpu.scalar_type()));
+      p.string(std::to_string(storages.size()));
+      p.string("cpu");
+      p.integer(cpu.numel());
+      p.op('t');
+      p.op('Q');
+      p.integer(0);  // storage offset
+      p.int_tuple(cpu.sizes());
+      p.int_tuple(cpu.strides());
+      p.boolean(false);  // requires_grad
+      p.global("collections", "OrderedDict");  // backward hooks: none
+      p.op(')');
+      p.op('R');
+      p.op('t');
+      p.op('R');
+      storages.push_back(cpu);
+    } else if (const auto* i = std::get_if<int64_t>(&value)) {
+      p.integer(*i);
+    } else if (const auto* d = std::get_if<double>(&value)) {
+      p.real(*d);
+    } else if (const auto* b = std::get_if<bool>(&value)) {
+      p.boolean(*b);
+    } else {
+      p.string(std::get<std::string>(value));
+    }
+  }
+  p.op('u');
+  p.op('.');
+
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw InputError(tmp + ": cannot open for writing: " + std::strerror(errno));
+  bool write_failed = false;
+  try {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+      if (std::fwrite(data, 1, n, f) != n) write_failed = true;
+      return n;
+    });
+    writer.writeRecord("data.pkl", p.bytes().data(), p.bytes().size());
+    writer.writeRecord(".format_version", "1", 1);
+    writer.writeRecord("byteorder", "little", 6);
+    for (size_t i = 0; i < storages.size(); ++i)
+      writer.writeRecord("data/" + std::to_string(i), storages[i].data_ptr(), storages[i].nbytes());
+    writer.writeEndOfFile();
+  } catch (...) {
+    std::fclose(f);
+    std::remove(tmp.c_str());
+    throw;
+  }
+  write_failed |= std::fflush(f) != 0 || ::fsync(fileno(f)) != 0;
+  write_failed |= std::fclose(f) != 0;
+  if (write_failed) {
+    std::remove(tmp.c_str());
+    throw InputError(tmp + ": write failed (disk full?): " + std::strerror(errno) + "; " + path + " is unchanged");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw InputError(path + ": cannot replace it with " + tmp + ": " + ec.message());
+  const auto dir = std::filesystem::path(path).parent_path();
+  fsync_path(dir.empty() ? "." : dir.string(), O_RDONLY | O_DIRECTORY);
+}
+
+void save_state_dict(const std::string& path, const NamedTensors& tensors) {
+  SaveEntries entries;
+  for (const auto& [name, tensor] : tensors) entries.emplace_back(name, tensor);
+  save_torch_file(path, entries, /*ordered=*/true);
+}
+
+namespace {
+
+// Reads the pickle subset that torch.save writes for dicts of tensors and plain values
+// (protocol 2: dict or OrderedDict, tuples, str, int, float, bool, None, tensors through
+// _rebuild_tensor_v2 / _rebuild_parameter with persistent storage ids). LibTorch's own
+// unpickler turns a top-level OrderedDict into None, so state dicts saved by Python need this.
+class Unpickler {
+ public:
+  Unpickler(caffe2::serialize::PyTorchStreamReader& zip, const std::string& path) : zip_(zip), path_(path) {}
+
+  c10::IValue load() {
+    auto [data, size] = zip_.getRecord("data.pkl");
+    bytes_ = static_cast<const uint8_t*>(data.get());
+    size_ = size;
+    for (;;) {
+      const uint8_t code = next_byte();
+      switch (code) {
+        case 0x80: next_byte(); break;                                           // PROTO
+        case 0x95: skip(8); break;                                               // FRAME
+        case 'c': { const auto module = read_line(); push(global(module + "." + read_line())); break; }  // GLOBAL
+        case 'q': memo(next_byte()); break;                                      // BINPUT
+        case 'r': memo(read_le<uint32_t>()); break;                              // LONG_BINPUT
+        case 0x94: memo(memo_.size()); break;                                    // MEMOIZE
+        case 'h': push(memo_.at(next_byte())); break;                            // BINGET
+        case 'j': push(memo_.at(read_le<uint32_t>())); break;                    // LONG_BINGET
+        case '(': marks_.push_back(stack_.size()); break;                        // MARK
+        case ')': push(c10::ivalue::Tuple::create({})); break;                   // EMPTY_TUPLE
+        case 't': push(c10::ivalue::Tuple::create(pop_mark())); break;           // TUPLE
+        case 0x85: tuple_of(1); break;                                           // TUPLE1
+        case 0x86: tuple_of(2); break;                                           // TUPLE2
+        case 0x87: tuple_of(3); break;                                           // TUPLE3
+        case '}': push(empty_dict()); break;                                     // EMPTY_DICT
+        case ']': push(c10::impl::GenericList(c10::AnyType::get())); break;      // EMPTY_LIST
+        case 'e': { auto items = pop_mark(); auto list = top().toList();         // APPENDS
+                    for (auto& v : items) list.push_back(v); break; }
+        case 'a': { auto v = pop(); top().toList().push_back(v); break; }         // APPEND
+        case 's': { auto v = pop(); auto k = pop(); set_item(k, v); break; }      // SETITEM
+        case 'u': { auto items = pop_mark();                                     // SETITEMS
+                    for (size_t i = 0; i + 1 < items.size(); i += 2) set_item(items[i], items[i + 1]); break; }
+        case 'X': { const auto n = read_le<uint32_t>(); push(read_string(n)); break; }  // BINUNICODE
+        case 0x8c: { const auto n = next_byte(); push(read_string(n)); break; }        // SHORT_BINUNICODE
+        case 'K': push(static_cast<int64_t>(next_byte())); break;                // BININT1
+        case 'M': push(static_cast<int64_t>(read_le<uint16_t>())); break;        // BININT2
+        case 'J': push(static_cast<int64_t>(read_le<int32_t>())); break;         // BININT
+        case 0x8a: push(read_long1()); break;                                    // LONG1
+        case 'G': push(read_binfloat()); break;                                  // BINFLOAT
+        case 0x88: push(true); break;                                            // NEWTRUE
+        case 0x89: push(false); break;                                           // NEWFALSE
+        case 'N': push(c10::IValue()); break;                                    // NONE
+        case 'Q': push(persistent(pop())); break;                                // BINPERSID
+        case 'b': pop(); break;  // BUILD: state_dict()'s _metadata attribute, not needed here
+        case 'R': { auto args = pop(); auto fn = pop(); push(reduce(fn, args)); break; }  // REDUCE
+        case '.': return pop();                                                  // STOP
+        default: fail("pickle opcode 0x" + hex(code) + " is not one torch.save uses for a dict of tensors");
+      }
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& why) { throw InputError(path_ + ": cannot read data.pkl: " + why); }
+  static std::string hex(uint8_t c) { char b[3]; std::snprintf(b, 3, "%02x", c); return b; }
+  uint8_t next_byte() { if (pos_ >= size_) fail("ends early"); return bytes_[pos_++]; }
+  void skip(size_t n) { if (pos_ + n > size_) fail("ends early"); pos_ += n; }
+  template <typename T> T read_le() { T v; skip(sizeof(T)); std::memcpy(&v, bytes_ + pos_ - sizeof(T), sizeof(T)); return v; }
+  std::string read_string(size_t n) { skip(n); return std::string(reinterpret_cast<const char*>(bytes_ + pos_ - n), n); }
+  std::string read_line() {
+    std::string s;
+    for (uint8_t c; (c = next_byte()) != '\n';) s.push_back(static_cast<char>(c));
+    return s;
+  }
+  int64_t read_long1() {
+    const uint8_t n = next_byte();
+    if (n > 8) fail("an integer wider than 64 bits");
+    uint64_t v = 0;
+    for (uint8_t i = 0; i < n; ++i) v |= uint64_t(next_byte()) << (8 * i);
+    if (n > 0 && n < 8 && (v >> (8 * n - 1)) & 1) v |= ~uint64_t(0) << (8 * n);  // sign-extend
+    return static_cast<int64_t>(v);
+  }
+  double read_binfloat() {
+    uint64_t bits = 0;
+    for (int i = 0; i < 8; ++i) bits = (bits << 8) | next_byte();
+    double d;
+    std::memcpy(&d, &bits, 8);
+    return d;
+  }
+  void push(c10::IValue v) { stack_.push_back(std::move(v)); }
+  c10::IValue pop() { if (stack_.empty()) fail("stack underflow"); auto v = std::move(stack_.back()); stack_.pop_back(); return v; }
+  c10::IValue& top() { if (stack_.empty()) fail("stack underflow"); return stack_.back(); }
+  std::vector<c10::IValue> pop_mark() {
+    if (marks_.empty()) fail("no mark");
+    const size_t m = marks_.back();
+    marks_.pop_back();
+    std::vector<c10::IValue> items(std::make_move_iterator(stack_.begin() + m), std::make_move_iterator(stack_.end()));
+    stack_.resize(m);
+    return items;
+  }
+  void tuple_of(size_t n) {
+    if (stack_.size() < n) fail("stack underflow");
+    std::vector<c10::IValue> items(stack_.end() - n, stack_.end());
+    stack_.resize(stack_.size() - n);
+    push(c10::ivalue::Tuple::create(std::move(items)));
+  }
+  void memo(size_t index) {
+    if (memo_.size() <= index) memo_.resize(index + 1);
+    memo_[index] = top();
+  }
+  static c10::IValue empty_dict() { return c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get()); }
+  void set_item(const c10::IValue& key, const c10::IValue& value) {
+    if (!top().isGenericDict()) fail("SETITEM on something that is not a dict");
+    top().toGenericDict().insert_or_assign(key, value);
+  }
+  // A global is kept as its dotted name; REDUCE decides what it means.
+  static c10::IValue global(const std::string& name) { return c10::IValue("global:" + name); }
+
+  c10::IValue persistent(const c10::IValue& id) {
+    if (!id.isTuple() || id.toTupleRef().elements().size() < 5) fail("a persistent id that is not a storage");
+    const auto& e = id.toTupleRef().elements();
+    const std::string type = e[1].toStringRef(), key = e[2].toStringRef();
+    const int64_t numel = e[4].toInt();
+    static const std::map<std::string, c10::ScalarType> kTypes = {
+        {"global:torch.FloatStorage", torch::kFloat}, {"global:torch.DoubleStorage", torch::kDouble},
+        {"global:torch.HalfStorage", torch::kHalf},   {"global:torch.BFloat16Storage", torch::kBFloat16},
+        {"global:torch.LongStorage", torch::kLong},   {"global:torch.IntStorage", torch::kInt},
+        {"global:torch.ShortStorage", torch::kShort}, {"global:torch.CharStorage", torch::kChar},
+        {"global:torch.ByteStorage", torch::kByte},   {"global:torch.BoolStorage", torch::kBool}};
+    const auto t = kTypes.find(type);
+    if (t == kTypes.end()) fail("storage type " + type.substr(7) + " is not supported");
+    auto [data, size] = zip_.getRecord("data/" + key);
+    auto storage = torch::empty({numel}, t->second);
+    if (size != storage.nbytes()) fail("storage " + key + " holds " + std::to_string(size) + " bytes, expected " +
+                                       std::to_string(storage.nbytes()));
+    std::memcpy(storage.data_ptr(), data.get(), size);
+    return storage;
+  }
+
+  static std::vector<int64_t> ints(const c10::IValue& tuple) {
+    std::vector<int64_t> out;
+    for (const auto& v : tuple.toTupleRef().elements()) out.push_back(v.toInt());
+    return out;
+  }
+
+  c10::IValue reduce(const c10::IValue& fn, const c10::IValue& args) {
+    const std::string name = fn.isString() ? fn.toStringRef() : "";
+    if (name == "global:collections.OrderedDict") return empty_dict();
+    const auto& a = args.toTupleRef().elements();
+    if (name == "global:torch._utils._rebuild_tensor_v2" && a.size() >= 4) {
+      const auto storage = a[0].toTensor();
+      return storage.as_strided(ints(a[2]), ints(a[3]), a[1].toInt());
+    }
+    if (name == "global:torch._utils._rebuild_parameter" && !a.empty()) return a[0];
+    fail("cannot rebuild " + (name.empty() ? std::string("a non-global") : name.substr(7)) +
+         " (only dicts of tensors and plain values are read)");
+  }
+
+  caffe2::serialize::PyTorchStreamReader& zip_;
+  std::string path_;
+  const uint8_t* bytes_ = nullptr;
+  size_t size_ = 0, pos_ = 0;
+  std::vector<c10::IValue> stack_, memo_;
+  std::vector<size_t> marks_;
+};
+
+}  // namespace
+
+std::vector<std::pair<std::string, c10::IValue>> load_torch_dict(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(path + ": cannot open for reading");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (bytes.size() < 4 || bytes[0] != 'P' || bytes[1] != 'K')
-    throw InputError(path + ": not a torch.save file (expected a zip archive, found " +
-                     std::to_string(bytes.size()) + " bytes without the zip signature)");
+  char magic[2] = {0, 0};
+  in.read(magic, 2);
+  if (magic[0] != 'P' || magic[1] != 'K')
+    throw InputError(path + ": not a torch.save file (expected a zip archive; the file does not start with one)");
+  in.close();
   c10::IValue value;
   try {
-    value = torch::pickle_load(bytes);
+    caffe2::serialize::PyTorchStreamReader zip(path);
+    value = Unpickler(zip, path).load();
   } catch (const c10::Error& e) {
     throw InputError(path + ": cannot read it as a torch.save file: " + e.what_without_backtrace());
   }
-  if (!value.isGenericDict())
-    throw InputError(path + ": expected a dict of tensors, found " + value.tagKind());
-  NamedTensors tensors;
+  if (!value.isGenericDict()) throw InputError(path + ": expected a dict, found " + value.tagKind());
+  std::vector<std::pair<std::string, c10::IValue>> out;
   for (const auto& entry : value.toGenericDict()) {
     if (!entry.key().isString())
       throw InputError(path + ": a key of the dict is a " + entry.key().tagKind() + ", not a string");
-    const std::string& name = entry.key().toStringRef();
-    if (!entry.value().isTensor())
-      throw InputError(path + ": entry '" + name + "' is a " + entry.value().tagKind() + ", not a tensor");
-    tensors.emplace_back(name, entry.value().toTensor());
+    out.emplace_back(entry.key().toStringRef(), entry.value());
+  }
+  return out;
+}
+
+NamedTensors load_tensor_dict(const std::string& path) {
+  NamedTensors tensors;
+  for (auto& [name, value] : load_torch_dict(path)) {
+    if (!value.isTensor())
+      throw InputError(path + ": expected a dict of tensors, but entry '" + name + "' is a " + value.tagKind());
+    tensors.emplace_back(name, value.toTensor());
   }
   return tensors;
 }
