@@ -8,5 +8,8 @@ namespace resnet::cli {
 
 void add_bench_command(CLI::App& app);
 void add_data_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_test_command(CLI::App& app);
+void add_predict_command(CLI::App& app);
 
 }  // namespace resnet::cli

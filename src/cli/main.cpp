@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "resnet.cpp 0.1.0");
   resnet::cli::add_data_command(app);
+  resnet::cli::add_train_command(app);
+  resnet::cli::add_test_command(app);
+  resnet::cli::add_predict_command(app);
   resnet::cli::add_bench_command(app);
 
   try {

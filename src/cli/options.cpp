@@ -1,5 +1,6 @@
 #include "cli/options.h"
 
+#include "core/error.h"
 #include "models/registry.h"
 
 namespace resnet::cli {
@@ -27,6 +28,21 @@ void add_image_size_option(CLI::App& command, int64_t& image_size) {
 void add_num_classes_option(CLI::App& command, int64_t& num_classes) {
   command.add_option("--num-classes,--num_classes", num_classes, "classes the model predicts")
       ->capture_default_str();
+}
+
+void add_trace_option(CLI::App& command, TraceFlag& flag) {
+  flag.option = command.add_option("--trace", flag.values,
+                                   "profile a few steps: print the operator table, write a Chrome trace")
+                    ->expected(0, 1);
+}
+
+bool TraceFlag::enabled() const {
+  if (option == nullptr || option->count() == 0) return false;
+  if (values.empty()) return true;
+  const std::string& v = values.back();
+  if (v.empty() || v == "True" || v == "true" || v == "1") return true;
+  if (v == "False" || v == "false" || v == "0") return false;
+  throw UsageError("--trace takes True or False (got '" + v + "')");
 }
 
 }  // namespace resnet::cli

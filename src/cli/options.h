@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace resnet::cli {
 
@@ -14,5 +15,14 @@ void add_device_option(CLI::App& command, std::string& device);
 void add_batch_size_option(CLI::App& command, int64_t& batch_size);
 void add_image_size_option(CLI::App& command, int64_t& image_size);
 void add_num_classes_option(CLI::App& command, int64_t& num_classes);
+
+// `--trace`, `--trace True` (the sample's spelling), `--trace false`.
+struct TraceFlag {
+  CLI::Option* option = nullptr;
+  std::vector<std::string> values;
+  // Whether it turns tracing on; UsageError for words other than True/False.
+  bool enabled() const;
+};
+void add_trace_option(CLI::App& command, TraceFlag& flag);
 
 }  // namespace resnet::cli

@@ -1,0 +1,176 @@
+#include "train/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "core/error.h"
+#include "io/state_dict.h"
+#include "io/torch_save.h"
+
+#ifdef RESNET_WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <ATen/cuda/detail/CUDAHooks.h>
+#endif
+
+namespace resnet {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : "\n") + s;
+  return out;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+fs::path json_beside(const std::string& checkpoint_path) {
+  return fs::path(checkpoint_path).replace_extension(".json");
+}
+
+}  // namespace
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw InputError(tmp + ": cannot open for writing: " + std::strerror(errno));
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    throw InputError(tmp + ": write failed (disk full?); " + path + " is unchanged");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw InputError(path + ": cannot replace it: " + ec.message());
+  const auto dir = fs::path(path).parent_path();
+  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+void save_resume(const std::string& path, const TrainState& s, const Classifier& model, Sgd& optimizer) {
+  SaveEntries e = {{"format_version", kResumeFormatVersion},
+                   {"arch", model.arch()},
+                   {"num_classes", model.num_classes()},
+                   {"epoch", s.epoch},
+                   {"batch", s.batch},
+                   {"step", s.step},
+                   {"best_accuracy", s.best_accuracy},
+                   {"epoch_loss_sum", s.epoch_loss_sum},
+                   {"settings", s.settings.dump()},
+                   {"classes", join(s.classes)}};
+  for (const auto& [name, tensor] : state_dict(model)) e.emplace_back("model." + name, tensor);
+  const auto params = model.named_parameters();
+  auto& buffers = optimizer.momentum_buffers();
+  for (size_t i = 0; i < params.size(); ++i)
+    if (buffers[i].defined()) e.emplace_back("momentum." + params[i].key(), buffers[i]);
+  e.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+#ifdef RESNET_WITH_CUDA
+  for (int64_t d = 0; d < static_cast<int64_t>(torch::cuda::device_count()); ++d)
+    e.emplace_back("rng.cuda." + std::to_string(d), at::cuda::detail::getDefaultCUDAGenerator(d).get_state());
+#endif
+  save_torch_file(path, e, /*ordered=*/false);
+}
+
+TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimizer) {
+  const auto entries = load_torch_dict(path);
+  std::map<std::string, c10::IValue> v(entries.begin(), entries.end());
+  auto need = [&](const std::string& key) -> const c10::IValue& {
+    auto it = v.find(key);
+    if (it == v.end()) throw InputError(path + ": has no '" + key + "' (not a resume.pt of resnet.cpp?)");
+    return it->second;
+  };
+  const int64_t version = need("format_version").toInt();
+  if (version != kResumeFormatVersion)
+    throw InputError(path + ": format version " + std::to_string(version) + ", this build reads version " +
+                     std::to_string(kResumeFormatVersion) + "; pass --restart to start over");
+  const std::string arch = need("arch").toStringRef();
+  const int64_t classes = need("num_classes").toInt();
+  if (arch != model.arch() || classes != model.num_classes())
+    throw InputError(path + ": holds " + arch + " with " + std::to_string(classes) + " classes, this run trains " +
+                     model.arch() + " with " + std::to_string(model.num_classes()) +
+                     "; pass --restart to start over or another --checkpoint-dir");
+  TrainState s;
+  s.epoch = need("epoch").toInt();
+  s.batch = need("batch").toInt();
+  s.step = need("step").toInt();
+  s.best_accuracy = need("best_accuracy").toDouble();
+  s.epoch_loss_sum = need("epoch_loss_sum").toDouble();
+  s.settings = nlohmann::json::parse(need("settings").toStringRef());
+  s.classes = split_lines(need("classes").toStringRef());
+
+  NamedTensors weights;
+  for (const auto& [key, value] : entries)
+    if (key.rfind("model.", 0) == 0) weights.emplace_back(key.substr(6), value.toTensor());
+  load_state_dict(model, weights, path);
+  const auto params = model.named_parameters();
+  auto& buffers = optimizer.momentum_buffers();
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto it = v.find("momentum." + params[i].key());
+    buffers[i] = it == v.end() ? torch::Tensor() : it->second.toTensor().to(params[i].value().device());
+  }
+  at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();  // shares the default generator
+  cpu_gen.set_state(need("rng.cpu").toTensor());
+#ifdef RESNET_WITH_CUDA
+  for (int64_t d = 0; d < static_cast<int64_t>(torch::cuda::device_count()); ++d) {
+    auto it = v.find("rng.cuda." + std::to_string(d));
+    if (it == v.end()) continue;
+    at::Generator gen = at::cuda::detail::getDefaultCUDAGenerator(d);
+    gen.set_state(it->second.toTensor());
+  }
+#endif
+  return s;
+}
+
+void save_best_model(const std::string& dir, const Classifier& model, const BestModelInfo& info) {
+  const std::string pth = (fs::path(dir) / "checkpoint.pth").string();
+  save_state_dict(pth, state_dict(model));
+  const nlohmann::json j = {{"arch", info.arch},
+                            {"num_classes", model.num_classes()},
+                            {"classes", info.classes},
+                            {"image_size", info.image_size},
+                            {"accuracy", info.accuracy},
+                            {"epoch", info.epoch}};
+  write_file_atomically(json_beside(pth).string(), j.dump(1) + "\n");
+}
+
+BestModelInfo read_best_model_info(const std::string& checkpoint_path) {
+  const auto path = json_beside(checkpoint_path);
+  std::ifstream in(path);
+  if (!in)
+    throw InputError(path.string() + ": missing (it holds the architecture and class names of " + checkpoint_path +
+                     "; pass --model and --num-classes for a bare state dict)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+    BestModelInfo info;
+    info.arch = j.at("arch").get<std::string>();
+    info.classes = j.at("classes").get<std::vector<std::string>>();
+    info.image_size = j.value("image_size", int64_t{224});
+    info.accuracy = j.value("accuracy", 0.0);
+    info.epoch = j.value("epoch", int64_t{0});
+    return info;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path.string() + ": not a checkpoint description: " + e.what());
+  }
+}
+
+}  // namespace resnet

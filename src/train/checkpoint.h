@@ -1,0 +1,59 @@
+// Checkpoints of a training run, in checkpoints/<model>/ (see ../shared/SPEC.md):
+//
+//   checkpoint.pth   the best model so far: a state dict with torchvision's names, in Python's
+//                    torch.save format (torchvision.models.<arch>(num_classes=K)
+//                    .load_state_dict(torch.load(path)) works);
+//   checkpoint.json  beside it: architecture, classes and their names, image size, accuracy;
+//   resume.pt        everything needed to continue exactly: model, momentum buffers, epoch,
+//                    batch within the epoch, step, best accuracy, RNG states, the run's settings
+//                    and a format version (a torch.save dict, so Python can inspect it too).
+// Every file is written atomically (temporary file, fsync, rename): a crash at any moment
+// leaves the previous complete file or the new one.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "models/classifier.h"
+#include "train/sgd.h"
+
+namespace resnet {
+
+constexpr int64_t kResumeFormatVersion = 1;
+
+struct TrainState {
+  int64_t epoch = 0;  // epochs completed
+  int64_t batch = 0;  // batches done within the epoch after those (mid-epoch checkpoints)
+  int64_t step = 0;   // optimiser steps in all
+  double best_accuracy = -1;
+  double epoch_loss_sum = 0;  // sum of the batch losses of the epoch so far (for metrics.csv)
+  nlohmann::json settings;  // the run's settings (model, batch size, ...)
+  std::vector<std::string> classes;
+};
+
+void save_resume(const std::string& path, const TrainState& state, const Classifier& model, Sgd& optimizer);
+
+// Restores `state`, the model's weights, the momentum buffers and the RNG states.
+// InputError naming the file when it is unreadable, of another format version, or for
+// another architecture or number of classes.
+TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimizer);
+
+struct BestModelInfo {
+  std::string arch;
+  std::vector<std::string> classes;
+  int64_t image_size = 224;
+  double accuracy = 0;
+  int64_t epoch = 0;
+};
+
+void save_best_model(const std::string& dir, const Classifier& model, const BestModelInfo& info);
+
+// Reads checkpoint.json beside `checkpoint_path` (file.pth -> file.json); InputError if absent.
+BestModelInfo read_best_model_info(const std::string& checkpoint_path);
+
+// Writes `text` to `path` atomically (temporary file, fsync, rename, fsync of the folder).
+void write_file_atomically(const std::string& path, const std::string& text);
+
+}  // namespace resnet

@@ -1,0 +1,57 @@
+#include "train/evaluate.h"
+
+#include <torch/nn/functional/loss.h>
+
+#include <cmath>
+#include <cstdio>
+
+namespace resnet {
+
+EvalResult evaluate(Classifier& model, Loader& loader) {
+  const bool was_training = model.is_training();
+  model.eval();
+  torch::InferenceMode guard;
+  const auto classes = static_cast<int64_t>(loader.source().classes().size());
+  const int64_t k = std::min<int64_t>(5, model.num_classes());
+  double loss_sum = 0;
+  int64_t batches = 0;
+  torch::Tensor correct1, correct5, hits, counts;
+  loader.start_epoch(0);
+  while (auto batch = loader.next()) {
+    const auto logits = model.forward(batch->images);
+    loss_sum += torch::nn::functional::cross_entropy(logits, batch->labels).item<double>();
+    ++batches;
+    const auto topk = std::get<1>(logits.topk(k, 1));
+    const auto match = topk.eq(batch->labels.unsqueeze(1));
+    const auto top1 = match.select(1, 0).to(torch::kLong);
+    const auto c1 = top1.sum(), c5 = match.any(1).sum();
+    const auto class_hits = torch::zeros({classes}, top1.options()).index_add_(0, batch->labels, top1);
+    const auto class_counts = torch::bincount(batch->labels, {}, classes);
+    correct1 = correct1.defined() ? correct1 + c1 : c1;
+    correct5 = correct5.defined() ? correct5 + c5 : c5;
+    hits = hits.defined() ? hits + class_hits : class_hits;
+    counts = counts.defined() ? counts + class_counts : class_counts;
+  }
+  if (was_training) model.train();
+  EvalResult r;
+  if (batches == 0) return r;
+  r.loss = loss_sum / static_cast<double>(batches);
+  r.images = counts.sum().item<int64_t>();
+  r.accuracy = static_cast<double>(correct1.item<int64_t>()) / static_cast<double>(r.images);
+  r.top5 = static_cast<double>(correct5.item<int64_t>()) / static_cast<double>(r.images);
+  const auto h = hits.cpu(), c = counts.cpu();
+  for (int64_t i = 0; i < classes; ++i) {
+    const int64_t n = c[i].item<int64_t>();
+    r.per_class_count.push_back(n);
+    r.per_class.push_back(n > 0 ? static_cast<double>(h[i].item<int64_t>()) / static_cast<double>(n) : std::nan(""));
+  }
+  return r;
+}
+
+std::string format_test_error(const EvalResult& r) {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "Test Error: \n Accuracy: %.1f%%, Avg loss: %8f \n", 100.0 * r.accuracy, r.loss);
+  return buf;
+}
+
+}  // namespace resnet

@@ -1,0 +1,27 @@
+// Evaluation on a test split: the sample's average loss (mean over batches of each batch's mean
+// cross-entropy) and accuracy, plus top-5 accuracy and accuracy per class.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "models/classifier.h"
+
+namespace resnet {
+
+struct EvalResult {
+  double loss = 0;        // mean over batches, as the sample computes it
+  double accuracy = 0;    // top-1, fraction
+  double top5 = 0;        // fraction (top-k with k = min(5, classes))
+  int64_t images = 0;
+  std::vector<double> per_class;  // accuracy per class (NaN where a class has no test image)
+  std::vector<int64_t> per_class_count;
+};
+
+EvalResult evaluate(Classifier& model, Loader& loader);
+
+// The sample's block: "Test Error: \n Accuracy: 28.6%, Avg loss: 1.862064 \n"
+std::string format_test_error(const EvalResult& result);
+
+}  // namespace resnet

@@ -1,0 +1,38 @@
+// The training run of `resnet train`: the original sample's loop and log, with checkpoints that
+// resume, a test after every epoch, metrics.csv, and an optional profile of a few steps.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace resnet {
+
+struct TrainOptions {
+  std::string model = "resnet50";
+  std::string data;  // empty: data/cifar10, downloaded when missing
+  std::string device = "auto";
+  int64_t epochs = 50;
+  int64_t batch_size = 32;
+  double learning_rate = 0.001;
+  double momentum = 0.9;
+  double weight_decay = 1e-4;
+  int64_t image_size = 224;
+  uint64_t seed = 0;
+  std::string checkpoint_dir = "checkpoints";
+  bool save_model = false;
+  bool restart = false;
+  int64_t checkpoint_every = 0;  // steps between mid-epoch resume.pt writes; 0: at epoch ends only
+  int64_t max_steps = 0;         // stop after this many steps in all (smoke tests); 0: no limit
+  bool skip_bad_images = false;
+  bool trace = false;
+  int64_t log_every = 100;  // batches between the sample's "loss:" lines
+};
+
+nlohmann::json to_json(const TrainOptions& options);
+
+// Runs (or resumes) training; prints the log to stdout. Returns the best test accuracy.
+double train(const TrainOptions& options);
+
+}  // namespace resnet
