@@ -1,0 +1,68 @@
+"""Crash test: start `resnet train`, kill it with SIGKILL at a random moment, five times, starting
+it again each time. Every restart resumes (when a resume.pt was written), no checkpoint is ever
+unreadable (Python's torch.load opens every resume.pt and checkpoint.pth after each kill), no
+temporary file is mistaken for a checkpoint, and the run ends with the configured epochs, each
+in metrics.csv exactly once.
+Run by CTest: test_crash.py --resnet build/resnet --sample assets/cifar10-sample"""
+import argparse, os, random, shutil, signal, subprocess, sys, tempfile, time
+import torch
+
+ap = argparse.ArgumentParser()
+ap.add_argument('--resnet', required=True)
+ap.add_argument('--sample', required=True)
+ap.add_argument('--kills', type=int, default=5)
+ap.add_argument('--seed', type=int, default=None)
+a = ap.parse_args()
+seed = a.seed if a.seed is not None else random.randrange(1 << 30)
+rng = random.Random(seed)
+print('random seed', seed, flush=True)
+failures = []
+
+
+def check(cond, what):
+    print(('ok   ' if cond else 'FAIL ') + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+EPOCHS = 3
+tmp = tempfile.mkdtemp()
+d = os.path.join(tmp, 'ck', 'resnet18')
+cmd = [a.resnet, 'train', '--model', 'resnet18', '--data', a.sample, '--image-size', '32', '--batch-size', '100',
+       '--device', 'cpu', '--epochs', str(EPOCHS), '--checkpoint-every', '3', '--save-model',
+       '--checkpoint-dir', os.path.join(tmp, 'ck')]
+try:
+    for kill in range(a.kills):
+        had_resume = os.path.exists(os.path.join(d, 'resume.pt'))
+        log = open(os.path.join(tmp, f'log{kill}'), 'w+')
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(rng.uniform(1.0, 8.0))
+        if p.poll() is not None:
+            check(False, f'run {kill} ended before it was killed (exit {p.returncode})')
+            break
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        log.seek(0)
+        out = log.read()
+        if had_resume:
+            check('Resuming from epoch' in out, f'run {kill} resumed: {out.splitlines()[:1]}')
+        for name in ('resume.pt', 'checkpoint.pth'):
+            path = os.path.join(d, name)
+            if os.path.exists(path):
+                try:
+                    obj = torch.load(path)
+                    check(len(obj) > 0, f'after kill {kill}: {name} opens ({len(obj)} entries)')
+                except Exception as e:
+                    check(False, f'after kill {kill}: {name} unreadable: {e}')
+        print(f'kill {kill}: step {torch.load(os.path.join(d, "resume.pt"))["step"] if os.path.exists(os.path.join(d, "resume.pt")) else "-"}', flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    check(r.returncode == 0, 'the last run finishes: ' + r.stdout[-300:] + r.stderr[-300:])
+    check('Resuming from epoch' in r.stdout, 'the last run resumed')
+    final = torch.load(os.path.join(d, 'resume.pt'))
+    check(final['epoch'] == EPOCHS and final['step'] == EPOCHS * 10, f'ended at epoch {final["epoch"]}, step {final["step"]}')
+    rows = open(os.path.join(d, 'metrics.csv')).read().splitlines()[1:]
+    check([r.split(',')[0] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)], f'each epoch once in metrics.csv: {rows}')
+finally:
+    shutil.rmtree(tmp)
+print('random seed', seed)
+sys.exit(1 if failures else 0)

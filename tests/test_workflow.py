@@ -1,0 +1,101 @@
+"""The sample's workflow end to end on the embedded CIFAR-10 sample, on the CPU, at 32 pixels:
+train 2 epochs of resnet18 -> checkpoint.pth, resume.pt, metrics.csv -> `test` prints the
+accuracy block -> `predict` prints 5 classes -> Python's torch.load + torchvision's
+load_state_dict(strict=True) of checkpoint.pth gives the probabilities `resnet predict` printed.
+Then: a run stopped mid-epoch (--max-steps) and resumed ends with the same weights, bit for bit,
+as one that was never stopped.
+Run by CTest: test_workflow.py --resnet build/resnet --sample assets/cifar10-sample"""
+import argparse, os, re, shutil, subprocess, sys, tempfile
+import torch, torchvision
+import torch.nn.functional as F
+from PIL import Image
+import numpy as np
+
+ap = argparse.ArgumentParser()
+ap.add_argument('--resnet', required=True)
+ap.add_argument('--sample', required=True)
+a = ap.parse_args()
+failures = []
+
+
+def check(cond, what):
+    print(('ok   ' if cond else 'FAIL ') + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def run(*args):
+    r = subprocess.run([a.resnet, *args], capture_output=True, text=True, timeout=900)
+    return r.returncode, r.stdout + r.stderr
+
+
+SIZE, BATCH = 32, 100
+common = ['--model', 'resnet18', '--data', a.sample, '--image-size', str(SIZE), '--batch-size', str(BATCH),
+          '--device', 'cpu']
+tmp = tempfile.mkdtemp()
+try:
+    ck = os.path.join(tmp, 'ck')
+    rc, out = run('train', *common, '--epochs', '2', '--save_model', '--checkpoint-dir', ck)
+    print(out)
+    check(rc == 0, 'train exits 0')
+    for line in ('Epoch 1\n-------------------------------\nloss: ', 'Epoch 2\n', '[    0/ 1000]',
+                 'current highest_accuracy:  ', 'Test Error: \n Accuracy: '):
+        check(line in out, f'the log has {line!r}')
+    check(re.search(r'Accuracy: \d+\.\d%, Avg loss: \d\.\d{6} \n', out) is not None, 'the Test Error line reads as the sample\'s')
+    d = os.path.join(ck, 'resnet18')
+    for f in ('checkpoint.pth', 'checkpoint.json', 'resume.pt', 'metrics.csv'):
+        check(os.path.isfile(os.path.join(d, f)), f'{f} exists')
+    rows = open(os.path.join(d, 'metrics.csv')).read().splitlines()
+    check(rows[0] == 'epoch,train_loss,test_loss,top1,top5,img_per_s,seconds,learning_rate' and len(rows) == 3,
+          f'metrics.csv has a header and 2 rows: {rows}')
+
+    rc, out = run('test', '--model', 'resnet18', '--checkpoint-dir', ck, '--data', a.sample, '--device', 'cpu')
+    check(rc == 0 and 'Test Error: \n Accuracy: ' in out and 'Top-5 accuracy' in out and 'Accuracy per class' in out,
+          'test prints the accuracy block: ' + out)
+
+    image = os.path.join(a.sample, 'test', 'cat', '0000.jpg')
+    rc, out = run('predict', '--model', 'resnet18', '--checkpoint-dir', ck, '--image', image, '--device', 'cpu')
+    lines = [l.split() for l in out.strip().splitlines()]
+    check(rc == 0 and len(lines) == 5 and all(len(l) == 2 for l in lines), 'predict prints 5 "<class> <p>" lines: ' + out)
+    ours = {name: float(p) for name, p in lines}
+
+    # Python: plain torch.load (weights_only=True) and torchvision, strict.
+    model = torchvision.models.resnet18(num_classes=10)
+    model.load_state_dict(torch.load(os.path.join(d, 'checkpoint.pth')), strict=True)
+    model.eval()
+    # The test transform at 32 px: Resize(36) + CenterCrop(32), bilinear with half-pixel centres
+    # (what F.interpolate computes when upsampling), then ImageNet normalisation.
+    x = torch.from_numpy(np.array(Image.open(image).convert('RGB'))).permute(2, 0, 1)[None].float()
+    r = SIZE * 256 // 224
+    x = F.interpolate(x, size=(r, r), mode='bilinear', align_corners=False)
+    top = int(round((r - SIZE) / 2.0))
+    x = x[:, :, top:top + SIZE, top:top + SIZE] / 255.0
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        probs = torch.softmax(model(x), 1)[0]
+    classes = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+    worst = max(abs(probs[classes.index(n)].item() - p) for n, p in ours.items())
+    best_python = classes[probs.argmax().item()]
+    check(worst < 2e-5 and best_python == lines[0][0],
+          f'torchvision with checkpoint.pth gives the probabilities resnet printed (max diff {worst:.2e})')
+
+    # Resume: stopped at step 13 (mid epoch 2), resumed, against never stopped: same bits.
+    a_dir, b_dir = os.path.join(tmp, 'a'), os.path.join(tmp, 'b')
+    rc_a, out_a = run('train', *common, '--epochs', '2', '--checkpoint-dir', a_dir)
+    rc_b1, out_b1 = run('train', *common, '--epochs', '2', '--checkpoint-dir', b_dir, '--max-steps', '13')
+    rc_b2, out_b2 = run('train', *common, '--epochs', '2', '--checkpoint-dir', b_dir)
+    check(rc_a == 0 and rc_b1 == 0 and rc_b2 == 0, 'three runs exit 0')
+    check('Stopped after 13 steps' in out_b1, 'the first part stopped at step 13')
+    check('Resuming from epoch 2, step 13' in out_b2, 'the second part resumed: ' + out_b2.splitlines()[0])
+    ra = torch.load(os.path.join(a_dir, 'resnet18', 'resume.pt'))
+    rb = torch.load(os.path.join(b_dir, 'resnet18', 'resume.pt'))
+    keys = [k for k in ra if k.startswith('model.') or k.startswith('momentum.')]
+    differ = [k for k in keys if not torch.equal(ra[k], rb[k])]
+    check(len(keys) > 100 and not differ, f'resumed run equals the uninterrupted one bitwise ({len(keys)} tensors; differ: {differ[:5]})')
+    check(ra['step'] == rb['step'] == 20 and ra['epoch'] == rb['epoch'] == 2, 'both stopped at epoch 2, step 20')
+    ma = open(os.path.join(a_dir, 'resnet18', 'metrics.csv')).read().splitlines()
+    mb = open(os.path.join(b_dir, 'resnet18', 'metrics.csv')).read().splitlines()
+    check([r.split(',')[:5] for r in ma] == [r.split(',')[:5] for r in mb], f'same losses and accuracies in metrics.csv: {ma} {mb}')
+finally:
+    shutil.rmtree(tmp)
+sys.exit(1 if failures else 0)
