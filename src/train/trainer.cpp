@@ -150,6 +150,9 @@ double train(const TrainOptions& o) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t first_batch = state.batch;
     int64_t images = 0;
+    // Summed on the device so that the loop never waits for the GPU except to print or save.
+    auto loss_sum = torch::full({}, state.epoch_loss_sum, torch::TensorOptions().dtype(torch::kDouble).device(device));
+    auto sync_loss_sum = [&] { state.epoch_loss_sum = loss_sum.item<double>(); };
     while (auto batch = train_loader.next()) {
       if (o.trace && !traced && !profiler && state.step - run_start_step == kTraceWarmupSteps)
         profiler = std::make_unique<Profiler>(device.is_cuda());
@@ -160,11 +163,10 @@ double train(const TrainOptions& o) {
       const int64_t b = state.batch++;
       ++state.step;
       images += batch->labels.size(0);
-      const double loss_value = loss.item<double>();
-      state.epoch_loss_sum += loss_value;
+      loss_sum += loss.detach();
       if (b % o.log_every == 0) {
         if (tty) std::printf("\r%60s\r", "");
-        std::printf("loss: %7f  [%5lld/%5lld]\n", loss_value, static_cast<long long>(b * o.batch_size),
+        std::printf("loss: %7f  [%5lld/%5lld]\n", loss.item<double>(), static_cast<long long>(b * o.batch_size),
                     static_cast<long long>(size));
       }
       if (tty) print_progress(state.batch, train_loader.batches_per_epoch(),
@@ -178,8 +180,10 @@ double train(const TrainOptions& o) {
         traced = true;
       }
       const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
-      if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0))
+      if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
+        sync_loss_sum();
         save_resume(resume_path, state, *model, optimizer);
+      }
       if (stop) {
         std::cout << (tty ? "\n" : "") << "Stopped after " << state.step << " steps (--max-steps); "
                   << resume_path << " holds the run" << std::endl;
@@ -187,7 +191,7 @@ double train(const TrainOptions& o) {
       }
     }
     if (tty) std::printf("\n");
-    if (device.is_cuda()) torch::cuda::synchronize();
+    sync_loss_sum();  // waits for the GPU too
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double train_loss = state.epoch_loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch));
 
