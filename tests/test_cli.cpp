@@ -25,10 +25,26 @@ TEST(Cli, BadFlagsExitWith2) {
   EXPECT_NE(dml.output.find("DirectML exists only on Windows"), std::string::npos) << dml.output;
 }
 
+TEST(Cli, TrainRefusesBadUsageBeforeAnyWork) {
+  const auto model = run_resnet("train --model resnet51 --data /nonexistent");
+  EXPECT_EQ(model.exit_code, 2) << model.output;
+  EXPECT_NE(model.output.find("unknown model 'resnet51'"), std::string::npos) << model.output;
+  const auto trace = run_resnet("train --trace maybe --data /nonexistent");
+  EXPECT_EQ(trace.exit_code, 2) << trace.output;
+  EXPECT_NE(trace.output.find("--trace takes True or False (got 'maybe')"), std::string::npos) << trace.output;
+  const auto data = run_resnet("train --model resnet18 --data /nonexistent --device cpu");
+  EXPECT_EQ(data.exit_code, 1) << data.output;
+  EXPECT_NE(data.output.find("/nonexistent: no such folder (--data)"), std::string::npos) << data.output;
+  const auto missing = run_resnet("predict --model resnet18 --checkpoint /nonexistent/checkpoint.pth --image x.jpg");
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_NE(missing.output.find("/nonexistent/checkpoint.pth: no such checkpoint"), std::string::npos) << missing.output;
+}
+
 TEST(Cli, HelpListsTheCommands) {
   const auto r = run_resnet("--help");
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_NE(r.output.find("bench"), std::string::npos);
+  for (const char* command : {"data", "train", "test", "predict", "bench"})
+    EXPECT_NE(r.output.find(command), std::string::npos) << command;
   EXPECT_EQ(run_resnet("bench --help").exit_code, 0);
 }
 

@@ -5,7 +5,7 @@ load_state_dict(strict=True) of checkpoint.pth gives the probabilities `resnet p
 Then: a run stopped mid-epoch (--max-steps) and resumed ends with the same weights, bit for bit,
 as one that was never stopped.
 Run by CTest: test_workflow.py --resnet build/resnet --sample assets/cifar10-sample"""
-import argparse, os, re, shutil, subprocess, sys, tempfile
+import argparse, json, os, re, shutil, subprocess, sys, tempfile
 import torch, torchvision
 import torch.nn.functional as F
 from PIL import Image
@@ -53,6 +53,13 @@ try:
     check(rc == 0 and 'Test Error: \n Accuracy: ' in out and 'Top-5 accuracy' in out and 'Accuracy per class' in out,
           'test prints the accuracy block: ' + out)
 
+    rc, out = run('test', '--model', 'resnet18', '--checkpoint-dir', ck, '--data', a.sample, '--device', 'cpu',
+                  '--trace', 'True')
+    trace = os.path.join(d, 'trace-test.json')
+    check(rc == 0 and re.search(r'Name +# calls +CPU total', out) and 'aten::' in out and trace in out,
+          'test --trace True prints the operator table and the trace path: ' + out[:300])
+    check(os.path.isfile(trace) and len(json.load(open(trace))) > 100, 'the Chrome trace is JSON with events')
+
     image = os.path.join(a.sample, 'test', 'cat', '0000.jpg')
     rc, out = run('predict', '--model', 'resnet18', '--checkpoint-dir', ck, '--image', image, '--device', 'cpu')
     lines = [l.split() for l in out.strip().splitlines()]
@@ -81,7 +88,10 @@ try:
 
     # Resume: stopped at step 13 (mid epoch 2), resumed, against never stopped: same bits.
     a_dir, b_dir = os.path.join(tmp, 'a'), os.path.join(tmp, 'b')
-    rc_a, out_a = run('train', *common, '--epochs', '2', '--checkpoint-dir', a_dir)
+    rc_a, out_a = run('train', *common, '--epochs', '2', '--checkpoint-dir', a_dir, '--trace')  # tracing changes no number
+    a_trace = os.path.join(a_dir, 'resnet18', 'trace.json')
+    check(re.search(r'Name +# calls +CPU total', out_a) and 'Chrome trace' in out_a and
+          len(json.load(open(a_trace))) > 100, 'train --trace prints the table and writes the trace')
     rc_b1, out_b1 = run('train', *common, '--epochs', '2', '--checkpoint-dir', b_dir, '--max-steps', '13')
     rc_b2, out_b2 = run('train', *common, '--epochs', '2', '--checkpoint-dir', b_dir)
     check(rc_a == 0 and rc_b1 == 0 and rc_b2 == 0, 'three runs exit 0')
