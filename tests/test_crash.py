@@ -1,10 +1,11 @@
-"""Crash test: start `resnet train`, kill it with SIGKILL at a random moment, five times, starting
-it again each time. Every restart resumes (when a resume.pt was written), no checkpoint is ever
+"""Crash test: start `resnet train`, kill it with SIGKILL at a random moment (0 to 3 s after it
+wrote its first checkpoint), five times, starting it again each time. Every restart resumes (when a resume.pt was written), no checkpoint is ever
 unreadable (Python's torch.load opens every resume.pt and checkpoint.pth after each kill), no
 temporary file is mistaken for a checkpoint, and the run ends with the configured epochs, each
 in metrics.csv exactly once.
 Run by CTest: test_crash.py --resnet build/resnet --sample assets/cifar10-sample"""
-import argparse, os, random, shutil, signal, subprocess, sys, tempfile, time
+import argparse, os, random, shutil, signal, subprocess, tempfile, time
+from harness import check, finish
 import torch
 
 ap = argparse.ArgumentParser()
@@ -16,16 +17,8 @@ a = ap.parse_args()
 seed = a.seed if a.seed is not None else random.randrange(1 << 30)
 rng = random.Random(seed)
 print('random seed', seed, flush=True)
-failures = []
 
-
-def check(cond, what):
-    print(('ok   ' if cond else 'FAIL ') + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-EPOCHS = 3
+EPOCHS = 4  # 40 steps: five runs that each checkpoint at most 6 new steps cannot finish it
 tmp = tempfile.mkdtemp()
 d = os.path.join(tmp, 'ck', 'resnet18')
 cmd = [a.resnet, 'train', '--model', 'resnet18', '--data', a.sample, '--image-size', '32', '--batch-size', '100',
@@ -35,8 +28,18 @@ try:
     for kill in range(a.kills):
         had_resume = os.path.exists(os.path.join(d, 'resume.pt'))
         log = open(os.path.join(tmp, f'log{kill}'), 'w+')
+        resume = os.path.join(d, 'resume.pt')
+        before = os.stat(resume).st_mtime_ns if os.path.exists(resume) else None
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        time.sleep(rng.uniform(1.0, 8.0))
+        # Kill at a random moment after this run has written a checkpoint of its own, so that
+        # every run makes progress however slow the machine: within the next 3 s the run may be
+        # training, testing, or in the middle of writing a file.
+        deadline = time.time() + 600
+        while time.time() < deadline and p.poll() is None:
+            if os.path.exists(resume) and os.stat(resume).st_mtime_ns != before:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 3.0))
         if p.poll() is not None:
             check(False, f'run {kill} ended before it was killed (exit {p.returncode})')
             break
@@ -65,4 +68,4 @@ try:
 finally:
     shutil.rmtree(tmp)
 print('random seed', seed)
-sys.exit(1 if failures else 0)
+finish()

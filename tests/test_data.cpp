@@ -20,20 +20,13 @@
 #include "io/torch_save.h"
 #include "test_util.h"
 
+using resnet::test::input_error_of;
+
 namespace fs = std::filesystem;
 
 namespace {
 
 std::string fixture(const std::string& rel) { return (fs::path(RESNET_DATA_FIXTURES) / rel).string(); }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const resnet::InputError& e) {
-    return e.what();
-  }
-  return "(no InputError)";
-}
 
 void expect_contains(const std::string& text, const std::string& part) {
   EXPECT_NE(text.find(part), std::string::npos) << "'" << part << "' not in: " << text;
@@ -91,11 +84,11 @@ TEST(Decode, MatchesPilForJpegPngGreyRgbaAndPalette) {
 
 TEST(Decode, BadFilesGetErrorsThatNameThem) {
   const auto truncated = fixture("bad/train/a/truncated.jpg");
-  expect_contains(error_of([&] { resnet::decode_image_file(truncated); }), truncated + ": cannot decode JPEG");
+  expect_contains(input_error_of([&] { resnet::decode_image_file(truncated); }), truncated + ": cannot decode JPEG");
   const auto text = fixture("bad/train/a/text.jpg");
-  expect_contains(error_of([&] { resnet::decode_image_file(text); }),
+  expect_contains(input_error_of([&] { resnet::decode_image_file(text); }),
                   text + ": not a JPEG or PNG image (it starts with 'hell')");
-  expect_contains(error_of([&] { resnet::decode_image_file(fixture("nope.jpg")); }), "nope.jpg: cannot open");
+  expect_contains(input_error_of([&] { resnet::decode_image_file(fixture("nope.jpg")); }), "nope.jpg: cannot open");
 }
 
 TEST(Decode, IntoAPaddedSlot) {
@@ -107,7 +100,7 @@ TEST(Decode, IntoAPaddedSlot) {
   EXPECT_TRUE(torch::equal(slot.slice(1, 0, 40).slice(2, 0, 30), resnet::decode_image_file(fixture(rel))));
   EXPECT_EQ(slot[0][45][45].item<int>(), 7);  // untouched beyond the image
   auto small = torch::empty({3, 20, 20}, torch::kUInt8);
-  expect_contains(error_of([&] { resnet::decode_image_into(resnet::read_file_bytes(fixture(rel)), rel, small); }),
+  expect_contains(input_error_of([&] { resnet::decode_image_into(resnet::read_file_bytes(fixture(rel)), rel, small); }),
                   "larger than the 20x20 slot");
 }
 
@@ -139,16 +132,16 @@ TEST(Cifar10, ErrorsNameTheFileAndWhatWasFound) {
     std::ofstream f(bin / "data_batch_2.bin", std::ios::binary | std::ios::app);
     f << "xyz";
   }
-  expect_contains(error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTrain); }),
+  expect_contains(input_error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTrain); }),
                   (bin / "data_batch_2.bin").string() + ": 6149 bytes is not a whole number of 3,073-byte");
   write_cifar(bin, 2, /*first_label=*/12);
-  expect_contains(error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTest); }),
+  expect_contains(input_error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTest); }),
                   (bin / "test_batch.bin").string() + ": record 0 has label 12; CIFAR-10 labels are 0 to 9");
   fs::remove(bin / "data_batch_4.bin");
-  expect_contains(error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTrain); }),
+  expect_contains(input_error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTrain); }),
                   (bin / "data_batch_4.bin").string() + ": missing");
   std::ofstream(bin / "test_batch.bin", std::ios::trunc).close();
-  expect_contains(error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTest); }),
+  expect_contains(input_error_of([&] { resnet::read_cifar10(bin.string(), resnet::Split::kTest); }),
                   ": 0 bytes is not a whole number");
 }
 
@@ -161,7 +154,7 @@ TEST(ImageFolder, IndexesClassesSortedAndImagesOnly) {
   EXPECT_TRUE(std::is_sorted(index.labels.begin(), index.labels.end()));
   for (size_t i = 0; i < index.files.size(); ++i)
     EXPECT_NE(index.files[i].find("/" + index.classes[index.labels[i]] + "/"), std::string::npos);
-  expect_contains(error_of([&] { resnet::index_image_folder(fixture("empty_class/train")); }),
+  expect_contains(input_error_of([&] { resnet::index_image_folder(fixture("empty_class/train")); }),
                   fixture("empty_class/train/b") + ": class folder holds no images");
 }
 
@@ -220,7 +213,7 @@ TEST(ImageFolder, StreamedBatchesReachTheGpuIntact) {
 
 TEST(ImageFolder, BadImagesFailOrAreSkipped) {
   const auto cpu = torch::Device(torch::kCPU);
-  const auto why = error_of([&] { resnet::open_split(fixture("bad"), resnet::Split::kTrain, cpu); });
+  const auto why = input_error_of([&] { resnet::open_split(fixture("bad"), resnet::Split::kTrain, cpu); });
   EXPECT_TRUE(why.find("text.jpg") != std::string::npos || why.find("truncated.jpg") != std::string::npos) << why;
   expect_contains(why, "--skip-bad-images");
   resnet::DataOptions skip;
@@ -235,7 +228,7 @@ TEST(ImageFolder, BadImagesFailOrAreSkipped) {
   auto streamed = resnet::open_split(fixture("bad"), resnet::Split::kTrain, cpu, stream);
   EXPECT_EQ(streamed->size(), 4);
   const auto all = torch::arange(4, torch::kLong);
-  const auto later = error_of([&] { streamed->gather(all, cpu); });
+  const auto later = input_error_of([&] { streamed->gather(all, cpu); });
   EXPECT_TRUE(later.find("text.jpg") != std::string::npos || later.find("truncated.jpg") != std::string::npos) << later;
   stream.skip_bad_images = true;
   auto skipping = resnet::open_split(fixture("bad"), resnet::Split::kTrain, cpu, stream);
@@ -248,7 +241,7 @@ TEST(ImageFolder, RecognisesWhatDataHolds) {
   resnet::test::TempDir dir;
   EXPECT_EQ(resnet::detect_format(fixture("folder")), resnet::DataFormat::kImageFolder);
   EXPECT_EQ(resnet::detect_format(dir.path().string()), resnet::DataFormat::kNone);
-  expect_contains(error_of([&] { resnet::open_split(dir.path().string(), resnet::Split::kTrain, torch::kCPU); }),
+  expect_contains(input_error_of([&] { resnet::open_split(dir.path().string(), resnet::Split::kTrain, torch::kCPU); }),
                   "holds neither CIFAR-10 binary files");
   write_cifar(dir.path() / "cifar-10-batches-bin", 2);
   EXPECT_EQ(resnet::detect_format(dir.path().string()), resnet::DataFormat::kCifar10Binary);
@@ -430,15 +423,15 @@ TEST(Archive, UnpacksAGoodOneAndRefusesEscapesAndCorruption) {
   EXPECT_EQ(fs::file_size(dir.path() / "good/cifar-10-batches-bin/test_batch.bin"), 7u * 3073u);
 
   const auto dotdot = fixture("archives/dotdot.tar.gz");
-  expect_contains(error_of([&] { resnet::extract_archive(dotdot, (dir.path() / "a/b").string()); }),
+  expect_contains(input_error_of([&] { resnet::extract_archive(dotdot, (dir.path() / "a/b").string()); }),
                   dotdot + ": refusing entry '../escape.txt'");
   EXPECT_FALSE(fs::exists(dir.path() / "a/escape.txt"));
   EXPECT_FALSE(fs::exists(dir.path() / "a/b"));  // refused before anything was written
   const auto absolute = fixture("archives/absolute.tar.gz");
-  expect_contains(error_of([&] { resnet::extract_archive(absolute, (dir.path() / "c").string()); }),
+  expect_contains(input_error_of([&] { resnet::extract_archive(absolute, (dir.path() / "c").string()); }),
                   "refusing entry '/tmp/resnet-absolute-entry.txt'");
   const auto corrupt = fixture("archives/corrupt.tar.gz");
-  expect_contains(error_of([&] { resnet::extract_archive(corrupt, (dir.path() / "d").string()); }),
+  expect_contains(input_error_of([&] { resnet::extract_archive(corrupt, (dir.path() / "d").string()); }),
                   corrupt + ": corrupt archive");
   EXPECT_FALSE(fs::exists(dir.path() / "d"));
 }

@@ -2,7 +2,8 @@
 mismatch, a connection dropped half-way (resumed with a Range request), 404, the https -> http
 fallback, an unreachable host, and --archive with good, escaping and corrupt archives.
 Run by CTest: test_download.py --resnet build/resnet --archives <data fixtures>/archives"""
-import argparse, hashlib, http.server, os, shutil, subprocess, sys, tempfile, threading
+import argparse, hashlib, http.server, os, shutil, tempfile, threading
+from harness import check, finish, run as run_program
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--resnet', required=True)
@@ -46,18 +47,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 base = f'http://127.0.0.1:{server.server_address[1]}'
-failures = []
-
-
-def check(cond, what):
-    print(('ok   ' if cond else 'FAIL ') + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 def run(*args):
-    r = subprocess.run([a.resnet, 'data', '--retry-delay-ms', '10', *args], capture_output=True, text=True, timeout=120)
-    return r.returncode, r.stdout + r.stderr
+    return run_program(a.resnet, 'data', '--retry-delay-ms', '10', *args, timeout=120)
 
 
 def leftovers(d):
@@ -117,4 +110,4 @@ try:
 finally:
     server.shutdown()
     shutil.rmtree(tmp)
-sys.exit(1 if failures else 0)
+finish()

@@ -10,16 +10,9 @@
 #include "models/registry.h"
 #include "test_util.h"
 
-namespace {
+using resnet::test::input_error_of;
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const resnet::InputError& e) {
-    return e.what();
-  }
-  return "(no InputError)";
-}
+namespace {
 
 void write_file(const std::filesystem::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
@@ -30,11 +23,11 @@ void write_file(const std::filesystem::path& path, const std::string& bytes) {
 TEST(TorchSave, ErrorsNameTheFileAndWhatWasFound) {
   resnet::test::TempDir dir;
   const auto missing = (dir.path() / "missing.pt").string();
-  EXPECT_EQ(message_of([&] { resnet::load_tensor_dict(missing); }), missing + ": cannot open for reading");
+  EXPECT_EQ(input_error_of([&] { resnet::load_tensor_dict(missing); }), missing + ": cannot open for reading");
 
   const auto text = (dir.path() / "text.pt").string();
   write_file(text, "hello, not a checkpoint");
-  EXPECT_NE(message_of([&] { resnet::load_tensor_dict(text); }).find(text + ": not a torch.save file"),
+  EXPECT_NE(input_error_of([&] { resnet::load_tensor_dict(text); }).find(text + ": not a torch.save file"),
             std::string::npos);
 
   const auto truncated = (dir.path() / "truncated.pt").string();
@@ -42,13 +35,13 @@ TEST(TorchSave, ErrorsNameTheFileAndWhatWasFound) {
   dict.insert("w", torch::randn({100, 100}));
   auto bytes = torch::pickle_save(dict);
   write_file(truncated, std::string(bytes.begin(), bytes.begin() + bytes.size() / 2));
-  EXPECT_NE(message_of([&] { resnet::load_tensor_dict(truncated); }).find(truncated + ": cannot read it"),
+  EXPECT_NE(input_error_of([&] { resnet::load_tensor_dict(truncated); }).find(truncated + ": cannot read it"),
             std::string::npos);
 
   const auto list = (dir.path() / "list.pt").string();
   bytes = torch::pickle_save(c10::List<int64_t>({1, 2}));
   write_file(list, std::string(bytes.begin(), bytes.end()));
-  EXPECT_NE(message_of([&] { resnet::load_tensor_dict(list); }).find(list + ": cannot read data.pkl"),
+  EXPECT_NE(input_error_of([&] { resnet::load_tensor_dict(list); }).find(list + ": cannot read data.pkl"),
             std::string::npos);
 }
 
@@ -65,7 +58,7 @@ TEST(StateDict, RoundTripsIntoAFreshModel) {
 TEST(StateDict, MismatchesAreListed) {
   auto model = resnet::create_model("resnet18", 10);
   auto other_classes = resnet::state_dict(*resnet::create_model("resnet18", 1000));
-  const auto shape = message_of([&] { resnet::load_state_dict(*model, other_classes, "w.pth"); });
+  const auto shape = input_error_of([&] { resnet::load_state_dict(*model, other_classes, "w.pth"); });
   EXPECT_NE(shape.find("w.pth: does not match the model"), std::string::npos) << shape;
   EXPECT_NE(shape.find("shape mismatches (2): fc.weight (file [1000, 512], model [10, 512]) fc.bias"),
             std::string::npos)
@@ -74,7 +67,7 @@ TEST(StateDict, MismatchesAreListed) {
   auto partial = resnet::state_dict(*model);
   partial.erase(partial.begin());
   partial.emplace_back("extra.weight", torch::zeros({1}));
-  const auto keys = message_of([&] { resnet::load_state_dict(*model, partial, "w.pth"); });
+  const auto keys = input_error_of([&] { resnet::load_state_dict(*model, partial, "w.pth"); });
   EXPECT_NE(keys.find("missing keys (1): conv1.weight"), std::string::npos) << keys;
   EXPECT_NE(keys.find("unexpected keys (1): extra.weight"), std::string::npos) << keys;
 }

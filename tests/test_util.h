@@ -6,7 +6,10 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <string>
+
+#include "core/error.h"
 
 namespace resnet::test {
 
@@ -34,6 +37,16 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The message of the InputError that `f` throws, or "(no InputError)".
+inline std::string input_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const resnet::InputError& e) {
+    return e.what();
+  }
+  return "(no InputError)";
+}
 
 struct CommandResult {
   int exit_code = -1;

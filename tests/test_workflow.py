@@ -5,7 +5,8 @@ load_state_dict(strict=True) of checkpoint.pth gives the probabilities `resnet p
 Then: a run stopped mid-epoch (--max-steps) and resumed ends with the same weights, bit for bit,
 as one that was never stopped.
 Run by CTest: test_workflow.py --resnet build/resnet --sample assets/cifar10-sample"""
-import argparse, json, os, re, shutil, subprocess, sys, tempfile
+import argparse, json, os, re, shutil, tempfile
+from harness import check, finish, run as run_program
 import torch, torchvision
 import torch.nn.functional as F
 from PIL import Image
@@ -15,18 +16,10 @@ ap = argparse.ArgumentParser()
 ap.add_argument('--resnet', required=True)
 ap.add_argument('--sample', required=True)
 a = ap.parse_args()
-failures = []
-
-
-def check(cond, what):
-    print(('ok   ' if cond else 'FAIL ') + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 def run(*args):
-    r = subprocess.run([a.resnet, *args], capture_output=True, text=True, timeout=900)
-    return r.returncode, r.stdout + r.stderr
+    return run_program(a.resnet, *args)
 
 
 SIZE, BATCH = 32, 100
@@ -108,4 +101,4 @@ try:
     check([r.split(',')[:5] for r in ma] == [r.split(',')[:5] for r in mb], f'same losses and accuracies in metrics.csv: {ma} {mb}')
 finally:
     shutil.rmtree(tmp)
-sys.exit(1 if failures else 0)
+finish()

@@ -7,7 +7,6 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "data/download.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"resnet.cpp: train, test and serve ResNet image classifiers with LibTorch", "resnet"};
@@ -27,16 +26,10 @@ int main(int argc, char** argv) {
   } catch (const resnet::UsageError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;
-  } catch (const resnet::DownloadError& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  } catch (const resnet::InputError& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
   } catch (const c10::Error& e) {
     std::cerr << "error: " << e.what_without_backtrace() << "\n";
     return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // InputError, DownloadError, file system errors
     std::cerr << "error: " << e.what() << "\n";
     return 1;
   }
