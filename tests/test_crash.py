@@ -1,4 +1,4 @@
-"""Crash test: start `resnet train`, kill it with SIGKILL at a random moment (0 to 3 s after it
+"""Crash test: start `resnet train`, kill it with SIGKILL at a random moment (0 to 2 s after it
 wrote its first checkpoint), five times, starting it again each time. Every restart resumes (when a resume.pt was written), no checkpoint is ever
 unreadable (Python's torch.load opens every resume.pt and checkpoint.pth after each kill), no
 temporary file is mistaken for a checkpoint, and the run ends with the configured epochs, each
@@ -18,7 +18,7 @@ seed = a.seed if a.seed is not None else random.randrange(1 << 30)
 rng = random.Random(seed)
 print('random seed', seed, flush=True)
 
-EPOCHS = 4  # 40 steps: five runs that each checkpoint at most 6 new steps cannot finish it
+EPOCHS = 4  # 40 steps: more than five short-lived runs get through on this machine (about 0.6 s a step)
 tmp = tempfile.mkdtemp()
 d = os.path.join(tmp, 'ck', 'resnet18')
 cmd = [a.resnet, 'train', '--model', 'resnet18', '--data', a.sample, '--image-size', '32', '--batch-size', '100',
@@ -32,14 +32,14 @@ try:
         before = os.stat(resume).st_mtime_ns if os.path.exists(resume) else None
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         # Kill at a random moment after this run has written a checkpoint of its own, so that
-        # every run makes progress however slow the machine: within the next 3 s the run may be
+        # every run makes progress however slow the machine: within the next 2 s the run may be
         # training, testing, or in the middle of writing a file.
         deadline = time.time() + 600
         while time.time() < deadline and p.poll() is None:
             if os.path.exists(resume) and os.stat(resume).st_mtime_ns != before:
                 break
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 3.0))
+        time.sleep(rng.uniform(0.0, 2.0))
         if p.poll() is not None:
             check(False, f'run {kill} ended before it was killed (exit {p.returncode})')
             break
