@@ -47,10 +47,9 @@ std::string data_path(const TrainOptions& o) {
   return kDefaultData;
 }
 
-void print_progress(int64_t done, int64_t total, double seconds) {
+void print_progress(int64_t done, int64_t total, double eta) {
   constexpr int kWidth = 30;
   const double f = static_cast<double>(done) / static_cast<double>(total);
-  const double eta = done > 0 ? seconds * (total - done) / done : 0;
   std::string bar(static_cast<size_t>(f * kWidth), '#');
   bar.resize(kWidth, '.');
   std::printf("\r[%s] %lld/%lld batches, ETA %.0fs ", bar.c_str(), static_cast<long long>(done),
@@ -169,9 +168,13 @@ double train(const TrainOptions& o) {
         std::printf("loss: %7f  [%5lld/%5lld]\n", loss.item<double>(), static_cast<long long>(b * o.batch_size),
                     static_cast<long long>(size));
       }
-      if (tty) print_progress(state.batch, train_loader.batches_per_epoch(),
-                              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() *
-                                  static_cast<double>(state.batch) / std::max<int64_t>(1, state.batch - first_batch));
+      if (tty) {
+        // From this run's pace: batches before a resume took no time here.
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const int64_t left = train_loader.batches_per_epoch() - state.batch;
+        print_progress(state.batch, train_loader.batches_per_epoch(),
+                       elapsed * static_cast<double>(left) / static_cast<double>(state.batch - first_batch));
+      }
       if (profiler && state.step - run_start_step == kTraceWarmupSteps + kTraceSteps) {
         const std::string trace = (dir / "trace.json").string();
         std::cout << (tty ? "\n" : "") << profiler->finish(trace) << "Chrome trace (open in ui.perfetto.dev): " << trace
