@@ -2,7 +2,6 @@
 
 #include <torch/cuda.h>
 #include <torch/nn/functional/loss.h>
-#include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
 #include <ATen/Context.h>
@@ -14,6 +13,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "models/registry.h"
+#include "train/sgd.h"
 
 #ifdef RESNET_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -21,11 +21,6 @@
 
 namespace resnet {
 namespace {
-
-// The sample's optimiser settings, so that the step costs what a real training step costs.
-constexpr double kLearningRate = 0.001;
-constexpr double kMomentum = 0.9;
-constexpr double kWeightDecay = 1e-4;
 
 void check_positive(int64_t value, const char* flag) {
   if (value < 1) throw UsageError(std::string(flag) + " must be at least 1 (got " + std::to_string(value) + ")");
@@ -71,9 +66,9 @@ BenchResult run_bench(const BenchOptions& options) {
                                      torch::TensorOptions().device(device).dtype(torch::kLong));
 
   std::function<void()> step;
-  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(kLearningRate)
-                                                       .momentum(kMomentum)
-                                                       .weight_decay(kWeightDecay));
+  // The trainer's optimiser with the sample's settings (SgdOptions' defaults), so that the step
+  // costs what a step of `resnet train` costs.
+  Sgd optimizer(model->parameters(), SgdOptions{});
   if (options.inference) {
     model->eval();
     step = [&] {
@@ -83,7 +78,7 @@ BenchResult run_bench(const BenchOptions& options) {
   } else {
     model->train();
     step = [&] {
-      optimizer.zero_grad(/*set_to_none=*/true);
+      optimizer.zero_grad();
       auto loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
       loss.backward();
       optimizer.step();

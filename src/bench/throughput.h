@@ -1,7 +1,7 @@
 // Throughput of a model on synthetic data: what `resnet bench` measures.
 //
-// Training mode times one full step (forward, cross-entropy loss, backward, SGD with momentum and
-// weight decay as the sample sets it) per batch; inference mode times the forward pass alone
+// Training mode times one full step as `resnet train` runs it (forward, cross-entropy loss,
+// backward, the trainer's SGD with the sample's momentum and weight decay) per batch; inference mode times the forward pass alone
 // under InferenceMode. Data is random and already on the device, so the numbers are the model's
 // and the framework's, not the input pipeline's. Warm-up steps (cuDNN autotuning, allocator
 // growth) are excluded; the device is synchronised before each clock read.
