@@ -91,19 +91,6 @@ TEST(Decode, BadFilesGetErrorsThatNameThem) {
   expect_contains(input_error_of([&] { resnet::decode_image_file(fixture("nope.jpg")); }), "nope.jpg: cannot open");
 }
 
-TEST(Decode, IntoAPaddedSlot) {
-  const auto rel = std::string("folder/train/cat/rgba.png");  // 30 wide, 40 high
-  auto slot = torch::full({3, 50, 50}, 7, torch::kUInt8);
-  const auto size = resnet::decode_image_into(resnet::read_file_bytes(fixture(rel)), rel, slot);
-  EXPECT_EQ(size.height, 40);
-  EXPECT_EQ(size.width, 30);
-  EXPECT_TRUE(torch::equal(slot.slice(1, 0, 40).slice(2, 0, 30), resnet::decode_image_file(fixture(rel))));
-  EXPECT_EQ(slot[0][45][45].item<int>(), 7);  // untouched beyond the image
-  auto small = torch::empty({3, 20, 20}, torch::kUInt8);
-  expect_contains(input_error_of([&] { resnet::decode_image_into(resnet::read_file_bytes(fixture(rel)), rel, small); }),
-                  "larger than the 20x20 slot");
-}
-
 // ---- CIFAR-10 binary --------------------------------------------------------------------------
 
 TEST(Cifar10, ReadsRecordsAsImagesAndLabels) {

@@ -142,17 +142,4 @@ torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string&
   return hwc.permute({2, 0, 1}).contiguous();
 }
 
-ImageSize decode_image_into(const std::vector<uint8_t>& bytes, const std::string& path, torch::Tensor out) {
-  TORCH_CHECK(out.dim() == 3 && out.size(0) == 3 && out.scalar_type() == torch::kUInt8);
-  const torch::Tensor image = decode_image(bytes, path);
-  const ImageSize size{image.size(1), image.size(2)};
-  if (size.height > out.size(1) || size.width > out.size(2))
-    throw InputError(path + ": image is " + std::to_string(size.width) + "x" + std::to_string(size.height) +
-                     ", larger than the " + std::to_string(out.size(2)) + "x" + std::to_string(out.size(1)) +
-                     " slot for it");
-  using torch::indexing::Slice;
-  out.index({Slice(), Slice(0, size.height), Slice(0, size.width)}).copy_(image);
-  return size;
-}
-
 }  // namespace resnet

@@ -28,10 +28,6 @@ ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& 
 // Decodes into a new uint8 tensor [3, H, W].
 torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path);
 
-// Decodes into `out`, a uint8 [3, Hmax, Wmax] view with room for the image at its top left
-// (the batch assembler's padded slots); returns the image's size. InputError if it does not fit.
-ImageSize decode_image_into(const std::vector<uint8_t>& bytes, const std::string& path, torch::Tensor out);
-
 inline torch::Tensor decode_image_file(const std::string& path) { return decode_image(read_file_bytes(path), path); }
 
 }  // namespace resnet
