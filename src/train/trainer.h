@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "train/sgd.h"
+
 namespace resnet {
 
 struct TrainOptions {
@@ -15,9 +17,10 @@ struct TrainOptions {
   std::string device = "auto";
   int64_t epochs = 50;
   int64_t batch_size = 32;
-  double learning_rate = 0.001;
-  double momentum = 0.9;
-  double weight_decay = 1e-4;
+  // The sample's optimiser settings, kept in one place (SgdOptions) for train and bench.
+  double learning_rate = SgdOptions{}.learning_rate;
+  double momentum = SgdOptions{}.momentum;
+  double weight_decay = SgdOptions{}.weight_decay;
   int64_t image_size = 224;
   uint64_t seed = 0;
   std::string checkpoint_dir = "checkpoints";
