@@ -3,7 +3,8 @@
 # side-by-side benchmark against the Python peer. Logs go to $OUT (or ./device-out).
 # Expects .deps/ (../shared/tools/device-deps.sh libgtest-dev libgmock-dev) and
 # .device/peer_bench.py carried along (and .device/cifar-10-jpeg.tar.xz for the decode timing).
-# SKIP_PEER=1 leaves out the side-by-side model benchmark.
+# SKIP_PEER=1 leaves out the side-by-side model benchmark; TESTS=REGEX runs only the matching
+# tests (TESTS=none: no tests); ROWS="graph-32 bf16-256" picks rows of compare_peer.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device-out}
@@ -16,14 +17,12 @@ cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$PWD/.deps/usr;$torch_prefix" > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 grep -A4 'resnet.cpp configuration' "$out/configure.log"
 cmake --build build-device -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -B2 -A10 error "$out/build.log" | head -60; exit 1; }
-ctest --test-dir build-device --output-on-failure -j8 > "$out/ctest.log" 2>&1
-echo "ctest exit code: $?"
-grep -E 'tests passed|Skipped|Failed|\*\*\*' "$out/ctest.log" | head -30
-build-device/data_bench transform --device cuda --batch-size 256 --image-size 224 | tee "$out/data_bench.jsonl"
-if [ -f .device/cifar-10-jpeg.tar.xz ]; then
-  mkdir -p /tmp/cifar && tar xJf .device/cifar-10-jpeg.tar.xz -C /tmp/cifar
-  build-device/data_bench decode --folder /tmp/cifar | tee -a "$out/data_bench.jsonl"
+if [ "${TESTS:-}" != none ]; then
+  ctest --test-dir build-device --output-on-failure -j8 ${TESTS:+-R "$TESTS"} > "$out/ctest.log" 2>&1
+  echo "ctest exit code: $?"
+  grep -E 'tests passed|Skipped|Failed|\*\*\*' "$out/ctest.log" | head -30
 fi
+[ "${SKIP_DATA:-0}" = 1 ] || build-device/data_bench transform --device cuda --batch-size 256 --image-size 224 | tee "$out/data_bench.jsonl"
 [ "${SKIP_PEER:-0}" = 1 ] && exit 0
 python3 bench/compare_peer.py --resnet build-device/resnet --peer .device/peer_bench.py \
-  --batch-sizes 32 256 --log "$out/bench.jsonl" "$@"
+  ${ROWS:+--rows $ROWS} --log "$out/bench.jsonl" "$@"

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # On the GPU machine: ResNet-50 on the whole of CIFAR-10 (JPEG copy, image folder) with the
-# sample's settings (224 px, batch 32, SGD lr 0.001 momentum 0.9 wd 1e-4, fp32) for EPOCHS
-# epochs, then the original sample's pipeline (peer_bench.py --mode seed) in the same call.
-# Expects build-device/ built (bench/device_run.sh) or builds it; .device/cifar-10-jpeg.tar.xz
-# and .device/peer_bench.py carried. Logs to $OUT.
+# sample's settings (224 px, batch 32, SGD lr 0.001 momentum 0.9 wd 1e-4, seed 0) for EPOCHS
+# epochs, once per variant in VARIANTS (default: "fast" = the defaults, bf16 + channels-last +
+# CUDA graphs; "fp32" = --amp off --channels-last off --cuda-graphs off), then `resnet bench` at
+# the same settings for comparison, and the original sample's pipeline (peer_bench.py --mode
+# seed). Expects build-device/ built (bench/device_run.sh); .device/cifar-10-jpeg.tar.xz and
+# .device/peer_bench.py carried. Logs to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device-out}
 epochs=${EPOCHS:-3}
 mkdir -p "$out" /tmp/cifar
-tar xJf .device/cifar-10-jpeg.tar.xz -C /tmp/cifar
-PYTHONUNBUFFERED=1 build-device/resnet train --data /tmp/cifar --epochs "$epochs" --save-model \
-  --checkpoint-dir /tmp/ck 2>&1 | tee "$out/train.log"
-cp /tmp/ck/resnet50/metrics.csv "$out/" 2>/dev/null
-build-device/resnet test --data /tmp/cifar --checkpoint-dir /tmp/ck 2>&1 | tee "$out/test.log"
-for bs in 32; do python3 .device/peer_bench.py --mode seed --bs $bs | tee -a "$out/peer.jsonl"; done
+[ -d /tmp/cifar/train ] || tar xJf .device/cifar-10-jpeg.tar.xz -C /tmp/cifar
+for variant in ${VARIANTS:-fast fp32}; do
+  case $variant in
+    fast) flags=() ;;
+    fp32) flags=(--amp off --channels-last off --cuda-graphs off) ;;
+    *) echo "unknown variant $variant"; exit 2 ;;
+  esac
+  PYTHONUNBUFFERED=1 build-device/resnet train --data /tmp/cifar --epochs "$epochs" --save-model --restart \
+    --checkpoint-dir "/tmp/ck-$variant" "${flags[@]}" 2>&1 | tee "$out/train-$variant.log"
+  cp "/tmp/ck-$variant/resnet50/metrics.csv" "$out/metrics-$variant.csv" 2>/dev/null
+  build-device/resnet bench --batch-size 32 --steps 200 "${flags[@]}" | tee -a "$out/bench-$variant.jsonl"
+done
+[ "${SKIP_SEED:-0}" = 1 ] || python3 .device/peer_bench.py --mode seed --bs 32 | tee -a "$out/peer.jsonl"

@@ -13,7 +13,9 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "models/registry.h"
+#include "train/precision.h"
 #include "train/sgd.h"
+#include "train/step.h"
 
 #ifdef RESNET_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -50,6 +52,8 @@ BenchResult run_bench(const BenchOptions& options) {
   check_positive(options.steps, "--steps");
   check_positive(options.num_classes, "--num-classes");
   if (options.warmup < 0) throw UsageError("--warmup must be 0 or more");
+  if (options.cuda_graphs != "on" && options.cuda_graphs != "off" && options.cuda_graphs != "auto")
+    throw UsageError("--cuda-graphs takes on or off (got '" + options.cuda_graphs + "')");
   // Below 32 pixels the ResNet stem and four stride-2 stages leave nothing to pool.
   if (options.image_size < 32) throw UsageError("--image-size must be at least 32 (got " + std::to_string(options.image_size) + ")");
 
@@ -65,27 +69,29 @@ BenchResult run_bench(const BenchOptions& options) {
   const auto labels = torch::randint(options.num_classes, {options.batch_size},
                                      torch::TensorOptions().device(device).dtype(torch::kLong));
 
-  std::function<void()> step;
-  // The trainer's optimiser with the sample's settings (SgdOptions' defaults), so that the step
-  // costs what a step of `resnet train` costs.
+  const StepOptions step_options{parse_amp(options.amp, device), parse_channels_last(options.channels_last, device),
+                                 options.cuda_graphs == "on" || (options.cuda_graphs == "auto" && device.is_cuda())};
+  if (step_options.channels_last) to_channels_last(*model);
+  // The trainer's optimiser with the sample's settings (SgdOptions' defaults) and the trainer's
+  // step, so that a step costs what a step of `resnet train` costs.
   Sgd optimizer(model->parameters(), SgdOptions{});
+  TrainStep train_step(*model, optimizer, step_options, device);
+  EvalStep eval_step(*model, step_options, device);
+  std::function<void()> step;
   if (options.inference) {
     model->eval();
     step = [&] {
       torch::InferenceMode guard;
-      model->forward(images);
+      eval_step.logits(images);
     };
   } else {
     model->train();
-    step = [&] {
-      optimizer.zero_grad();
-      auto loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
-      loss.backward();
-      optimizer.step();
-    };
+    step = [&] { train_step.run(images, labels); };
   }
+  // Graphs are captured after kGraphWarmupSteps eager steps, and the capture is one more.
+  const int64_t warmup = step_options.cuda_graphs ? std::max<int64_t>(options.warmup, kGraphWarmupSteps + 2) : options.warmup;
 
-  for (int64_t i = 0; i < options.warmup; ++i) step();
+  for (int64_t i = 0; i < warmup; ++i) step();
   synchronize(device);
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < options.steps; ++i) step();
@@ -101,6 +107,9 @@ BenchResult run_bench(const BenchOptions& options) {
   r.image_size = options.image_size;
   r.steps = options.steps;
   r.mode = options.inference ? "inference" : "train";
+  r.precision = to_string(step_options.amp);
+  r.channels_last = step_options.channels_last;
+  r.cuda_graphs = options.inference ? step_options.cuda_graphs : train_step.describe().rfind("CUDA graph", 0) == 0;
   r.seconds = seconds;
   r.img_per_s = static_cast<double>(options.batch_size * options.steps) / seconds;
   r.step_ms = 1000.0 * seconds / static_cast<double>(options.steps);
@@ -116,7 +125,9 @@ nlohmann::json to_json(const BenchResult& r) {
           {"device", r.device},
           {"device_name", r.device_name},
           {"mode", r.mode},
-          {"precision", "fp32"},
+          {"precision", r.precision},
+          {"channels_last", r.channels_last},
+          {"cuda_graphs", r.cuda_graphs},
           {"batch_size", r.batch_size},
           {"image_size", r.image_size},
           {"steps", r.steps},

@@ -1,8 +1,9 @@
 // Throughput of a model on synthetic data: what `resnet bench` measures.
 //
-// Training mode times one full step as `resnet train` runs it (forward, cross-entropy loss,
-// backward, the trainer's SGD with the sample's momentum and weight decay) per batch; inference mode times the forward pass alone
-// under InferenceMode. Data is random and already on the device, so the numbers are the model's
+// Training mode times TrainStep (src/train/step.h), the step `resnet train` runs: forward,
+// cross-entropy loss, backward, the trainer's SGD with the sample's settings, with the same
+// precision, memory format and CUDA graphs; inference mode times EvalStep, the forward pass of
+// `test` and the per-epoch evaluation. Data is random and already on the device, so the numbers are the model's
 // and the framework's, not the input pipeline's. Warm-up steps (cuDNN autotuning, allocator
 // growth) are excluded; the device is synchronised before each clock read.
 #pragma once
@@ -24,6 +25,9 @@ struct BenchOptions {
   int64_t warmup = 5;
   bool inference = false;
   uint64_t seed = 0;
+  std::string amp = "auto";            // as train's --amp
+  std::string channels_last = "auto";  // as train's --channels-last
+  std::string cuda_graphs = "auto";    // as train's --cuda-graphs
 };
 
 struct BenchResult {
@@ -35,6 +39,9 @@ struct BenchResult {
   int64_t image_size = 0;
   int64_t steps = 0;
   std::string mode;  // "train" or "inference"
+  std::string precision;  // "bf16", "fp16", "fp32"
+  bool channels_last = false;
+  bool cuda_graphs = false;  // whether the timed steps replayed a graph
   double seconds = 0;
   double img_per_s = 0;
   double step_ms = 0;

@@ -30,6 +30,16 @@ void add_num_classes_option(CLI::App& command, int64_t& num_classes) {
       ->capture_default_str();
 }
 
+void add_precision_options(CLI::App& command, std::string& amp, std::string& channels_last, std::string* cuda_graphs) {
+  command.add_option("--amp", amp, "mixed precision: bf16, fp16 (with a dynamic loss scale) or off (fp32); auto: bf16 on CUDA, off on the CPU")
+      ->capture_default_str();
+  command.add_option("--channels-last,--channels_last", channels_last, "NHWC memory format: on, off; auto: on for CUDA")
+      ->capture_default_str();
+  if (cuda_graphs)
+    command.add_option("--cuda-graphs,--cuda_graphs", *cuda_graphs, "replay each step from a CUDA graph: on, off; auto: on for CUDA")
+        ->capture_default_str();
+}
+
 void add_trace_option(CLI::App& command, TraceFlag& flag) {
   flag.option = command.add_option("--trace", flag.values,
                                    "profile a few steps: print the operator table, write a Chrome trace")

@@ -16,6 +16,9 @@ void add_batch_size_option(CLI::App& command, int64_t& batch_size);
 void add_image_size_option(CLI::App& command, int64_t& image_size);
 void add_num_classes_option(CLI::App& command, int64_t& num_classes);
 
+// `--amp`, `--channels-last` and (where not null) `--cuda-graphs`; each defaults to auto.
+void add_precision_options(CLI::App& command, std::string& amp, std::string& channels_last, std::string* cuda_graphs);
+
 // `--trace`, `--trace True` (the sample's spelling), `--trace false`.
 struct TraceFlag {
   CLI::Option* option = nullptr;

@@ -2,6 +2,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/console_reporter.h"
 #include "cli/options.h"
 #include "train/trainer.h"
 
@@ -31,10 +32,12 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--max-steps", o->max_steps, "stop after N steps in all (0: no limit)")->capture_default_str();
   cmd->add_flag("--skip-bad-images", o->skip_bad_images, "warn about undecodable images instead of stopping");
   cmd->add_option("--log-every", o->log_every, "batches between 'loss:' lines")->capture_default_str();
+  add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_trace_option(*cmd, *trace);
   cmd->callback([o, trace] {
     o->trace = trace->enabled();
-    train(*o);
+    ConsoleReporter reporter;
+    train(*o, reporter);
   });
 }
 

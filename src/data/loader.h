@@ -38,6 +38,7 @@ class Loader {
   std::optional<Batch> next();
 
   const ImageSource& source() const { return *source_; }
+  const torch::Device& device() const { return device_; }
 
  private:
   torch::Tensor batch_indices(int64_t batch) const;

@@ -90,32 +90,53 @@ void save_resume(const std::string& path, const TrainState& s, const Classifier&
   save_torch_file(path, e, /*ordered=*/false);
 }
 
-TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimizer) {
-  const auto entries = load_torch_dict(path);
-  std::map<std::string, c10::IValue> v(entries.begin(), entries.end());
-  auto need = [&](const std::string& key) -> const c10::IValue& {
+namespace {
+
+// resume.pt's entries, with the format version checked.
+struct ResumeFile {
+  explicit ResumeFile(const std::string& path) : path(path), entries(load_torch_dict(path)), v(entries.begin(), entries.end()) {
+    const int64_t version = need("format_version").toInt();
+    if (version != kResumeFormatVersion)
+      throw InputError(path + ": format version " + std::to_string(version) + ", this build reads version " +
+                       std::to_string(kResumeFormatVersion) + "; pass --restart to start over");
+  }
+  const c10::IValue& need(const std::string& key) const {
     auto it = v.find(key);
     if (it == v.end()) throw InputError(path + ": has no '" + key + "' (not a resume.pt of resnet.cpp?)");
     return it->second;
-  };
-  const int64_t version = need("format_version").toInt();
-  if (version != kResumeFormatVersion)
-    throw InputError(path + ": format version " + std::to_string(version) + ", this build reads version " +
-                     std::to_string(kResumeFormatVersion) + "; pass --restart to start over");
+  }
+  TrainState state() const {
+    TrainState s;
+    s.epoch = need("epoch").toInt();
+    s.batch = need("batch").toInt();
+    s.step = need("step").toInt();
+    s.best_accuracy = need("best_accuracy").toDouble();
+    s.epoch_loss_sum = need("epoch_loss_sum").toDouble();
+    s.settings = nlohmann::json::parse(need("settings").toStringRef());
+    s.classes = split_lines(need("classes").toStringRef());
+    return s;
+  }
+  std::string path;
+  std::vector<std::pair<std::string, c10::IValue>> entries;
+  std::map<std::string, c10::IValue> v;
+};
+
+}  // namespace
+
+TrainState read_resume_state(const std::string& path) { return ResumeFile(path).state(); }
+
+TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimizer) {
+  const ResumeFile file(path);
+  const auto& entries = file.entries;
+  const auto& v = file.v;
+  auto need = [&](const std::string& key) -> const c10::IValue& { return file.need(key); };
   const std::string arch = need("arch").toStringRef();
   const int64_t classes = need("num_classes").toInt();
   if (arch != model.arch() || classes != model.num_classes())
     throw InputError(path + ": holds " + arch + " with " + std::to_string(classes) + " classes, this run trains " +
                      model.arch() + " with " + std::to_string(model.num_classes()) +
                      "; pass --restart to start over or another --checkpoint-dir");
-  TrainState s;
-  s.epoch = need("epoch").toInt();
-  s.batch = need("batch").toInt();
-  s.step = need("step").toInt();
-  s.best_accuracy = need("best_accuracy").toDouble();
-  s.epoch_loss_sum = need("epoch_loss_sum").toDouble();
-  s.settings = nlohmann::json::parse(need("settings").toStringRef());
-  s.classes = split_lines(need("classes").toStringRef());
+  TrainState s = file.state();
 
   NamedTensors weights;
   for (const auto& [key, value] : entries)
@@ -125,7 +146,8 @@ TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimize
   auto& buffers = optimizer.momentum_buffers();
   for (size_t i = 0; i < params.size(); ++i) {
     auto it = v.find("momentum." + params[i].key());
-    buffers[i] = it == v.end() ? torch::Tensor() : it->second.toTensor().to(params[i].value().device());
+    // In its parameter's layout (channels-last too): the fused SGD kernel needs them to match.
+    buffers[i] = it == v.end() ? torch::Tensor() : torch::empty_like(params[i].value()).copy_(it->second.toTensor());
   }
   at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();  // shares the default generator
   cpu_gen.set_state(need("rng.cpu").toTensor());

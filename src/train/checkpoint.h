@@ -35,6 +35,10 @@ struct TrainState {
 
 void save_resume(const std::string& path, const TrainState& state, const Classifier& model, Sgd& optimizer);
 
+// The run's progress and settings from resume.pt, without touching a model; InputError naming
+// the file when it is unreadable or of another format version.
+TrainState read_resume_state(const std::string& path);
+
 // Restores `state`, the model's weights, the momentum buffers and the RNG states.
 // InputError naming the file when it is unreadable, of another format version, or for
 // another architecture or number of classes.

@@ -8,6 +8,12 @@
 namespace resnet {
 
 EvalResult evaluate(Classifier& model, Loader& loader) {
+  EvalStep step(model, StepOptions{}, loader.device());
+  return evaluate(step, loader);
+}
+
+EvalResult evaluate(EvalStep& step, Loader& loader) {
+  Classifier& model = step.model();
   const bool was_training = model.is_training();
   model.eval();
   torch::InferenceMode guard;
@@ -17,7 +23,7 @@ EvalResult evaluate(Classifier& model, Loader& loader) {
   torch::Tensor loss_sum, correct1, correct5, hits, counts;  // summed on the device: no sync per batch
   loader.start_epoch(0);
   while (auto batch = loader.next()) {
-    const auto logits = model.forward(batch->images);
+    const auto logits = step.logits(batch->images);
     const auto loss = torch::nn::functional::cross_entropy(logits, batch->labels).to(torch::kDouble);
     loss_sum = loss_sum.defined() ? loss_sum + loss : loss;
     ++batches;

@@ -7,6 +7,7 @@
 
 #include "data/loader.h"
 #include "models/classifier.h"
+#include "train/step.h"
 
 namespace resnet {
 
@@ -19,6 +20,9 @@ struct EvalResult {
   std::vector<int64_t> per_class_count;
 };
 
+// The whole split through `step` (its precision, memory format and graphs).
+EvalResult evaluate(EvalStep& step, Loader& loader);
+// The same in fp32, eager, NCHW.
 EvalResult evaluate(Classifier& model, Loader& loader);
 
 // The sample's block: "Test Error: \n Accuracy: 28.6%, Avg loss: 1.862064 \n"

@@ -4,6 +4,7 @@
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -16,8 +17,29 @@ namespace prof = torch::autograd::profiler;
 using torch::profiler::impl::ProfilerConfig;
 using torch::profiler::impl::ProfilerState;
 
+namespace {
+
+// The kind of work an innermost operator does, for the "where the time goes" summary.
+const char* kind_of(const std::string& name) {
+  auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
+  if (has("conv")) return "convolutions";
+  if (has("batch_norm")) return "batch norm";
+  if (has("_fused_sgd") || has("_foreach") || has("_amp_")) return "optimizer";
+  if (has("copy") || has("_to_copy") || has("contiguous") || has("clone")) return "copies";
+  if (has("mm") || has("addmm") || has("linear")) return "matrix products (fc)";
+  if (has("pool")) return "pooling";
+  if (has("softmax") || has("nll_loss") || has("cross_entropy")) return "loss";
+  if (has("relu") || has("threshold") || has("add") || has("mul") || has("fill") || has("zero") || has("sum") ||
+      has("div") || has("sub"))
+    return "elementwise";
+  return "other";
+}
+
+}  // namespace
+
 Profiler::Profiler(bool cuda) : cuda_(cuda) {
   if (cuda_) torch::cuda::synchronize();
+  start_ = std::chrono::steady_clock::now();
   prof::enableProfilerLegacy(ProfilerConfig(cuda_ ? ProfilerState::CUDA : ProfilerState::CPU));
 }
 
@@ -25,8 +47,9 @@ Profiler::~Profiler() {
   if (running_) prof::disableProfilerLegacy();
 }
 
-std::string Profiler::finish(const std::string& trace_path, int rows) {
+std::string Profiler::finish(const std::string& trace_path, int steps, int rows) {
   if (cuda_) torch::cuda::synchronize();
+  const double wall_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start_).count();
   auto lists = prof::disableProfilerLegacy();
   running_ = false;
 
@@ -36,21 +59,28 @@ std::string Profiler::finish(const std::string& trace_path, int rows) {
     double cpu_us = 0, cuda_us = 0;
   };
   std::map<std::string, Row> by_name;
+  std::map<std::string, double> by_kind;  // device time of innermost operators
   std::vector<prof::LegacyEvent*> all;
   for (auto& list : lists) {
-    std::vector<prof::LegacyEvent*> open;  // push ranges waiting for their pop, per thread
+    // push ranges waiting for their pop, per thread, with whether another range opened inside
+    std::vector<std::pair<prof::LegacyEvent*, bool>> open;
     for (auto& e : list) {
       all.push_back(&e);
       if (e.kind() == prof::EventKind::PushRange) {
-        open.push_back(&e);
+        if (!open.empty()) open.back().second = true;
+        open.emplace_back(&e, false);
       } else if (e.kind() == prof::EventKind::PopRange && !open.empty()) {
-        prof::LegacyEvent* start = open.back();
+        const auto [start, has_children] = open.back();
         open.pop_back();
         Row& r = by_name[start->name()];
         r.name = start->name();
         r.calls += 1;
         r.cpu_us += start->cpuElapsedUs(e);
-        if (cuda_ && start->hasCuda() && e.hasCuda()) r.cuda_us += start->cudaElapsedUs(e);
+        if (cuda_ && start->hasCuda() && e.hasCuda()) {
+          const double us = start->cudaElapsedUs(e);
+          r.cuda_us += us;
+          if (!has_children) by_kind[kind_of(start->name())] += us;
+        }
       }
     }
   }
@@ -82,6 +112,22 @@ std::string Profiler::finish(const std::string& trace_path, int rows) {
   }
   s += "(totals include the time of operators called inside; sorted by " + std::string(by_cuda ? "CUDA" : "CPU") +
        " total)\n";
+  if (!cuda_ || steps < 1) return s;
+  // Where a step's GPU time goes: innermost operators grouped by kind; the rest of the wall time
+  // is the GPU waiting for the CPU (launches, Python-free but still host-bound work) or idle.
+  std::vector<std::pair<std::string, double>> kinds(by_kind.begin(), by_kind.end());
+  std::sort(kinds.begin(), kinds.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  double busy = 0;
+  for (const auto& [kind, us] : kinds) busy += us;
+  std::snprintf(line, sizeof line, "\nWhere a step's time goes (%d eager steps, %.3f ms per step wall):\n", steps,
+                wall_us / 1000 / steps);
+  s += line;
+  kinds.emplace_back("idle / waiting for the host", std::max(0.0, wall_us - busy));
+  for (const auto& [kind, us] : kinds) {
+    std::snprintf(line, sizeof line, "  %-30s %9.3f ms %6.1f%%\n", kind.c_str(), us / 1000 / steps,
+                  100.0 * us / std::max(wall_us, 1e-9));
+    s += line;
+  }
   return s;
 }
 

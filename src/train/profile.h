@@ -4,6 +4,7 @@
 // (ui.perfetto.dev) and chrome://tracing open.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 namespace resnet {
@@ -15,12 +16,14 @@ class Profiler {
   Profiler(const Profiler&) = delete;
   Profiler& operator=(const Profiler&) = delete;
 
-  // Stops, writes the trace to `trace_path` and returns the table (at most `rows` operators).
-  std::string finish(const std::string& trace_path, int rows = 25);
+  // Stops, writes the trace to `trace_path` and returns the table (at most `rows` operators)
+  // and, on CUDA, the device time per step (of `steps` profiled) grouped by kind of operator.
+  std::string finish(const std::string& trace_path, int steps = 0, int rows = 25);
 
  private:
   bool cuda_;
   bool running_ = true;
+  std::chrono::steady_clock::time_point start_;
 };
 
 }  // namespace resnet

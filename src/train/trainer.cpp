@@ -1,17 +1,12 @@
 #include "train/trainer.h"
 
 #include <ATen/Context.h>
-#include <torch/cuda.h>
-#include <torch/nn/functional/loss.h>
-
-#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <iostream>
+#include <memory>
+#include <optional>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -21,8 +16,11 @@
 #include "models/registry.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/metrics.h"
 #include "train/profile.h"
-#include "train/sgd.h"
+#include "train/step.h"
+
+#include <unistd.h>
 
 namespace resnet {
 namespace fs = std::filesystem;
@@ -36,186 +34,255 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 // Settings that must match for a resumed run to continue the same computation.
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed", "learning_rate", "momentum", "weight_decay"};
 
-std::string data_path(const TrainOptions& o) {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string data_path(const TrainOptions& o, TrainReporter& reporter) {
   if (!o.data.empty()) return o.data;
   if (detect_format(kDefaultData) == DataFormat::kNone) {
     FetchOptions fetch;
     fetch.data_dir = kDefaultData;
     fetch.progress = ::isatty(STDERR_FILENO) != 0;
-    fetch_cifar10(fetch, [](const std::string& line) { std::cout << line << std::endl; });
+    fetch_cifar10(fetch, [&](const std::string& line) { reporter.message(line); });
   }
   return kDefaultData;
 }
 
-void print_progress(int64_t done, int64_t total, double eta) {
-  constexpr int kWidth = 30;
-  const double f = static_cast<double>(done) / static_cast<double>(total);
-  std::string bar(static_cast<size_t>(f * kWidth), '#');
-  bar.resize(kWidth, '.');
-  std::printf("\r[%s] %lld/%lld batches, ETA %.0fs ", bar.c_str(), static_cast<long long>(done),
-              static_cast<long long>(total), eta);
-  std::fflush(stdout);
+// Everything one run holds: data, model, optimiser, step, files, and where it stands.
+struct Run {
+  const TrainOptions& o;
+  TrainReporter& reporter;
+  c10::Device device;
+  StepOptions step_options;
+  std::shared_ptr<ImageSource> train_source, test_source;
+  std::shared_ptr<Classifier> model;
+  std::unique_ptr<Sgd> optimizer;
+  std::unique_ptr<TrainStep> step;
+  std::unique_ptr<EvalStep> eval_step;
+  std::unique_ptr<Loader> train_loader, test_loader;
+  fs::path dir;
+  std::string resume_path;
+  TrainState state;
+  int64_t run_start_step = 0;
+  std::unique_ptr<Profiler> profiler;
+  bool traced = false;
+
+  Run(const TrainOptions& options, TrainReporter& r) : o(options), reporter(r), device(parse_device(options.device)) {}
+
+  void open_data();
+  void build_model();
+  void resume_or_restart();
+  // Returns false when --max-steps stopped the run.
+  bool run_epoch(int64_t epoch);
+  void finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds);
+  void trace_step();
+};
+
+void Run::open_data() {
+  const std::string path = data_path(o, reporter);
+  DataOptions data_options;
+  data_options.skip_bad_images = o.skip_bad_images;
+  train_source = open_split(path, Split::kTrain, device, data_options);
+  test_source = open_split(path, Split::kTest, device, data_options);
+  if (train_source->classes() != test_source->classes())
+    throw InputError(path + ": the train and test splits have different classes");
+  train_loader = std::make_unique<Loader>(train_source, LoaderOptions{o.batch_size, o.image_size, true, o.seed}, device);
+  test_loader = std::make_unique<Loader>(test_source, LoaderOptions{o.batch_size, o.image_size, false, o.seed}, device);
 }
 
-// Rewrites metrics.csv atomically with this epoch's row last; rows of this epoch or later (left
-// by a run that crashed after writing them) are replaced, so a resumed run never duplicates one.
-void write_metrics(const fs::path& csv, int64_t epoch, double train_loss, const EvalResult& e, double img_per_s,
-                   double seconds, double lr) {
-  std::string text = "epoch,train_loss,test_loss,top1,top5,img_per_s,seconds,learning_rate\n";
-  std::ifstream in(csv);
-  std::string line;
-  std::getline(in, line);  // header
-  while (std::getline(in, line))
-    if (!line.empty() && std::stoll(line.substr(0, line.find(','))) < epoch) text += line + "\n";
-  char row[256];
-  std::snprintf(row, sizeof row, "%lld,%.6f,%.6f,%.4f,%.4f,%.1f,%.2f,%g\n", static_cast<long long>(epoch), train_loss,
-                e.loss, e.accuracy, e.top5, img_per_s, seconds, lr);
-  write_file_atomically(csv.string(), text + row);
+void Run::build_model() {
+  torch::manual_seed(o.seed);
+  at::globalContext().setBenchmarkCuDNN(true);
+  model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
+  model->to(device);
+  step_options = {parse_amp(o.amp, device), parse_channels_last(o.channels_last, device),
+                  o.cuda_graphs == "on" || (o.cuda_graphs == "auto" && device.is_cuda())};
+  // Before the optimiser sees the parameters: momentum buffers take their layout.
+  if (step_options.channels_last) to_channels_last(*model);
+  optimizer = std::make_unique<Sgd>(model->parameters(), SgdOptions{o.learning_rate, o.momentum, o.weight_decay});
+  step = std::make_unique<TrainStep>(*model, *optimizer, step_options, device);
+  eval_step = std::make_unique<EvalStep>(*model, step_options, device);
+}
+
+void Run::resume_or_restart() {
+  dir = fs::path(o.checkpoint_dir) / o.model;
+  fs::create_directories(dir);
+  resume_path = (dir / "resume.pt").string();
+  state.settings = to_json(o);
+  state.classes = train_source->classes();
+  if (o.restart) {
+    fs::remove(resume_path);
+    fs::remove(dir / "metrics.csv");
+    return;
+  }
+  if (!fs::exists(resume_path)) return;
+  TrainState saved = load_resume(resume_path, *model, *optimizer);
+  for (const char* key : kResumeKeys)
+    if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
+      throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
+                       ", this run has " + state.settings[key].dump() +
+                       "; use the same setting to resume, or --restart to start over");
+  saved.settings = state.settings;  // --epochs may grow
+  state = saved;
+  reporter.message("Resuming from epoch " + std::to_string(state.epoch + 1) + ", step " + std::to_string(state.step));
+}
+
+void Run::trace_step() {
+  if (o.trace && !traced && !profiler && state.step - run_start_step == kTraceWarmupSteps)
+    profiler = std::make_unique<Profiler>(device.is_cuda());
+  if (profiler && state.step - run_start_step == kTraceWarmupSteps + kTraceSteps) {
+    const std::string trace = (dir / "trace.json").string();
+    reporter.trace(profiler->finish(trace, static_cast<int>(kTraceSteps)), trace);
+    profiler.reset();
+    traced = true;
+  }
+}
+
+bool Run::run_epoch(int64_t epoch) {
+  reporter.epoch_start(epoch + 1);
+  train_loader->start_epoch(epoch, state.batch);
+  const auto t0 = Clock::now();
+  auto last_log = t0;
+  int64_t images = 0, images_at_last_log = 0;
+  StepReport report;
+  report.epoch = epoch + 1;
+  report.batches = train_loader->batches_per_epoch();
+  report.resumed_batches = state.batch;
+  report.dataset_size = train_source->size();
+  // Summed on the device so that the loop never waits for the GPU except to print or save.
+  auto loss_sum = torch::full({}, state.epoch_loss_sum, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  while (auto batch = train_loader->next()) {
+    trace_step();
+    // Profiled steps run eagerly: a graph replay would show as one opaque launch.
+    const auto loss = step->run(batch->images, batch->labels, /*eager=*/profiler != nullptr);
+    report.images_seen = state.batch * o.batch_size;
+    const int64_t b = state.batch++;
+    ++state.step;
+    images += batch->labels.size(0);
+    loss_sum += loss;
+    report.batch = state.batch;
+    report.seconds = seconds_since(t0);
+    if (b % o.log_every == 0) {
+      report.loss = loss.item<double>();
+      const double dt = seconds_since(last_log);
+      report.img_per_s = dt > 0 && images > images_at_last_log ? static_cast<double>(images - images_at_last_log) / dt : 0;
+      last_log = Clock::now();
+      images_at_last_log = images;
+      reporter.log_step(report);
+    }
+    reporter.progress(report);
+    const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
+    if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
+      state.epoch_loss_sum = loss_sum.item<double>();
+      save_resume(resume_path, state, *model, *optimizer);
+    }
+    if (stop) {
+      reporter.message("Stopped after " + std::to_string(state.step) + " steps (--max-steps); " + resume_path +
+                       " holds the run");
+      return false;
+    }
+  }
+  state.epoch_loss_sum = loss_sum.item<double>();  // waits for the GPU too
+  finish_epoch(epoch, state.epoch_loss_sum, images, seconds_since(t0));
+  return true;
+}
+
+void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds) {
+  EpochReport e;
+  e.epoch = epoch + 1;
+  e.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch));
+  e.seconds = seconds;
+  e.img_per_s = static_cast<double>(images) / seconds;
+  e.test = evaluate(*eval_step, *test_loader);
+  state.epoch = epoch + 1;
+  state.batch = 0;
+  state.epoch_loss_sum = 0;
+  if (e.test.accuracy > state.best_accuracy) {
+    state.best_accuracy = e.test.accuracy;
+    if (o.save_model)
+      save_best_model(dir.string(), *model,
+                      {o.model, train_source->classes(), o.image_size, e.test.accuracy, state.epoch});
+  }
+  e.best_accuracy = state.best_accuracy;
+  reporter.epoch_end(e);
+  write_metrics_row((dir / "metrics.csv").string(), e, optimizer->learning_rate());
+  save_resume(resume_path, state, *model, *optimizer);
+}
+
+// A run that already reached --epochs is reported before any data is opened; returns its best
+// accuracy then.
+std::optional<double> completed_run(const TrainOptions& o, TrainReporter& reporter) {
+  const fs::path resume = fs::path(o.checkpoint_dir) / o.model / "resume.pt";
+  if (o.restart || !fs::exists(resume)) return std::nullopt;
+  const TrainState s = read_resume_state(resume.string());
+  if (s.epoch < o.epochs) return std::nullopt;
+  char best[32];
+  std::snprintf(best, sizeof best, "%.4f", s.best_accuracy);
+  reporter.message("Training is complete (" + std::to_string(s.epoch) + " epochs, best accuracy " + best +
+                   "); pass a larger --epochs to go on, or --restart to start over");
+  return s.best_accuracy;
 }
 
 }  // namespace
 
-nlohmann::json to_json(const TrainOptions& o) {
-  return {{"model", o.model},           {"data", o.data},         {"epochs", o.epochs},
-          {"batch_size", o.batch_size}, {"image_size", o.image_size}, {"seed", o.seed},
-          {"learning_rate", o.learning_rate}, {"momentum", o.momentum}, {"weight_decay", o.weight_decay}};
+void validate(const TrainOptions& o) {
+  auto at_least = [](int64_t v, int64_t min, const char* flag) {
+    if (v < min)
+      throw UsageError(std::string(flag) + " must be at least " + std::to_string(min) + " (got " + std::to_string(v) + ")");
+  };
+  at_least(o.epochs, 1, "--epochs");
+  at_least(o.batch_size, 1, "--batch-size");
+  // Below 32 pixels the ResNet stem and four stride-2 stages leave nothing to pool.
+  at_least(o.image_size, 32, "--image-size");
+  at_least(o.log_every, 1, "--log-every");
+  at_least(o.checkpoint_every, 0, "--checkpoint-every");
+  at_least(o.max_steps, 0, "--max-steps");
+  check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
+  if (o.cuda_graphs != "on" && o.cuda_graphs != "off" && o.cuda_graphs != "auto")
+    throw UsageError("--cuda-graphs takes on or off (got '" + o.cuda_graphs + "')");
+  const c10::Device device = parse_device(o.device);
+  parse_amp(o.amp, device);
+  parse_channels_last(o.channels_last, device);
+  if (o.cuda_graphs == "on" && !cuda_graphs_supported(device))
+    throw UsageError("--cuda-graphs on needs a CUDA device (this run is on " + device.str() + ")");
 }
 
-double train(const TrainOptions& o) {
-  if (o.epochs < 1) throw UsageError("--epochs must be at least 1");
-  if (o.batch_size < 1) throw UsageError("--batch-size must be at least 1");
-  if (o.image_size < 32) throw UsageError("--image-size must be at least 32");
-  const c10::Device device = parse_device(o.device);
+nlohmann::json to_json(const TrainOptions& o) {
+  return {{"model", o.model},
+          {"data", o.data},
+          {"epochs", o.epochs},
+          {"batch_size", o.batch_size},
+          {"image_size", o.image_size},
+          {"seed", o.seed},
+          {"learning_rate", o.learning_rate},
+          {"momentum", o.momentum},
+          {"weight_decay", o.weight_decay},
+          {"amp", o.amp},
+          {"channels_last", o.channels_last},
+          {"cuda_graphs", o.cuda_graphs}};
+}
+
+double train(const TrainOptions& o, TrainReporter& reporter) {
+  validate(o);
   create_model(o.model, 1);  // an unknown --model fails before any data work
-
-  const std::string path = data_path(o);
-  DataOptions data_options;
-  data_options.skip_bad_images = o.skip_bad_images;
-  auto train_source = open_split(path, Split::kTrain, device, data_options);
-  auto test_source = open_split(path, Split::kTest, device, data_options);
-  if (train_source->classes() != test_source->classes())
-    throw InputError(path + ": the train and test splits have different classes");
-  const auto& classes = train_source->classes();
-
-  torch::manual_seed(o.seed);
-  at::globalContext().setBenchmarkCuDNN(true);
-  auto model = create_model(o.model, static_cast<int64_t>(classes.size()));
-  model->to(device);
-  Sgd optimizer(model->parameters(), {o.learning_rate, o.momentum, o.weight_decay});
-
-  const fs::path dir = fs::path(o.checkpoint_dir) / o.model;
-  fs::create_directories(dir);
-  const std::string resume_path = (dir / "resume.pt").string();
-  const fs::path metrics = dir / "metrics.csv";
-  TrainState state;
-  state.settings = to_json(o);
-  state.classes = classes;
-  if (o.restart) {
-    fs::remove(resume_path);
-    fs::remove(metrics);
-  } else if (fs::exists(resume_path)) {
-    TrainState saved = load_resume(resume_path, *model, optimizer);
-    for (const char* key : kResumeKeys)
-      if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
-        throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
-                         ", this run has " + state.settings[key].dump() +
-                         "; use the same setting to resume, or --restart to start over");
-    saved.settings = state.settings;  // --epochs may grow
-    state = saved;
-    std::cout << "Resuming from epoch " << state.epoch + 1 << ", step " << state.step << std::endl;
-  }
-
-  std::cout << "Training " << o.model << " (" << count_parameters(*model) << " parameters) on "
-            << describe_device(device) << ": " << train_source->description() << ", " << train_source->size()
-            << " training and " << test_source->size() << " test images, " << classes.size() << " classes"
-            << std::endl;
-  LoaderOptions train_loader_options{o.batch_size, o.image_size, /*train=*/true, o.seed};
-  LoaderOptions test_loader_options{o.batch_size, o.image_size, /*train=*/false, o.seed};
-  Loader train_loader(train_source, train_loader_options, device);
-  Loader test_loader(test_source, test_loader_options, device);
-  const bool tty = ::isatty(STDOUT_FILENO) != 0;
-  const int64_t size = train_source->size();
-  const int64_t run_start_step = state.step;
-  std::unique_ptr<Profiler> profiler;
-  bool traced = false;
-
-  if (state.epoch >= o.epochs)
-    std::cout << "Training is complete (" << state.epoch << " epochs, best accuracy " << state.best_accuracy
-              << "); pass a larger --epochs to go on, or --restart to start over" << std::endl;
-  model->train();
-  for (int64_t epoch = state.epoch; epoch < o.epochs; ++epoch) {
-    std::cout << "Epoch " << epoch + 1 << "\n-------------------------------" << std::endl;
-    train_loader.start_epoch(epoch, state.batch);
-    const auto t0 = std::chrono::steady_clock::now();
-    const int64_t first_batch = state.batch;
-    int64_t images = 0;
-    // Summed on the device so that the loop never waits for the GPU except to print or save.
-    auto loss_sum = torch::full({}, state.epoch_loss_sum, torch::TensorOptions().dtype(torch::kDouble).device(device));
-    auto sync_loss_sum = [&] { state.epoch_loss_sum = loss_sum.item<double>(); };
-    while (auto batch = train_loader.next()) {
-      if (o.trace && !traced && !profiler && state.step - run_start_step == kTraceWarmupSteps)
-        profiler = std::make_unique<Profiler>(device.is_cuda());
-      optimizer.zero_grad();
-      const auto loss = torch::nn::functional::cross_entropy(model->forward(batch->images), batch->labels);
-      loss.backward();
-      optimizer.step();
-      const int64_t b = state.batch++;
-      ++state.step;
-      images += batch->labels.size(0);
-      loss_sum += loss.detach();
-      if (b % o.log_every == 0) {
-        if (tty) std::printf("\r%60s\r", "");
-        std::printf("loss: %7f  [%5lld/%5lld]\n", loss.item<double>(), static_cast<long long>(b * o.batch_size),
-                    static_cast<long long>(size));
-      }
-      if (tty) {
-        // From this run's pace: batches before a resume took no time here.
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const int64_t left = train_loader.batches_per_epoch() - state.batch;
-        print_progress(state.batch, train_loader.batches_per_epoch(),
-                       elapsed * static_cast<double>(left) / static_cast<double>(state.batch - first_batch));
-      }
-      if (profiler && state.step - run_start_step == kTraceWarmupSteps + kTraceSteps) {
-        const std::string trace = (dir / "trace.json").string();
-        std::cout << (tty ? "\n" : "") << profiler->finish(trace) << "Chrome trace (open in ui.perfetto.dev): " << trace
-                  << std::endl;
-        profiler.reset();
-        traced = true;
-      }
-      const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
-      if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
-        sync_loss_sum();
-        save_resume(resume_path, state, *model, optimizer);
-      }
-      if (stop) {
-        std::cout << (tty ? "\n" : "") << "Stopped after " << state.step << " steps (--max-steps); "
-                  << resume_path << " holds the run" << std::endl;
-        return state.best_accuracy;
-      }
-    }
-    if (tty) std::printf("\n");
-    sync_loss_sum();  // waits for the GPU too
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double train_loss = state.epoch_loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch));
-
-    const EvalResult result = evaluate(*model, test_loader);
-    state.epoch = epoch + 1;
-    state.batch = 0;
-    state.epoch_loss_sum = 0;
-    if (result.accuracy > state.best_accuracy) {
-      state.best_accuracy = result.accuracy;
-      if (o.save_model)
-        save_best_model(dir.string(), *model, {o.model, classes, o.image_size, result.accuracy, state.epoch});
-    }
-    std::cout << "current highest_accuracy:  " << state.best_accuracy << "\n" << format_test_error(result);
-    std::printf(" Top-5 accuracy: %.1f%%, train loss: %.6f, %.1f img/s, %.1f s\n\n", 100.0 * result.top5, train_loss,
-                static_cast<double>(images) / seconds, seconds);
-    std::fflush(stdout);
-    write_metrics(metrics, state.epoch, train_loss, result, static_cast<double>(images) / seconds, seconds,
-                   o.learning_rate);
-    save_resume(resume_path, state, *model, optimizer);
-  }
-  return state.best_accuracy;
+  if (const auto best = completed_run(o, reporter)) return *best;
+  Run run(o, reporter);
+  run.open_data();
+  run.build_model();
+  run.resume_or_restart();
+  run.run_start_step = run.state.step;
+  reporter.message("Training " + o.model + " (" + std::to_string(count_parameters(*run.model)) + " parameters) on " +
+                   describe_device(run.device) + ": " + run.train_source->description() + ", " +
+                   std::to_string(run.train_source->size()) + " training and " +
+                   std::to_string(run.test_source->size()) + " test images, " +
+                   std::to_string(run.train_source->classes().size()) + " classes; " +
+                   to_string(run.step_options.amp) + (run.step_options.channels_last ? ", channels-last" : "") +
+                   (run.step_options.cuda_graphs ? ", CUDA graphs" : ""));
+  run.model->train();
+  for (int64_t epoch = run.state.epoch; epoch < o.epochs; ++epoch)
+    if (!run.run_epoch(epoch)) break;
+  if (o.cuda_graphs == "on" || run.step_options.cuda_graphs) reporter.message("Training step: " + run.step->describe());
+  return run.state.best_accuracy;
 }
 
 }  // namespace resnet

@@ -1,12 +1,16 @@
-// The training run of `resnet train`: the original sample's loop and log, with checkpoints that
-// resume, a test after every epoch, metrics.csv, and an optional profile of a few steps.
+// The training run of `resnet train`: the original sample's loop, with checkpoints that resume,
+// a test after every epoch, metrics.csv, and an optional profile of a few steps.
+//
+// The pieces: TrainStep (src/train/step.h) runs one step, eager or replayed from a CUDA graph;
+// train() below is the loop (data, steps, evaluation, checkpoints); a TrainReporter
+// (src/train/report.h) hears what happens and decides what the user sees.
 #pragma once
 
-#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "train/report.h"
 #include "train/sgd.h"
 
 namespace resnet {
@@ -23,6 +27,9 @@ struct TrainOptions {
   double weight_decay = SgdOptions{}.weight_decay;
   int64_t image_size = 224;
   uint64_t seed = 0;
+  std::string amp = "auto";            // bf16 | fp16 | off | auto (bf16 on CUDA, off on the CPU)
+  std::string channels_last = "auto";  // on | off | auto (on for CUDA)
+  std::string cuda_graphs = "auto";    // on | off | auto (on for CUDA)
   std::string checkpoint_dir = "checkpoints";
   bool save_model = false;
   bool restart = false;
@@ -33,9 +40,12 @@ struct TrainOptions {
   int64_t log_every = 100;  // batches between the sample's "loss:" lines
 };
 
+// UsageError naming the flag for a value the run cannot use.
+void validate(const TrainOptions& options);
+
 nlohmann::json to_json(const TrainOptions& options);
 
-// Runs (or resumes) training; prints the log to stdout. Returns the best test accuracy.
-double train(const TrainOptions& options);
+// Runs (or resumes) training, telling `reporter` what happens. Returns the best test accuracy.
+double train(const TrainOptions& options, TrainReporter& reporter);
 
 }  // namespace resnet

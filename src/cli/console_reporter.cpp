@@ -1,0 +1,64 @@
+#include "cli/console_reporter.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+namespace resnet::cli {
+
+ConsoleReporter::ConsoleReporter() : tty_(::isatty(STDOUT_FILENO) != 0) {}
+
+void ConsoleReporter::end_bar() {
+  if (bar_drawn_) std::printf("\r%70s\r", "");
+  bar_drawn_ = false;
+}
+
+void ConsoleReporter::message(const std::string& line) {
+  end_bar();
+  std::cout << line << std::endl;
+}
+
+void ConsoleReporter::epoch_start(int64_t epoch) {
+  end_bar();
+  std::cout << "Epoch " << epoch << "\n-------------------------------" << std::endl;
+}
+
+void ConsoleReporter::log_step(const StepReport& s) {
+  end_bar();
+  // The sample's line, then this stretch's throughput (blank for the first line of an epoch).
+  std::printf("loss: %7f  [%5lld/%5lld]", s.loss, static_cast<long long>(s.images_seen),
+              static_cast<long long>(s.dataset_size));
+  if (s.img_per_s > 0 && s.batch - 1 > s.resumed_batches) std::printf("  %.1f img/s", s.img_per_s);
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+void ConsoleReporter::progress(const StepReport& s) {
+  if (!tty_) return;
+  constexpr int kWidth = 30;
+  const int64_t done_here = s.batch - s.resumed_batches;
+  const double eta = done_here > 0 ? s.seconds * static_cast<double>(s.batches - s.batch) / static_cast<double>(done_here) : 0;
+  const double f = static_cast<double>(s.batch) / static_cast<double>(s.batches);
+  std::string bar(static_cast<size_t>(f * kWidth), '#');
+  bar.resize(kWidth, '.');
+  std::printf("\r[%s] %lld/%lld batches, ETA %.0fs ", bar.c_str(), static_cast<long long>(s.batch),
+              static_cast<long long>(s.batches), eta);
+  std::fflush(stdout);
+  bar_drawn_ = true;
+}
+
+void ConsoleReporter::epoch_end(const EpochReport& e) {
+  end_bar();
+  std::cout << "current highest_accuracy:  " << e.best_accuracy << "\n" << format_test_error(e.test);
+  std::printf(" Top-5 accuracy: %.1f%%, train loss: %.6f, %.1f img/s, %.1f s\n\n", 100.0 * e.test.top5, e.train_loss,
+              e.img_per_s, e.seconds);
+  std::fflush(stdout);
+}
+
+void ConsoleReporter::trace(const std::string& table, const std::string& path) {
+  end_bar();
+  std::cout << table << "Chrome trace (open in ui.perfetto.dev): " << path << std::endl;
+}
+
+}  // namespace resnet::cli

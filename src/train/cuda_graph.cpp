@@ -1,0 +1,93 @@
+#include "train/cuda_graph.h"
+
+#include "core/error.h"
+
+#ifdef RESNET_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace resnet {
+
+#ifdef RESNET_WITH_CUDA
+
+struct CudaGraph::Impl {
+  explicit Impl(const c10::Device& device)
+      : device(device), side(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index())) {}
+
+  // `body` on the side stream, which first waits for the current stream; the current stream then
+  // waits for the side stream, so that callers see the results in stream order.
+  void on_side_stream(const std::function<void()>& body) {
+    c10::cuda::CUDAGuard device_guard(device);
+    const auto current = c10::cuda::getCurrentCUDAStream(device.index());
+    at::cuda::CUDAEvent ready;
+    ready.record(current);
+    ready.block(side);
+    {
+      c10::cuda::CUDAStreamGuard stream_guard(side);
+      body();
+    }
+    at::cuda::CUDAEvent done;
+    done.record(side);
+    done.block(current);
+  }
+
+  c10::Device device;
+  c10::cuda::CUDAStream side;
+  at::cuda::CUDAGraph graph;
+  bool captured = false;
+};
+
+CudaGraph::CudaGraph(const c10::Device& device) {
+  if (!device.is_cuda()) throw UsageError("CUDA graphs need a CUDA device (got " + device.str() + ")");
+  impl_ = std::make_unique<Impl>(device);
+}
+
+void CudaGraph::warmup(const std::function<void()>& body) { impl_->on_side_stream(body); }
+
+void CudaGraph::capture(const std::function<void()>& body) {
+  impl_->on_side_stream([&] {
+    impl_->graph.capture_begin();
+    try {
+      body();
+    } catch (...) {
+      try {
+        impl_->graph.capture_end();  // leaves the stream usable; the graph is discarded
+      } catch (...) {
+      }
+      throw;
+    }
+    impl_->graph.capture_end();
+  });
+  impl_->captured = true;
+}
+
+void CudaGraph::replay() {
+  c10::cuda::CUDAGuard device_guard(impl_->device);
+  impl_->graph.replay();
+}
+
+bool CudaGraph::captured() const { return impl_->captured; }
+
+bool cuda_graphs_supported(const c10::Device& device) { return device.is_cuda(); }
+
+#else
+
+struct CudaGraph::Impl {};
+
+CudaGraph::CudaGraph(const c10::Device& device) {
+  throw UsageError("CUDA graphs need a build with CUDA (this one has none; device " + device.str() + ")");
+}
+void CudaGraph::warmup(const std::function<void()>&) {}
+void CudaGraph::capture(const std::function<void()>&) {}
+void CudaGraph::replay() {}
+bool CudaGraph::captured() const { return false; }
+bool cuda_graphs_supported(const c10::Device&) { return false; }
+
+#endif
+
+CudaGraph::~CudaGraph() = default;
+
+}  // namespace resnet

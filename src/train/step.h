@@ -1,0 +1,103 @@
+// One training step and one evaluation forward pass, as `train`, `test`, `predict` and `bench`
+// all run them: what bench times is what train runs.
+//
+// TrainStep: forward under autocast (--amp), cross-entropy loss in fp32, backward, fused SGD;
+// for fp16, a dynamic loss scale. With CUDA graphs on, the first batch size seen is the graphed
+// one: its first kGraphWarmupSteps steps run eagerly on the capture stream, the next one is
+// captured and replayed, and every later batch of that size is a copy into the static input
+// buffers and one replay. Other batch sizes (the last partial batch of an epoch) run eagerly.
+// Nothing in a step waits for the GPU: the loss comes back as a device scalar.
+//
+// EvalStep: logits of a batch in eval mode under InferenceMode, with the same precision, memory
+// format and graphs.
+#pragma once
+
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+
+#include "models/classifier.h"
+#include "train/cuda_graph.h"
+#include "train/precision.h"
+#include "train/sgd.h"
+
+namespace resnet {
+
+// Eager steps before capture: cuDNN autotunes each convolution on its first call, and the
+// allocator and library workspaces settle; PyTorch's examples warm up for 3 as well.
+constexpr int kGraphWarmupSteps = 3;
+
+struct StepOptions {
+  Amp amp = Amp::kOff;
+  bool channels_last = false;
+  bool cuda_graphs = false;
+};
+
+// Dynamic loss scaling for fp16, as torch.amp.GradScaler: the loss is multiplied by the scale
+// before backward; a step whose gradients hold inf or NaN is skipped and the scale halved; after
+// kGrowthInterval clean steps it doubles. All on the device, so it works inside a CUDA graph.
+class LossScaler {
+ public:
+  static constexpr double kInitialScale = 65536.0, kGrowth = 2.0, kBackoff = 0.5;
+  static constexpr int64_t kGrowthInterval = 2000;
+
+  explicit LossScaler(const c10::Device& device);
+  torch::Tensor scale(const torch::Tensor& loss) const { return loss * scale_; }
+  // Checks the gradients for inf/NaN (into found_inf), steps (unscaling inside the kernel) and
+  // updates the scale.
+  void step(Sgd& optimizer);
+  const torch::Tensor& current_scale() const { return scale_; }
+
+ private:
+  torch::Tensor scale_, growth_tracker_, found_inf_, one_;
+};
+
+class TrainStep {
+ public:
+  TrainStep(Classifier& model, Sgd& optimizer, StepOptions options, const c10::Device& device);
+  ~TrainStep();
+
+  // One optimisation step on a batch; returns the batch's mean loss as a float scalar on the
+  // device, valid until the next call. `eager` forces the eager path (for profiling).
+  torch::Tensor run(const torch::Tensor& images, const torch::Tensor& labels, bool eager = false);
+
+  // "graph (batch 32)" once captured; "eager" otherwise, with the reason graphs are off.
+  std::string describe() const;
+  const StepOptions& options() const { return options_; }
+
+ private:
+  torch::Tensor eager_step(const torch::Tensor& images, const torch::Tensor& labels);
+
+  Classifier& model_;
+  Sgd& optimizer_;
+  StepOptions options_;
+  c10::Device device_;
+  std::unique_ptr<LossScaler> scaler_;
+  std::unique_ptr<CudaGraph> graph_;
+  torch::Tensor static_images_, static_labels_, static_loss_;
+  int warmup_done_ = 0;
+  std::string graph_off_reason_;
+};
+
+class EvalStep {
+ public:
+  EvalStep(Classifier& model, StepOptions options, const c10::Device& device);
+  ~EvalStep();
+  // Logits [B, classes] (fp32) of a batch; valid until the next call. The model must be in eval
+  // mode and the caller under InferenceMode.
+  torch::Tensor logits(const torch::Tensor& images);
+  Classifier& model() { return model_; }
+
+ private:
+  torch::Tensor forward(const torch::Tensor& images);
+
+  Classifier& model_;
+  StepOptions options_;
+  c10::Device device_;
+  std::unique_ptr<CudaGraph> graph_;
+  torch::Tensor static_images_, static_logits_;
+  int warmup_done_ = 0;
+};
+
+}  // namespace resnet
