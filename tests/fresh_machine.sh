@@ -48,8 +48,9 @@ done
 unset CUDA_HOME CUDA_PATH CUDACXX LIBRARY_PATH
 PATH=$(tr : '\n' <<<"$PATH" | grep -v -i cuda | paste -sd:)
 export PATH
-if command -v nvcc >/dev/null || [ -e /usr/local/cuda/bin/nvcc ]; then
-  echo "fresh_machine: could not hide nvcc ($(command -v nvcc || echo /usr/local/cuda/bin/nvcc))" >&2
+# (bash's `command -v` names a file that is not executable when it finds nothing better)
+if [ -x "$(command -v nvcc)" ] || [ -e /usr/local/cuda/bin/nvcc ]; then
+  echo "fresh_machine: could not hide nvcc ($(command -v nvcc) /usr/local/cuda/bin/nvcc)" >&2
   exit 1
 fi
 if [ $cold = 1 ]; then export CCACHE_DIR=$tmp/ccache; fi
