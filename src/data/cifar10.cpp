@@ -11,7 +11,7 @@ namespace resnet {
 namespace fs = std::filesystem;
 
 std::string find_cifar10_binary(const std::string& path) {
-  for (const fs::path dir : {fs::path(path), fs::path(path) / "cifar-10-batches-bin"})
+  for (const fs::path& dir : {fs::path(path), fs::path(path) / "cifar-10-batches-bin"})
     if (fs::exists(dir / "test_batch.bin") || fs::exists(dir / "data_batch_1.bin")) return dir.string();
   return "";
 }

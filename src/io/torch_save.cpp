@@ -213,11 +213,11 @@ class Unpickler {
         case '}': push(empty_dict()); break;                                     // EMPTY_DICT
         case ']': push(c10::impl::GenericList(c10::AnyType::get())); break;      // EMPTY_LIST
         case 'e': { auto items = pop_mark(); auto list = top().toList();         // APPENDS
-                    for (auto& v : items) list.push_back(v); break; }
+                    for (auto& v : items) { list.push_back(v); } break; }
         case 'a': { auto v = pop(); top().toList().push_back(v); break; }         // APPEND
         case 's': { auto v = pop(); auto k = pop(); set_item(k, v); break; }      // SETITEM
         case 'u': { auto items = pop_mark();                                     // SETITEMS
-                    for (size_t i = 0; i + 1 < items.size(); i += 2) set_item(items[i], items[i + 1]); break; }
+                    for (size_t i = 0; i + 1 < items.size(); i += 2) { set_item(items[i], items[i + 1]); } break; }
         case 'X': { const auto n = read_le<uint32_t>(); push(read_string(n)); break; }  // BINUNICODE
         case 0x8c: { const auto n = next_byte(); push(read_string(n)); break; }        // SHORT_BINUNICODE
         case 'K': push(static_cast<int64_t>(next_byte())); break;                // BININT1
@@ -295,7 +295,8 @@ class Unpickler {
 
   c10::IValue persistent(const c10::IValue& id) {
     if (!id.isTuple() || id.toTupleRef().elements().size() < 5) fail("a persistent id that is not a storage");
-    const auto& e = id.toTupleRef().elements();
+    // a copy: indexing the tuple's inline storage past 3 makes GCC 12 warn (-Warray-bounds)
+    const std::vector<c10::IValue> e = id.toTupleRef().elements().vec();
     const std::string type = e[1].toStringRef(), key = e[2].toStringRef();
     const int64_t numel = e[4].toInt();
     static const std::map<std::string, c10::ScalarType> kTypes = {
