@@ -44,6 +44,7 @@ std::string fetch_cifar10(const FetchOptions& o, const std::function<void(const 
     return find_cifar10_binary(o.data_dir);
   }
   std::error_code ec;
+  const bool had_folder = fs::exists(o.data_dir, ec);
   fs::create_directories(o.data_dir, ec);
   if (ec) throw InputError(o.data_dir + ": cannot create the data folder: " + ec.message());
 
@@ -61,6 +62,7 @@ std::string fetch_cifar10(const FetchOptions& o, const std::function<void(const 
       try {
         download_file(archive, d);
       } catch (const DownloadError& e) {
+        if (!had_folder) fs::remove(o.data_dir, ec);  // the folder made for it, when nothing is in it
         throw DownloadError(std::string(e.what()) + offline_hint(o));
       }
     }
