@@ -43,6 +43,8 @@ std::string fetch_cifar10(const FetchOptions& o, const std::function<void(const 
     say("CIFAR-10 is ready in " + find_cifar10_binary(o.data_dir) + "; nothing to download");
     return find_cifar10_binary(o.data_dir);
   }
+  if (!o.archive.empty() && !fs::is_regular_file(o.archive))  // before any folder is made
+    throw InputError(o.archive + ": no such file (--archive)");
   std::error_code ec;
   const bool had_folder = fs::exists(o.data_dir, ec);
   fs::create_directories(o.data_dir, ec);
@@ -66,8 +68,6 @@ std::string fetch_cifar10(const FetchOptions& o, const std::function<void(const 
         throw DownloadError(std::string(e.what()) + offline_hint(o));
       }
     }
-  } else if (!fs::is_regular_file(archive)) {
-    throw InputError(archive + ": no such file (--archive)");
   }
   if (!o.md5.empty()) {
     const std::string got = md5_file(archive);
