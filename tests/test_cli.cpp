@@ -119,11 +119,18 @@ std::vector<std::string> flags_the_command_lacks(const std::string& text, const 
   return lacking;
 }
 
-// One small trained model (resnet18 at 32 pixels, one epoch of the sample), made once.
+// One small trained model in <dir>/checkpoints/resnet18 (resnet18 at 32 pixels, one step on two
+// images of each of the sample's classes), made once per process.
 const fs::path& trained_checkpoints() {
   static resnet::test::TempDir dir;
   static const bool trained = [] {
-    const auto r = run_resnet("train --model resnet18 --data " + kSample +
+    for (const char* split : {"train", "test"})
+      for (const auto& class_dir : fs::directory_iterator(kSample + "/test")) {
+        const fs::path to = dir.path() / "tiny" / split / class_dir.path().filename();
+        fs::create_directories(to);
+        for (const char* image : {"0000.jpg", "0001.jpg"}) fs::copy_file(class_dir.path() / image, to / image);
+      }
+    const auto r = run_resnet("train --model resnet18 --data " + (dir.path() / "tiny").string() +
                               " --image-size 32 --epochs 1 -b 100 --device cpu --save-model --checkpoint-dir " +
                               (dir.path() / "checkpoints").string());
     EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -188,6 +195,12 @@ TEST(CliFirstContact, OfflineDataLeavesNothingBehind) {
   EXPECT_EQ(run_resnet("data --data " + existing.string() + offline).exit_code, 1);
   ASSERT_TRUE(fs::is_directory(existing)) << "a folder the user had was removed";
   EXPECT_TRUE(fs::is_empty(existing)) << fs::directory_iterator(existing)->path();
+  // A missing --archive: the file named, exit 1 (a bad input file), no folder made.
+  const auto archive = run_resnet("data --data " + fresh.string() + " --archive " + (tmp.path() / "no.tar.gz").string());
+  EXPECT_EQ(archive.exit_code, 1) << archive.output;
+  EXPECT_TRUE(contains(archive.output, "error: " + (tmp.path() / "no.tar.gz").string() + ": no such file (--archive)"))
+      << archive.output;
+  EXPECT_FALSE(fs::exists(fresh));
 }
 
 TEST(CliFirstContact, UnknownCommandsAndHelp) {
