@@ -222,6 +222,7 @@ TEST(CliFirstContact, UnknownCommandsAndHelp) {
   EXPECT_EQ(help.output, run_resnet("train --help").output);
   const auto all = run_resnet("help");
   EXPECT_EQ(all.exit_code, 0) << all.output;
+  EXPECT_EQ(all.output, run_resnet("--help").output);
   EXPECT_TRUE(contains(all.output, "predict")) << all.output;
   const auto bad = run_resnet("help tarin");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;

@@ -105,7 +105,8 @@ int main(int argc, char** argv) {
     const std::string word = argv[1];
     if (word == "help") {
       if (argc == 2) {
-        std::cout << app.help();
+        const std::string help = app.help();
+        std::cout << help << (help.empty() || help.back() != '\n' ? "\n" : "");
         return 0;
       }
       const std::string topic = argv[2];
