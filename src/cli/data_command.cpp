@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "data/cifar10_fetch.h"
 
 namespace resnet::cli {
@@ -14,17 +15,16 @@ void add_data_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "data", "download CIFAR-10 (binary release), check its MD5 and unpack it into --data");
   cmd->add_option("--data,--path", options->data_dir, "folder to unpack into")->capture_default_str();
-  cmd->add_option("--archive", options->archive, "use this cifar-10-binary.tar.gz instead of downloading")
-      ->check(CLI::ExistingFile);
+  cmd->add_option("--archive", options->archive, "use this cifar-10-binary.tar.gz instead of downloading");
   cmd->add_option("--url", *urls, "mirror to download from instead of CIFAR-10's own (repeatable, tried in order)");
   cmd->add_option("--md5", options->md5, "expected MD5 of the archive")->capture_default_str();
   cmd->add_option("--retries", options->attempts_per_url, "attempts per mirror; each resumes the partial file")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->capture_default_str();
   cmd->add_option("--retry-delay-ms", options->retry_delay_ms, "wait before the first retry (doubles each time)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->capture_default_str();
   cmd->callback([options, urls] {
+    require_at_least(options->attempts_per_url, 1, "--retries");
+    require_at_least(options->retry_delay_ms, 0, "--retry-delay-ms");
     if (!urls->empty()) options->urls = *urls;
     options->progress = ::isatty(STDERR_FILENO) != 0;
     fetch_cifar10(*options, [](const std::string& line) { std::cout << line << std::endl; });

@@ -1,16 +1,21 @@
 // Flags shared by several subcommands, with the original sample's spellings as aliases
-// (`--batch_size` for `--batch-size`, ...), so that its users' command lines keep working.
+// (`--batch_size` for `--batch-size`, ...), so that its users' command lines keep working, and
+// the short forms PyTorch's ImageNet example and timm taught them (`-b`, `--wd`, ...).
 #pragma once
 
 #include <CLI/CLI.hpp>
+
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "train/inference.h"
+
 namespace resnet::cli {
 
-void add_model_option(CLI::App& command, std::string& model);
+CLI::Option* add_model_option(CLI::App& command, std::string& model);
 void add_device_option(CLI::App& command, std::string& device);
 void add_batch_size_option(CLI::App& command, int64_t& batch_size);
 void add_image_size_option(CLI::App& command, int64_t& image_size);
@@ -27,5 +32,37 @@ struct TraceFlag {
   bool enabled() const;
 };
 void add_trace_option(CLI::App& command, TraceFlag& flag);
+
+// Checks of flag values, made in the callbacks before any work: UsageError (exit 2) worded
+// "--log-every must be at least 1", naming the flag as --help lists it.
+void require_at_least(int64_t value, int64_t least, const std::string& flag);
+void require_not_negative(double value, const std::string& flag);  // NaN is refused too
+// UsageError "unknown model 'x' (known: ...)" unless `model` is in the registry.
+void require_known_model(const std::string& model);
+
+// `--model`, `--checkpoint` and `--checkpoint-dir` of `test` and `predict`: which model to load.
+struct CheckpointFlags {
+  std::string model = "resnet50", checkpoint, checkpoint_dir = "checkpoints";
+  CLI::Option* model_option = nullptr;
+};
+void add_checkpoint_options(CLI::App& command, CheckpointFlags& flags, const std::string& what);
+
+// The checkpoint the flags name: --checkpoint FILE (or a folder holding checkpoint.pth), else
+// <checkpoint-dir>/<model>/checkpoint.pth. When it is missing, an InputError that names the
+// checkpoints which do exist under --checkpoint-dir and the --model that picks each.
+std::string checkpoint_path(const CheckpointFlags& flags);
+
+// Loads `path` (from checkpoint_path); a warning on stderr when --model was given and the
+// checkpoint holds another architecture (its checkpoint.json decides).
+TrainedModel load_checkpoint(const CheckpointFlags& flags, const std::string& path, const c10::Device& device);
+
+// Edit distance (insertions, deletions, substitutions and swaps of neighbours).
+size_t edit_distance(const std::string& a, const std::string& b);
+// The candidate nearest `word` when it is near enough to be a typo of it; "" otherwise.
+std::string closest(const std::string& word, const std::vector<std::string>& candidates);
+
+// Every spelling of every option of `command` (--batch-size, --batch_size, -b, ...), and the
+// canonical spelling (the first long name) each one stands for.
+std::vector<std::pair<std::string, std::string>> option_spellings(const CLI::App& command);
 
 }  // namespace resnet::cli

@@ -18,17 +18,27 @@ namespace resnet::cli {
 
 namespace {
 
+constexpr const char* kDefaultData = "data/cifar10";
+
 struct TestOptions {
-  std::string model = "resnet50", checkpoint, data = "data/cifar10", device = "auto", checkpoint_dir = "checkpoints";
+  CheckpointFlags checkpoint;
+  std::string data = kDefaultData, device = "auto";
   int64_t batch_size = 32;
   TraceFlag trace;
+  CLI::Option* data_option = nullptr;
 };
 
 void run_test(const TestOptions& o) {
+  require_at_least(o.batch_size, 1, "--batch-size");
+  o.trace.enabled();  // a bad --trace word fails before any work
   const auto device = parse_device(o.device);
-  const std::string path =
-      o.checkpoint.empty() ? (std::filesystem::path(o.checkpoint_dir) / o.model / "checkpoint.pth").string() : o.checkpoint;
-  const TrainedModel trained = load_trained_model(path, device);
+  if (!std::filesystem::exists(o.data))
+    throw InputError(o.data_option->count() > 0
+                         ? o.data + ": no such folder (--data)"
+                         : o.data + ": no such folder; run `resnet data` to download CIFAR-10 there, or pass --data "
+                                    "(in the repository: --data assets/cifar10-sample)");
+  const std::string path = checkpoint_path(o.checkpoint);
+  const TrainedModel trained = load_checkpoint(o.checkpoint, path, device);
   auto source = open_split(o.data, Split::kTest, device);
   if (source->classes() != trained.info.classes)
     throw InputError(o.data + ": its classes differ from those " + path + " was trained on");
@@ -57,10 +67,9 @@ void run_test(const TestOptions& o) {
 void add_test_command(CLI::App& app) {
   auto o = std::make_shared<TestOptions>();
   CLI::App* cmd = app.add_subcommand("test", "evaluate the best saved model on the test split");
-  add_model_option(*cmd, o->model);
-  cmd->add_option("--checkpoint", o->checkpoint, "checkpoint.pth to test (default checkpoints/<model>/checkpoint.pth)");
-  cmd->add_option("--checkpoint-dir,--checkpoint_dir", o->checkpoint_dir, "where train saved it")->capture_default_str();
-  cmd->add_option("--data,--path", o->data, "CIFAR-10 binary folder or image folder")->capture_default_str();
+  add_checkpoint_options(*cmd, o->checkpoint, "test");
+  o->data_option =
+      cmd->add_option("--data,--path", o->data, "CIFAR-10 binary folder or image folder")->capture_default_str();
   add_device_option(*cmd, o->device);
   add_batch_size_option(*cmd, o->batch_size);
   add_trace_option(*cmd, o->trace);

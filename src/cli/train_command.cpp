@@ -1,18 +1,60 @@
+#include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
 #include "cli/commands.h"
 #include "cli/console_reporter.h"
 #include "cli/options.h"
+#include "core/error.h"
+#include "models/registry.h"
 #include "train/trainer.h"
 
 namespace resnet::cli {
 
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ResumeFlag {
+  std::string path;
+  CLI::Option* model_option = nullptr;
+  CLI::Option* dir_option = nullptr;
+};
+
+// `--resume PATH` (PyTorch's ImageNet example, timm): the trainer resumes from
+// <checkpoint-dir>/<model>/resume.pt by itself, so PATH picks the model and the folder.
+void apply_resume(const ResumeFlag& flag, TrainOptions& o) {
+  if (o.restart) throw UsageError("--resume and --restart contradict each other; pass one of them");
+  fs::path path = flag.path;
+  if (fs::is_directory(path)) path /= "resume.pt";
+  if (!fs::is_regular_file(path)) throw InputError(path.string() + ": no such file (--resume)");
+  const std::string where = "--resume takes the resume.pt that train wrote, <checkpoint-dir>/<model>/resume.pt";
+  if (path.filename() != "resume.pt")
+    throw UsageError(path.string() + ": " + where + "; a run continues only from there (copy the file to such a place)");
+  const fs::path folder = path.parent_path();
+  const std::string model = folder.filename().string();
+  const auto names = model_names();
+  if (std::find(names.begin(), names.end(), model) == names.end())
+    throw UsageError(path.string() + ": " + where + ", and '" + model + "' is no model's name");
+  if (flag.model_option->count() > 0 && o.model != model)
+    throw UsageError("--model " + o.model + " contradicts --resume " + flag.path + " (a " + model + " run)");
+  const fs::path dir = folder.parent_path().empty() ? fs::path(".") : folder.parent_path();
+  if (flag.dir_option->count() > 0 && fs::weakly_canonical(dir) != fs::weakly_canonical(o.checkpoint_dir))
+    throw UsageError("--checkpoint-dir " + o.checkpoint_dir + " contradicts --resume " + flag.path +
+                     " (which is in " + dir.string() + ")");
+  o.model = model;
+  o.checkpoint_dir = dir.string();
+}
+
+}  // namespace
+
 void add_train_command(CLI::App& app) {
   auto o = std::make_shared<TrainOptions>();
   auto trace = std::make_shared<TraceFlag>();
+  auto resume = std::make_shared<ResumeFlag>();
   CLI::App* cmd = app.add_subcommand("train", "train a model (the sample's defaults: resnet50, CIFAR-10 at 224)");
-  add_model_option(*cmd, o->model);
+  resume->model_option = add_model_option(*cmd, o->model);
   cmd->add_option("--data,--path", o->data,
                   "CIFAR-10 binary folder or image folder (default data/cifar10, downloaded when missing)");
   add_device_option(*cmd, o->device);
@@ -20,21 +62,27 @@ void add_train_command(CLI::App& app) {
   add_batch_size_option(*cmd, o->batch_size);
   cmd->add_option("--learning-rate,--learning_rate,--lr", o->learning_rate, "SGD learning rate")->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
-  cmd->add_option("--weight-decay,--weight_decay", o->weight_decay, "SGD weight decay")->capture_default_str();
+  cmd->add_option("--weight-decay,--weight_decay,--wd", o->weight_decay, "SGD weight decay")->capture_default_str();
   add_image_size_option(*cmd, o->image_size);
   cmd->add_option("--seed", o->seed, "seed for weights, shuffling and augmentation")->capture_default_str();
-  cmd->add_option("--checkpoint-dir,--checkpoint_dir", o->checkpoint_dir, "checkpoints go to DIR/<model>/")
-      ->capture_default_str();
+  resume->dir_option =
+      cmd->add_option("--checkpoint-dir,--checkpoint_dir", o->checkpoint_dir, "checkpoints go to DIR/<model>/")
+          ->capture_default_str();
   cmd->add_flag("--save-model,--save_model", o->save_model, "keep the best model in checkpoint.pth");
   cmd->add_flag("--restart", o->restart, "ignore resume.pt and start over");
+  cmd->add_option("--resume", resume->path,
+                  "continue the run that wrote this DIR/<model>/resume.pt (sets --model and --checkpoint-dir; "
+                  "a run resumes from its own resume.pt without it)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "also write resume.pt every N steps (0: epoch ends)")
       ->capture_default_str();
   cmd->add_option("--max-steps", o->max_steps, "stop after N steps in all (0: no limit)")->capture_default_str();
   cmd->add_flag("--skip-bad-images", o->skip_bad_images, "warn about undecodable images instead of stopping");
-  cmd->add_option("--log-every", o->log_every, "batches between 'loss:' lines")->capture_default_str();
+  cmd->add_option("--log-every,--print-freq,-p", o->log_every, "batches between 'loss:' lines")->capture_default_str();
   add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_trace_option(*cmd, *trace);
-  cmd->callback([o, trace] {
+  cmd->callback([o, trace, resume] {
+    validate(*o);  // before --resume looks at files: a bad number is the first thing to hear about
+    if (!resume->path.empty()) apply_resume(*resume, *o);
     o->trace = trace->enabled();
     ConsoleReporter reporter;
     train(*o, reporter);

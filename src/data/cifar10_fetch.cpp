@@ -43,7 +43,10 @@ std::string fetch_cifar10(const FetchOptions& o, const std::function<void(const 
     say("CIFAR-10 is ready in " + find_cifar10_binary(o.data_dir) + "; nothing to download");
     return find_cifar10_binary(o.data_dir);
   }
+  if (!o.archive.empty() && !fs::is_regular_file(o.archive))  // before any folder is made
+    throw InputError(o.archive + ": no such file (--archive)");
   std::error_code ec;
+  const bool had_folder = fs::exists(o.data_dir, ec);
   fs::create_directories(o.data_dir, ec);
   if (ec) throw InputError(o.data_dir + ": cannot create the data folder: " + ec.message());
 
@@ -61,11 +64,10 @@ std::string fetch_cifar10(const FetchOptions& o, const std::function<void(const 
       try {
         download_file(archive, d);
       } catch (const DownloadError& e) {
+        if (!had_folder) fs::remove(o.data_dir, ec);  // the folder made for it, when nothing is in it
         throw DownloadError(std::string(e.what()) + offline_hint(o));
       }
     }
-  } else if (!fs::is_regular_file(archive)) {
-    throw InputError(archive + ": no such file (--archive)");
   }
   if (!o.md5.empty()) {
     const std::string got = md5_file(archive);

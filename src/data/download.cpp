@@ -141,6 +141,9 @@ void download_file(const std::string& dest, const DownloadOptions& o) {
       delay *= 2;
     }
   }
+  // A partial file with bytes in it stays for the next run to resume; an empty one is no use.
+  std::error_code ec;
+  if (fs::exists(part, ec) && fs::file_size(part, ec) == 0) fs::remove(part, ec);
   std::string message = "download failed:";
   for (const auto& why : tried) message += "\n  " + why;
   throw DownloadError(message);

@@ -2,7 +2,8 @@
 // with an HTTP Range request, an optional MD5 check, a progress bar on a terminal.
 //
 // The file is written as `<dest>.part` and renamed to `dest` only once complete and checked,
-// so `dest` never holds a partial or wrong download. A digest mismatch deletes the partial file.
+// so `dest` never holds a partial or wrong download. A digest mismatch deletes the partial file;
+// a failed download keeps it only when it holds bytes (the next run resumes from them).
 // Errors (DownloadError) say which URLs were tried and what each answered.
 #pragma once
 

@@ -178,8 +178,10 @@ BestModelInfo read_best_model_info(const std::string& checkpoint_path) {
   const auto path = json_beside(checkpoint_path);
   std::ifstream in(path);
   if (!in)
-    throw InputError(path.string() + ": missing (it holds the architecture and class names of " + checkpoint_path +
-                     "; pass --model and --num-classes for a bare state dict)");
+    throw InputError(path.string() + ": missing; it holds the architecture, class names and image size of " +
+                     checkpoint_path + " (train writes it beside checkpoint.pth). For a state dict saved elsewhere, "
+                     "write it by hand, e.g. {\"arch\": \"resnet18\", \"classes\": [\"airplane\", ...], "
+                     "\"image_size\": 224}");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);

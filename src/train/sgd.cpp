@@ -6,6 +6,7 @@
 #include <torch/autograd.h>
 
 #include <cmath>
+#include <sstream>
 #include <string>
 
 #include "core/error.h"
@@ -13,13 +14,16 @@
 namespace resnet {
 
 void check_sgd_options(const SgdOptions& o) {
+  // As torch.optim.SGD refuses them; NaN and infinity too.
   auto check = [](double v, const char* flag) {
-    if (!std::isfinite(v) || v < 0)
-      throw UsageError(std::string(flag) + " must be a number of 0 or more (got " + std::to_string(v) + ")");
+    std::ostringstream got;
+    got << v;
+    if (!(v >= 0)) throw UsageError(std::string(flag) + " must not be negative (got " + got.str() + ")");
+    if (!std::isfinite(v)) throw UsageError(std::string(flag) + " must be finite (got " + got.str() + ")");
   };
-  check(o.learning_rate, "--learning-rate");
+  check(o.learning_rate, "--learning-rate (--lr)");
   check(o.momentum, "--momentum");
-  check(o.weight_decay, "--weight-decay");
+  check(o.weight_decay, "--weight-decay (--wd)");
 }
 
 Sgd::Sgd(std::vector<torch::Tensor> params, SgdOptions options)
