@@ -381,3 +381,15 @@ TEST(CliFirstContact, TrainResumeTakesTheFileTrainWrote) {
   EXPECT_EQ(missing.exit_code, 1) << missing.output;
   EXPECT_TRUE(contains(missing.output, "resume.pt: no such file (--resume)")) << missing.output;
 }
+
+TEST(CliFirstContact, ASecondRunOfAFinishedTrainingSaysSoAtOnce) {
+  // The fixture's run finished its one epoch; running it again must not open the data (here the
+  // data folder is gone, so opening it would fail) and must say the run is complete.
+  const fs::path ck = trained_checkpoints() / "checkpoints";
+  const auto r = run_resnet("train --model resnet18 --data " + (trained_checkpoints() / "no-such-data").string() +
+                            " --image-size 32 --epochs 1 -b 100 --device cpu --checkpoint-dir " + ck.string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "Training is complete (1 epochs, best accuracy ")) << r.output;
+  EXPECT_FALSE(contains(r.output, "Resuming")) << r.output;
+  EXPECT_FALSE(contains(r.output, "Training resnet18")) << r.output;
+}
