@@ -91,8 +91,10 @@ BenchResult run_bench(const BenchOptions& options) {
   // Graphs are captured after kGraphWarmupSteps eager steps, and the capture is one more.
   const int64_t warmup = step_options.cuda_graphs ? std::max<int64_t>(options.warmup, kGraphWarmupSteps + 2) : options.warmup;
 
+  const auto warmup_start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < warmup; ++i) step();
   synchronize(device);
+  const double warmup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - warmup_start).count();
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < options.steps; ++i) step();
   synchronize(device);
@@ -111,6 +113,7 @@ BenchResult run_bench(const BenchOptions& options) {
   r.channels_last = step_options.channels_last;
   r.cuda_graphs = options.inference ? step_options.cuda_graphs : train_step.describe().rfind("CUDA graph", 0) == 0;
   r.seconds = seconds;
+  r.warmup_seconds = warmup_seconds;
   r.img_per_s = static_cast<double>(options.batch_size * options.steps) / seconds;
   r.step_ms = 1000.0 * seconds / static_cast<double>(options.steps);
   r.peak_mem_mib = peak_memory_mib(device);
@@ -133,6 +136,7 @@ nlohmann::json to_json(const BenchResult& r) {
           {"steps", r.steps},
           {"img_per_s", round(r.img_per_s, 10)},
           {"step_ms", round(r.step_ms, 100)},
+          {"warmup_s", round(r.warmup_seconds, 10)},
           {"peak_mem_mib", round(r.peak_mem_mib, 10)}};
 }
 

@@ -43,6 +43,7 @@ struct BenchResult {
   bool channels_last = false;
   bool cuda_graphs = false;  // whether the timed steps replayed a graph
   double seconds = 0;
+  double warmup_seconds = 0;  // the untimed steps: cuDNN autotuning, graph capture
   double img_per_s = 0;
   double step_ms = 0;
   double peak_mem_mib = 0;  // CUDA caching allocator's peak; 0 on the CPU

@@ -29,7 +29,7 @@ const char* kind_of(const std::string& name) {
   if (has("mm") || has("addmm") || has("linear")) return "matrix products (fc)";
   if (has("pool")) return "pooling";
   if (has("softmax") || has("nll_loss") || has("cross_entropy")) return "loss";
-  if (has("relu") || has("threshold") || has("add") || has("mul") || has("fill") || has("zero") || has("sum") ||
+  if (has("relu") || has("clamp") || has("threshold") || has("add") || has("mul") || has("fill") || has("zero") || has("sum") ||
       has("div") || has("sub"))
     return "elementwise";
   return "other";
@@ -59,18 +59,17 @@ std::string Profiler::finish(const std::string& trace_path, int steps, int rows)
     double cpu_us = 0, cuda_us = 0;
   };
   std::map<std::string, Row> by_name;
-  std::map<std::string, double> by_kind;  // device time of innermost operators
+  std::map<std::string, double> by_kind;  // device time of each operator less that of those inside it
   std::vector<prof::LegacyEvent*> all;
   for (auto& list : lists) {
-    // push ranges waiting for their pop, per thread, with whether another range opened inside
-    std::vector<std::pair<prof::LegacyEvent*, bool>> open;
+    // push ranges waiting for their pop, per thread, with the device time of the ranges inside
+    std::vector<std::pair<prof::LegacyEvent*, double>> open;
     for (auto& e : list) {
       all.push_back(&e);
       if (e.kind() == prof::EventKind::PushRange) {
-        if (!open.empty()) open.back().second = true;
-        open.emplace_back(&e, false);
+        open.emplace_back(&e, 0.0);
       } else if (e.kind() == prof::EventKind::PopRange && !open.empty()) {
-        const auto [start, has_children] = open.back();
+        const auto [start, inner_us] = open.back();
         open.pop_back();
         Row& r = by_name[start->name()];
         r.name = start->name();
@@ -79,7 +78,8 @@ std::string Profiler::finish(const std::string& trace_path, int steps, int rows)
         if (cuda_ && start->hasCuda() && e.hasCuda()) {
           const double us = start->cudaElapsedUs(e);
           r.cuda_us += us;
-          if (!has_children) by_kind[kind_of(start->name())] += us;
+          by_kind[kind_of(start->name())] += std::max(0.0, us - inner_us);
+          if (!open.empty()) open.back().second += us;
         }
       }
     }
@@ -113,7 +113,8 @@ std::string Profiler::finish(const std::string& trace_path, int steps, int rows)
   s += "(totals include the time of operators called inside; sorted by " + std::string(by_cuda ? "CUDA" : "CPU") +
        " total)\n";
   if (!cuda_ || steps < 1) return s;
-  // Where a step's GPU time goes: innermost operators grouped by kind; the rest of the wall time
+  // Where a step's GPU time goes: operators' own device time (less that of operators inside them)
+  // grouped by kind; the rest of the wall time
   // is the GPU waiting for the CPU (launches, Python-free but still host-bound work) or idle.
   std::vector<std::pair<std::string, double>> kinds(by_kind.begin(), by_kind.end());
   std::sort(kinds.begin(), kinds.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
