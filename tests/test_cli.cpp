@@ -85,16 +85,7 @@ const std::string kImage = kSample + "/test/cat/0000.jpg";
 
 // `resnet <args>` run from the folder `dir` (for the defaults that are relative paths).
 resnet::test::CommandResult run_resnet_in(const fs::path& dir, const std::string& args) {
-  resnet::test::CommandResult result;
-  const std::string command = "cd '" + dir.string() + "' && " + RESNET_BINARY + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return resnet::test::run_shell("cd '" + dir.string() + "' && " + RESNET_BINARY + " " + args + " 2>&1");
 }
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

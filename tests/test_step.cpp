@@ -186,6 +186,10 @@ TEST(CudaGraphs, ANewLearningRateReachesTheCapturedStep) {
   resnet::TrainStep step(*model, sgd, StepOptions{Amp::kBf16, true, true}, cuda);
   for (int i = 0; i <= resnet::kGraphWarmupSteps; ++i) step.run(data.images[i], data.labels[i]);
   ASSERT_EQ(step.describe().rfind("CUDA graph", 0), 0u) << step.describe();
+  // A batch of another size (an epoch's last) runs eagerly and leaves the graph in place.
+  const auto odd = step.run(data.images[0].narrow(0, 0, 3), data.labels[0].narrow(0, 0, 3));
+  EXPECT_TRUE(std::isfinite(odd.item<double>()));
+  EXPECT_EQ(step.describe().rfind("CUDA graph (batch 8)", 0), 0u) << step.describe();
   sgd.set_learning_rate(0.0);  // p -= 0 * buf: the parameters must not move
   std::vector<torch::Tensor> before;
   for (const auto& p : model->parameters()) before.push_back(p.detach().clone());

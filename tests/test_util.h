@@ -53,10 +53,9 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs `resnet <args>` through the shell and captures what it prints.
-inline CommandResult run_resnet(const std::string& args) {
+// Runs a shell command line and captures what it prints (add 2>&1 for stderr too).
+inline CommandResult run_shell(const std::string& command) {
   CommandResult result;
-  const std::string command = std::string(RESNET_BINARY) + " " + args + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
   char buffer[4096];
@@ -65,6 +64,11 @@ inline CommandResult run_resnet(const std::string& args) {
   const int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+// Runs `resnet <args>` through the shell and captures what it prints.
+inline CommandResult run_resnet(const std::string& args) {
+  return run_shell(std::string(RESNET_BINARY) + " " + args + " 2>&1");
 }
 
 }  // namespace resnet::test

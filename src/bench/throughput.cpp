@@ -70,7 +70,8 @@ BenchResult run_bench(const BenchOptions& options) {
                                      torch::TensorOptions().device(device).dtype(torch::kLong));
 
   const StepOptions step_options{parse_amp(options.amp, device), parse_channels_last(options.channels_last, device),
-                                 options.cuda_graphs == "on" || (options.cuda_graphs == "auto" && device.is_cuda())};
+                                 options.cuda_graphs == "on" || (options.cuda_graphs == "auto" && device.is_cuda()),
+                                 options.batch_size};
   if (step_options.channels_last) to_channels_last(*model);
   // The trainer's optimiser with the sample's settings (SgdOptions' defaults) and the trainer's
   // step, so that a step costs what a step of `resnet train` costs.

@@ -9,6 +9,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "train/inference.h"
+#include "train/precision.h"
 
 namespace resnet::cli {
 
@@ -51,7 +52,7 @@ std::vector<std::string> image_files(const std::vector<std::string>& args) {
 void add_predict_command(CLI::App& app) {
   struct Options {
     CheckpointFlags checkpoint;
-    std::string device = "auto";
+    std::string device = "auto", amp = "auto", channels_last = "auto";
     std::vector<std::string> images;
   };
   auto o = std::make_shared<Options>();
@@ -61,12 +62,14 @@ void add_predict_command(CLI::App& app) {
       ->expected(1, -1);
   add_checkpoint_options(*cmd, o->checkpoint, "use");
   add_device_option(*cmd, o->device);
+  add_precision_options(*cmd, o->amp, o->channels_last, nullptr);
   cmd->callback([o] {
     const auto device = parse_device(o->device);
     const std::string path = checkpoint_path(o->checkpoint);
     const auto files = image_files(o->images);
     const auto trained = load_checkpoint(o->checkpoint, path, device);
-    const auto predictions = predict_files(trained, files, /*k=*/5, device);
+    const StepOptions step{parse_amp(o->amp, device), parse_channels_last(o->channels_last, device), false};
+    const auto predictions = predict_files(trained, files, /*k=*/5, device, step);
     for (const auto& p : predictions) {
       if (predictions.size() > 1) std::cout << p.file << ":\n";
       for (const auto& [name, probability] : p.top) std::cout << name << " " << probability << "\n";

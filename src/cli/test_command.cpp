@@ -8,11 +8,8 @@
 #include "cli/options.h"
 #include "core/device.h"
 #include "core/error.h"
-#include "data/loader.h"
-#include "data/open.h"
-#include "train/evaluate.h"
 #include "train/inference.h"
-#include "train/profile.h"
+#include "train/precision.h"
 
 namespace resnet::cli {
 
@@ -25,6 +22,7 @@ struct TestOptions {
   std::string data = kDefaultData, device = "auto";
   int64_t batch_size = 32;
   TraceFlag trace;
+  std::string amp = "auto", channels_last = "auto", cuda_graphs = "auto";
   CLI::Option* data_option = nullptr;
 };
 
@@ -38,22 +36,20 @@ void run_test(const TestOptions& o) {
                          : o.data + ": no such folder; run `resnet data` to download CIFAR-10 there, or pass --data "
                                     "(in the repository: --data assets/cifar10-sample)");
   const std::string path = checkpoint_path(o.checkpoint);
-  const TrainedModel trained = load_checkpoint(o.checkpoint, path, device);
-  auto source = open_split(o.data, Split::kTest, device);
-  if (source->classes() != trained.info.classes)
-    throw InputError(o.data + ": its classes differ from those " + path + " was trained on");
-  Loader loader(source, {o.batch_size, trained.info.image_size, /*train=*/false, 0}, device);
-  std::cout << "Testing " << trained.info.arch << " from " << path << " on " << source->description() << std::endl;
-  std::unique_ptr<Profiler> profiler;
-  if (o.trace.enabled()) {
-    evaluate(*trained.model, loader);  // warm-up: cuDNN autotuning, allocator
-    profiler = std::make_unique<Profiler>(device.is_cuda());
-  }
-  const EvalResult r = evaluate(*trained.model, loader);
-  if (profiler) {
-    const std::string trace = (std::filesystem::path(path).parent_path() / "trace-test.json").string();
-    std::cout << profiler->finish(trace) << "Chrome trace (open in ui.perfetto.dev): " << trace << std::endl;
-  }
+  TrainedModel trained = load_checkpoint(o.checkpoint, path, device);
+  TestSettings settings;
+  settings.data = o.data;
+  settings.batch_size = o.batch_size;
+  settings.step = {parse_amp(o.amp, device), parse_channels_last(o.channels_last, device),
+                   o.cuda_graphs == "on" || (o.cuda_graphs == "auto" && device.is_cuda())};
+  if (o.trace.enabled()) settings.trace_path = (std::filesystem::path(path).parent_path() / "trace-test.json").string();
+  std::cout << "Testing " << trained.info.arch << " from " << path << " (" << to_string(settings.step.amp)
+            << (settings.step.channels_last ? ", channels-last" : "") << (settings.step.cuda_graphs ? ", CUDA graphs" : "")
+            << ")" << std::endl;
+  const TestReport report = test_model(trained, settings, device);
+  if (!settings.trace_path.empty())
+    std::cout << report.trace_table << "Chrome trace (open in ui.perfetto.dev): " << settings.trace_path << std::endl;
+  const EvalResult& r = report.result;
   std::cout << format_test_error(r);
   std::printf(" Top-5 accuracy: %.1f%% (%lld images)\n\nAccuracy per class:\n", 100.0 * r.top5,
               static_cast<long long>(r.images));
@@ -72,6 +68,7 @@ void add_test_command(CLI::App& app) {
       cmd->add_option("--data,--path", o->data, "CIFAR-10 binary folder or image folder")->capture_default_str();
   add_device_option(*cmd, o->device);
   add_batch_size_option(*cmd, o->batch_size);
+  add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_trace_option(*cmd, o->trace);
   cmd->callback([o] { run_test(*o); });
 }

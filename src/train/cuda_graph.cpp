@@ -14,8 +14,10 @@ namespace resnet {
 #ifdef RESNET_WITH_CUDA
 
 struct CudaGraph::Impl {
-  explicit Impl(const c10::Device& device)
-      : device(device), side(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index())) {}
+  Impl(const c10::Device& device, int warmup_runs)
+      : device(device),
+        side(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index())),
+        warmup_left(warmup_runs) {}
 
   // `body` on the side stream, which first waits for the current stream; the current stream then
   // waits for the side stream, so that callers see the results in stream order.
@@ -37,34 +39,37 @@ struct CudaGraph::Impl {
   c10::Device device;
   c10::cuda::CUDAStream side;
   at::cuda::CUDAGraph graph;
+  int warmup_left;
   bool captured = false;
 };
 
-CudaGraph::CudaGraph(const c10::Device& device) {
+CudaGraph::CudaGraph(const c10::Device& device, int warmup_runs) {
   if (!device.is_cuda()) throw UsageError("CUDA graphs need a CUDA device (got " + device.str() + ")");
-  impl_ = std::make_unique<Impl>(device);
+  impl_ = std::make_unique<Impl>(device, warmup_runs);
 }
 
-void CudaGraph::warmup(const std::function<void()>& body) { impl_->on_side_stream(body); }
-
-void CudaGraph::capture(const std::function<void()>& body) {
-  impl_->on_side_stream([&] {
-    impl_->graph.capture_begin();
-    try {
-      body();
-    } catch (...) {
+void CudaGraph::run(const std::function<void()>& body) {
+  if (impl_->warmup_left > 0) {
+    --impl_->warmup_left;
+    impl_->on_side_stream(body);
+    return;
+  }
+  if (!impl_->captured) {
+    impl_->on_side_stream([&] {
+      impl_->graph.capture_begin();
       try {
-        impl_->graph.capture_end();  // leaves the stream usable; the graph is discarded
+        body();
       } catch (...) {
+        try {
+          impl_->graph.capture_end();  // leaves the stream usable; the graph is discarded
+        } catch (...) {
+        }
+        throw;
       }
-      throw;
-    }
-    impl_->graph.capture_end();
-  });
-  impl_->captured = true;
-}
-
-void CudaGraph::replay() {
+      impl_->graph.capture_end();
+    });
+    impl_->captured = true;
+  }
   c10::cuda::CUDAGuard device_guard(impl_->device);
   impl_->graph.replay();
 }
@@ -77,12 +82,10 @@ bool cuda_graphs_supported(const c10::Device& device) { return device.is_cuda();
 
 struct CudaGraph::Impl {};
 
-CudaGraph::CudaGraph(const c10::Device& device) {
+CudaGraph::CudaGraph(const c10::Device& device, int) {
   throw UsageError("CUDA graphs need a build with CUDA (this one has none; device " + device.str() + ")");
 }
-void CudaGraph::warmup(const std::function<void()>&) {}
-void CudaGraph::capture(const std::function<void()>&) {}
-void CudaGraph::replay() {}
+void CudaGraph::run(const std::function<void()>&) {}
 bool CudaGraph::captured() const { return false; }
 bool cuda_graphs_supported(const c10::Device&) { return false; }
 

@@ -17,18 +17,17 @@ namespace resnet {
 
 class CudaGraph {
  public:
-  explicit CudaGraph(const c10::Device& device);
+  // The first `warmup_runs` calls of run() execute eagerly.
+  CudaGraph(const c10::Device& device, int warmup_runs);
   ~CudaGraph();
   CudaGraph(const CudaGraph&) = delete;
   CudaGraph& operator=(const CudaGraph&) = delete;
 
-  // Runs `body` eagerly on the capture stream, ordered after the current stream's work and
-  // before its later work.
-  void warmup(const std::function<void()>& body);
-  // Records `body` (nothing runs); replay() then runs it.
-  void capture(const std::function<void()>& body);
-  // Runs the captured work on the current stream.
-  void replay();
+  // One run of `body` (the same computation on every call): eagerly on the capture stream for the
+  // first warmup_runs calls, then captured once and replayed, and replayed on every later call.
+  // Its work is ordered after the current stream's earlier work and before its later work.
+  // Throws when the capture fails; the graph is unusable then.
+  void run(const std::function<void()>& body);
   bool captured() const;
 
  private:

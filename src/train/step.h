@@ -2,10 +2,11 @@
 // all run them: what bench times is what train runs.
 //
 // TrainStep: forward under autocast (--amp), cross-entropy loss in fp32, backward, fused SGD;
-// for fp16, a dynamic loss scale. With CUDA graphs on, the first batch size seen is the graphed
-// one: its first kGraphWarmupSteps steps run eagerly on the capture stream, the next one is
+// for fp16, a dynamic loss scale. With CUDA graphs on, the main batch size (StepOptions) is the
+// graphed one: its first kGraphWarmupSteps steps run eagerly on the capture stream, the next one is
 // captured and replayed, and every later batch of that size is a copy into the static input
-// buffers and one replay. Other batch sizes (the last partial batch of an epoch) run eagerly.
+// buffers and one replay. Other batch sizes (the last partial batch of an epoch) run eagerly,
+// with cuDNN's heuristic kernels rather than autotuned ones (autotuning a shape costs seconds).
 // Nothing in a step waits for the GPU: the loss comes back as a device scalar.
 //
 // EvalStep: logits of a batch in eval mode under InferenceMode, with the same precision, memory
@@ -32,6 +33,8 @@ struct StepOptions {
   Amp amp = Amp::kOff;
   bool channels_last = false;
   bool cuda_graphs = false;
+  // The batch size to graph and autotune (the loader's --batch-size); 0: the first one seen.
+  int64_t main_batch = 0;
 };
 
 // Dynamic loss scaling for fp16, as torch.amp.GradScaler: the loss is multiplied by the scale
@@ -76,7 +79,6 @@ class TrainStep {
   std::unique_ptr<LossScaler> scaler_;
   std::unique_ptr<CudaGraph> graph_;
   torch::Tensor static_images_, static_labels_, static_loss_;
-  int warmup_done_ = 0;
   std::string graph_off_reason_;
 };
 
@@ -97,7 +99,6 @@ class EvalStep {
   c10::Device device_;
   std::unique_ptr<CudaGraph> graph_;
   torch::Tensor static_images_, static_logits_;
-  int warmup_done_ = 0;
 };
 
 }  // namespace resnet

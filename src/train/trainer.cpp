@@ -96,7 +96,7 @@ void Run::build_model() {
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
   model->to(device);
   step_options = {parse_amp(o.amp, device), parse_channels_last(o.channels_last, device),
-                  o.cuda_graphs == "on" || (o.cuda_graphs == "auto" && device.is_cuda())};
+                  o.cuda_graphs == "on" || (o.cuda_graphs == "auto" && device.is_cuda()), o.batch_size};
   // Before the optimiser sees the parameters: momentum buffers take their layout.
   if (step_options.channels_last) to_channels_last(*model);
   optimizer = std::make_unique<Sgd>(model->parameters(), SgdOptions{o.learning_rate, o.momentum, o.weight_decay});
