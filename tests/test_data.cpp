@@ -9,6 +9,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "data/archive.h"
 #include "data/cifar10.h"
 #include "data/decode.h"
@@ -205,8 +206,18 @@ TEST(ImageFolder, BadImagesFailOrAreSkipped) {
   expect_contains(why, "--skip-bad-images");
   resnet::DataOptions skip;
   skip.skip_bad_images = true;
+  // The warnings reach the program's log sink, not the terminal.
+  std::vector<std::string> warnings;
+  const auto previous = resnet::set_log_sink([&](resnet::LogLevel level, const std::string& message) {
+    if (level == resnet::LogLevel::kWarning) warnings.push_back(message);
+  });
   auto source = resnet::open_split(fixture("bad"), resnet::Split::kTrain, cpu, skip);
+  resnet::set_log_sink(previous);
   EXPECT_EQ(source->size(), 2);  // fine.jpg and ok.jpg
+  ASSERT_EQ(warnings.size(), 3u);  // each bad file, then how many were left out
+  expect_contains(warnings[0] + warnings[1], "text.jpg");
+  expect_contains(warnings[0] + warnings[1], "truncated.jpg");
+  expect_contains(warnings[2], "2 of 4 images");
   expect_contains(source->description(), "in memory");
 
   // Streamed (no memory allowed): the error comes with the batch that holds the file.

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/file.h"
 #include "io/state_dict.h"
 #include "io/torch_save.h"
 #include "models/registry.h"
@@ -151,4 +152,27 @@ TEST(TorchSave, ReadsAStateDictThatPythonSaved) {
   double total = 0;
   for (const auto& [name, t] : resnet::state_dict(*model)) total += t.to(torch::kDouble).sum().item<double>();
   EXPECT_NEAR(total, std::stod(out.substr(3)), 1e-6 * std::abs(total));
+}
+
+TEST(File, AtomicWritesKeepTheOldFileOnFailureAndReadsNameFolders) {
+  resnet::test::TempDir dir;
+  const std::string path = (dir.path() / "a.txt").string();
+  resnet::write_file_atomically(path, std::string("first"));
+  const auto first = resnet::read_file_bytes(path);
+  EXPECT_EQ(std::string(first.begin(), first.end()), "first");
+  // A writer that fails half-way: the old file stays whole and no temporary file is left.
+  const auto why = resnet::test::input_error_of([&] {
+    resnet::write_file_atomically(path, [](std::FILE* f) {
+      std::fputs("sec", f);
+      return false;
+    });
+  });
+  EXPECT_NE(why.find("a.txt is unchanged"), std::string::npos) << why;
+  const auto after = resnet::read_file_bytes(path);
+  EXPECT_EQ(std::string(after.begin(), after.end()), "first");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_NE(resnet::test::input_error_of([&] { resnet::read_file_bytes(dir.path().string()); }).find("is a folder"),
+            std::string::npos);
+  EXPECT_NE(resnet::test::input_error_of([&] { resnet::read_file_bytes(path + ".missing"); }).find("cannot open"),
+            std::string::npos);
 }

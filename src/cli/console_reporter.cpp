@@ -7,6 +7,14 @@
 
 namespace resnet::cli {
 
+void console_log(LogLevel level, const std::string& message) {
+  switch (level) {
+    case LogLevel::kInfo: std::cout << message << std::endl; break;
+    case LogLevel::kWarning: std::cerr << "warning: " << message << std::endl; break;
+    case LogLevel::kProgress: std::cerr << (message.empty() ? "\n" : "\r" + message) << std::flush; break;
+  }
+}
+
 ConsoleReporter::ConsoleReporter() : tty_(::isatty(STDOUT_FILENO) != 0) {}
 
 void ConsoleReporter::end_bar() {

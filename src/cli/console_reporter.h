@@ -3,9 +3,14 @@
 // ETA between the loss lines (piped output gets the lines alone).
 #pragma once
 
+#include "core/log.h"
 #include "train/report.h"
 
 namespace resnet::cli {
+
+// The library's log sink for the terminal: information on stdout, warnings ("warning: ...") and
+// progress bars on stderr. main() installs it.
+void console_log(LogLevel level, const std::string& message);
 
 class ConsoleReporter : public TrainReporter {
  public:

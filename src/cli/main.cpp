@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/console_reporter.h"
 #include "cli/options.h"
 #include "core/error.h"
 
@@ -89,6 +90,7 @@ std::string describe(CLI::App& app, CLI::App* command, const CLI::ParseError& e)
 }  // namespace
 
 int main(int argc, char** argv) {
+  resnet::set_log_sink(resnet::cli::console_log);
   CLI::App app{"resnet.cpp: train, test and serve ResNet image classifiers with LibTorch", "resnet"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "resnet.cpp 0.1.0");

@@ -113,12 +113,6 @@ void decode_hwc(const std::vector<uint8_t>& bytes, const std::string& path, uint
 
 }  // namespace
 
-std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot open for reading");
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& path) {
   if (is_jpeg(bytes)) {
     ImageSize size;

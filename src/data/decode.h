@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-namespace resnet {
+#include "io/file.h"
 
-std::vector<uint8_t> read_file_bytes(const std::string& path);
+namespace resnet {
 
 struct ImageSize {
   int64_t height = 0;

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "core/log.h"
 #include "data/md5.h"
 
 #ifdef RESNET_WITH_CURL
@@ -48,8 +49,10 @@ int draw_progress(void* user, curl_off_t total, curl_off_t now, curl_off_t, curl
   const double done = static_cast<double>(t->resume_from + now) / static_cast<double>(t->resume_from + total);
   std::string bar(static_cast<size_t>(done * kWidth), '#');
   bar.resize(kWidth, '.');
-  std::fprintf(stderr, "\r[%s] %5.1f%% of %.1f MB", bar.c_str(), 100.0 * done,
-               static_cast<double>(t->resume_from + total) / 1e6);
+  char line[128];
+  std::snprintf(line, sizeof line, "[%s] %5.1f%% of %.1f MB", bar.c_str(), 100.0 * done,
+                static_cast<double>(t->resume_from + total) / 1e6);
+  log_progress(line);
   return 0;
 }
 
@@ -87,7 +90,7 @@ Outcome attempt(const std::string& url, const std::string& part, const DownloadO
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_cleanup(curl);
   std::fclose(t.file);
-  if (o.progress) std::fprintf(stderr, "\n");
+  if (o.progress) log_progress("");
 
   if (status == 416 && have > 0) return Outcome::kComplete;  // nothing left to send: we have it all
   if (status >= 400) {

@@ -6,10 +6,9 @@
 #include <atomic>
 #include <cctype>
 #include <filesystem>
-#include <iostream>
-#include <mutex>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "data/decode.h"
 
 #ifdef RESNET_WITH_CUDA
@@ -91,8 +90,7 @@ class StreamingSource : public ImageSource {
       } else if (!skip_bad_) {
         throw InputError(errors[i] + " (or pass --skip-bad-images to leave such files out)");
       } else {
-        std::lock_guard<std::mutex> lock(warn_mutex_);
-        std::cerr << "warning: skipping " << errors[i] << "\n";
+        log_warning("skipping " + errors[i]);
       }
     }
     if (keep.empty()) throw InputError(index_.dir + ": no image of a batch could be decoded");
@@ -122,7 +120,6 @@ class StreamingSource : public ImageSource {
   ImageFolderIndex index_;
   bool skip_bad_;
   torch::Tensor labels_;
-  std::mutex warn_mutex_;
 };
 
 }  // namespace

@@ -1,9 +1,9 @@
 #include "data/open.h"
 
 #include <filesystem>
-#include <iostream>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "data/cifar10.h"
 #include "data/decode.h"
 #include "data/image_folder.h"
@@ -66,9 +66,9 @@ std::shared_ptr<ImageSource> open_split(const std::string& path, Split split, co
   if (fits_in_memory(index, options)) {
     DecodeResult decoded = decode_image_folder(index, options.skip_bad_images);
     if (!decoded.skipped.empty()) {
-      for (const auto& why : decoded.skipped) std::cerr << "warning: skipping " << why << "\n";
-      std::cerr << "warning: " << decoded.skipped.size() << " of " << index.files.size() << " images in " << dir
-                << " could not be decoded and were left out\n";
+      for (const auto& why : decoded.skipped) log_warning("skipping " + why);
+      log_warning(std::to_string(decoded.skipped.size()) + " of " + std::to_string(index.files.size()) + " images in " + dir +
+                  " could not be decoded and were left out");
     }
     if (decoded.uniform) {
       const auto home = pixel_home(decoded.data, device, options);

@@ -4,8 +4,6 @@
 
 #include <caffe2/serialize/inline_container.h>
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -15,6 +13,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "io/file.h"
 
 namespace resnet {
 namespace {
@@ -81,12 +80,6 @@ const char* storage_class(c10::ScalarType t) {
   }
 }
 
-void fsync_path(const std::string& path, int flags) {
-  const int fd = ::open(path.c_str(), flags);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
 
 }  // namespace
 
@@ -140,13 +133,10 @@ void save_torch_file(const std::string& path, const SaveEntries& entries, bool o
   p.op('u');
   p.op('.');
 
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw InputError(tmp + ": cannot open for writing: " + std::strerror(errno));
-  bool write_failed = false;
-  try {
+  write_file_atomically(path, [&](std::FILE* f) {
+    bool ok = true;
     caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
-      if (std::fwrite(data, 1, n, f) != n) write_failed = true;
+      if (std::fwrite(data, 1, n, f) != n) ok = false;
       return n;
     });
     writer.writeRecord("data.pkl", p.bytes().data(), p.bytes().size());
@@ -155,22 +145,8 @@ void save_torch_file(const std::string& path, const SaveEntries& entries, bool o
     for (size_t i = 0; i < storages.size(); ++i)
       writer.writeRecord("data/" + std::to_string(i), storages[i].data_ptr(), storages[i].nbytes());
     writer.writeEndOfFile();
-  } catch (...) {
-    std::fclose(f);
-    std::remove(tmp.c_str());
-    throw;
-  }
-  write_failed |= std::fflush(f) != 0 || ::fsync(fileno(f)) != 0;
-  write_failed |= std::fclose(f) != 0;
-  if (write_failed) {
-    std::remove(tmp.c_str());
-    throw InputError(tmp + ": write failed (disk full?): " + std::strerror(errno) + "; " + path + " is unchanged");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw InputError(path + ": cannot replace it with " + tmp + ": " + ec.message());
-  const auto dir = std::filesystem::path(path).parent_path();
-  fsync_path(dir.empty() ? "." : dir.string(), O_RDONLY | O_DIRECTORY);
+    return ok;
+  });
 }
 
 void save_state_dict(const std::string& path, const NamedTensors& tensors) {

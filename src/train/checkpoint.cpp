@@ -3,8 +3,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/cuda.h>
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -13,6 +11,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/file.h"
 #include "io/state_dict.h"
 #include "io/torch_save.h"
 
@@ -44,27 +43,6 @@ fs::path json_beside(const std::string& checkpoint_path) {
 }
 
 }  // namespace
-
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw InputError(tmp + ": cannot open for writing: " + std::strerror(errno));
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    throw InputError(tmp + ": write failed (disk full?); " + path + " is unchanged");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw InputError(path + ": cannot replace it: " + ec.message());
-  const auto dir = fs::path(path).parent_path();
-  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-}
 
 void save_resume(const std::string& path, const TrainState& s, const Classifier& model, Sgd& optimizer) {
   SaveEntries e = {{"format_version", kResumeFormatVersion},

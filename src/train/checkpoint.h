@@ -57,7 +57,4 @@ void save_best_model(const std::string& dir, const Classifier& model, const Best
 // Reads checkpoint.json beside `checkpoint_path` (file.pth -> file.json); InputError if absent.
 BestModelInfo read_best_model_info(const std::string& checkpoint_path);
 
-// Writes `text` to `path` atomically (temporary file, fsync, rename, fsync of the folder).
-void write_file_atomically(const std::string& path, const std::string& text);
-
 }  // namespace resnet

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "train/checkpoint.h"
+#include "io/file.h"
 
 namespace resnet {
 
