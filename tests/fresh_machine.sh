@@ -33,16 +33,17 @@ mount --make-rprivate / 2>/dev/null || true
 tmp=$(mktemp -d /tmp/fresh-machine.XXXXXX)
 mkdir "$tmp/empty"
 : >"$tmp/blank"  # not executable: find_program and `command -v` pass over it
+mounted=()  # undone before the clean-up: a file that is mounted somewhere cannot be removed
 for d in /usr/local/cuda /usr/local/cuda-* /opt/cuda* ${CUDA_HOME:-} ${CUDA_PATH:-}; do
   [ -d "$d" ] || continue
   d=$(readlink -f "$d")
   grep -q " $d " /proc/self/mountinfo 2>/dev/null && continue  # covered already
-  mount --bind "$tmp/empty" "$d"
+  mount --bind "$tmp/empty" "$d" && mounted+=("$d")
 done
 IFS=: read -r -a path_dirs <<<"$PATH"
 for dir in "${path_dirs[@]}" /usr/local/bin; do
   for tool in nvcc ptxas nvlink fatbinary cudafe++ cicc; do
-    [ -f "$dir/$tool" ] && mount --bind "$tmp/blank" "$dir/$tool"
+    [ -f "$dir/$tool" ] && mount --bind "$tmp/blank" "$dir/$tool" && mounted+=("$dir/$tool")
   done
 done
 unset CUDA_HOME CUDA_PATH CUDACXX LIBRARY_PATH
@@ -54,7 +55,8 @@ if [ -x "$(command -v nvcc)" ] || [ -e /usr/local/cuda/bin/nvcc ]; then
   exit 1
 fi
 if [ $cold = 1 ]; then export CCACHE_DIR=$tmp/ccache; fi
-[ $keep = 1 ] || trap 'rm -rf "$tmp"' EXIT
+unmount_all() { for m in "${mounted[@]}"; do umount "$m" 2>/dev/null || true; done; }
+if [ $keep = 1 ]; then trap unmount_all EXIT; else trap 'unmount_all; rm -rf "$tmp"' EXIT; fi
 
 # --- the quick start, as the README has it ------------------------------------------------------------
 git clone -q "$root" "$tmp/resnet.cpp"

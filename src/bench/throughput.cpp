@@ -112,7 +112,7 @@ BenchResult run_bench(const BenchOptions& options) {
   r.mode = options.inference ? "inference" : "train";
   r.precision = to_string(step_options.amp);
   r.channels_last = step_options.channels_last;
-  r.cuda_graphs = options.inference ? step_options.cuda_graphs : train_step.describe().rfind("CUDA graph", 0) == 0;
+  r.cuda_graphs = options.inference ? eval_step.captured() : train_step.describe().rfind("CUDA graph", 0) == 0;
   r.seconds = seconds;
   r.warmup_seconds = warmup_seconds;
   r.img_per_s = static_cast<double>(options.batch_size * options.steps) / seconds;

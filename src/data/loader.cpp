@@ -58,6 +58,10 @@ void Loader::prefetch() {
   pending_ = std::async(std::launch::async, [this, indices] { return source_->gather(indices, device_); });
 }
 
+void Loader::settle() {
+  if (pending_.valid()) pending_.wait();
+}
+
 std::optional<Batch> Loader::next() {
   if (!pending_.valid()) return std::nullopt;
   RawBatch raw = pending_.get();

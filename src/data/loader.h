@@ -36,6 +36,9 @@ class Loader {
   void start_epoch(int64_t epoch, int64_t skip_batches = 0);
   // The next batch of the epoch, or nullopt at its end.
   std::optional<Batch> next();
+  // Waits until the background thread has gathered the next batch (before a CUDA graph capture:
+  // nothing else then runs on the GPU).
+  void settle();
 
   const ImageSource& source() const { return *source_; }
   const torch::Device& device() const { return device_; }

@@ -53,6 +53,8 @@ void save_resume(const std::string& path, const TrainState& s, const Classifier&
                    {"step", s.step},
                    {"best_accuracy", s.best_accuracy},
                    {"epoch_loss_sum", s.epoch_loss_sum},
+                   {"loss_scale", s.loss_scale},
+                   {"loss_scale_growth", s.loss_scale_growth},
                    {"settings", s.settings.dump()},
                    {"classes", join(s.classes)}};
   for (const auto& [name, tensor] : state_dict(model)) e.emplace_back("model." + name, tensor);
@@ -90,6 +92,9 @@ struct ResumeFile {
     s.step = need("step").toInt();
     s.best_accuracy = need("best_accuracy").toDouble();
     s.epoch_loss_sum = need("epoch_loss_sum").toDouble();
+    // Absent in files written before fp16 training existed: no scale.
+    if (auto it = v.find("loss_scale"); it != v.end()) s.loss_scale = it->second.toDouble();
+    if (auto it = v.find("loss_scale_growth"); it != v.end()) s.loss_scale_growth = it->second.toInt();
     s.settings = nlohmann::json::parse(need("settings").toStringRef());
     s.classes = split_lines(need("classes").toStringRef());
     return s;

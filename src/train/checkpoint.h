@@ -5,8 +5,8 @@
 //                    .load_state_dict(torch.load(path)) works);
 //   checkpoint.json  beside it: architecture, classes and their names, image size, accuracy;
 //   resume.pt        everything needed to continue exactly: model, momentum buffers, epoch,
-//                    batch within the epoch, step, best accuracy, RNG states, the run's settings
-//                    and a format version (a torch.save dict, so Python can inspect it too).
+//                    batch within the epoch, step, best accuracy, fp16's loss scale, RNG states,
+//                    the run's settings and a format version (a torch.save dict, so Python can inspect it too).
 // Every file is written atomically (temporary file, fsync, rename): a crash at any moment
 // leaves the previous complete file or the new one.
 #pragma once
@@ -29,6 +29,8 @@ struct TrainState {
   int64_t step = 0;   // optimiser steps in all
   double best_accuracy = -1;
   double epoch_loss_sum = 0;  // sum of the batch losses of the epoch so far (for metrics.csv)
+  double loss_scale = 0;        // fp16's dynamic loss scale (0: none)
+  int64_t loss_scale_growth = 0;  // clean steps since the scale last changed
   nlohmann::json settings;  // the run's settings (model, batch size, ...)
   std::vector<std::string> classes;
 };

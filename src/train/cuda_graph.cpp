@@ -56,7 +56,10 @@ void CudaGraph::run(const std::function<void()>& body) {
   }
   if (!impl_->captured) {
     impl_->on_side_stream([&] {
-      impl_->graph.capture_begin();
+      // Thread-local: CUDA calls of other threads (the loader's prefetch copies its next batch to
+      // the GPU meanwhile) neither break the capture nor fail; the capture stream is non-blocking,
+      // so they are not ordered with it either.
+      impl_->graph.capture_begin(/*pool=*/{0, 0}, cudaStreamCaptureModeThreadLocal);
       try {
         body();
       } catch (...) {
@@ -75,6 +78,7 @@ void CudaGraph::run(const std::function<void()>& body) {
 }
 
 bool CudaGraph::captured() const { return impl_->captured; }
+bool CudaGraph::captures_next() const { return !impl_->captured && impl_->warmup_left == 0; }
 
 bool cuda_graphs_supported(const c10::Device& device) { return device.is_cuda(); }
 
@@ -87,6 +91,7 @@ CudaGraph::CudaGraph(const c10::Device& device, int) {
 }
 void CudaGraph::run(const std::function<void()>&) {}
 bool CudaGraph::captured() const { return false; }
+bool CudaGraph::captures_next() const { return false; }
 bool cuda_graphs_supported(const c10::Device&) { return false; }
 
 #endif

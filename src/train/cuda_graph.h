@@ -29,6 +29,8 @@ class CudaGraph {
   // Throws when the capture fails; the graph is unusable then.
   void run(const std::function<void()>& body);
   bool captured() const;
+  // Whether the next run() captures.
+  bool captures_next() const;
 
  private:
   struct Impl;

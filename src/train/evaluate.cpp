@@ -23,6 +23,7 @@ EvalResult evaluate(EvalStep& step, Loader& loader) {
   torch::Tensor loss_sum, correct1, correct5, hits, counts;  // summed on the device: no sync per batch
   loader.start_epoch(0);
   while (auto batch = loader.next()) {
+    if (step.captures_next()) loader.settle();
     const auto logits = step.logits(batch->images);
     const auto loss = torch::nn::functional::cross_entropy(logits, batch->labels).to(torch::kDouble);
     loss_sum = loss_sum.defined() ? loss_sum + loss : loss;

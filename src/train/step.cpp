@@ -48,6 +48,12 @@ LossScaler::LossScaler(const c10::Device& device) {
   one_ = torch::ones({}, f);
 }
 
+void LossScaler::restore(double scale, int64_t growth_tracker) {
+  torch::NoGradGuard no_grad;
+  scale_.fill_(scale);
+  growth_tracker_.fill_(growth_tracker);
+}
+
 void LossScaler::step(Sgd& optimizer) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> grads;
@@ -111,6 +117,16 @@ torch::Tensor TrainStep::run(const torch::Tensor& images, const torch::Tensor& l
     return eager_step(model_input(images, options_.channels_last), labels);
   }
   return static_loss_;
+}
+
+std::pair<double, int64_t> TrainStep::loss_scale_state() const {
+  if (!scaler_) return {0.0, 0};
+  return {scaler_->current_scale().item<double>(), scaler_->growth_tracker().item<int64_t>()};
+}
+
+void TrainStep::set_loss_scale_state(double scale, int64_t growth_tracker) {
+  if (!scaler_ || scale <= 0) return;  // fp16 resumed from a run without a scale: the initial one
+  scaler_->restore(scale, growth_tracker);
 }
 
 std::string TrainStep::describe() const {

@@ -17,6 +17,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "models/classifier.h"
 #include "train/cuda_graph.h"
@@ -51,6 +52,9 @@ class LossScaler {
   // updates the scale.
   void step(Sgd& optimizer);
   const torch::Tensor& current_scale() const { return scale_; }
+  const torch::Tensor& growth_tracker() const { return growth_tracker_; }
+  // Sets both in place (a captured graph holds their addresses).
+  void restore(double scale, int64_t growth_tracker);
 
  private:
   torch::Tensor scale_, growth_tracker_, found_inf_, one_;
@@ -65,9 +69,15 @@ class TrainStep {
   // device, valid until the next call. `eager` forces the eager path (for profiling).
   torch::Tensor run(const torch::Tensor& images, const torch::Tensor& labels, bool eager = false);
 
-  // "graph (batch 32)" once captured; "eager" otherwise, with the reason graphs are off.
+  // "CUDA graph (batch 32)" once captured; "eager" otherwise, with the reason graphs are off.
   std::string describe() const;
   const StepOptions& options() const { return options_; }
+  // Whether the next run() of the main batch size captures the graph (callers quiet other GPU
+  // work first, such as a loader's prefetch).
+  bool captures_next() const { return graph_ && graph_->captures_next(); }
+  // fp16's loss scale and its growth tracker (for resume.pt); {0, 0} without loss scaling.
+  std::pair<double, int64_t> loss_scale_state() const;
+  void set_loss_scale_state(double scale, int64_t growth_tracker);
 
  private:
   torch::Tensor eager_step(const torch::Tensor& images, const torch::Tensor& labels);
@@ -90,6 +100,8 @@ class EvalStep {
   // mode and the caller under InferenceMode.
   torch::Tensor logits(const torch::Tensor& images);
   Classifier& model() { return model_; }
+  bool captures_next() const { return graph_ && graph_->captures_next(); }
+  bool captured() const { return graph_ && graph_->captured(); }
 
  private:
   torch::Tensor forward(const torch::Tensor& images);

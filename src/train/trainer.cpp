@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -75,7 +76,12 @@ struct Run {
   // Returns false when --max-steps stopped the run.
   bool run_epoch(int64_t epoch);
   void finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds);
-  void trace_step();
+  // --trace: starts the profiler before step kTraceWarmupSteps + 1 of this run, and stops it after
+  // kTraceSteps steps, or earlier (`now`) when the run or the epoch ends first.
+  void start_trace();
+  void finish_trace(bool now);
+  // Writes resume.pt with the epoch's loss so far and fp16's loss scale.
+  void save(const torch::Tensor& loss_sum);
 };
 
 void Run::open_data() {
@@ -124,18 +130,28 @@ void Run::resume_or_restart() {
                        "; use the same setting to resume, or --restart to start over");
   saved.settings = state.settings;  // --epochs may grow
   state = saved;
+  step->set_loss_scale_state(state.loss_scale, state.loss_scale_growth);
   reporter.message("Resuming from epoch " + std::to_string(state.epoch + 1) + ", step " + std::to_string(state.step));
 }
 
-void Run::trace_step() {
+void Run::start_trace() {
   if (o.trace && !traced && !profiler && state.step - run_start_step == kTraceWarmupSteps)
     profiler = std::make_unique<Profiler>(device.is_cuda());
-  if (profiler && state.step - run_start_step == kTraceWarmupSteps + kTraceSteps) {
-    const std::string trace = (dir / "trace.json").string();
-    reporter.trace(profiler->finish(trace, static_cast<int>(kTraceSteps)), trace);
-    profiler.reset();
-    traced = true;
-  }
+}
+
+void Run::finish_trace(bool now) {
+  const int64_t steps = state.step - run_start_step - kTraceWarmupSteps;
+  if (!profiler || (!now && steps < kTraceSteps)) return;
+  const std::string trace = (dir / "trace.json").string();
+  reporter.trace(profiler->finish(trace, static_cast<int>(steps)), trace);
+  profiler.reset();
+  traced = true;
+}
+
+void Run::save(const torch::Tensor& loss_sum) {
+  state.epoch_loss_sum = loss_sum.item<double>();
+  std::tie(state.loss_scale, state.loss_scale_growth) = step->loss_scale_state();
+  save_resume(resume_path, state, *model, *optimizer);
 }
 
 bool Run::run_epoch(int64_t epoch) {
@@ -152,7 +168,9 @@ bool Run::run_epoch(int64_t epoch) {
   // Summed on the device so that the loop never waits for the GPU except to print or save.
   auto loss_sum = torch::full({}, state.epoch_loss_sum, torch::TensorOptions().dtype(torch::kDouble).device(device));
   while (auto batch = train_loader->next()) {
-    trace_step();
+    start_trace();
+    // Nothing else on the GPU while the step is captured (the loader prefetches on a thread).
+    if (step->captures_next()) train_loader->settle();
     // Profiled steps run eagerly: a graph replay would show as one opaque launch.
     const auto loss = step->run(batch->images, batch->labels, /*eager=*/profiler != nullptr);
     report.images_seen = state.batch * o.batch_size;
@@ -160,6 +178,7 @@ bool Run::run_epoch(int64_t epoch) {
     ++state.step;
     images += batch->labels.size(0);
     loss_sum += loss;
+    finish_trace(/*now=*/false);
     report.batch = state.batch;
     report.seconds = seconds_since(t0);
     if (b % o.log_every == 0) {
@@ -172,16 +191,15 @@ bool Run::run_epoch(int64_t epoch) {
     }
     reporter.progress(report);
     const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
-    if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
-      state.epoch_loss_sum = loss_sum.item<double>();
-      save_resume(resume_path, state, *model, *optimizer);
-    }
+    if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) save(loss_sum);
     if (stop) {
+      finish_trace(/*now=*/true);
       reporter.message("Stopped after " + std::to_string(state.step) + " steps (--max-steps); " + resume_path +
                        " holds the run");
       return false;
     }
   }
+  finish_trace(/*now=*/true);  // the evaluation is not part of the profile
   state.epoch_loss_sum = loss_sum.item<double>();  // waits for the GPU too
   finish_epoch(epoch, state.epoch_loss_sum, images, seconds_since(t0));
   return true;
@@ -206,6 +224,7 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   e.best_accuracy = state.best_accuracy;
   reporter.epoch_end(e);
   write_metrics_row((dir / "metrics.csv").string(), e, optimizer->learning_rate());
+  std::tie(state.loss_scale, state.loss_scale_growth) = step->loss_scale_state();
   save_resume(resume_path, state, *model, *optimizer);
 }
 
@@ -281,7 +300,7 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
   run.model->train();
   for (int64_t epoch = run.state.epoch; epoch < o.epochs; ++epoch)
     if (!run.run_epoch(epoch)) break;
-  if (o.cuda_graphs == "on" || run.step_options.cuda_graphs) reporter.message("Training step: " + run.step->describe());
+  if (run.step_options.cuda_graphs) reporter.message("Training step: " + run.step->describe());
   return run.state.best_accuracy;
 }
 
