@@ -272,7 +272,7 @@ TEST(CliFirstContact, BareStateDictAdviceNamesOnlyFlagsTheCommandHas) {
   resnet::test::TempDir tmp;
   const fs::path pth = tmp.path() / "model.pth";
   fs::copy_file(trained_checkpoints() / "checkpoints" / "resnet18" / "checkpoint.pth", pth);
-  for (const std::string command : {"predict --image " + kImage, "test --data " + kSample}) {
+  for (const std::string& command : {"predict --image " + kImage, "test --data " + kSample}) {
     const auto r = run_resnet(command + " --checkpoint " + pth.string() + " --device cpu");
     EXPECT_EQ(r.exit_code, 1) << r.output;
     EXPECT_TRUE(contains(r.output, "error: " + (tmp.path() / "model.json").string() + ": missing")) << r.output;
@@ -315,7 +315,7 @@ TEST(CliFirstContact, MissingCheckpointNamesTheOnesThatExist) {
   const fs::path trained = trained_checkpoints() / "checkpoints" / "resnet18";
   fs::create_directories(tmp.path() / "checkpoints");
   fs::copy(trained, tmp.path() / "checkpoints" / "resnet18");
-  for (const std::string command : {"predict --image " + kImage, "test --data " + kSample}) {
+  for (const std::string& command : {"predict --image " + kImage, "test --data " + kSample}) {
     const auto r = run_resnet_in(tmp.path(), command + " --device cpu");
     EXPECT_EQ(r.exit_code, 1) << r.output;
     EXPECT_TRUE(contains(r.output,

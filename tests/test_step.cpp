@@ -51,7 +51,9 @@ std::vector<double> step_losses(const std::string& arch, const Batches& data, St
   resnet::TrainStep step(*model, sgd, options, device);
   std::vector<double> losses;
   for (size_t i = 0; i < data.images.size(); ++i) losses.push_back(step.run(data.images[i], data.labels[i]).item<double>());
-  if (options.cuda_graphs) EXPECT_EQ(step.describe().rfind("CUDA graph", 0), 0u) << step.describe();
+  if (options.cuda_graphs) {
+    EXPECT_EQ(step.describe().rfind("CUDA graph", 0), 0u) << step.describe();
+  }
   if (out) *out = model;
   return losses;
 }
