@@ -114,6 +114,13 @@ TEST(Precision, ParsesFlagsAndRefusesFp16OnTheCpu) {
   EXPECT_TRUE(resnet::parse_channels_last("auto", cuda));
   EXPECT_FALSE(resnet::parse_channels_last("auto", cpu));
   EXPECT_THROW(resnet::parse_channels_last("yes", cpu), resnet::UsageError);
+  const auto on_cpu = resnet::parse_step_options("auto", "auto", "auto", cpu, 32);
+  EXPECT_EQ(on_cpu.amp, Amp::kOff);
+  EXPECT_FALSE(on_cpu.channels_last);
+  EXPECT_FALSE(on_cpu.cuda_graphs);
+  EXPECT_EQ(on_cpu.main_batch, 32);
+  EXPECT_THROW(resnet::parse_step_options("auto", "auto", "on", cpu), resnet::UsageError);
+  EXPECT_THROW(resnet::parse_step_options("auto", "auto", "maybe", cpu), resnet::UsageError);
 }
 
 TEST(Precision, ChannelsLastKeepsParametersAndValues) {

@@ -52,8 +52,6 @@ BenchResult run_bench(const BenchOptions& options) {
   check_positive(options.steps, "--steps");
   check_positive(options.num_classes, "--num-classes");
   if (options.warmup < 0) throw UsageError("--warmup must be 0 or more");
-  if (options.cuda_graphs != "on" && options.cuda_graphs != "off" && options.cuda_graphs != "auto")
-    throw UsageError("--cuda-graphs takes on or off (got '" + options.cuda_graphs + "')");
   // Below 32 pixels the ResNet stem and four stride-2 stages leave nothing to pool.
   if (options.image_size < 32) throw UsageError("--image-size must be at least 32 (got " + std::to_string(options.image_size) + ")");
 
@@ -69,9 +67,8 @@ BenchResult run_bench(const BenchOptions& options) {
   const auto labels = torch::randint(options.num_classes, {options.batch_size},
                                      torch::TensorOptions().device(device).dtype(torch::kLong));
 
-  const StepOptions step_options{parse_amp(options.amp, device), parse_channels_last(options.channels_last, device),
-                                 options.cuda_graphs == "on" || (options.cuda_graphs == "auto" && device.is_cuda()),
-                                 options.batch_size};
+  const StepOptions step_options =
+      parse_step_options(options.amp, options.channels_last, options.cuda_graphs, device, options.batch_size);
   if (step_options.channels_last) to_channels_last(*model);
   // The trainer's optimiser with the sample's settings (SgdOptions' defaults) and the trainer's
   // step, so that a step costs what a step of `resnet train` costs.

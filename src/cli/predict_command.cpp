@@ -9,7 +9,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "train/inference.h"
-#include "train/precision.h"
+#include "train/step.h"
 
 namespace resnet::cli {
 
@@ -68,7 +68,7 @@ void add_predict_command(CLI::App& app) {
     const std::string path = checkpoint_path(o->checkpoint);
     const auto files = image_files(o->images);
     const auto trained = load_checkpoint(o->checkpoint, path, device);
-    const StepOptions step{parse_amp(o->amp, device), parse_channels_last(o->channels_last, device), false};
+    const StepOptions step = parse_step_options(o->amp, o->channels_last, "off", device);
     const auto predictions = predict_files(trained, files, /*k=*/5, device, step);
     for (const auto& p : predictions) {
       if (predictions.size() > 1) std::cout << p.file << ":\n";

@@ -40,8 +40,7 @@ void run_test(const TestOptions& o) {
   TestSettings settings;
   settings.data = o.data;
   settings.batch_size = o.batch_size;
-  settings.step = {parse_amp(o.amp, device), parse_channels_last(o.channels_last, device),
-                   o.cuda_graphs == "on" || (o.cuda_graphs == "auto" && device.is_cuda())};
+  settings.step = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device);
   if (o.trace.enabled()) settings.trace_path = (std::filesystem::path(path).parent_path() / "trace-test.json").string();
   std::cout << "Testing " << trained.info.arch << " from " << path << " (" << to_string(settings.step.amp)
             << (settings.step.channels_last ? ", channels-last" : "") << (settings.step.cuda_graphs ? ", CUDA graphs" : "")

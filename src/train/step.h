@@ -38,6 +38,12 @@ struct StepOptions {
   int64_t main_batch = 0;
 };
 
+// StepOptions from the flags' spellings: --amp (bf16, fp16, off, auto), --channels-last and
+// --cuda-graphs (on, off, auto: on for CUDA). UsageError naming the flag for anything else, and
+// for --cuda-graphs on where graphs cannot run.
+StepOptions parse_step_options(const std::string& amp, const std::string& channels_last,
+                               const std::string& cuda_graphs, const c10::Device& device, int64_t main_batch = 0);
+
 // Dynamic loss scaling for fp16, as torch.amp.GradScaler: the loss is multiplied by the scale
 // before backward; a step whose gradients hold inf or NaN is skipped and the scale halved; after
 // kGrowthInterval clean steps it doubles. All on the device, so it works inside a CUDA graph.

@@ -101,8 +101,7 @@ void Run::build_model() {
   at::globalContext().setBenchmarkCuDNN(true);
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
   model->to(device);
-  step_options = {parse_amp(o.amp, device), parse_channels_last(o.channels_last, device),
-                  o.cuda_graphs == "on" || (o.cuda_graphs == "auto" && device.is_cuda()), o.batch_size};
+  step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size);
   // Before the optimiser sees the parameters: momentum buffers take their layout.
   if (step_options.channels_last) to_channels_last(*model);
   optimizer = std::make_unique<Sgd>(model->parameters(), SgdOptions{o.learning_rate, o.momentum, o.weight_decay});
@@ -257,13 +256,7 @@ void validate(const TrainOptions& o) {
   at_least(o.checkpoint_every, 0, "--checkpoint-every");
   at_least(o.max_steps, 0, "--max-steps");
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
-  if (o.cuda_graphs != "on" && o.cuda_graphs != "off" && o.cuda_graphs != "auto")
-    throw UsageError("--cuda-graphs takes on or off (got '" + o.cuda_graphs + "')");
-  const c10::Device device = parse_device(o.device);
-  parse_amp(o.amp, device);
-  parse_channels_last(o.channels_last, device);
-  if (o.cuda_graphs == "on" && !cuda_graphs_supported(device))
-    throw UsageError("--cuda-graphs on needs a CUDA device (this run is on " + device.str() + ")");
+  parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device));
 }
 
 nlohmann::json to_json(const TrainOptions& o) {
