@@ -24,10 +24,6 @@
 namespace resnet {
 namespace {
 
-void check_positive(int64_t value, const char* flag) {
-  if (value < 1) throw UsageError(std::string(flag) + " must be at least 1 (got " + std::to_string(value) + ")");
-}
-
 void synchronize(const c10::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
@@ -48,12 +44,12 @@ double peak_memory_mib(const c10::Device& device) {
 }  // namespace
 
 BenchResult run_bench(const BenchOptions& options) {
-  check_positive(options.batch_size, "--batch-size");
-  check_positive(options.steps, "--steps");
-  check_positive(options.num_classes, "--num-classes");
+  require_at_least(options.batch_size, 1, "--batch-size");
+  require_at_least(options.steps, 1, "--steps");
+  require_at_least(options.num_classes, 1, "--num-classes");
   if (options.warmup < 0) throw UsageError("--warmup must be 0 or more");
   // Below 32 pixels the ResNet stem and four stride-2 stages leave nothing to pool.
-  if (options.image_size < 32) throw UsageError("--image-size must be at least 32 (got " + std::to_string(options.image_size) + ")");
+  require_at_least(options.image_size, 32, "--image-size");
 
   const c10::Device device = parse_device(options.device);
   torch::manual_seed(options.seed);
@@ -109,7 +105,7 @@ BenchResult run_bench(const BenchOptions& options) {
   r.mode = options.inference ? "inference" : "train";
   r.precision = to_string(step_options.amp);
   r.channels_last = step_options.channels_last;
-  r.cuda_graphs = options.inference ? eval_step.captured() : train_step.describe().rfind("CUDA graph", 0) == 0;
+  r.cuda_graphs = options.inference ? eval_step.captured() : train_step.captured();
   r.seconds = seconds;
   r.warmup_seconds = warmup_seconds;
   r.img_per_s = static_cast<double>(options.batch_size * options.steps) / seconds;

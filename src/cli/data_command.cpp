@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "core/error.h"
 #include "data/cifar10_fetch.h"
 
 namespace resnet::cli {

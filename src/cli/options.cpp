@@ -63,19 +63,6 @@ bool TraceFlag::enabled() const {
   throw UsageError("--trace takes True or False (got '" + v + "')");
 }
 
-void require_at_least(int64_t value, int64_t least, const std::string& flag) {
-  if (value < least)
-    throw UsageError(flag + " must be at least " + std::to_string(least) + " (got " + std::to_string(value) + ")");
-}
-
-void require_not_negative(double value, const std::string& flag) {
-  if (!(value >= 0)) {  // NaN too
-    std::ostringstream got;
-    got << value;
-    throw UsageError(flag + " must not be negative (got " + got.str() + ")");
-  }
-}
-
 void require_known_model(const std::string& model) {
   const auto names = model_names();
   if (std::find(names.begin(), names.end(), model) == names.end()) create_model(model, 1);  // its UsageError

@@ -33,10 +33,7 @@ struct TraceFlag {
 };
 void add_trace_option(CLI::App& command, TraceFlag& flag);
 
-// Checks of flag values, made in the callbacks before any work: UsageError (exit 2) worded
-// "--log-every must be at least 1", naming the flag as --help lists it.
-void require_at_least(int64_t value, int64_t least, const std::string& flag);
-void require_not_negative(double value, const std::string& flag);  // NaN is refused too
+// (Checks of flag values: require_at_least and require_not_negative in core/error.h.)
 // UsageError "unknown model 'x' (known: ...)" unless `model` is in the registry.
 void require_known_model(const std::string& model);
 

@@ -4,7 +4,6 @@
 
 #include <caffe2/serialize/inline_container.h>
 
-
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -79,7 +78,6 @@ const char* storage_class(c10::ScalarType t) {
     default: throw std::invalid_argument(std::string("cannot save tensors of type ") + c10::toString(t));
   }
 }
-
 
 }  // namespace
 

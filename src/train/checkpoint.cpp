@@ -3,7 +3,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/cuda.h>
 
-
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -70,79 +69,71 @@ void save_resume(const std::string& path, const TrainState& s, const Classifier&
   save_torch_file(path, e, /*ordered=*/false);
 }
 
-namespace {
+ResumeFile::ResumeFile(const std::string& path)
+    : path_(path), entries_(load_torch_dict(path)), values_(entries_.begin(), entries_.end()) {
+  const int64_t version = need("format_version").toInt();
+  if (version != kResumeFormatVersion)
+    throw InputError(path + ": format version " + std::to_string(version) + ", this build reads version " +
+                     std::to_string(kResumeFormatVersion) + "; pass --restart to start over");
+}
 
-// resume.pt's entries, with the format version checked.
-struct ResumeFile {
-  explicit ResumeFile(const std::string& path) : path(path), entries(load_torch_dict(path)), v(entries.begin(), entries.end()) {
-    const int64_t version = need("format_version").toInt();
-    if (version != kResumeFormatVersion)
-      throw InputError(path + ": format version " + std::to_string(version) + ", this build reads version " +
-                       std::to_string(kResumeFormatVersion) + "; pass --restart to start over");
-  }
-  const c10::IValue& need(const std::string& key) const {
-    auto it = v.find(key);
-    if (it == v.end()) throw InputError(path + ": has no '" + key + "' (not a resume.pt of resnet.cpp?)");
-    return it->second;
-  }
-  TrainState state() const {
-    TrainState s;
-    s.epoch = need("epoch").toInt();
-    s.batch = need("batch").toInt();
-    s.step = need("step").toInt();
-    s.best_accuracy = need("best_accuracy").toDouble();
-    s.epoch_loss_sum = need("epoch_loss_sum").toDouble();
-    // Absent in files written before fp16 training existed: no scale.
-    if (auto it = v.find("loss_scale"); it != v.end()) s.loss_scale = it->second.toDouble();
-    if (auto it = v.find("loss_scale_growth"); it != v.end()) s.loss_scale_growth = it->second.toInt();
-    s.settings = nlohmann::json::parse(need("settings").toStringRef());
-    s.classes = split_lines(need("classes").toStringRef());
-    return s;
-  }
-  std::string path;
-  std::vector<std::pair<std::string, c10::IValue>> entries;
-  std::map<std::string, c10::IValue> v;
-};
+const c10::IValue& ResumeFile::need(const std::string& key) const {
+  auto it = values_.find(key);
+  if (it == values_.end()) throw InputError(path_ + ": has no '" + key + "' (not a resume.pt of resnet.cpp?)");
+  return it->second;
+}
 
-}  // namespace
+TrainState ResumeFile::state() const {
+  TrainState s;
+  s.epoch = need("epoch").toInt();
+  s.batch = need("batch").toInt();
+  s.step = need("step").toInt();
+  s.best_accuracy = need("best_accuracy").toDouble();
+  s.epoch_loss_sum = need("epoch_loss_sum").toDouble();
+  // Absent in files written before fp16 training existed: no scale.
+  if (auto it = values_.find("loss_scale"); it != values_.end()) s.loss_scale = it->second.toDouble();
+  if (auto it = values_.find("loss_scale_growth"); it != values_.end()) s.loss_scale_growth = it->second.toInt();
+  s.settings = nlohmann::json::parse(need("settings").toStringRef());
+  s.classes = split_lines(need("classes").toStringRef());
+  return s;
+}
 
-TrainState read_resume_state(const std::string& path) { return ResumeFile(path).state(); }
-
-TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimizer) {
-  const ResumeFile file(path);
-  const auto& entries = file.entries;
-  const auto& v = file.v;
-  auto need = [&](const std::string& key) -> const c10::IValue& { return file.need(key); };
+TrainState ResumeFile::restore(Classifier& model, Sgd& optimizer) const {
   const std::string arch = need("arch").toStringRef();
   const int64_t classes = need("num_classes").toInt();
   if (arch != model.arch() || classes != model.num_classes())
-    throw InputError(path + ": holds " + arch + " with " + std::to_string(classes) + " classes, this run trains " +
+    throw InputError(path_ + ": holds " + arch + " with " + std::to_string(classes) + " classes, this run trains " +
                      model.arch() + " with " + std::to_string(model.num_classes()) +
                      "; pass --restart to start over or another --checkpoint-dir");
-  TrainState s = file.state();
+  TrainState s = state();
 
   NamedTensors weights;
-  for (const auto& [key, value] : entries)
+  for (const auto& [key, value] : entries_)
     if (key.rfind("model.", 0) == 0) weights.emplace_back(key.substr(6), value.toTensor());
-  load_state_dict(model, weights, path);
+  load_state_dict(model, weights, path_);
   const auto params = model.named_parameters();
   auto& buffers = optimizer.momentum_buffers();
   for (size_t i = 0; i < params.size(); ++i) {
-    auto it = v.find("momentum." + params[i].key());
+    auto it = values_.find("momentum." + params[i].key());
     // In its parameter's layout (channels-last too): the fused SGD kernel needs them to match.
-    buffers[i] = it == v.end() ? torch::Tensor() : torch::empty_like(params[i].value()).copy_(it->second.toTensor());
+    buffers[i] =
+        it == values_.end() ? torch::Tensor() : torch::empty_like(params[i].value()).copy_(it->second.toTensor());
   }
   at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();  // shares the default generator
   cpu_gen.set_state(need("rng.cpu").toTensor());
 #ifdef RESNET_WITH_CUDA
   for (int64_t d = 0; d < static_cast<int64_t>(torch::cuda::device_count()); ++d) {
-    auto it = v.find("rng.cuda." + std::to_string(d));
-    if (it == v.end()) continue;
+    auto it = values_.find("rng.cuda." + std::to_string(d));
+    if (it == values_.end()) continue;
     at::Generator gen = at::cuda::detail::getDefaultCUDAGenerator(d);
     gen.set_state(it->second.toTensor());
   }
 #endif
   return s;
+}
+
+TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimizer) {
+  return ResumeFile(path).restore(model, optimizer);
 }
 
 void save_best_model(const std::string& dir, const Classifier& model, const BestModelInfo& info) {

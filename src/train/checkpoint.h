@@ -11,9 +11,12 @@
 // leaves the previous complete file or the new one.
 #pragma once
 
+#include <ATen/core/ivalue.h>
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "models/classifier.h"
@@ -37,13 +40,25 @@ struct TrainState {
 
 void save_resume(const std::string& path, const TrainState& state, const Classifier& model, Sgd& optimizer);
 
-// The run's progress and settings from resume.pt, without touching a model; InputError naming
-// the file when it is unreadable or of another format version.
-TrainState read_resume_state(const std::string& path);
+// resume.pt, read once: the run's progress and settings (state(), without a model), then the
+// model's weights, the momentum buffers and the RNG states (restore()). InputError naming the file
+// when it is unreadable, of another format version, or for another architecture or number of
+// classes.
+class ResumeFile {
+ public:
+  explicit ResumeFile(const std::string& path);
+  TrainState state() const;
+  TrainState restore(Classifier& model, Sgd& optimizer) const;
 
-// Restores `state`, the model's weights, the momentum buffers and the RNG states.
-// InputError naming the file when it is unreadable, of another format version, or for
-// another architecture or number of classes.
+ private:
+  const c10::IValue& need(const std::string& key) const;
+
+  std::string path_;
+  std::vector<std::pair<std::string, c10::IValue>> entries_;
+  std::map<std::string, c10::IValue> values_;
+};
+
+// ResumeFile(path).restore(model, optimizer).
 TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimizer);
 
 struct BestModelInfo {

@@ -1,17 +1,18 @@
 #include "train/inference.h"
 
+#include <ATen/Context.h>
+
 #include <filesystem>
 
 #include "core/error.h"
 #include "data/decode.h"
+#include "data/loader.h"
+#include "data/open.h"
 #include "data/transforms.h"
 #include "io/state_dict.h"
 #include "io/torch_save.h"
-#include "data/loader.h"
-#include "data/open.h"
-#include "train/profile.h"
-#include <ATen/Context.h>
 #include "models/registry.h"
+#include "train/profile.h"
 
 namespace resnet {
 
@@ -56,7 +57,6 @@ TestReport test_model(TrainedModel& trained, const TestSettings& settings, const
   auto source = open_split(settings.data, Split::kTest, device);
   if (source->classes() != trained.info.classes)
     throw InputError(settings.data + ": its classes differ from those the model was trained on");
-  report.data_description = source->description();
   Loader loader(source, {settings.batch_size, trained.info.image_size, /*train=*/false, 0}, device);
   at::globalContext().setBenchmarkCuDNN(true);
   if (settings.step.channels_last) to_channels_last(*trained.model);

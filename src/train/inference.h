@@ -41,7 +41,6 @@ struct TestSettings {
 };
 
 struct TestReport {
-  std::string data_description;
   EvalResult result;
   std::string trace_table;  // with trace_path: the profiler's table
 };

@@ -6,7 +6,6 @@
 #include <torch/autograd.h>
 
 #include <cmath>
-#include <sstream>
 #include <string>
 
 #include "core/error.h"
@@ -16,10 +15,8 @@ namespace resnet {
 void check_sgd_options(const SgdOptions& o) {
   // As torch.optim.SGD refuses them; NaN and infinity too.
   auto check = [](double v, const char* flag) {
-    std::ostringstream got;
-    got << v;
-    if (!(v >= 0)) throw UsageError(std::string(flag) + " must not be negative (got " + got.str() + ")");
-    if (!std::isfinite(v)) throw UsageError(std::string(flag) + " must be finite (got " + got.str() + ")");
+    require_not_negative(v, flag);
+    if (!std::isfinite(v)) throw UsageError(std::string(flag) + " must be finite (got inf)");
   };
   check(o.learning_rate, "--learning-rate (--lr)");
   check(o.momentum, "--momentum");

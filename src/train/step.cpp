@@ -140,7 +140,7 @@ void TrainStep::set_loss_scale_state(double scale, int64_t growth_tracker) {
 }
 
 std::string TrainStep::describe() const {
-  if (graph_ && graph_->captured()) return "CUDA graph (batch " + std::to_string(static_images_.size(0)) + ")";
+  if (captured()) return "CUDA graph (batch " + std::to_string(static_images_.size(0)) + ")";
   if (!graph_off_reason_.empty()) return "eager (CUDA graphs " + graph_off_reason_ + ")";
   return "eager (CUDA graph after " + std::to_string(kGraphWarmupSteps) + " warm-up steps)";
 }

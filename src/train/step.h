@@ -81,6 +81,8 @@ class TrainStep {
   // Whether the next run() of the main batch size captures the graph (callers quiet other GPU
   // work first, such as a loader's prefetch).
   bool captures_next() const { return graph_ && graph_->captures_next(); }
+  // Whether steps of the main batch size replay a captured graph.
+  bool captured() const { return graph_ && graph_->captured(); }
   // fp16's loss scale and its growth tracker (for resume.pt); {0, 0} without loss scaling.
   std::pair<double, int64_t> loss_scale_state() const;
   void set_loss_scale_state(double scale, int64_t growth_tracker);

@@ -72,7 +72,8 @@ struct Run {
 
   void open_data();
   void build_model();
-  void resume_or_restart();
+  // Continues from `resume` (resume.pt, read already) or, with --restart, removes the old files.
+  void resume_or_restart(const ResumeFile* resume);
   // Returns false when --max-steps stopped the run.
   bool run_epoch(int64_t epoch);
   void finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds);
@@ -80,8 +81,8 @@ struct Run {
   // kTraceSteps steps, or earlier (`now`) when the run or the epoch ends first.
   void start_trace();
   void finish_trace(bool now);
-  // Writes resume.pt with the epoch's loss so far and fp16's loss scale.
-  void save(const torch::Tensor& loss_sum);
+  // Writes resume.pt, with fp16's loss scale.
+  void save();
 };
 
 void Run::open_data() {
@@ -109,7 +110,7 @@ void Run::build_model() {
   eval_step = std::make_unique<EvalStep>(*model, step_options, device);
 }
 
-void Run::resume_or_restart() {
+void Run::resume_or_restart(const ResumeFile* resume) {
   dir = fs::path(o.checkpoint_dir) / o.model;
   fs::create_directories(dir);
   resume_path = (dir / "resume.pt").string();
@@ -120,8 +121,8 @@ void Run::resume_or_restart() {
     fs::remove(dir / "metrics.csv");
     return;
   }
-  if (!fs::exists(resume_path)) return;
-  TrainState saved = load_resume(resume_path, *model, *optimizer);
+  if (!resume) return;
+  TrainState saved = resume->restore(*model, *optimizer);
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -147,8 +148,7 @@ void Run::finish_trace(bool now) {
   traced = true;
 }
 
-void Run::save(const torch::Tensor& loss_sum) {
-  state.epoch_loss_sum = loss_sum.item<double>();
+void Run::save() {
   std::tie(state.loss_scale, state.loss_scale_growth) = step->loss_scale_state();
   save_resume(resume_path, state, *model, *optimizer);
 }
@@ -190,7 +190,10 @@ bool Run::run_epoch(int64_t epoch) {
     }
     reporter.progress(report);
     const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
-    if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) save(loss_sum);
+    if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
+      state.epoch_loss_sum = loss_sum.item<double>();
+      save();
+    }
     if (stop) {
       finish_trace(/*now=*/true);
       reporter.message("Stopped after " + std::to_string(state.step) + " steps (--max-steps); " + resume_path +
@@ -223,38 +226,29 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   e.best_accuracy = state.best_accuracy;
   reporter.epoch_end(e);
   write_metrics_row((dir / "metrics.csv").string(), e, optimizer->learning_rate());
-  std::tie(state.loss_scale, state.loss_scale_growth) = step->loss_scale_state();
-  save_resume(resume_path, state, *model, *optimizer);
+  save();
 }
 
-// A run that already reached --epochs is reported before any data is opened; returns its best
-// accuracy then.
-std::optional<double> completed_run(const TrainOptions& o, TrainReporter& reporter) {
-  const fs::path resume = fs::path(o.checkpoint_dir) / o.model / "resume.pt";
-  if (o.restart || !fs::exists(resume)) return std::nullopt;
-  const TrainState s = read_resume_state(resume.string());
-  if (s.epoch < o.epochs) return std::nullopt;
+// Whether resume.pt's run already reached --epochs; if so, says it.
+bool report_if_complete(const TrainState& s, const TrainOptions& o, TrainReporter& reporter) {
+  if (s.epoch < o.epochs) return false;
   char best[32];
   std::snprintf(best, sizeof best, "%.4f", s.best_accuracy);
   reporter.message("Training is complete (" + std::to_string(s.epoch) + " epochs, best accuracy " + best +
                    "); pass a larger --epochs to go on, or --restart to start over");
-  return s.best_accuracy;
+  return true;
 }
 
 }  // namespace
 
 void validate(const TrainOptions& o) {
-  auto at_least = [](int64_t v, int64_t min, const char* flag) {
-    if (v < min)
-      throw UsageError(std::string(flag) + " must be at least " + std::to_string(min) + " (got " + std::to_string(v) + ")");
-  };
-  at_least(o.epochs, 1, "--epochs");
-  at_least(o.batch_size, 1, "--batch-size");
+  require_at_least(o.epochs, 1, "--epochs");
+  require_at_least(o.batch_size, 1, "--batch-size");
   // Below 32 pixels the ResNet stem and four stride-2 stages leave nothing to pool.
-  at_least(o.image_size, 32, "--image-size");
-  at_least(o.log_every, 1, "--log-every");
-  at_least(o.checkpoint_every, 0, "--checkpoint-every");
-  at_least(o.max_steps, 0, "--max-steps");
+  require_at_least(o.image_size, 32, "--image-size");
+  require_at_least(o.log_every, 1, "--log-every");
+  require_at_least(o.checkpoint_every, 0, "--checkpoint-every");
+  require_at_least(o.max_steps, 0, "--max-steps");
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
   parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device));
 }
@@ -277,11 +271,19 @@ nlohmann::json to_json(const TrainOptions& o) {
 double train(const TrainOptions& o, TrainReporter& reporter) {
   validate(o);
   create_model(o.model, 1);  // an unknown --model fails before any data work
-  if (const auto best = completed_run(o, reporter)) return *best;
+  // Read once, before any data work: a run that already reached --epochs is reported at once.
+  std::optional<ResumeFile> resume;
+  const fs::path resume_path = fs::path(o.checkpoint_dir) / o.model / "resume.pt";
+  if (!o.restart && fs::exists(resume_path)) {
+    resume.emplace(resume_path.string());
+    const TrainState saved = resume->state();
+    if (report_if_complete(saved, o, reporter)) return saved.best_accuracy;
+  }
   Run run(o, reporter);
   run.open_data();
   run.build_model();
-  run.resume_or_restart();
+  run.resume_or_restart(resume ? &*resume : nullptr);
+  resume.reset();  // its tensors are in the model and the optimiser now
   run.run_start_step = run.state.step;
   reporter.message("Training " + o.model + " (" + std::to_string(count_parameters(*run.model)) + " parameters) on " +
                    describe_device(run.device) + ": " + run.train_source->description() + ", " +
