@@ -21,6 +21,7 @@ ROWS = {
     'fp32-256': (256, FP32, 'fp32 eager', 'gpu-fp32'),
     'bf16-256': (256, BF16_EAGER, 'bf16+cl eager', 'gpu-bf16-cl'),
     'graph-256': (256, BF16_GRAPH, 'bf16+cl graph', 'gpu-bf16-cl'),
+    'unfused-256': (256, BF16_GRAPH + ['--fused', 'off'], 'bf16+cl graph, --fused off', 'gpu-bf16-cl'),
     'compile-256': (256, BF16_GRAPH, 'bf16+cl graph', 'compile'),
 }
 

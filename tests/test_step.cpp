@@ -7,6 +7,7 @@
 
 #include "io/state_dict.h"
 #include "models/registry.h"
+#include "train/cuda_graph.h"
 #include "train/step.h"
 #include "test_util.h"
 
@@ -151,8 +152,8 @@ TEST(Sgd, LearningRateTensorAndValidation) {
 }
 
 TEST(Sgd, FusedCudaKernelMatchesTorchOptimSgdWithChannelsLast) {
-  // The CUDA path (ATen's fused kernel, the rate read from the device) against LibTorch's own
-  // SGD, on channels-last convolution weights (1x1 ones included), over 5 steps.
+  // The CUDA path (our one-launch kernel, hyperparameters read from the device) against LibTorch's
+  // own SGD, on channels-last convolution weights (1x1 ones included), over 5 steps.
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
   const torch::Device cuda(torch::kCUDA, 0);
   auto ours_model = seeded_model("resnet50", cuda);
@@ -171,6 +172,36 @@ TEST(Sgd, FusedCudaKernelMatchesTorchOptimSgdWithChannelsLast) {
     ref.step();
   }
   for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(resnet::test::relative_error(a[i], b[i]), 1e-6) << i;
+}
+
+TEST(Sgd, NewMomentumAndWeightDecayReachACapturedStep) {
+  // The SGD step alone in a CUDA graph, beside torch::optim::SGD stepping eagerly; after the
+  // capture, momentum, weight decay and rate change on both and must agree.
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  torch::manual_seed(1);
+  const auto start = torch::randn({1000}, torch::TensorOptions().device(cuda));
+  const auto grad = torch::randn({1000}, start.options());
+  auto p = start.clone(), q = start.clone();
+  p.mutable_grad() = grad.clone();
+  q.mutable_grad() = grad.clone();
+  resnet::Sgd ours({p}, {0.1, 0.9, 1e-2});
+  torch::optim::SGD ref({q}, torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(1e-2));
+  auto& ref_options = static_cast<torch::optim::SGDOptions&>(ref.param_groups()[0].options());
+  resnet::CudaGraph graph(cuda, /*warmup_runs=*/2);
+  for (int step = 0; step < 8; ++step) {
+    if (step == 4) {  // captured at step 2
+      ours.set_momentum(0.5);
+      ours.set_weight_decay(0.1);
+      ours.set_learning_rate(0.05);
+      ref_options.momentum(0.5).weight_decay(0.1).lr(0.05);
+    }
+    graph.run([&] { ours.step(); });
+    ref.step();
+    EXPECT_LE(resnet::test::relative_error(p, q), 1e-6) << "step " << step;
+  }
+  EXPECT_TRUE(graph.captured());
+  EXPECT_THROW(ours.set_momentum(0), resnet::UsageError);  // buffers cannot go away mid-run
 }
 
 TEST(LossScaler, SkipsAStepWithInfAndBacksOff) {

@@ -63,8 +63,9 @@ BenchResult run_bench(const BenchOptions& options) {
   const auto labels = torch::randint(options.num_classes, {options.batch_size},
                                      torch::TensorOptions().device(device).dtype(torch::kLong));
 
-  const StepOptions step_options =
+  StepOptions step_options =
       parse_step_options(options.amp, options.channels_last, options.cuda_graphs, device, options.batch_size);
+  step_options.fused = parse_fused(options.fused, step_options, device);
   if (step_options.channels_last) to_channels_last(*model);
   // The trainer's optimiser with the sample's settings (SgdOptions' defaults) and the trainer's
   // step, so that a step costs what a step of `resnet train` costs.
@@ -106,6 +107,7 @@ BenchResult run_bench(const BenchOptions& options) {
   r.precision = to_string(step_options.amp);
   r.channels_last = step_options.channels_last;
   r.cuda_graphs = options.inference ? eval_step.captured() : train_step.captured();
+  r.fused = !options.inference && train_step.fused();
   r.seconds = seconds;
   r.warmup_seconds = warmup_seconds;
   r.img_per_s = static_cast<double>(options.batch_size * options.steps) / seconds;
@@ -125,6 +127,7 @@ nlohmann::json to_json(const BenchResult& r) {
           {"precision", r.precision},
           {"channels_last", r.channels_last},
           {"cuda_graphs", r.cuda_graphs},
+          {"fused", r.fused},
           {"batch_size", r.batch_size},
           {"image_size", r.image_size},
           {"steps", r.steps},

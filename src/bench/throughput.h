@@ -28,6 +28,7 @@ struct BenchOptions {
   std::string amp = "auto";            // as train's --amp
   std::string channels_last = "auto";  // as train's --channels-last
   std::string cuda_graphs = "auto";    // as train's --cuda-graphs
+  std::string fused = "auto";          // as train's --fused
 };
 
 struct BenchResult {
@@ -42,6 +43,7 @@ struct BenchResult {
   std::string precision;  // "bf16", "fp16", "fp32"
   bool channels_last = false;
   bool cuda_graphs = false;  // whether the timed steps replayed a graph
+  bool fused = false;        // whether the model ran its fused kernels (training)
   double seconds = 0;
   double warmup_seconds = 0;  // the untimed steps: cuDNN autotuning, graph capture
   double img_per_s = 0;

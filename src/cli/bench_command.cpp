@@ -20,6 +20,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--warmup", options->warmup, "untimed steps first (cuDNN autotuning, allocator)")
       ->capture_default_str();
   add_precision_options(*cmd, options->amp, options->channels_last, &options->cuda_graphs);
+  add_fused_option(*cmd, options->fused);
   cmd->add_flag("--inference", options->inference, "time the forward pass alone (eval mode, no autograd)");
   cmd->add_option("--seed", options->seed, "seed for the synthetic data and weights")->capture_default_str();
   cmd->callback([options] { std::cout << to_json(run_bench(*options)).dump() << std::endl; });

@@ -48,6 +48,11 @@ void add_precision_options(CLI::App& command, std::string& amp, std::string& cha
         ->capture_default_str();
 }
 
+void add_fused_option(CLI::App& command, std::string& fused) {
+  command.add_option("--fused", fused, "our fused kernels for the training step (ResNets: batch norm + add + ReLU): on, off; auto: on for CUDA with --amp bf16/fp16 and channels-last")
+      ->capture_default_str();
+}
+
 void add_trace_option(CLI::App& command, TraceFlag& flag) {
   flag.option = command.add_option("--trace", flag.values,
                                    "profile a few steps: print the operator table, write a Chrome trace")

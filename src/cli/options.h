@@ -23,6 +23,8 @@ void add_num_classes_option(CLI::App& command, int64_t& num_classes);
 
 // `--amp`, `--channels-last` and (where not null) `--cuda-graphs`; each defaults to auto.
 void add_precision_options(CLI::App& command, std::string& amp, std::string& channels_last, std::string* cuda_graphs);
+// --fused, for the commands that train.
+void add_fused_option(CLI::App& command, std::string& fused);
 
 // `--trace`, `--trace True` (the sample's spelling), `--trace false`.
 struct TraceFlag {

@@ -79,6 +79,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--skip-bad-images", o->skip_bad_images, "warn about undecodable images instead of stopping");
   cmd->add_option("--log-every,--print-freq,-p", o->log_every, "batches between 'loss:' lines")->capture_default_str();
   add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
+  add_fused_option(*cmd, o->fused);
   add_trace_option(*cmd, *trace);
   cmd->callback([o, trace, resume] {
     validate(*o);  // before --resume looks at files: a bad number is the first thing to hear about

@@ -20,6 +20,11 @@ class Classifier : public torch::nn::Module {
       : torch::nn::Module(arch), arch_(std::move(arch)), num_classes_(num_classes) {}
 
   virtual torch::Tensor forward(torch::Tensor images) = 0;
+  // Turns the model's fused training kernels (`--fused`) on or off; false where it has none.
+  virtual bool set_fused(bool on) {
+    (void)on;
+    return false;
+  }
 
   // The registry name this model was built from ("resnet50").
   const std::string& arch() const { return arch_; }

@@ -3,6 +3,8 @@
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/init.h>
 
+#include "ops/batch_norm_act.h"
+
 namespace resnet {
 namespace {
 
@@ -16,8 +18,34 @@ nn::Conv2d conv1x1(int64_t in, int64_t out, int64_t stride = 1) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false));
 }
 
-// In place, as torchvision's nn.ReLU(inplace=True): saves one activation-sized buffer per call.
-torch::Tensor relu_inplace(torch::Tensor x) { return x.relu_(); }
+// act(bn(x) [+ residual]): our fused kernels where `fused` and they take the input (training on
+// CUDA in bf16/fp16, channels-last), else ATen's ops with the ReLU in place, as torchvision's
+// nn.ReLU(inplace=True) (one activation-sized buffer less per call).
+torch::Tensor bn_act(nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::Tensor& residual, bool relu,
+                     bool fused) {
+  const auto& o = bn->options;
+  if (fused && bn->is_training() && o.track_running_stats() && o.affine() && o.momentum()) {
+    const BatchNormParams params{bn->weight, bn->bias, bn->running_mean, bn->running_var, *o.momentum(), o.eps()};
+    if (batch_norm_act_supported(x, residual, params)) {
+      {
+        torch::NoGradGuard no_grad;
+        bn->num_batches_tracked.add_(1);  // as BatchNorm2d's forward does
+      }
+      return batch_norm_act(x, residual, params, relu);
+    }
+  }
+  torch::Tensor out = bn(x);
+  if (residual.defined()) out += residual;
+  return relu ? out.relu_() : out;
+}
+
+// The downsample branch (conv1x1 + BatchNorm2d), through bn_act for its batch norm.
+torch::Tensor shortcut(nn::Sequential& downsample, const torch::Tensor& x, bool fused) {
+  if (!downsample) return x;
+  auto conv = std::dynamic_pointer_cast<nn::Conv2dImpl>(downsample->ptr(0));
+  auto bn = nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(downsample->ptr(1)));
+  return bn_act(bn, conv->forward(x), torch::Tensor(), /*relu=*/false, fused);
+}
 
 }  // namespace
 
@@ -31,10 +59,9 @@ BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride,
 }
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
-  torch::Tensor identity = downsample ? downsample->forward(x) : x;
-  torch::Tensor out = relu_inplace(bn1(conv1(x)));
-  out = bn2(conv2(out));
-  return relu_inplace(out += identity);
+  const torch::Tensor identity = shortcut(downsample, x, fused);
+  torch::Tensor out = bn_act(bn1, conv1(x), torch::Tensor(), true, fused);
+  return bn_act(bn2, conv2(out), identity, true, fused);
 }
 
 BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
@@ -51,11 +78,10 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  torch::Tensor identity = downsample ? downsample->forward(x) : x;
-  torch::Tensor out = relu_inplace(bn1(conv1(x)));
-  out = relu_inplace(bn2(conv2(out)));
-  out = bn3(conv3(out));
-  return relu_inplace(out += identity);
+  const torch::Tensor identity = shortcut(downsample, x, fused);
+  torch::Tensor out = bn_act(bn1, conv1(x), torch::Tensor(), true, fused);
+  out = bn_act(bn2, conv2(out), torch::Tensor(), true, fused);
+  return bn_act(bn3, conv3(out), identity, true, fused);
 }
 
 ResNet::ResNet(std::string arch, const ResNetConfig& config)
@@ -103,8 +129,17 @@ nn::Sequential ResNet::make_layer(int64_t planes, int64_t blocks, int64_t stride
   return layer;
 }
 
+bool ResNet::set_fused(bool on) {
+  fused_ = on;
+  for (auto& module : modules(/*include_self=*/false)) {
+    if (auto* block = module->as<BasicBlockImpl>()) block->fused = on;
+    if (auto* block = module->as<BottleneckImpl>()) block->fused = on;
+  }
+  return true;
+}
+
 torch::Tensor ResNet::forward(torch::Tensor x) {
-  x = maxpool(relu_inplace(bn1(conv1(x))));
+  x = maxpool(bn_act(bn1, conv1(x), torch::Tensor(), true, fused_));
   x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
   return fc(x);

@@ -34,6 +34,7 @@ class BasicBlockImpl : public torch::nn::Module {
   static constexpr int64_t kExpansion = 1;
   BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, torch::nn::Sequential downsample);
   torch::Tensor forward(torch::Tensor x);
+  bool fused = false;  // ResNet::set_fused
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
@@ -48,6 +49,7 @@ class BottleneckImpl : public torch::nn::Module {
   BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, torch::nn::Sequential downsample,
                  int64_t groups, int64_t width_per_group);
   torch::Tensor forward(torch::Tensor x);
+  bool fused = false;  // ResNet::set_fused
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
@@ -60,12 +62,16 @@ class ResNet : public Classifier {
  public:
   ResNet(std::string arch, const ResNetConfig& config);
   torch::Tensor forward(torch::Tensor images) override;
+  // Batch norm + residual add + ReLU in our CUDA kernels (ops/batch_norm_act.h) when training in
+  // bf16/fp16 channels-last on CUDA; ATen's ops otherwise, and everywhere when off.
+  bool set_fused(bool on) override;
 
  private:
   torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride);
 
   ResNetConfig config_;
   int64_t inplanes_ = 64;
+  bool fused_ = false;
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
   torch::nn::MaxPool2d maxpool{nullptr};

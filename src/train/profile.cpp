@@ -24,7 +24,7 @@ const char* kind_of(const std::string& name) {
   auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
   if (has("conv")) return "convolutions";
   if (has("batch_norm")) return "batch norm";
-  if (has("_fused_sgd") || has("_foreach") || has("_amp_")) return "optimizer";
+  if (has("sgd") || has("_foreach") || has("_amp_")) return "optimizer";
   if (has("copy") || has("_to_copy") || has("contiguous") || has("clone")) return "copies";
   if (has("mm") || has("addmm") || has("linear")) return "matrix products (fc)";
   if (has("pool")) return "pooling";

@@ -5,6 +5,14 @@
 #include <ATen/ops/_fused_sgd.h>
 #include <torch/autograd.h>
 
+#ifdef RESNET_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/record_function.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "ops/cuda_kernels.h"
+#endif
+
 #include <cmath>
 #include <string>
 
@@ -24,16 +32,34 @@ void check_sgd_options(const SgdOptions& o) {
 }
 
 Sgd::Sgd(std::vector<torch::Tensor> params, SgdOptions options)
-    : params_(std::move(params)), buffers_(params_.size()), options_(options), learning_rate_(options.learning_rate) {
+    : params_(std::move(params)), buffers_(params_.size()), options_(options) {
   check_sgd_options(options_);
   const auto device = params_.empty() ? torch::Device(torch::kCPU) : params_.front().device();
-  lr_ = torch::full({}, learning_rate_, torch::TensorOptions().dtype(torch::kFloat).device(device));
+  hyper_ = torch::tensor({options_.learning_rate, options_.momentum, options_.weight_decay},
+                         torch::TensorOptions().dtype(torch::kFloat))
+               .to(device);
 }
 
-void Sgd::set_learning_rate(double lr) {
-  check_sgd_options({lr, options_.momentum, options_.weight_decay});
-  learning_rate_ = lr;
-  lr_.fill_(lr);
+void Sgd::set_options(const SgdOptions& o) {
+  check_sgd_options(o);
+  options_ = o;
+  torch::NoGradGuard no_grad;
+  hyper_[0].fill_(o.learning_rate);
+  hyper_[1].fill_(o.momentum);
+  hyper_[2].fill_(o.weight_decay);
+}
+
+void Sgd::set_learning_rate(double lr) { set_options({lr, options_.momentum, options_.weight_decay}); }
+
+void Sgd::set_momentum(double momentum) {
+  if ((momentum == 0) != (options_.momentum == 0))
+    throw UsageError("--momentum cannot change from or to 0 during a run (got " + std::to_string(momentum) +
+                     " after " + std::to_string(options_.momentum) + ")");
+  set_options({options_.learning_rate, momentum, options_.weight_decay});
+}
+
+void Sgd::set_weight_decay(double weight_decay) {
+  set_options({options_.learning_rate, options_.momentum, weight_decay});
 }
 
 void Sgd::zero_grad() {
@@ -42,48 +68,73 @@ void Sgd::zero_grad() {
 
 void Sgd::step(const std::optional<torch::Tensor>& grad_scale, const std::optional<torch::Tensor>& found_inf) {
   torch::NoGradGuard no_grad;
-  // Parameters whose buffer exists, and those taking their first step (buffer = gradient).
-  std::vector<torch::Tensor> params[2], grads[2], buffers[2];
+  std::vector<size_t> with_grad;
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& grad = params_[i].grad();
     if (!grad.defined()) continue;
-    const bool first = options_.momentum != 0 && !buffers_[i].defined();
-    // zeros, not empty: an fp16 step skipped for an overflow leaves the buffer as it was, and a zero
-    // buffer makes the next step equal to a first one.
-    if (first) buffers_[i] = torch::zeros_like(grad);
-    params[first].push_back(params_[i]);
-    grads[first].push_back(grad);
-    if (options_.momentum != 0) buffers[first].push_back(buffers_[i]);
+    with_grad.push_back(i);
+    // zeros, not empty: momentum * 0 + d is PyTorch's first step (buffer = d), and an fp16 step
+    // skipped for an overflow leaves the buffer zero, so the next step is a first one.
+    if (options_.momentum != 0 && !buffers_[i].defined()) buffers_[i] = torch::zeros_like(grad);
   }
-  for (int first = 0; first < 2; ++first) {
-    if (params[first].empty()) continue;
-    if (params[first].front().is_cuda()) {
-      at::_fused_sgd_(params[first], grads[first], buffers[first], options_.weight_decay, options_.momentum, lr_,
-                      /*dampening=*/0.0, /*nesterov=*/false, /*maximize=*/false, /*is_first_step=*/first == 1,
-                      grad_scale, found_inf);
-    } else {
-      if (grad_scale || found_inf) throw UsageError("loss scaling (--amp fp16) needs a CUDA device");
-      foreach_step(params[first], grads[first], buffers[first], first == 1);
-    }
+  if (with_grad.empty()) return;
+  const bool cuda = params_[with_grad.front()].is_cuda();
+  if (!cuda && (grad_scale || found_inf)) throw UsageError("loss scaling (--amp fp16) needs a CUDA device");
+  if (cuda && kernel_step(with_grad, grad_scale, found_inf)) return;
+
+  std::vector<torch::Tensor> params, grads, buffers;
+  for (size_t i : with_grad) {
+    params.push_back(params_[i]);
+    grads.push_back(params_[i].grad());
+    if (options_.momentum != 0) buffers.push_back(buffers_[i]);
   }
+  if (cuda) {
+    at::_fused_sgd_(params, grads, buffers, options_.weight_decay, options_.momentum, hyper_[0],
+                    /*dampening=*/0.0, /*nesterov=*/false, /*maximize=*/false, /*is_first_step=*/false, grad_scale,
+                    found_inf);
+  } else {
+    foreach_step(params, grads, buffers);
+  }
+}
+
+bool Sgd::kernel_step(const std::vector<size_t>& with_grad, const std::optional<torch::Tensor>& grad_scale,
+                      const std::optional<torch::Tensor>& found_inf) {
+#ifdef RESNET_WITH_CUDA
+  std::vector<cuda::SgdTensor> tensors;
+  tensors.reserve(with_grad.size());
+  auto dense_fp32 = [](const torch::Tensor& t, const torch::Tensor& like) {
+    return t.scalar_type() == at::kFloat && t.is_non_overlapping_and_dense() && t.strides() == like.strides() &&
+           t.device() == like.device();
+  };
+  for (size_t i : with_grad) {
+    const torch::Tensor &p = params_[i], &g = p.grad(), &b = buffers_[i];
+    if (!dense_fp32(p, p) || !dense_fp32(g, p) || (b.defined() && !dense_fp32(b, p))) return false;
+    tensors.push_back({p.data_ptr<float>(), g.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr, p.numel()});
+  }
+  RECORD_FUNCTION("resnet::sgd_step", std::vector<c10::IValue>());  // named for --trace
+  const c10::cuda::CUDAGuard device_guard(params_[with_grad.front()].device());
+  cuda::sgd_step(tensors.data(), static_cast<int>(tensors.size()), hyper_.data_ptr<float>(),
+                 grad_scale ? grad_scale->data_ptr<float>() : nullptr, found_inf ? found_inf->data_ptr<float>() : nullptr,
+                 at::cuda::getCurrentDeviceProperties()->multiProcessorCount, at::cuda::getCurrentCUDAStream().stream());
+  return true;
+#else
+  (void)with_grad, (void)grad_scale, (void)found_inf;
+  return false;
+#endif
 }
 
 // On the CPU ATen's fused kernel runs at under half the speed of these few _foreach kernels
 // (measured: 0.61 s against 0.26 s a step for ResNet-18's parameters on 2 cores).
 void Sgd::foreach_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads,
-                       std::vector<torch::Tensor>& buffers, bool first) const {
+                       std::vector<torch::Tensor>& buffers) const {
   if (options_.weight_decay != 0) grads = at::_foreach_add(grads, params, options_.weight_decay);
   if (options_.momentum == 0) {
-    at::_foreach_add_(params, grads, -learning_rate_);
+    at::_foreach_add_(params, grads, -options_.learning_rate);
     return;
   }
-  if (first) {
-    for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(grads[i]);
-  } else {
-    at::_foreach_mul_(buffers, options_.momentum);
-    at::_foreach_add_(buffers, grads, /*alpha=*/1.0);
-  }
-  at::_foreach_add_(params, buffers, -learning_rate_);
+  at::_foreach_mul_(buffers, options_.momentum);
+  at::_foreach_add_(buffers, grads, /*alpha=*/1.0);
+  at::_foreach_add_(params, buffers, -options_.learning_rate);
 }
 
 }  // namespace resnet

@@ -1,12 +1,13 @@
 // SGD with momentum and weight decay, PyTorch's semantics (torch.optim.SGD, dampening 0, no
 // Nesterov): d = grad + wd * p; buf = d on the first step, else momentum * buf + d; p -= lr * buf.
 //
-// On CUDA the update is ATen's fused SGD (`torch.optim.SGD(fused=True)`): one multi-tensor kernel
-// for all parameters, reading the learning rate from a tensor on the parameters' device, so that a
-// step captured in a CUDA graph picks up a new rate (set_learning_rate) without re-capture, and
-// taking the loss scale and the "found inf" flag of fp16 training on the device (a step with an
-// overflow changes nothing). Momentum and weight decay are constants of the kernel: a step
-// captured in a graph keeps the values it was captured with.
+// On CUDA the update is our one-launch kernel over all parameters (ops/sgd_kernels.cu), which
+// reads the learning rate, momentum and weight decay from a tensor on the parameters' device: a
+// step captured in a CUDA graph follows set_learning_rate, set_momentum and set_weight_decay
+// without re-capture. It also takes the loss scale and the "found inf" flag of fp16 training on
+// the device (a step with an overflow changes nothing). Parameters it does not take (not fp32, or
+// gradient and parameter in different layouts) go through ATen's fused SGD, for which the three
+// are the values of the moment the step is captured.
 // On the CPU it is a few _foreach kernels (PyTorch's default there), faster than the fused one.
 // Its state (the momentum buffers) is public so that checkpoints can save and restore it exactly.
 // tests/test_train.cpp checks it against torch::optim::SGD.
@@ -38,22 +39,29 @@ class Sgd {
   void step(const std::optional<torch::Tensor>& grad_scale = std::nullopt,
             const std::optional<torch::Tensor>& found_inf = std::nullopt);
 
-  double learning_rate() const { return learning_rate_; }
-  // Writes the rate into the device tensor the kernel reads (stream-ordered, no host sync).
+  double learning_rate() const { return options_.learning_rate; }
+  // These write the value into the device tensor the kernel reads (stream-ordered, no host sync).
   void set_learning_rate(double lr);
+  // Momentum can change, but not from or to 0 (a run without momentum keeps no buffers).
+  void set_momentum(double momentum);
+  void set_weight_decay(double weight_decay);
   const SgdOptions& options() const { return options_; }
   // One buffer per parameter, undefined until the first step; same layout as its parameter.
   std::vector<torch::Tensor>& momentum_buffers() { return buffers_; }
   const std::vector<torch::Tensor>& params() const { return params_; }
 
  private:
+  void set_options(const SgdOptions& options);
   void foreach_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads,
-                    std::vector<torch::Tensor>& buffers, bool first) const;
+                    std::vector<torch::Tensor>& buffers) const;
+  // Our CUDA kernel over every parameter with a gradient; false (nothing done) where one of them is
+  // not a dense fp32 tensor in its gradient's layout.
+  bool kernel_step(const std::vector<size_t>& with_grad, const std::optional<torch::Tensor>& grad_scale,
+                   const std::optional<torch::Tensor>& found_inf);
 
   std::vector<torch::Tensor> params_, buffers_;
   SgdOptions options_;
-  double learning_rate_;
-  torch::Tensor lr_;  // float32 scalar on the parameters' device
+  torch::Tensor hyper_;  // float32 {learning rate, momentum, weight decay} on the parameters' device
 };
 
 }  // namespace resnet

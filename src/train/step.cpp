@@ -50,6 +50,17 @@ StepOptions parse_step_options(const std::string& amp, const std::string& channe
           cuda_graphs == "on" || (cuda_graphs == "auto" && cuda_graphs_supported(device)), main_batch};
 }
 
+bool parse_fused(const std::string& fused, const StepOptions& step, const c10::Device& device) {
+  if (fused != "on" && fused != "off" && fused != "auto")
+    throw UsageError("--fused takes on or off (got '" + fused + "')");
+  std::string missing;
+  if (!device.is_cuda()) missing = "a CUDA device (this run is on " + device.str() + ")";
+  else if (step.amp == Amp::kOff) missing = "--amp bf16 or fp16";
+  else if (!step.channels_last) missing = "--channels-last on";
+  if (fused == "on" && !missing.empty()) throw UsageError("--fused on needs " + missing);
+  return fused != "off" && missing.empty();
+}
+
 LossScaler::LossScaler(const c10::Device& device) {
   const auto f = torch::TensorOptions().dtype(torch::kFloat).device(device);
   scale_ = torch::full({}, kInitialScale, f);
@@ -80,6 +91,7 @@ TrainStep::TrainStep(Classifier& model, Sgd& optimizer, StepOptions options, con
     : model_(model), optimizer_(optimizer), options_(options), device_(device) {
   if (options_.amp == Amp::kFp16) scaler_ = std::make_unique<LossScaler>(device);
   graph_off_reason_ = graphs_unavailable(options_, device_);
+  fused_ = model_.set_fused(options_.fused) && options_.fused;
 }
 
 TrainStep::~TrainStep() = default;
@@ -140,9 +152,10 @@ void TrainStep::set_loss_scale_state(double scale, int64_t growth_tracker) {
 }
 
 std::string TrainStep::describe() const {
-  if (captured()) return "CUDA graph (batch " + std::to_string(static_images_.size(0)) + ")";
-  if (!graph_off_reason_.empty()) return "eager (CUDA graphs " + graph_off_reason_ + ")";
-  return "eager (CUDA graph after " + std::to_string(kGraphWarmupSteps) + " warm-up steps)";
+  const std::string fused = fused_ ? ", fused batch norm" : "";
+  if (captured()) return "CUDA graph (batch " + std::to_string(static_images_.size(0)) + ")" + fused;
+  if (!graph_off_reason_.empty()) return "eager (CUDA graphs " + graph_off_reason_ + ")" + fused;
+  return "eager (CUDA graph after " + std::to_string(kGraphWarmupSteps) + " warm-up steps)" + fused;
 }
 
 EvalStep::EvalStep(Classifier& model, StepOptions options, const c10::Device& device)

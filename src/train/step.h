@@ -36,6 +36,9 @@ struct StepOptions {
   bool cuda_graphs = false;
   // The batch size to graph and autotune (the loader's --batch-size); 0: the first one seen.
   int64_t main_batch = 0;
+  // Our fused kernels for the model's training step (Classifier::set_fused; ResNets: batch norm +
+  // residual add + ReLU), where the model has them.
+  bool fused = false;
 };
 
 // StepOptions from the flags' spellings: --amp (bf16, fp16, off, auto), --channels-last and
@@ -43,6 +46,10 @@ struct StepOptions {
 // for --cuda-graphs on where graphs cannot run.
 StepOptions parse_step_options(const std::string& amp, const std::string& channels_last,
                                const std::string& cuda_graphs, const c10::Device& device, int64_t main_batch = 0);
+
+// --fused: on, off, or auto (on where the kernels run: CUDA with --amp bf16/fp16 and
+// channels-last). UsageError naming the flag for anything else, and for on where they cannot run.
+bool parse_fused(const std::string& fused, const StepOptions& step, const c10::Device& device);
 
 // Dynamic loss scaling for fp16, as torch.amp.GradScaler: the loss is multiplied by the scale
 // before backward; a step whose gradients hold inf or NaN is skipped and the scale halved; after
@@ -75,8 +82,11 @@ class TrainStep {
   // device, valid until the next call. `eager` forces the eager path (for profiling).
   torch::Tensor run(const torch::Tensor& images, const torch::Tensor& labels, bool eager = false);
 
-  // "CUDA graph (batch 32)" once captured; "eager" otherwise, with the reason graphs are off.
+  // "CUDA graph (batch 32)" once captured; "eager" otherwise, with the reason graphs are off;
+  // ", fused batch norm" with the model's fused kernels.
   std::string describe() const;
+  // Whether the model runs its fused kernels (--fused and the model has them).
+  bool fused() const { return fused_; }
   const StepOptions& options() const { return options_; }
   // Whether the next run() of the main batch size captures the graph (callers quiet other GPU
   // work first, such as a loader's prefetch).
@@ -98,6 +108,7 @@ class TrainStep {
   std::unique_ptr<CudaGraph> graph_;
   torch::Tensor static_images_, static_labels_, static_loss_;
   std::string graph_off_reason_;
+  bool fused_ = false;
 };
 
 class EvalStep {

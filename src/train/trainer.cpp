@@ -103,6 +103,7 @@ void Run::build_model() {
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
   model->to(device);
   step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size);
+  step_options.fused = parse_fused(o.fused, step_options, device);
   // Before the optimiser sees the parameters: momentum buffers take their layout.
   if (step_options.channels_last) to_channels_last(*model);
   optimizer = std::make_unique<Sgd>(model->parameters(), SgdOptions{o.learning_rate, o.momentum, o.weight_decay});
@@ -250,7 +251,8 @@ void validate(const TrainOptions& o) {
   require_at_least(o.checkpoint_every, 0, "--checkpoint-every");
   require_at_least(o.max_steps, 0, "--max-steps");
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
-  parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device));
+  const auto device = parse_device(o.device);
+  parse_fused(o.fused, parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device), device);
 }
 
 nlohmann::json to_json(const TrainOptions& o) {
@@ -265,7 +267,8 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"weight_decay", o.weight_decay},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
-          {"cuda_graphs", o.cuda_graphs}};
+          {"cuda_graphs", o.cuda_graphs},
+          {"fused", o.fused}};
 }
 
 double train(const TrainOptions& o, TrainReporter& reporter) {
@@ -291,7 +294,7 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
                    std::to_string(run.test_source->size()) + " test images, " +
                    std::to_string(run.train_source->classes().size()) + " classes; " +
                    to_string(run.step_options.amp) + (run.step_options.channels_last ? ", channels-last" : "") +
-                   (run.step_options.cuda_graphs ? ", CUDA graphs" : ""));
+                   (run.step_options.cuda_graphs ? ", CUDA graphs" : "") + (run.step->fused() ? ", fused batch norm" : ""));
   run.model->train();
   for (int64_t epoch = run.state.epoch; epoch < o.epochs; ++epoch)
     if (!run.run_epoch(epoch)) break;

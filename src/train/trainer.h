@@ -30,6 +30,7 @@ struct TrainOptions {
   std::string amp = "auto";            // bf16 | fp16 | off | auto (bf16 on CUDA, off on the CPU)
   std::string channels_last = "auto";  // on | off | auto (on for CUDA)
   std::string cuda_graphs = "auto";    // on | off | auto (on for CUDA)
+  std::string fused = "auto";          // on | off | auto (on where the fused kernels run)
   std::string checkpoint_dir = "checkpoints";
   bool save_model = false;
   bool restart = false;

@@ -1,0 +1,32 @@
+// act(batch_norm(x) [+ residual]) in training mode as one autograd op: the batch norm, residual
+// add and ReLU that close every ResNet block, in our own CUDA kernels (batch_norm_kernels.cu) for
+// bf16/fp16 channels-last activations. Where ATen runs batch norm, the add and the ReLU as five
+// kernels forward and backward (each a full pass over the activation, the ReLU's and the add's
+// gradients as separate tensors), this reads x twice and writes y once forward, and reads dy, y, x
+// twice and writes dx once backward. Results match ATen's batch_norm + add + relu to the
+// precision of the 16-bit type (tests/test_ops.cpp, on the GPU); running statistics are updated
+// as nn.BatchNorm2d does.
+#pragma once
+
+#include <torch/types.h>
+
+namespace resnet {
+
+// The parameters and buffers of a BatchNorm2d.
+struct BatchNormParams {
+  torch::Tensor weight, bias, running_mean, running_var;
+  double momentum = 0.1, eps = 1e-5;
+};
+
+// Whether batch_norm_act runs these inputs: a CUDA build, x a bf16 or fp16 channels-last 4-D CUDA
+// tensor with a multiple of 8 channels and more than one value per channel, fp32 weight, bias and
+// running statistics, and a residual (if defined) of x's shape, type and layout. Callers use
+// ATen's ops otherwise.
+bool batch_norm_act_supported(const torch::Tensor& x, const torch::Tensor& residual, const BatchNormParams& bn);
+
+// Training-mode batch norm of x with batch statistics (running statistics updated), plus
+// `residual` where defined, then ReLU where `relu`. Differentiable in x, residual, weight, bias.
+torch::Tensor batch_norm_act(const torch::Tensor& x, const torch::Tensor& residual, const BatchNormParams& bn,
+                             bool relu);
+
+}  // namespace resnet

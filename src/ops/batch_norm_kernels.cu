@@ -1,0 +1,429 @@
+// Batch norm (training mode) fused with the residual add and ReLU that follow it in a ResNet
+// block, over NHWC activations in bf16 or fp16 (see cuda_kernels.h for the contract).
+//
+// The activations are a [rows, C] matrix with C contiguous. Every kernel gives a thread 8
+// neighbouring channels (one 16-byte load) and a block `lanes` such groups side by side (up to 256
+// channels, so that a warp reads whole rows) and 256 / lanes rows; the grid's y covers the rest of
+// the channels and its x splits the rows into chunks. A thread keeps its channels' constants in
+// registers and walks its chunk's rows 4 at a time, so that several loads are in flight.
+//
+// Forward: (1) per-chunk sums of x and x^2 (fp32; a chunk is a few hundred rows), (2) one
+// finalize sums the chunks in fp64 and turns them into mean, 1/std, scale, shift and the running
+// statistics, (3) y = act(x * scale + shift [+ r]). Backward has the same shape: per-chunk sums of
+// g and g * (x - mean), where g is dy masked by y > 0 for ReLU; a finalize that gives d(weight),
+// d(bias) and three coefficients per channel; dx = a * g + k * (x - mean) + b, and g itself as the
+// residual's gradient. Sums are per chunk and then in a fixed order: results are deterministic.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "ops/cuda_kernels.h"
+
+namespace resnet::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kVec = 8;      // channels per thread: 16 bytes of a 16-bit type
+constexpr int kUnroll = 4;   // rows a thread loads before it uses them
+constexpr int kStatsBlocksPerSm = 4, kApplyBlocksPerSm = 8;
+
+template <typename T>
+struct Pair;
+template <>
+struct Pair<__nv_bfloat16> {
+  using T2 = __nv_bfloat162;
+  __device__ static float2 unpack(T2 v) { return __bfloat1622float2(v); }
+  __device__ static T2 pack(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+template <>
+struct Pair<__half> {
+  using T2 = __half2;
+  __device__ static float2 unpack(T2 v) { return __half22float2(v); }
+  __device__ static T2 pack(float a, float b) { return __floats2half2_rn(a, b); }
+};
+
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float (&v)[kVec]) {
+  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  const auto* h = reinterpret_cast<const typename Pair<T>::T2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < kVec / 2; ++i) {
+    const float2 f = Pair<T>::unpack(h[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store8(T* p, const float (&v)[kVec]) {
+  uint4 raw;
+  auto* h = reinterpret_cast<typename Pair<T>::T2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < kVec / 2; ++i) h[i] = Pair<T>::pack(v[2 * i], v[2 * i + 1]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
+__device__ __forceinline__ void load8(const float* p, float (&v)[kVec]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+  const float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
+// The first channel of this thread and the rows of this block's chunk.
+struct Place {
+  int c;
+  int64_t begin, end;
+};
+__device__ __forceinline__ Place place(int64_t rows, int64_t chunk) {
+  const int64_t begin = blockIdx.x * chunk;
+  return {static_cast<int>((blockIdx.y * blockDim.x + threadIdx.x) * kVec), begin + threadIdx.y,
+          begin + chunk < rows ? begin + chunk : rows};
+}
+
+// Sums a[] and b[] over the block's rows and writes them to partial[chunk][C] and
+// partial[chunks + chunk][C].
+__device__ void store_block_sums(const float (&a)[kVec], const float (&b)[kVec], float* partial, int C) {
+  __shared__ float sa[kThreads * kVec], sb[kThreads * kVec];
+  const int width = blockDim.x * kVec;  // channels of this block
+  const int col = threadIdx.x * kVec;
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) {
+    sa[threadIdx.y * width + col + k] = a[k];
+    sb[threadIdx.y * width + col + k] = b[k];
+  }
+  __syncthreads();
+  const int t = threadIdx.y * blockDim.x + threadIdx.x;
+  if (t < width) {  // width <= 256 = threads
+    float s = 0.f, q = 0.f;
+    for (int r = 0; r < blockDim.y; ++r) {
+      s += sa[r * width + t];
+      q += sb[r * width + t];
+    }
+    const int64_t c = blockIdx.y * width + t;
+    partial[blockIdx.x * static_cast<int64_t>(C) + c] = s;
+    partial[(gridDim.x + blockIdx.x) * static_cast<int64_t>(C) + c] = q;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) bn_stats(const T* __restrict__ x, int64_t rows, int C, int64_t chunk,
+                                                     float* __restrict__ partial) {
+  const Place at = place(rows, chunk);
+  float s[kVec] = {}, q[kVec] = {};
+  const int step = blockDim.y;
+  for (int64_t r = at.begin; r < at.end; r += kUnroll * step) {
+    float v[kUnroll][kVec];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row < at.end) {
+        load8(x + row * C + at.c, v[u]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) v[u][k] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        s[k] += v[u][k];
+        q[k] += v[u][k] * v[u][k];
+      }
+  }
+  store_block_sums(s, q, partial, C);
+}
+
+// One thread per channel and 8 over the chunks; fp64 from here on.
+__device__ __forceinline__ bool sum_chunks(const float* partial, int chunks, int C, double& s, double& q) {
+  __shared__ double ss[8][32], sq[8][32];
+  const int c = blockIdx.x * 32 + threadIdx.x;
+  s = 0, q = 0;
+  if (c < C)
+    for (int p = threadIdx.y; p < chunks; p += 8) {
+      s += partial[static_cast<int64_t>(p) * C + c];
+      q += partial[static_cast<int64_t>(chunks + p) * C + c];
+    }
+  ss[threadIdx.y][threadIdx.x] = s;
+  sq[threadIdx.y][threadIdx.x] = q;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= C) return false;
+  for (int r = 1; r < 8; ++r) s += ss[r][threadIdx.x], q += sq[r][threadIdx.x];
+  return true;
+}
+
+__global__ void bn_finalize_forward(const float* __restrict__ partial, int chunks, int64_t rows, int C,
+                                    const float* weight, const float* bias, float* running_mean,
+                                    float* running_var, float momentum, float eps, float* save_mean,
+                                    float* save_invstd, float* scale_shift) {
+  double s, q;
+  if (!sum_chunks(partial, chunks, C, s, q)) return;
+  const int c = blockIdx.x * 32 + threadIdx.x;
+  const double n = static_cast<double>(rows);
+  const double mean = s / n;
+  const double var = fmax(q / n - mean * mean, 0.0);
+  const float invstd = static_cast<float>(1.0 / sqrt(var + eps));
+  save_mean[c] = static_cast<float>(mean);
+  save_invstd[c] = invstd;
+  const float scale = (weight ? weight[c] : 1.f) * invstd;
+  scale_shift[c] = scale;
+  scale_shift[C + c] = (bias ? bias[c] : 0.f) - static_cast<float>(mean) * scale;
+  if (running_mean)
+    running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
+  if (running_var)
+    running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * var * n / (n - 1.0));
+}
+
+template <typename T, bool kRelu, bool kResidual>
+__global__ void __launch_bounds__(kThreads) bn_apply(const T* __restrict__ x, const T* __restrict__ residual,
+                                                     T* __restrict__ y, int64_t rows, int C, int64_t chunk,
+                                                     const float* __restrict__ scale_shift) {
+  const Place at = place(rows, chunk);
+  float scale[kVec], shift[kVec];
+  load8(scale_shift + at.c, scale);
+  load8(scale_shift + C + at.c, shift);
+  const int step = blockDim.y;
+  for (int64_t r = at.begin; r < at.end; r += kUnroll * step) {
+    float v[kUnroll][kVec], w[kUnroll][kVec];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row >= at.end) continue;
+      load8(x + row * C + at.c, v[u]);
+      if (kResidual) load8(residual + row * C + at.c, w[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row >= at.end) continue;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        float o = v[u][k] * scale[k] + shift[k];
+        if (kResidual) o += w[u][k];
+        if (kRelu) o = fmaxf(o, 0.f);
+        v[u][k] = o;
+      }
+      store8(y + row * C + at.c, v[u]);
+    }
+  }
+}
+
+// g = dy, masked by y > 0 for ReLU.
+template <typename T, bool kRelu>
+__device__ __forceinline__ void load_grad(const T* dy, const T* y, int64_t offset, float (&g)[kVec]) {
+  load8(dy + offset, g);
+  if (kRelu) {
+    float m[kVec];
+    load8(y + offset, m);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) g[k] = m[k] > 0.f ? g[k] : 0.f;
+  }
+}
+
+constexpr int kBackwardUnroll = 2;  // three loads a row
+
+template <typename T, bool kRelu>
+__global__ void __launch_bounds__(kThreads) bn_backward_reduce(const T* __restrict__ dy, const T* __restrict__ y,
+                                                               const T* __restrict__ x, int64_t rows, int C,
+                                                               int64_t chunk, const float* __restrict__ save_mean,
+                                                               float* __restrict__ partial) {
+  const Place at = place(rows, chunk);
+  float mean[kVec], sg[kVec] = {}, sgx[kVec] = {};
+  load8(save_mean + at.c, mean);
+  const int step = blockDim.y;
+  for (int64_t r = at.begin; r < at.end; r += kBackwardUnroll * step) {
+    float g[kBackwardUnroll][kVec], v[kBackwardUnroll][kVec];
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row < at.end) {
+        load_grad<T, kRelu>(dy, y, row * C + at.c, g[u]);
+        load8(x + row * C + at.c, v[u]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) g[u][k] = v[u][k] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u)
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        sg[k] += g[u][k];
+        sgx[k] += g[u][k] * (v[u][k] - mean[k]);
+      }
+  }
+  store_block_sums(sg, sgx, partial, C);
+}
+
+// coef = {a, k, b} with dx = a * g + k * (x - mean) + b.
+__global__ void bn_finalize_backward(const float* __restrict__ partial, int chunks, int64_t rows, int C,
+                                     const float* weight, const float* save_invstd, float* dweight, float* dbias,
+                                     float* coef) {
+  double sg, sgx;
+  if (!sum_chunks(partial, chunks, C, sg, sgx)) return;
+  const int c = blockIdx.x * 32 + threadIdx.x;
+  const double invstd = save_invstd[c], n = static_cast<double>(rows);
+  if (dbias) dbias[c] = static_cast<float>(sg);
+  if (dweight) dweight[c] = static_cast<float>(sgx * invstd);
+  const double a = (weight ? weight[c] : 1.0) * invstd;
+  coef[c] = static_cast<float>(a);
+  coef[C + c] = static_cast<float>(-a * invstd * invstd * sgx / n);
+  coef[2 * C + c] = static_cast<float>(-a * sg / n);
+}
+
+template <typename T, bool kRelu, bool kResidual>
+__global__ void __launch_bounds__(kThreads) bn_backward_apply(const T* __restrict__ dy, const T* __restrict__ y,
+                                                              const T* __restrict__ x, T* __restrict__ dx,
+                                                              T* __restrict__ dresidual, int64_t rows, int C,
+                                                              int64_t chunk, const float* __restrict__ coef,
+                                                              const float* __restrict__ save_mean) {
+  const Place at = place(rows, chunk);
+  float a[kVec], k_[kVec], b[kVec], mean[kVec];
+  load8(coef + at.c, a);
+  load8(coef + C + at.c, k_);
+  load8(coef + 2 * C + at.c, b);
+  load8(save_mean + at.c, mean);
+  const int step = blockDim.y;
+  for (int64_t r = at.begin; r < at.end; r += kBackwardUnroll * step) {
+    float g[kBackwardUnroll][kVec], v[kBackwardUnroll][kVec];
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row >= at.end) continue;
+      load_grad<T, kRelu>(dy, y, row * C + at.c, g[u]);
+      load8(x + row * C + at.c, v[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row >= at.end) continue;
+      if (kResidual) store8(dresidual + row * C + at.c, g[u]);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) v[u][k] = a[k] * g[u][k] + k_[k] * (v[u][k] - mean[k]) + b[k];
+      store8(dx + row * C + at.c, v[u]);
+    }
+  }
+}
+
+// Block and grid for `rows` x `channels` with about blocks_per_sm blocks per multiprocessor.
+struct Tiling {
+  dim3 block, grid;
+  int64_t chunk;  // rows per grid.x index
+};
+
+Tiling tiling(int64_t rows, int64_t channels, int sm_count, int blocks_per_sm) {
+  const int64_t groups = channels / kVec;
+  int lanes = 1;
+  for (int d = static_cast<int>(std::min<int64_t>(groups, 32)); d >= 1; --d)
+    if (groups % d == 0) {
+      lanes = d;
+      break;
+    }
+  const int block_rows = kThreads / lanes;
+  const int64_t tiles = groups / lanes;
+  const int64_t wanted = std::max<int64_t>(1, (int64_t{sm_count} * blocks_per_sm + tiles - 1) / tiles);
+  const int64_t most = (rows + block_rows - 1) / block_rows;
+  const int64_t chunks = std::min(wanted, most);
+  int64_t chunk = (rows + chunks - 1) / chunks;
+  chunk = (chunk + block_rows - 1) / block_rows * block_rows;
+  return {dim3(lanes, block_rows), dim3(static_cast<unsigned>((rows + chunk - 1) / chunk), static_cast<unsigned>(tiles)),
+          chunk};
+}
+
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+template <typename T>
+void forward_typed(const void* x, const void* residual, void* y, int64_t rows, int C, const float* weight,
+                   const float* bias, float* running_mean, float* running_var, float momentum, float eps, bool relu,
+                   float* save_mean, float* save_invstd, float* workspace, int sm_count, cudaStream_t stream) {
+  const Tiling stats = tiling(rows, C, sm_count, kStatsBlocksPerSm);
+  const int chunks = static_cast<int>(stats.grid.x);
+  float* scale_shift = workspace + 2 * static_cast<int64_t>(chunks) * C;
+  bn_stats<T><<<stats.grid, stats.block, 0, stream>>>(static_cast<const T*>(x), rows, C, stats.chunk, workspace);
+  bn_finalize_forward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(workspace, chunks, rows, C, weight, bias, running_mean,
+                                                               running_var, momentum, eps, save_mean, save_invstd,
+                                                               scale_shift);
+  const Tiling apply = tiling(rows, C, sm_count, kApplyBlocksPerSm);
+  const auto* xt = static_cast<const T*>(x);
+  const auto* rt = static_cast<const T*>(residual);
+  auto* yt = static_cast<T*>(y);
+#define RESNET_BN_APPLY(RELU, RES) \
+  bn_apply<T, RELU, RES><<<apply.grid, apply.block, 0, stream>>>(xt, rt, yt, rows, C, apply.chunk, scale_shift)
+  if (relu && residual) RESNET_BN_APPLY(true, true);
+  else if (relu) RESNET_BN_APPLY(true, false);
+  else if (residual) RESNET_BN_APPLY(false, true);
+  else RESNET_BN_APPLY(false, false);
+#undef RESNET_BN_APPLY
+  check_launch("batch norm forward");
+}
+
+template <typename T>
+void backward_typed(const void* dy, const void* y, const void* x, void* dx, void* dresidual, int64_t rows, int C,
+                    const float* weight, const float* save_mean, const float* save_invstd, bool relu, float* dweight,
+                    float* dbias, float* workspace, int sm_count, cudaStream_t stream) {
+  const Tiling stats = tiling(rows, C, sm_count, kStatsBlocksPerSm);
+  const int chunks = static_cast<int>(stats.grid.x);
+  float* coef = workspace + 2 * static_cast<int64_t>(chunks) * C;
+  const auto* dyt = static_cast<const T*>(dy);
+  const auto* yt = static_cast<const T*>(y);
+  const auto* xt = static_cast<const T*>(x);
+  if (relu)
+    bn_backward_reduce<T, true><<<stats.grid, stats.block, 0, stream>>>(dyt, yt, xt, rows, C, stats.chunk, save_mean, workspace);
+  else
+    bn_backward_reduce<T, false><<<stats.grid, stats.block, 0, stream>>>(dyt, yt, xt, rows, C, stats.chunk, save_mean, workspace);
+  bn_finalize_backward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(workspace, chunks, rows, C, weight, save_invstd,
+                                                                dweight, dbias, coef);
+  const Tiling apply = tiling(rows, C, sm_count, kApplyBlocksPerSm);
+  auto* dxt = static_cast<T*>(dx);
+  auto* drt = static_cast<T*>(dresidual);
+#define RESNET_BN_BACKWARD_APPLY(RELU, RES)                                                                      \
+  bn_backward_apply<T, RELU, RES><<<apply.grid, apply.block, 0, stream>>>(dyt, yt, xt, dxt, drt, rows, C, apply.chunk, \
+                                                                           coef, save_mean)
+  if (relu && dresidual) RESNET_BN_BACKWARD_APPLY(true, true);
+  else if (relu) RESNET_BN_BACKWARD_APPLY(true, false);
+  else if (dresidual) RESNET_BN_BACKWARD_APPLY(false, true);
+  else RESNET_BN_BACKWARD_APPLY(false, false);
+#undef RESNET_BN_BACKWARD_APPLY
+  check_launch("batch norm backward");
+}
+
+}  // namespace
+
+int64_t bn_act_workspace_floats(int64_t rows, int64_t channels, int sm_count) {
+  const Tiling stats = tiling(rows, channels, sm_count, kStatsBlocksPerSm);
+  return 2 * static_cast<int64_t>(stats.grid.x) * channels + 3 * channels;
+}
+
+void bn_act_forward(Half type, const void* x, const void* residual, void* y, int64_t rows, int64_t channels,
+                    const float* weight, const float* bias, float* running_mean, float* running_var, float momentum,
+                    float eps, bool relu, float* save_mean, float* save_invstd, float* workspace, int sm_count,
+                    CUstream_st* stream) {
+  const int C = static_cast<int>(channels);
+  if (type == Half::kBf16)
+    forward_typed<__nv_bfloat16>(x, residual, y, rows, C, weight, bias, running_mean, running_var, momentum, eps,
+                                 relu, save_mean, save_invstd, workspace, sm_count, stream);
+  else
+    forward_typed<__half>(x, residual, y, rows, C, weight, bias, running_mean, running_var, momentum, eps, relu,
+                          save_mean, save_invstd, workspace, sm_count, stream);
+}
+
+void bn_act_backward(Half type, const void* dy, const void* y, const void* x, void* dx, void* dresidual, int64_t rows,
+                     int64_t channels, const float* weight, const float* save_mean, const float* save_invstd,
+                     bool relu, float* dweight, float* dbias, float* workspace, int sm_count, CUstream_st* stream) {
+  const int C = static_cast<int>(channels);
+  if (type == Half::kBf16)
+    backward_typed<__nv_bfloat16>(dy, y, x, dx, dresidual, rows, C, weight, save_mean, save_invstd, relu, dweight,
+                                  dbias, workspace, sm_count, stream);
+  else
+    backward_typed<__half>(dy, y, x, dx, dresidual, rows, C, weight, save_mean, save_invstd, relu, dweight, dbias,
+                           workspace, sm_count, stream);
+}
+
+}  // namespace resnet::cuda

@@ -1,0 +1,53 @@
+// Launchers of our own CUDA kernels (src/ops/*.cu). They take raw pointers and a stream, so that
+// the .cu files include no ATen header and nvcc compiles them in seconds; the callers
+// (batch_norm_act.cpp, train/sgd.cpp) check shapes, dtypes, layouts and alignment first.
+// Every launcher queues work on `stream` and returns without waiting: all of it can be captured
+// in a CUDA graph.
+#pragma once
+
+#include <cstdint>
+
+struct CUstream_st;  // cudaStream_t without the CUDA headers
+
+namespace resnet::cuda {
+
+enum class Half { kBf16, kFp16 };  // the 16-bit activation type
+
+// --- batch norm + residual add + ReLU over NHWC activations -------------------------------------
+// `rows` = N*H*W, `channels` = C (a multiple of 8; x, residual, y 16-byte aligned). Weight, bias,
+// running statistics and saved statistics are fp32 [C]; `sm_count` sizes the grid.
+
+// fp32 elements of the scratch buffer bn_act_forward and bn_act_backward need.
+int64_t bn_act_workspace_floats(int64_t rows, int64_t channels, int sm_count);
+
+// y = act(x * scale + shift [+ residual]) with batch statistics (training mode): saves the mean and
+// 1/sqrt(var + eps) of each channel and updates the running statistics as PyTorch does (momentum,
+// unbiased variance). residual may be null; act is ReLU or identity.
+void bn_act_forward(Half type, const void* x, const void* residual, void* y, int64_t rows, int64_t channels,
+                    const float* weight, const float* bias, float* running_mean, float* running_var,
+                    float momentum, float eps, bool relu, float* save_mean, float* save_invstd, float* workspace,
+                    int sm_count, CUstream_st* stream);
+
+// Gradients of bn_act_forward: dx, d(residual) when `dresidual` is not null (the gradient after
+// the ReLU), d(weight) and d(bias). `y` is the forward output (the ReLU mask).
+void bn_act_backward(Half type, const void* dy, const void* y, const void* x, void* dx, void* dresidual,
+                     int64_t rows, int64_t channels, const float* weight, const float* save_mean,
+                     const float* save_invstd, bool relu, float* dweight, float* dbias, float* workspace,
+                     int sm_count, CUstream_st* stream);
+
+// --- SGD with momentum and weight decay over many fp32 tensors ----------------------------------
+// torch.optim.SGD (dampening 0, no Nesterov), hyperparameters read on the device from
+// `hyper` = {learning rate, momentum, weight decay}: d = g / grad_scale + wd * p;
+// buf = momentum * buf + d; p -= lr * buf. A zero buffer makes the first step PyTorch's
+// (buf = d). Without buffers (null), p -= lr * d. Nothing changes where *found_inf != 0.
+// grad_scale and found_inf may be null.
+struct SgdTensor {
+  float* param;
+  const float* grad;
+  float* buffer;  // null: no momentum
+  int64_t numel;
+};
+void sgd_step(const SgdTensor* tensors, int count, const float* hyper, const float* grad_scale,
+              const float* found_inf, int sm_count, CUstream_st* stream);
+
+}  // namespace resnet::cuda

@@ -1,0 +1,251 @@
+// Our CUDA kernels (src/ops): batch norm + residual add + ReLU against ATen's batch_norm, add and
+// relu in fp32 on the same 16-bit inputs, forward and backward, over shapes that exercise the
+// tiling (few channels, many; channel counts that are not powers of two; few rows); where the op
+// declines (it must, so callers fall back to ATen); and a ResNet training step with the fused
+// kernels against the autograd path, eager and in a CUDA graph. GPU tests skip without one.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ATen/autocast_mode.h>
+
+#include "models/registry.h"
+#include "models/resnet.h"
+#include "ops/batch_norm_act.h"
+#include "train/precision.h"
+#include "train/step.h"
+#include "test_util.h"
+
+namespace {
+
+using resnet::test::relative_error;
+
+bool have_cuda() { return torch::cuda::is_available(); }
+
+struct Case {
+  int64_t n, c, h, w;
+  at::ScalarType type;
+  bool relu, residual;
+};
+
+std::string name(const Case& k) {
+  return std::to_string(k.n) + "x" + std::to_string(k.c) + "x" + std::to_string(k.h) + "x" + std::to_string(k.w) +
+         (k.type == at::kBFloat16 ? " bf16" : " fp16") + (k.relu ? " relu" : "") + (k.residual ? " residual" : "");
+}
+
+}  // namespace
+
+TEST(BatchNormAct, MatchesAtenForwardAndBackward) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA, 0);
+  std::vector<Case> cases;
+  for (auto type : {at::kBFloat16, at::kHalf})
+    for (bool relu : {true, false})
+      for (bool residual : {true, false}) cases.push_back({4, 64, 16, 16, type, relu, residual});
+  // 2048 channels over 8 block columns and only 18 rows; 24 (3 lanes) and 520 (5 lanes: 65 groups);
+  // a stem-like 64 channels over 100k rows (hundreds of chunks).
+  for (const Case& k : {Case{2, 2048, 3, 3, at::kBFloat16, true, true}, Case{3, 24, 5, 7, at::kBFloat16, true, false},
+                        Case{2, 520, 4, 4, at::kHalf, false, true}, Case{8, 64, 112, 112, at::kBFloat16, true, false}})
+    cases.push_back(k);
+
+  torch::manual_seed(3);
+  for (const Case& k : cases) {
+    SCOPED_TRACE(name(k));
+    const auto cl = at::MemoryFormat::ChannelsLast;
+    // A mean far from zero tests the variance's cancellation.
+    const auto x = (torch::randn({k.n, k.c, k.h, k.w}, cuda) * 2 + 3).to(k.type).contiguous(cl);
+    const auto r = k.residual ? torch::randn({k.n, k.c, k.h, k.w}, cuda).to(k.type).contiguous(cl) : torch::Tensor();
+    const auto dy = torch::randn({k.n, k.c, k.h, k.w}, cuda).to(k.type).contiguous(cl);
+    const auto weight = (torch::rand({k.c}, cuda) + 0.5).requires_grad_();
+    const auto bias = torch::randn({k.c}, cuda).requires_grad_();
+
+    // Ours.
+    resnet::BatchNormParams bn{weight, bias, torch::zeros({k.c}, cuda), torch::ones({k.c}, cuda), 0.1, 1e-5};
+    ASSERT_TRUE(resnet::batch_norm_act_supported(x, r, bn));
+    const auto xo = x.clone().requires_grad_();
+    const auto ro = k.residual ? r.clone().requires_grad_() : torch::Tensor();
+    const auto y = resnet::batch_norm_act(xo, ro, bn, k.relu);
+    y.backward(dy);
+    const auto dw = weight.grad().clone(), db = bias.grad().clone();
+    weight.mutable_grad() = torch::Tensor();
+    bias.mutable_grad() = torch::Tensor();
+
+    // ATen in fp32 on the same values.
+    const auto xr = x.to(torch::kFloat).requires_grad_();
+    const auto rr = k.residual ? r.to(torch::kFloat).requires_grad_() : torch::Tensor();
+    auto rm = torch::zeros({k.c}, cuda), rv = torch::ones({k.c}, cuda);
+    auto yr = torch::batch_norm(xr, weight, bias, rm, rv, /*training=*/true, 0.1, 1e-5, /*cudnn_enabled=*/true);
+    if (k.residual) yr = yr + rr;
+    if (k.relu) yr = yr.relu();
+    yr.backward(dy.to(torch::kFloat));
+
+    EXPECT_EQ(y.scalar_type(), k.type);
+    EXPECT_TRUE(y.is_contiguous(cl));
+    // One rounding to 16 bits of values computed in fp32: bf16 keeps 8 bits (0.4% per value at
+    // worst, about 0.2% over a tensor), fp16 11 bits.
+    const double tol = k.type == at::kBFloat16 ? 6e-3 : 1e-3;
+    EXPECT_LE(relative_error(y, yr), tol);
+    EXPECT_LE(relative_error(xo.grad(), xr.grad()), 2 * tol);
+    if (k.residual) {
+      EXPECT_LE(relative_error(ro.grad(), rr.grad()), tol);
+    }
+    // fp32 sums over the same products: the only gap is where y is so near 0 that the ReLU's mask
+    // differs between fp32 and 16-bit outputs.
+    EXPECT_LE(relative_error(db, bias.grad()), 1e-3);
+    EXPECT_LE(relative_error(dw, weight.grad()), 1e-3);
+    EXPECT_LE(relative_error(bn.running_mean, rm), 1e-5);
+    EXPECT_LE(relative_error(bn.running_var, rv), 1e-5);
+  }
+}
+
+TEST(BatchNormAct, DeclinesWhatItsKernelsDoNotTake) {
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  auto params = [](const torch::TensorOptions& o, int64_t c) {
+    return resnet::BatchNormParams{torch::ones({c}, o), torch::zeros({c}, o), torch::zeros({c}, o), torch::ones({c}, o)};
+  };
+  const auto cpu = torch::TensorOptions();
+  // On the CPU (and in any build without CUDA) never, whatever the tensors.
+  EXPECT_FALSE(resnet::batch_norm_act_supported(torch::randn({2, 8, 4, 4}, cpu.dtype(torch::kBFloat16)).contiguous(cl),
+                                                torch::Tensor(), params(cpu, 8)));
+  EXPECT_THROW(resnet::batch_norm_act(torch::randn({2, 8, 4, 4}), torch::Tensor(), params(cpu, 8), true),
+               std::invalid_argument);
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA, 0);
+  const auto good = torch::randn({2, 16, 4, 4}, cuda).to(torch::kBFloat16).contiguous(cl);
+  EXPECT_TRUE(resnet::batch_norm_act_supported(good, torch::Tensor(), params(cuda, 16)));
+  EXPECT_TRUE(resnet::batch_norm_act_supported(good, good, params(cuda, 16)));
+  EXPECT_FALSE(resnet::batch_norm_act_supported(good.to(torch::kFloat), torch::Tensor(), params(cuda, 16)));  // fp32
+  EXPECT_FALSE(resnet::batch_norm_act_supported(good.contiguous(), torch::Tensor(), params(cuda, 16)));  // NCHW
+  EXPECT_FALSE(resnet::batch_norm_act_supported(good.narrow(1, 0, 12).contiguous(cl), torch::Tensor(),
+                                                params(cuda, 12)));  // 12 channels: not a multiple of 8
+  EXPECT_FALSE(resnet::batch_norm_act_supported(good.narrow(0, 0, 1).narrow(2, 0, 1).narrow(3, 0, 1).contiguous(cl),
+                                                torch::Tensor(), params(cuda, 16)));  // one value a channel
+  EXPECT_FALSE(resnet::batch_norm_act_supported(good, good.to(torch::kHalf), params(cuda, 16)));  // residual type
+  EXPECT_FALSE(resnet::batch_norm_act_supported(good, torch::Tensor(), params(cuda, 8)));          // weight size
+}
+
+namespace {
+
+std::shared_ptr<resnet::Classifier> seeded_resnet(const std::string& arch, const torch::Device& device) {
+  torch::manual_seed(11);
+  auto m = resnet::create_model(arch, 10);
+  m->to(device);
+  resnet::to_channels_last(*m);
+  m->train();
+  return m;
+}
+
+struct StepRun {
+  std::vector<double> losses;
+  std::shared_ptr<resnet::Classifier> model;
+};
+
+StepRun train_steps(const std::string& arch, resnet::StepOptions options, int steps, const torch::Device& device) {
+  StepRun run{{}, seeded_resnet(arch, device)};
+  resnet::Sgd sgd(run.model->parameters(), {0.01, 0.9, 1e-4});
+  resnet::TrainStep step(*run.model, sgd, options, device);
+  EXPECT_EQ(step.fused(), options.fused);
+  torch::manual_seed(5);
+  for (int i = 0; i < steps; ++i) {
+    const auto images = torch::randn({8, 3, 64, 64}).to(device);
+    const auto labels = torch::randint(10, {8}, torch::kLong).to(device);
+    run.losses.push_back(step.run(images, labels).item<double>());
+  }
+  if (options.cuda_graphs) {
+    EXPECT_TRUE(step.captured()) << step.describe();
+  }
+  return run;
+}
+
+}  // namespace
+
+TEST(FusedResNet, TrainStepsMatchTheAutogradPath) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  const bool benchmark = at::globalContext().benchmarkCuDNN();
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setDeterministicCuDNN(true);
+  for (const std::string arch : {"resnet50", "resnet18"}) {
+    SCOPED_TRACE(arch);
+    const resnet::StepOptions autograd{resnet::Amp::kBf16, true, false, 0, false};
+    const resnet::StepOptions fused{resnet::Amp::kBf16, true, false, 0, true};
+    const resnet::StepOptions fused_graph{resnet::Amp::kBf16, true, true, 0, true};
+    const auto a = train_steps(arch, autograd, 6, cuda);
+    const auto f = train_steps(arch, fused, 6, cuda);
+    const auto g = train_steps(arch, fused_graph, 6, cuda);
+    // The paths round at different points and the network is chaotic at initialisation (see
+    // EachBlockMatchesTheAutogradPath): the first loss (the forward pass alone) agrees to a few
+    // percent (measured 2.1%), later ones only loosely.
+    EXPECT_LE(std::abs(f.losses[0] - a.losses[0]) / a.losses[0], 5e-2);
+    for (size_t i = 0; i < a.losses.size(); ++i) EXPECT_TRUE(std::isfinite(f.losses[i])) << i;
+    // Our kernels are deterministic and cuDNN is made so: the graph replays what eager launches.
+    for (size_t i = 0; i < f.losses.size(); ++i) EXPECT_LE(std::abs(g.losses[i] - f.losses[i]) / f.losses[i], 1e-4) << i;
+    // The batch counter as BatchNorm2d keeps it (the statistics themselves: BatchNormAct tests).
+    for (const auto& item : f.model->named_buffers()) {
+      if (item.key().find("num_batches_tracked") != std::string::npos) {
+        EXPECT_EQ(item.value().item<int64_t>(), 6) << item.key();
+      }
+    }
+  }
+  at::globalContext().setDeterministicCuDNN(false);
+  at::globalContext().setBenchmarkCuDNN(benchmark);
+}
+
+TEST(FusedResNet, OnlyResNetsHaveFusedKernels) {
+  EXPECT_TRUE(resnet::create_model("resnet50", 10)->set_fused(true));
+  EXPECT_FALSE(resnet::create_model("squeezenet1_1", 10)->set_fused(true));
+  const torch::Device cpu(torch::kCPU), cuda(torch::kCUDA, 0);
+  resnet::StepOptions bf16_cl{resnet::Amp::kBf16, true, true};
+  EXPECT_FALSE(resnet::parse_fused("auto", bf16_cl, cpu));
+  EXPECT_THROW(resnet::parse_fused("on", bf16_cl, cpu), resnet::UsageError);
+  EXPECT_THROW(resnet::parse_fused("yes", bf16_cl, cuda), resnet::UsageError);
+  EXPECT_TRUE(resnet::parse_fused("auto", bf16_cl, cuda));
+  EXPECT_FALSE(resnet::parse_fused("off", bf16_cl, cuda));
+  EXPECT_FALSE(resnet::parse_fused("auto", resnet::StepOptions{resnet::Amp::kOff, true, true}, cuda));
+  EXPECT_THROW(resnet::parse_fused("on", resnet::StepOptions{resnet::Amp::kOff, true, true}, cuda), resnet::UsageError);
+  EXPECT_THROW(resnet::parse_fused("on", resnet::StepOptions{resnet::Amp::kBf16, false, true}, cuda),
+               resnet::UsageError);
+}
+
+TEST(FusedResNet, EachBlockMatchesTheAutogradPath) {
+  // ResNet-50 at initialisation (train mode, bf16) is chaotic: measured on an H100, scaling the
+  // input by 1.0025 moves the logits by 37%, and fp32 and bf16 logits differ by 29%. So the paths
+  // are compared block by block on the activations the model really produces (each block fused and
+  // not, on the same input), and the whole model by its distance to fp32.
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  auto model = seeded_resnet("resnet50", cuda);
+  torch::manual_seed(5);
+  const auto images = torch::randn({8, 3, 64, 64}).to(cuda).contiguous(at::MemoryFormat::ChannelsLast);
+  model->set_fused(false);
+  const auto fp32 = model->forward(images);
+  resnet::AutocastGuard autocast(resnet::Amp::kBf16, cuda);
+  const auto unfused = model->forward(images).to(torch::kFloat);
+  model->set_fused(true);
+  const auto fused = model->forward(images).to(torch::kFloat);
+  EXPECT_LE(relative_error(fused, fp32), 1.5 * relative_error(unfused, fp32));
+
+  auto children = model->named_children();
+  auto conv1 = children["conv1"]->as<torch::nn::Conv2dImpl>();
+  auto bn1 = children["bn1"]->as<torch::nn::BatchNorm2dImpl>();
+  const auto stem = conv1->forward(images);
+  resnet::BatchNormParams params{bn1->weight, bn1->bias, bn1->running_mean.clone(), bn1->running_var.clone()};
+  torch::Tensor x = resnet::batch_norm_act(stem, torch::Tensor(), params, true);
+  EXPECT_LE(relative_error(x, bn1->forward(stem).relu()), 1e-2) << "stem";
+  x = children["maxpool"]->as<torch::nn::MaxPool2dImpl>()->forward(x);
+  int blocks = 0;
+  for (const char* layer : {"layer1", "layer2", "layer3", "layer4"}) {
+    for (const auto& child : children[layer]->named_children()) {
+      auto* block = child.value()->as<resnet::BottleneckImpl>();
+      ASSERT_NE(block, nullptr);
+      block->fused = false;
+      const auto want = block->forward(x);
+      block->fused = true;
+      const auto got = block->forward(x);
+      // bf16 outputs of the same fp32 arithmetic, rounded at other points: measured 0.25-0.28%.
+      EXPECT_LE(relative_error(got, want), 1e-2) << layer << "." << child.key();
+      x = want;
+      ++blocks;
+    }
+  }
+  EXPECT_EQ(blocks, 16);
+}
