@@ -141,17 +141,42 @@ TEST(TorchSave, MixedDictsRoundTripAndOpenInPython) {
   EXPECT_NE(out.find("weights Tensor 6.6000000000e+01"), std::string::npos) << out;
 }
 
-TEST(TorchSave, ReadsAStateDictThatPythonSaved) {
+TEST(TorchSave, ReadsAStateDictThatPythonSavedInEitherFormat) {
+  // The zip format (torch.save's default) and the legacy one of torchvision's published weights.
   resnet::test::TempDir dir;
-  const auto path = (dir.path() / "torchvision.pth").string();
-  const auto out = run_python("write " + path + " resnet18 10");
-  ASSERT_EQ(out.rfind("ok ", 0), 0u) << out;
-  const auto tensors = resnet::load_tensor_dict(path);  // an OrderedDict, as state_dict() returns
-  auto model = resnet::create_model("resnet18", 10);
-  resnet::load_state_dict(*model, tensors, path);
-  double total = 0;
-  for (const auto& [name, t] : resnet::state_dict(*model)) total += t.to(torch::kDouble).sum().item<double>();
-  EXPECT_NEAR(total, std::stod(out.substr(3)), 1e-6 * std::abs(total));
+  for (const std::string kind : {"write", "write-legacy"}) {
+    SCOPED_TRACE(kind);
+    const auto path = (dir.path() / (kind + ".pth")).string();
+    const auto out = run_python(kind + " " + path + " resnet18 10");
+    ASSERT_EQ(out.rfind("ok ", 0), 0u) << out;
+    const auto tensors = resnet::load_tensor_dict(path);  // an OrderedDict, as state_dict() returns
+    auto model = resnet::create_model("resnet18", 10);
+    resnet::load_state_dict(*model, tensors, path);
+    double total = 0;
+    for (const auto& [name, t] : resnet::state_dict(*model)) total += t.to(torch::kDouble).sum().item<double>();
+    EXPECT_NEAR(total, std::stod(out.substr(3)), 1e-6 * std::abs(total));
+    if (kind == "write-legacy") {
+      // Cut anywhere past the header: an error that says so, never a crash or a short tensor.
+      const auto bytes = resnet::read_file_bytes(path);
+      const auto cut = (dir.path() / "cut.pth").string();
+      for (size_t keep : {size_t{40}, bytes.size() / 3, bytes.size() - 1}) {
+        write_file(cut, std::string(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(keep)));
+        EXPECT_EQ(input_error_of([&] { resnet::load_tensor_dict(cut); }).rfind(cut + ": ", 0), 0u) << keep;
+      }
+    }
+  }
+}
+
+TEST(TorchSave, RefusesAPickleThatWouldRunCode) {
+  resnet::test::TempDir dir;
+  const auto marker = dir.path() / "ran";
+  for (const std::string format : {"", " legacy"}) {
+    const auto path = (dir.path() / ("evil" + format.substr(format.empty() ? 0 : 1) + ".pth")).string();
+    ASSERT_EQ(run_python("evil " + path + " " + marker.string() + format).rfind("ok", 0), 0u);
+    const auto error = input_error_of([&] { resnet::load_tensor_dict(path); });
+    EXPECT_NE(error.find("cannot rebuild posix.system"), std::string::npos) << error;
+    EXPECT_FALSE(std::filesystem::exists(marker)) << "the pickle's command ran";
+  }
 }
 
 TEST(File, AtomicWritesKeepTheOldFileOnFailureAndReadsNameFolders) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 
@@ -155,18 +156,26 @@ void save_state_dict(const std::string& path, const NamedTensors& tensors) {
 
 namespace {
 
+// A storage named by a pickle's persistent id: its element type, key and element count. The
+// format decides where its bytes are (a zip record; after the pickles in the legacy format).
+using StorageSource = std::function<torch::Tensor(c10::ScalarType type, const std::string& key, int64_t numel)>;
+
 // Reads the pickle subset that torch.save writes for dicts of tensors and plain values
-// (protocol 2: dict or OrderedDict, tuples, str, int, float, bool, None, tensors through
+// (protocol 2: dict or OrderedDict, tuples, lists, str, int, float, bool, None, tensors through
 // _rebuild_tensor_v2 / _rebuild_parameter with persistent storage ids). LibTorch's own
 // unpickler turns a top-level OrderedDict into None, so state dicts saved by Python need this.
+// Any other global (a class a malicious pickle asks for) is refused, never looked up or run.
 class Unpickler {
  public:
-  Unpickler(caffe2::serialize::PyTorchStreamReader& zip, const std::string& path) : zip_(zip), path_(path) {}
+  // The pickle at bytes[pos, size).
+  Unpickler(const uint8_t* bytes, size_t size, size_t pos, StorageSource storages, const std::string& path,
+            const std::string& what)
+      : storages_(std::move(storages)), path_(path), what_(what), bytes_(bytes), size_(size), pos_(pos) {}
+
+  // Where the pickle ended (after its STOP), once load() returned.
+  size_t end() const { return pos_; }
 
   c10::IValue load() {
-    auto [data, size] = zip_.getRecord("data.pkl");
-    bytes_ = static_cast<const uint8_t*>(data.get());
-    size_ = size;
     for (;;) {
       const uint8_t code = next_byte();
       switch (code) {
@@ -212,7 +221,7 @@ class Unpickler {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& why) { throw InputError(path_ + ": cannot read data.pkl: " + why); }
+  [[noreturn]] void fail(const std::string& why) { throw InputError(path_ + ": cannot read " + what_ + ": " + why); }
   static std::string hex(uint8_t c) { char b[3]; std::snprintf(b, 3, "%02x", c); return b; }
   uint8_t next_byte() { if (pos_ >= size_) fail("ends early"); return bytes_[pos_++]; }
   void skip(size_t n) { if (pos_ + n > size_) fail("ends early"); pos_ += n; }
@@ -281,12 +290,8 @@ class Unpickler {
         {"global:torch.ByteStorage", torch::kByte},   {"global:torch.BoolStorage", torch::kBool}};
     const auto t = kTypes.find(type);
     if (t == kTypes.end()) fail("storage type " + type.substr(7) + " is not supported");
-    auto [data, size] = zip_.getRecord("data/" + key);
-    auto storage = torch::empty({numel}, t->second);
-    if (size != storage.nbytes()) fail("storage " + key + " holds " + std::to_string(size) + " bytes, expected " +
-                                       std::to_string(storage.nbytes()));
-    std::memcpy(storage.data_ptr(), data.get(), size);
-    return storage;
+    if (numel < 0) fail("storage " + key + " has a negative size");
+    return storages_(t->second, key, numel);
   }
 
   static std::vector<int64_t> ints(const c10::IValue& tuple) {
@@ -308,13 +313,87 @@ class Unpickler {
          " (only dicts of tensors and plain values are read)");
   }
 
-  caffe2::serialize::PyTorchStreamReader& zip_;
-  std::string path_;
+  StorageSource storages_;
+  std::string path_, what_;
   const uint8_t* bytes_ = nullptr;
   size_t size_ = 0, pos_ = 0;
   std::vector<c10::IValue> stack_, memo_;
   std::vector<size_t> marks_;
 };
+
+// The zip format (torch.save's default since torch 1.6): data.pkl and one record per storage.
+c10::IValue load_zip(const std::string& path) {
+  caffe2::serialize::PyTorchStreamReader zip(path);
+  auto [data, size] = zip.getRecord("data.pkl");
+  auto storage = [&](c10::ScalarType type, const std::string& key, int64_t numel) {
+    auto [bytes, n] = zip.getRecord("data/" + key);
+    auto t = torch::empty({numel}, type);
+    if (n != t.nbytes())
+      throw InputError(path + ": storage " + key + " holds " + std::to_string(n) + " bytes, expected " +
+                       std::to_string(t.nbytes()));
+    std::memcpy(t.data_ptr(), bytes.get(), n);
+    return t;
+  };
+  return Unpickler(static_cast<const uint8_t*>(data.get()), size, 0, storage, path, "data.pkl").load();
+}
+
+// The legacy format (torch.save(..., _use_new_zipfile_serialization=False), and files such as
+// torchvision's resnet50-0676ba61.pth): five pickles in a row — the magic number, the protocol
+// version (1001), a dict about the saving system, the object, the list of storage keys — then
+// each storage in that order as an 8-byte little-endian element count and its bytes.
+constexpr uint8_t kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
+                                    0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+
+bool is_legacy(const std::vector<uint8_t>& file) {
+  return file.size() >= sizeof kLegacyMagic && std::memcmp(file.data(), kLegacyMagic, sizeof kLegacyMagic) == 0;
+}
+
+c10::IValue load_legacy(const std::string& path, const std::vector<uint8_t>& file) {
+  const uint8_t* bytes = file.data();
+  std::map<std::string, torch::Tensor> storages;  // filled after the pickles
+  auto storage = [&](c10::ScalarType type, const std::string& key, int64_t numel) {
+    auto [it, fresh] = storages.emplace(key, torch::Tensor());
+    if (fresh) it->second = torch::empty({numel}, type);
+    return it->second;
+  };
+  auto none = [&](c10::ScalarType, const std::string&, int64_t) -> torch::Tensor {
+    throw InputError(path + ": a tensor where torch.save writes none (damaged file?)");
+  };
+  size_t pos = sizeof kLegacyMagic;
+  Unpickler protocol(bytes, file.size(), pos, none, path, "the protocol version");
+  const c10::IValue version = protocol.load();
+  if (!version.isInt() || version.toInt() != 1001)
+    throw InputError(path + ": legacy torch.save protocol " + (version.isInt() ? std::to_string(version.toInt()) : "?") +
+                     " is not supported (1001 is)");
+  Unpickler sys_info(bytes, file.size(), protocol.end(), none, path, "the system information");
+  sys_info.load();
+  Unpickler object(bytes, file.size(), sys_info.end(), storage, path, "the object");
+  c10::IValue value = object.load();
+  Unpickler keys(bytes, file.size(), object.end(), none, path, "the storage keys");
+  const c10::IValue key_list = keys.load();
+  if (!key_list.isList()) throw InputError(path + ": the storage keys are not a list");
+  pos = keys.end();
+  for (const auto& key : key_list.toListRef()) {
+    if (!key.isString()) throw InputError(path + ": a storage key is not a string");
+    int64_t numel = 0;
+    if (pos + 8 > file.size()) throw InputError(path + ": ends before storage " + key.toStringRef() + " (truncated?)");
+    std::memcpy(&numel, bytes + pos, 8);
+    pos += 8;
+    const auto it = storages.find(key.toStringRef());
+    if (it == storages.end()) throw InputError(path + ": storage " + key.toStringRef() + " is not used by the object");
+    torch::Tensor& t = it->second;
+    if (numel != t.numel())
+      throw InputError(path + ": storage " + key.toStringRef() + " holds " + std::to_string(numel) + " elements, expected " +
+                       std::to_string(t.numel()));
+    if (pos + t.nbytes() > file.size())
+      throw InputError(path + ": ends inside storage " + key.toStringRef() + " (truncated?)");
+    std::memcpy(t.data_ptr(), bytes + pos, t.nbytes());
+    pos += t.nbytes();
+  }
+  if (storages.size() != key_list.toListRef().size())
+    throw InputError(path + ": the object uses storages the file does not hold");
+  return value;
+}
 
 }  // namespace
 
@@ -323,15 +402,20 @@ std::vector<std::pair<std::string, c10::IValue>> load_torch_dict(const std::stri
   if (!in) throw InputError(path + ": cannot open for reading");
   char magic[2] = {0, 0};
   in.read(magic, 2);
-  if (magic[0] != 'P' || magic[1] != 'K')
-    throw InputError(path + ": not a torch.save file (expected a zip archive; the file does not start with one)");
+  const bool zip = magic[0] == 'P' && magic[1] == 'K';
   in.close();
   c10::IValue value;
-  try {
-    caffe2::serialize::PyTorchStreamReader zip(path);
-    value = Unpickler(zip, path).load();
-  } catch (const c10::Error& e) {
-    throw InputError(path + ": cannot read it as a torch.save file: " + e.what_without_backtrace());
+  if (zip) {
+    try {
+      value = load_zip(path);
+    } catch (const c10::Error& e) {
+      throw InputError(path + ": cannot read it as a torch.save file: " + e.what_without_backtrace());
+    }
+  } else {
+    const std::vector<uint8_t> file = read_file_bytes(path);
+    if (!is_legacy(file))
+      throw InputError(path + ": not a torch.save file (neither a zip archive nor the legacy format's magic number)");
+    value = load_legacy(path, file);
   }
   if (!value.isGenericDict()) throw InputError(path + ": expected a dict, found " + value.tagKind());
   std::vector<std::pair<std::string, c10::IValue>> out;

@@ -7,9 +7,12 @@
 // `torch.load(path)` (weights_only=True, the default since torch 2.6). The file is written
 // atomically: a temporary file beside it, fsync, rename, fsync of the folder.
 //
-// Reading: a file that holds a dict of tensors (a state dict, or the reference tensors the parity
-// tests write) becomes an ordered name -> tensor list. Anything else (not a zip archive, a dict
-// holding other objects, a missing file) is an InputError that names the file and what was found.
+// Reading: both of torch.save's formats, the zip archive and the legacy one of files such as
+// torchvision's published weights (_use_new_zipfile_serialization=False). A file that holds a
+// dict of tensors (a state dict, or the reference tensors the parity tests write) becomes an
+// ordered name -> tensor list. Anything else (neither format, a truncated file, a dict holding
+// other objects, a pickle that asks for any class but tensors and containers, a missing file) is
+// an InputError that names the file and what was found; nothing a pickle names is ever run.
 #pragma once
 
 #include <torch/types.h>
