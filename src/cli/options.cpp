@@ -77,8 +77,34 @@ void add_checkpoint_options(CLI::App& command, CheckpointFlags& flags, const std
   flags.model_option = add_model_option(command, flags.model);
   command.add_option("--checkpoint", flags.checkpoint,
                      "checkpoint.pth to " + what + " (default <checkpoint-dir>/<model>/checkpoint.pth)");
-  command.add_option("--checkpoint-dir,--checkpoint_dir", flags.checkpoint_dir, "where train saved it")
-      ->capture_default_str();
+  auto* dir = command.add_option("--checkpoint-dir,--checkpoint_dir", flags.checkpoint_dir, "where train saved it")
+                  ->capture_default_str();
+  auto* weights =
+      command.add_option("--weights", flags.weights,
+                         "a state dict saved by Python's torch.save (torchvision's ImageNet weights, say) instead "
+                         "of a checkpoint; the number of classes comes from it, the architecture from --model or "
+                         "its names and shapes")
+          ->excludes("--checkpoint")
+          ->excludes(dir);
+  command.add_option("--classes", flags.classes,
+                     "class names of --weights, one a line (default: ImageNet's for 1,000 classes, else 0, 1, ...)")
+      ->needs(weights);
+  command.add_option("--image-size,--image_size", flags.image_size,
+                     "input side for --weights (a checkpoint's comes from its checkpoint.json)")
+      ->capture_default_str()
+      ->needs(weights);
+}
+
+TrainedModel load_model_to_use(const CheckpointFlags& flags, const c10::Device& device, std::string& source) {
+  if (!flags.weights.empty()) {
+    const bool model_given = flags.model_option != nullptr && flags.model_option->count() > 0;
+    if (model_given) require_known_model(flags.model);
+    require_at_least(flags.image_size, 32, "--image-size");
+    source = flags.weights;
+    return load_weights(flags.weights, model_given ? flags.model : "", flags.classes, flags.image_size, device);
+  }
+  source = checkpoint_path(flags);
+  return load_checkpoint(flags, source, device);
 }
 
 std::string checkpoint_path(const CheckpointFlags& flags) {

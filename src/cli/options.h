@@ -39,12 +39,19 @@ void add_trace_option(CLI::App& command, TraceFlag& flag);
 // UsageError "unknown model 'x' (known: ...)" unless `model` is in the registry.
 void require_known_model(const std::string& model);
 
-// `--model`, `--checkpoint` and `--checkpoint-dir` of `test` and `predict`: which model to load.
+// `--model`, `--checkpoint`, `--checkpoint-dir`, `--weights` and `--classes` of `test` and
+// `predict`: which model to load.
 struct CheckpointFlags {
   std::string model = "resnet50", checkpoint, checkpoint_dir = "checkpoints";
+  std::string weights, classes;  // a state dict saved by Python, and its class names
+  int64_t image_size = 224;      // the input side for --weights
   CLI::Option* model_option = nullptr;
 };
 void add_checkpoint_options(CLI::App& command, CheckpointFlags& flags, const std::string& what);
+
+// The model the flags name: --weights (load_weights: --model when given, else guessed) or the
+// checkpoint (checkpoint_path, load_checkpoint). `source` is set to the file it came from.
+TrainedModel load_model_to_use(const CheckpointFlags& flags, const c10::Device& device, std::string& source);
 
 // The checkpoint the flags name: --checkpoint FILE (or a folder holding checkpoint.pth), else
 // <checkpoint-dir>/<model>/checkpoint.pth. When it is missing, an InputError that names the

@@ -65,9 +65,9 @@ void add_predict_command(CLI::App& app) {
   add_precision_options(*cmd, o->amp, o->channels_last, nullptr);
   cmd->callback([o] {
     const auto device = parse_device(o->device);
-    const std::string path = checkpoint_path(o->checkpoint);
     const auto files = image_files(o->images);
-    const auto trained = load_checkpoint(o->checkpoint, path, device);
+    std::string source;
+    const auto trained = load_model_to_use(o->checkpoint, device, source);
     const StepOptions step = parse_step_options(o->amp, o->channels_last, "off", device);
     const auto predictions = predict_files(trained, files, /*k=*/5, device, step);
     for (const auto& p : predictions) {

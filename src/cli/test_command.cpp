@@ -35,10 +35,11 @@ void run_test(const TestOptions& o) {
                          ? o.data + ": no such folder (--data)"
                          : o.data + ": no such folder; run `resnet data` to download CIFAR-10 there, or pass --data "
                                     "(in the repository: --data assets/cifar10-sample)");
-  const std::string path = checkpoint_path(o.checkpoint);
-  TrainedModel trained = load_checkpoint(o.checkpoint, path, device);
+  std::string path;
+  TrainedModel trained = load_model_to_use(o.checkpoint, device, path);
   TestSettings settings;
   settings.data = o.data;
+  settings.classes_from_data = !o.checkpoint.weights.empty() && o.checkpoint.classes.empty();
   settings.batch_size = o.batch_size;
   settings.step = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device);
   if (o.trace.enabled()) settings.trace_path = (std::filesystem::path(path).parent_path() / "trace-test.json").string();

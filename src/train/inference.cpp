@@ -3,9 +3,12 @@
 #include <ATen/Context.h>
 
 #include <filesystem>
+#include <fstream>
+#include <map>
 
 #include "core/error.h"
 #include "data/decode.h"
+#include "data/imagenet_classes.h"
 #include "data/loader.h"
 #include "data/open.h"
 #include "data/transforms.h"
@@ -23,6 +26,85 @@ TrainedModel load_trained_model(const std::string& checkpoint_path, const c10::D
   t.info = read_best_model_info(checkpoint_path);
   t.model = create_model(t.info.arch, static_cast<int64_t>(t.info.classes.size()));
   load_state_dict(*t.model, load_tensor_dict(checkpoint_path), checkpoint_path);
+  t.model->to(device);
+  t.model->eval();
+  return t;
+}
+
+std::vector<std::string> read_class_names(const std::string& path, int64_t expected) {
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open the class list (--classes)");
+  std::vector<std::string> names;
+  for (std::string line; std::getline(in, line);) {
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    names.push_back(line.substr(first, line.find_last_not_of(" \t\r") - first + 1));
+  }
+  if (static_cast<int64_t>(names.size()) != expected)
+    throw InputError(path + ": holds " + std::to_string(names.size()) + " class names, but the model has " +
+                     std::to_string(expected) + " classes (--classes: one name a line)");
+  return names;
+}
+
+namespace {
+
+// The classifier's output size: fc.weight [classes, features] for ResNets, classifier.1.weight
+// [classes, 512, 1, 1] for SqueezeNets.
+int64_t classes_in(const NamedTensors& tensors, const std::string& path) {
+  for (const auto& [name, t] : tensors)
+    if ((name == "fc.weight" && t.dim() == 2) || (name == "classifier.1.weight" && t.dim() == 4)) return t.size(0);
+  throw InputError(path + ": has neither fc.weight (ResNets) nor classifier.1.weight (SqueezeNets): not the state dict "
+                          "of an architecture resnet knows (`resnet bench --help` lists them)");
+}
+
+// Registered architectures whose state dict has exactly these names and shapes.
+std::vector<std::string> matching_architectures(const NamedTensors& tensors, int64_t classes) {
+  std::map<std::string, std::vector<int64_t>> given;
+  for (const auto& [name, t] : tensors) given[name] = t.sizes().vec();
+  std::vector<std::string> out;
+  torch::NoGradGuard no_grad;
+  for (const auto& arch : model_names()) {
+    const NamedTensors own = state_dict(*create_model(arch, classes));
+    bool same = own.size() == given.size();
+    for (size_t i = 0; same && i < own.size(); ++i) {
+      const auto it = given.find(own[i].first);
+      same = it != given.end() && it->second == own[i].second.sizes().vec();
+    }
+    if (same) out.push_back(arch);
+  }
+  return out;
+}
+
+}  // namespace
+
+TrainedModel load_weights(const std::string& path, const std::string& arch, const std::string& classes_file,
+                          int64_t image_size, const c10::Device& device) {
+  if (!std::filesystem::exists(path)) throw InputError(path + ": no such file (--weights)");
+  const NamedTensors tensors = load_tensor_dict(path);
+  const int64_t classes = classes_in(tensors, path);
+  TrainedModel t;
+  t.info.arch = arch;
+  t.info.image_size = image_size;
+  if (arch.empty()) {
+    const auto found = matching_architectures(tensors, classes);
+    if (found.size() != 1) {
+      std::string names;
+      for (const auto& n : found) names += (names.empty() ? "" : ", ") + n;
+      throw InputError(path + (found.empty() ? ": matches no architecture resnet knows by its names and shapes; pass "
+                                               "--model to see what differs"
+                                             : ": matches " + names + "; pass --model to say which"));
+    }
+    t.info.arch = found.front();
+  }
+  if (!classes_file.empty()) {
+    t.info.classes = read_class_names(classes_file, classes);
+  } else if (classes == 1000) {
+    t.info.classes = imagenet_classes();
+  } else {
+    for (int64_t i = 0; i < classes; ++i) t.info.classes.push_back(std::to_string(i));
+  }
+  t.model = create_model(t.info.arch, classes);
+  load_state_dict(*t.model, tensors, path);
   t.model->to(device);
   t.model->eval();
   return t;
@@ -55,6 +137,12 @@ std::vector<Prediction> predict_files(const TrainedModel& trained, const std::ve
 TestReport test_model(TrainedModel& trained, const TestSettings& settings, const c10::Device& device) {
   TestReport report;
   auto source = open_split(settings.data, Split::kTest, device);
+  if (settings.classes_from_data) {
+    if (source->classes().size() != trained.info.classes.size())
+      throw InputError(settings.data + ": has " + std::to_string(source->classes().size()) +
+                       " classes, the weights " + std::to_string(trained.info.classes.size()));
+    trained.info.classes = source->classes();
+  }
   if (source->classes() != trained.info.classes)
     throw InputError(settings.data + ": its classes differ from those the model was trained on");
   Loader loader(source, {settings.batch_size, trained.info.image_size, /*train=*/false, 0}, device);

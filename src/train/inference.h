@@ -23,6 +23,21 @@ struct TrainedModel {
 
 TrainedModel load_trained_model(const std::string& checkpoint_path, const c10::Device& device);
 
+// Weights saved by Python (torch.save of a state dict in either format, such as torchvision's
+// published ImageNet weights) without our checkpoint.json: the number of classes comes from the
+// classifier's shape (fc.weight, or classifier.1.weight for SqueezeNets), the architecture is
+// `arch` or, when empty, the one registered architecture whose names and shapes the weights
+// match; class names come from `classes_file` (one a line), else ImageNet's for 1,000 classes,
+// else "0", "1", .... `image_size`: the input side (torchvision's weights expect 224). InputError
+// naming the file when no architecture or more than one matches, or the class list's length
+// differs.
+TrainedModel load_weights(const std::string& path, const std::string& arch, const std::string& classes_file,
+                          int64_t image_size, const c10::Device& device);
+
+// Class names, one a line (surrounding spaces and blank lines ignored); InputError naming the file
+// when it is missing or holds another number of names than `expected`.
+std::vector<std::string> read_class_names(const std::string& path, int64_t expected);
+
 struct Prediction {
   std::string file;
   std::vector<std::pair<std::string, double>> top;  // class name, probability; best first
@@ -38,6 +53,9 @@ struct TestSettings {
   int64_t batch_size = 32;
   StepOptions step;
   std::string trace_path;  // non-empty: profile a second pass and write a Chrome trace there
+  // Weights without class names of their own (--weights without --classes): take the split's
+  // names, when their number matches the model's.
+  bool classes_from_data = false;
 };
 
 struct TestReport {

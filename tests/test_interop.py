@@ -1,0 +1,122 @@
+"""Weights from Python into `resnet`, on the CPU (issue 10):
+- torchvision's resnet18, resnet50 and squeezenet1_1 (random weights, 1,000 classes) saved by
+  torch.save in both formats (zip, and the legacy one of torchvision's published weights):
+  `resnet predict --weights FILE` (architecture guessed from the names and shapes) prints the five
+  classes, with ImageNet's names, and the probabilities torchvision gives with the same
+  preprocessing (Resize(256) + CenterCrop(224), bilinear, ImageNet normalisation), within 1e-5;
+- round trip: a checkpoint `resnet train` wrote -> torch.load -> torch.save in both formats ->
+  `resnet test --weights` and `predict --weights` print what they print for the checkpoint;
+- bad input: another architecture (`--model` given: the error lists missing keys and wrong
+  shapes), a truncated file, a file that is no PyTorch file, a class list of the wrong length,
+  `--classes` without `--weights`: exit code 1 (2 for the flag), one line naming the file.
+Run by CTest: test_interop.py --resnet build/resnet --sample assets/cifar10-sample"""
+import argparse, os, re, shutil, tempfile
+from harness import check, finish, run as run_program
+import numpy as np
+import torch, torchvision
+import torch.nn.functional as F
+from PIL import Image
+
+ap = argparse.ArgumentParser()
+ap.add_argument('--resnet', required=True)
+ap.add_argument('--sample', required=True)
+a = ap.parse_args()
+
+
+def run(*args):
+    return run_program(a.resnet, *args)
+
+
+def top5_lines(out):
+    """'great white shark 0.0123' lines -> [(name, p)]; names may hold spaces."""
+    lines = [l.rsplit(' ', 1) for l in out.strip().splitlines()]
+    return [(n, float(p)) for n, p in lines if len(lines) == 5]
+
+
+def preprocess(path, size=224):
+    """The test transform as `resnet` computes it: Resize(size * 256 / 224) with bilinear
+    half-pixel sampling, CenterCrop(size), ImageNet mean/std."""
+    x = torch.from_numpy(np.array(Image.open(path).convert('RGB'))).permute(2, 0, 1)[None].float()
+    r = size * 256 // 224
+    x = F.interpolate(x, size=(r, r), mode='bilinear', align_corners=False)
+    top = int(round((r - size) / 2.0))
+    x = x[:, :, top:top + size, top:top + size] / 255.0
+    return (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+tmp = tempfile.mkdtemp()
+try:
+    image = os.path.join(a.sample, 'test', 'ship', sorted(os.listdir(os.path.join(a.sample, 'test', 'ship')))[0])
+    x = preprocess(image)
+    names = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta['categories']
+    for arch in ('resnet18', 'resnet50', 'squeezenet1_1'):
+        torch.manual_seed(1)
+        model = getattr(torchvision.models, arch)().eval()  # 1,000 classes
+        with torch.no_grad():
+            probs = torch.softmax(model(x), 1)[0]
+        want = [(names[i], probs[i].item()) for i in probs.topk(5).indices.tolist()]
+        for legacy in (False, True):
+            what = f'{arch} ({"legacy" if legacy else "zip"} format)'
+            path = os.path.join(tmp, f'{arch}-{int(legacy)}.pth')
+            torch.save(model.state_dict(), path, _use_new_zipfile_serialization=not legacy)
+            rc, out = run('predict', '--weights', path, '--image', image, '--device', 'cpu')
+            got = top5_lines(out)
+            check(rc == 0 and [n for n, _ in got] == [n for n, _ in want],
+                  f'{what}: predict --weights prints torchvision\'s five ImageNet classes: {out.strip()!r} vs {want}')
+            if got:
+                worst = max(abs(p - q) for (_, p), (_, q) in zip(got, want))
+                check(worst < 1e-5, f'{what}: the same probabilities (max diff {worst:.1e})')
+
+    # --classes names them; a list of the wrong length is refused, naming the file.
+    path = os.path.join(tmp, 'resnet18-0.pth')
+    classes = os.path.join(tmp, 'classes.txt')
+    open(classes, 'w').write(''.join(f'thing {i}\n' for i in range(1000)))
+    rc, out = run('predict', '--weights', path, '--classes', classes, '--image', image, '--device', 'cpu')
+    check(rc == 0 and re.match(r'thing \d+ 0\.\d+', out), f'--classes names the classes: {out[:60]!r}')
+    open(classes, 'w').write('cat\ndog\n')
+    rc, out = run('predict', '--weights', path, '--classes', classes, '--image', image, '--device', 'cpu')
+    check(rc == 1 and f'{classes}: holds 2 class names, but the model has 1000 classes' in out,
+          f'a class list of the wrong length: {out.strip()!r}')
+    rc, out = run('predict', '--classes', classes, '--image', image, '--device', 'cpu')
+    check(rc == 2 and '--classes requires --weights' in out, f'--classes alone: {out.strip()!r}')
+
+    # Bad files: another architecture, truncated, not PyTorch at all.
+    rc, out = run('predict', '--weights', path, '--model', 'resnet50', '--image', image, '--device', 'cpu')
+    check(rc == 1 and 'does not match the model' in out and 'missing keys' in out and 'shape mismatches' in out,
+          f'resnet18 weights as resnet50: missing keys and shapes listed: {out.strip()[:200]!r}')
+    for name, data in (('cut.pth', open(os.path.join(tmp, 'resnet18-1.pth'), 'rb').read()[:5000]),
+                       ('cut-zip.pth', open(path, 'rb').read()[:5000]),
+                       ('text.pth', b'not a model\n')):
+        bad = os.path.join(tmp, name)
+        open(bad, 'wb').write(data)
+        rc, out = run('predict', '--weights', bad, '--image', image, '--device', 'cpu')
+        check(rc == 1 and out.startswith('error: ' + bad + ': ') and len(out.strip().splitlines()) == 1,
+              f'{name}: exit 1 and one line naming the file: {out.strip()!r}')
+
+    # Round trip: our checkpoint -> Python -> both formats -> `resnet test --weights`.
+    ck = os.path.join(tmp, 'ck')
+    rc, out = run('train', '--model', 'resnet18', '--data', a.sample, '--image-size', '32', '--batch-size', '100',
+                  '--device', 'cpu', '--epochs', '1', '--save-model', '--checkpoint-dir', ck)
+    check(rc == 0, 'train exits 0')
+    common = ['--data', a.sample, '--device', 'cpu', '--batch-size', '100']
+    rc, out = run('test', '--model', 'resnet18', '--checkpoint-dir', ck, *common)
+    line = re.search(r'Accuracy: .*', out)
+    check(rc == 0 and line is not None, 'test of the checkpoint runs')
+    rc, want = run('predict', '--model', 'resnet18', '--checkpoint-dir', ck, '--image', image, '--device', 'cpu')
+    sd = torch.load(os.path.join(ck, 'resnet18', 'checkpoint.pth'))
+    cifar = os.path.join(tmp, 'cifar.txt')
+    open(cifar, 'w').write('\n'.join(sorted(os.listdir(os.path.join(a.sample, 'test')))) + '\n')
+    for legacy in (False, True):
+        fmt = 'legacy' if legacy else 'zip'
+        again = os.path.join(tmp, f'again-{int(legacy)}.pth')
+        torch.save(sd, again, _use_new_zipfile_serialization=not legacy)
+        # A bare state dict holds neither the image size nor the class names: given here.
+        rc, out2 = run('test', '--weights', again, '--image-size', '32', *common)
+        check(rc == 0 and re.search(r'Accuracy: .*', out2).group(0) == line.group(0),
+              f'test --weights ({fmt}, names from the data) gives what test of the checkpoint gave: {line.group(0)!r}')
+        rc, got = run('predict', '--weights', again, '--image-size', '32', '--classes', cifar, '--image', image,
+                      '--device', 'cpu')
+        check(rc == 0 and got == want, f'predict --weights ({fmt}) prints what predict of the checkpoint printed')
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+finish()
