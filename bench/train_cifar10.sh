@@ -2,7 +2,8 @@
 # On the GPU machine: ResNet-50 on the whole of CIFAR-10 (JPEG copy, image folder) with the
 # sample's settings (224 px, batch 32, SGD lr 0.001 momentum 0.9 wd 1e-4, seed 0) for EPOCHS
 # epochs, once per variant in VARIANTS (default: "fast" = the defaults, bf16 + channels-last +
-# CUDA graphs; "fp32" = --amp off --channels-last off --cuda-graphs off), then `resnet bench` at
+# CUDA graphs, fused batch norm; "unfused" = the same with --fused off; "fp32" = --amp off
+# --channels-last off --cuda-graphs off), then `resnet bench` at
 # the same settings for comparison, and the original sample's pipeline (peer_bench.py --mode
 # seed). Expects build-device/ built (bench/device_run.sh); .device/cifar-10-jpeg.tar.xz and
 # .device/peer_bench.py carried. Logs to $OUT.
@@ -15,6 +16,7 @@ mkdir -p "$out" /tmp/cifar
 for variant in ${VARIANTS:-fast fp32}; do
   case $variant in
     fast) flags=() ;;
+    unfused) flags=(--fused off) ;;
     fp32) flags=(--amp off --channels-last off --cuda-graphs off) ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac

@@ -17,6 +17,22 @@ def run(*cmd, timeout=900):
     return r.returncode, r.stdout + r.stderr
 
 
+def test_transform(path, size):
+    """An image file through `resnet`'s test transform, in torch: Resize(size * 256 / 224) with
+    bilinear half-pixel sampling (what F.interpolate computes when upsampling), CenterCrop(size),
+    ImageNet mean/std. A [1, 3, size, size] float tensor."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+    x = torch.from_numpy(np.array(Image.open(path).convert('RGB'))).permute(2, 0, 1)[None].float()
+    r = size * 256 // 224
+    x = F.interpolate(x, size=(r, r), mode='bilinear', align_corners=False)
+    top = int(round((r - size) / 2.0))
+    x = x[:, :, top:top + size, top:top + size] / 255.0
+    return (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
 def finish():
     print(f'{len(failures)} of the checks failed' if failures else 'all checks passed')
     sys.exit(1 if failures else 0)

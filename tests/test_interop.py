@@ -6,16 +6,16 @@
   preprocessing (Resize(256) + CenterCrop(224), bilinear, ImageNet normalisation), within 1e-5;
 - round trip: a checkpoint `resnet train` wrote -> torch.load -> torch.save in both formats ->
   `resnet test --weights` and `predict --weights` print what they print for the checkpoint;
+- fine-tuning: `train --weights` (architecture from the weights) replaces a 1,000-class
+  classifier for the sample's 10 classes; with --freeze-backbone every other weight stays as it
+  was in the file, bit for bit, without it every one trains;
 - bad input: another architecture (`--model` given: the error lists missing keys and wrong
   shapes), a truncated file, a file that is no PyTorch file, a class list of the wrong length,
   `--classes` without `--weights`: exit code 1 (2 for the flag), one line naming the file.
 Run by CTest: test_interop.py --resnet build/resnet --sample assets/cifar10-sample"""
 import argparse, os, re, shutil, tempfile
-from harness import check, finish, run as run_program
-import numpy as np
+from harness import check, finish, run as run_program, test_transform
 import torch, torchvision
-import torch.nn.functional as F
-from PIL import Image
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--resnet', required=True)
@@ -33,21 +33,10 @@ def top5_lines(out):
     return [(n, float(p)) for n, p in lines if len(lines) == 5]
 
 
-def preprocess(path, size=224):
-    """The test transform as `resnet` computes it: Resize(size * 256 / 224) with bilinear
-    half-pixel sampling, CenterCrop(size), ImageNet mean/std."""
-    x = torch.from_numpy(np.array(Image.open(path).convert('RGB'))).permute(2, 0, 1)[None].float()
-    r = size * 256 // 224
-    x = F.interpolate(x, size=(r, r), mode='bilinear', align_corners=False)
-    top = int(round((r - size) / 2.0))
-    x = x[:, :, top:top + size, top:top + size] / 255.0
-    return (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
 tmp = tempfile.mkdtemp()
 try:
     image = os.path.join(a.sample, 'test', 'ship', sorted(os.listdir(os.path.join(a.sample, 'test', 'ship')))[0])
-    x = preprocess(image)
+    x = test_transform(image, 224)
     names = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta['categories']
     for arch in ('resnet18', 'resnet50', 'squeezenet1_1'):
         torch.manual_seed(1)
@@ -117,6 +106,30 @@ try:
         rc, got = run('predict', '--weights', again, '--image-size', '32', '--classes', cifar, '--image', image,
                       '--device', 'cpu')
         check(rc == 0 and got == want, f'predict --weights ({fmt}) prints what predict of the checkpoint printed')
+
+    # Fine-tuning: torchvision's resnet18 shape (1,000 classes, legacy format) on the 10-class
+    # sample; the architecture comes from the weights (no --model).
+    src = os.path.join(tmp, 'resnet18-1.pth')
+    orig = torch.load(src)
+    for freeze in (True, False):
+        ft = os.path.join(tmp, f'ft{int(freeze)}')
+        rc, out = run('train', '--weights', src, '--data', a.sample, '--image-size', '32', '--batch-size', '100',
+                      '--device', 'cpu', '--epochs', '1', '--save-model', '--checkpoint-dir', ft,
+                      *(['--freeze-backbone'] if freeze else []))
+        check(rc == 0 and 'Training resnet18' in out and
+              'its classifier is replaced by a new one (1000 classes in the file, 10 in the data)' in out,
+              f'train --weights{" --freeze-backbone" if freeze else ""}: resnet18, a new classifier: {out[:300]!r}')
+        got = torch.load(os.path.join(ft, 'resnet18', 'checkpoint.pth'))
+        weights = [k for k in orig if not k.startswith('fc.') and 'running' not in k and 'num_batches' not in k]
+        unchanged = [k for k in weights if torch.equal(got[k], orig[k])]
+        check(tuple(got['fc.weight'].shape) == (10, 512), 'the classifier has 10 outputs')
+        if freeze:
+            check(len(unchanged) == len(weights), f'--freeze-backbone: every backbone weight as in the file '
+                  f'({len(unchanged)} of {len(weights)})')
+        else:
+            check(len(unchanged) == 0, f'without it every backbone weight trained ({len(unchanged)} unchanged)')
+    rc, out = run('train', '--freeze-backbone', '--data', a.sample, '--device', 'cpu')
+    check(rc == 2 and '--freeze-backbone requires --weights' in out, f'--freeze-backbone alone: {out.strip()!r}')
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 finish()

@@ -6,11 +6,8 @@ Then: a run stopped mid-epoch (--max-steps) and resumed ends with the same weigh
 as one that was never stopped.
 Run by CTest: test_workflow.py --resnet build/resnet --sample assets/cifar10-sample"""
 import argparse, json, os, re, shutil, tempfile
-from harness import check, finish, run as run_program
+from harness import check, finish, run as run_program, test_transform
 import torch, torchvision
-import torch.nn.functional as F
-from PIL import Image
-import numpy as np
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--resnet', required=True)
@@ -63,14 +60,7 @@ try:
     model = torchvision.models.resnet18(num_classes=10)
     model.load_state_dict(torch.load(os.path.join(d, 'checkpoint.pth')), strict=True)
     model.eval()
-    # The test transform at 32 px: Resize(36) + CenterCrop(32), bilinear with half-pixel centres
-    # (what F.interpolate computes when upsampling), then ImageNet normalisation.
-    x = torch.from_numpy(np.array(Image.open(image).convert('RGB'))).permute(2, 0, 1)[None].float()
-    r = SIZE * 256 // 224
-    x = F.interpolate(x, size=(r, r), mode='bilinear', align_corners=False)
-    top = int(round((r - SIZE) / 2.0))
-    x = x[:, :, top:top + SIZE, top:top + SIZE] / 255.0
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = test_transform(image, SIZE)  # Resize(36) + CenterCrop(32) at 32 px
     with torch.no_grad():
         probs = torch.softmax(model(x), 1)[0]
     classes = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']

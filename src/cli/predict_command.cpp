@@ -65,6 +65,8 @@ void add_predict_command(CLI::App& app) {
   add_precision_options(*cmd, o->amp, o->channels_last, nullptr);
   cmd->callback([o] {
     const auto device = parse_device(o->device);
+    // A missing model is the first thing to hear about, before the images are looked at.
+    if (o->checkpoint.weights.empty()) checkpoint_path(o->checkpoint);
     const auto files = image_files(o->images);
     std::string source;
     const auto trained = load_model_to_use(o->checkpoint, device, source);

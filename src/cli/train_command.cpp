@@ -8,6 +8,7 @@
 #include "cli/options.h"
 #include "core/error.h"
 #include "models/registry.h"
+#include "train/inference.h"
 #include "train/trainer.h"
 
 namespace resnet::cli {
@@ -80,10 +81,18 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--log-every,--print-freq,-p", o->log_every, "batches between 'loss:' lines")->capture_default_str();
   add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_fused_option(*cmd, o->fused);
+  cmd->add_option("--weights", o->weights,
+                  "fine-tune: start from this state dict saved by torch.save (either format; the classifier is "
+                  "replaced when the data has another number of classes; the architecture from --model, or "
+                  "from the weights when --model is not given)");
+  cmd->add_flag("--freeze-backbone,--freeze_backbone", o->freeze_backbone, "train the classifier alone (with --weights)")
+      ->needs("--weights");
   add_trace_option(*cmd, *trace);
   cmd->callback([o, trace, resume] {
     validate(*o);  // before --resume looks at files: a bad number is the first thing to hear about
     if (!resume->path.empty()) apply_resume(*resume, *o);
+    if (!o->weights.empty() && resume->path.empty() && resume->model_option->count() == 0)
+      o->model = architecture_of(o->weights);
     o->trace = trace->enabled();
     ConsoleReporter reporter;
     train(*o, reporter);

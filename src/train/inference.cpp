@@ -75,27 +75,35 @@ std::vector<std::string> matching_architectures(const NamedTensors& tensors, int
   return out;
 }
 
+std::string guess_architecture(const NamedTensors& tensors, int64_t classes, const std::string& path) {
+  const auto found = matching_architectures(tensors, classes);
+  if (found.size() == 1) return found.front();
+  std::string names;
+  for (const auto& n : found) names += (names.empty() ? "" : ", ") + n;
+  throw InputError(path + (found.empty() ? ": matches no architecture resnet knows by its names and shapes; pass "
+                                           "--model to see what differs"
+                                         : ": matches " + names + "; pass --model to say which"));
+}
+
+NamedTensors read_weights(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw InputError(path + ": no such file (--weights)");
+  return load_tensor_dict(path);
+}
+
 }  // namespace
+
+std::string architecture_of(const std::string& path) {
+  const NamedTensors tensors = read_weights(path);
+  return guess_architecture(tensors, classes_in(tensors, path), path);
+}
 
 TrainedModel load_weights(const std::string& path, const std::string& arch, const std::string& classes_file,
                           int64_t image_size, const c10::Device& device) {
-  if (!std::filesystem::exists(path)) throw InputError(path + ": no such file (--weights)");
-  const NamedTensors tensors = load_tensor_dict(path);
+  const NamedTensors tensors = read_weights(path);
   const int64_t classes = classes_in(tensors, path);
   TrainedModel t;
-  t.info.arch = arch;
+  t.info.arch = arch.empty() ? guess_architecture(tensors, classes, path) : arch;
   t.info.image_size = image_size;
-  if (arch.empty()) {
-    const auto found = matching_architectures(tensors, classes);
-    if (found.size() != 1) {
-      std::string names;
-      for (const auto& n : found) names += (names.empty() ? "" : ", ") + n;
-      throw InputError(path + (found.empty() ? ": matches no architecture resnet knows by its names and shapes; pass "
-                                               "--model to see what differs"
-                                             : ": matches " + names + "; pass --model to say which"));
-    }
-    t.info.arch = found.front();
-  }
   if (!classes_file.empty()) {
     t.info.classes = read_class_names(classes_file, classes);
   } else if (classes == 1000) {

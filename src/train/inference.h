@@ -34,6 +34,10 @@ TrainedModel load_trained_model(const std::string& checkpoint_path, const c10::D
 TrainedModel load_weights(const std::string& path, const std::string& arch, const std::string& classes_file,
                           int64_t image_size, const c10::Device& device);
 
+// The one registered architecture whose names and shapes the state dict at `path` has;
+// InputError naming the file when none or several do.
+std::string architecture_of(const std::string& path);
+
 // Class names, one a line (surrounding spaces and blank lines ignored); InputError naming the file
 // when it is missing or holds another number of names than `expected`.
 std::vector<std::string> read_class_names(const std::string& path, int64_t expected);

@@ -14,6 +14,8 @@
 #include "data/cifar10_fetch.h"
 #include "data/loader.h"
 #include "data/open.h"
+#include "io/state_dict.h"
+#include "io/torch_save.h"
 #include "models/registry.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -33,7 +35,11 @@ constexpr int64_t kTraceWarmupSteps = 3;  // steps before profiling starts (cuDN
 constexpr int64_t kTraceSteps = 5;        // steps profiled
 
 // Settings that must match for a resumed run to continue the same computation.
-const char* kResumeKeys[] = {"batch_size", "image_size", "seed", "learning_rate", "momentum", "weight_decay"};
+const char* kResumeKeys[] = {"batch_size", "image_size", "seed", "learning_rate", "momentum", "weight_decay",
+                             "freeze_backbone"};
+
+// The classifier's parameters: fc (ResNets) or classifier.1 (SqueezeNets).
+bool in_classifier(const std::string& name) { return name.rfind("fc.", 0) == 0 || name.rfind("classifier.", 0) == 0; }
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -74,6 +80,7 @@ struct Run {
   void build_model();
   // Continues from `resume` (resume.pt, read already) or, with --restart, removes the old files.
   void resume_or_restart(const ResumeFile* resume);
+  void load_initial_weights();  // --weights, on a fresh start
   // Returns false when --max-steps stopped the run.
   bool run_epoch(int64_t epoch);
   void finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds);
@@ -106,6 +113,10 @@ void Run::build_model() {
   step_options.fused = parse_fused(o.fused, step_options, device);
   // Before the optimiser sees the parameters: momentum buffers take their layout.
   if (step_options.channels_last) to_channels_last(*model);
+  // Frozen parameters get no gradient, so SGD leaves them (and keeps no momentum for them).
+  if (o.freeze_backbone)
+    for (auto& p : model->named_parameters())
+      if (!in_classifier(p.key())) p.value().requires_grad_(false);
   optimizer = std::make_unique<Sgd>(model->parameters(), SgdOptions{o.learning_rate, o.momentum, o.weight_decay});
   step = std::make_unique<TrainStep>(*model, *optimizer, step_options, device);
   eval_step = std::make_unique<EvalStep>(*model, step_options, device);
@@ -117,13 +128,16 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   resume_path = (dir / "resume.pt").string();
   state.settings = to_json(o);
   state.classes = train_source->classes();
-  if (o.restart) {
-    fs::remove(resume_path);
-    fs::remove(dir / "metrics.csv");
+  if (o.restart || !resume) {
+    if (o.restart) {
+      fs::remove(resume_path);
+      fs::remove(dir / "metrics.csv");
+    }
+    load_initial_weights();
     return;
   }
-  if (!resume) return;
   TrainState saved = resume->restore(*model, *optimizer);
+  if (!saved.settings.contains("freeze_backbone")) saved.settings["freeze_backbone"] = false;  // before the flag
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -133,6 +147,27 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   state = saved;
   step->set_loss_scale_state(state.loss_scale, state.loss_scale_growth);
   reporter.message("Resuming from epoch " + std::to_string(state.epoch + 1) + ", step " + std::to_string(state.step));
+}
+
+void Run::load_initial_weights() {
+  if (o.weights.empty()) return;
+  if (!fs::exists(o.weights)) throw InputError(o.weights + ": no such file (--weights)");
+  NamedTensors tensors = load_tensor_dict(o.weights);
+  const NamedTensors own = state_dict(*model);
+  std::string replaced;
+  for (auto& [name, tensor] : tensors) {
+    if (!in_classifier(name)) continue;
+    for (const auto& [own_name, own_tensor] : own)
+      if (own_name == name && own_tensor.sizes() != tensor.sizes()) {
+        if (name.find("weight") != std::string::npos)
+          replaced = std::to_string(tensor.size(0)) + " classes in the file, " +
+                     std::to_string(own_tensor.size(0)) + " in the data";
+        tensor = own_tensor.detach().clone();  // the freshly initialised one
+      }
+  }
+  load_state_dict(*model, tensors, o.weights);
+  reporter.message("Fine-tuning from " + o.weights + (replaced.empty() ? "" : "; its classifier is replaced by a new one (" + replaced + ")") +
+                   (o.freeze_backbone ? "; only the classifier trains (--freeze-backbone)" : ""));
 }
 
 void Run::start_trace() {
@@ -268,7 +303,9 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"amp", o.amp},
           {"channels_last", o.channels_last},
           {"cuda_graphs", o.cuda_graphs},
-          {"fused", o.fused}};
+          {"fused", o.fused},
+          {"weights", o.weights},
+          {"freeze_backbone", o.freeze_backbone}};
 }
 
 double train(const TrainOptions& o, TrainReporter& reporter) {

@@ -39,6 +39,10 @@ struct TrainOptions {
   bool skip_bad_images = false;
   bool trace = false;
   int64_t log_every = 100;  // batches between the sample's "loss:" lines
+  // Fine-tuning: start from this state dict (torch.save, either format) instead of random weights;
+  // a classifier for another number of classes is replaced by a fresh one.
+  std::string weights;
+  bool freeze_backbone = false;  // train the classifier alone (the rest keeps its weights)
 };
 
 // UsageError naming the flag for a value the run cannot use.
