@@ -326,7 +326,7 @@ TEST(CliFirstContact, MissingCheckpointNamesTheOnesThatExist) {
   // Nothing there at all.
   const auto nothing = run_resnet("predict --image " + kImage + " --checkpoint-dir " + (tmp.path() / "none").string());
   EXPECT_EQ(nothing.exit_code, 1) << nothing.output;
-  EXPECT_TRUE(contains(nothing.output, "no such checkpoint (train with --save-model first, or pass --checkpoint)"))
+  EXPECT_TRUE(contains(nothing.output, "no such checkpoint (run `resnet train --save-model` first, or pass --checkpoint)"))
       << nothing.output;
 
   // --model and the checkpoint's architecture differ: a warning, and the checkpoint's is used.

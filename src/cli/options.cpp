@@ -131,9 +131,9 @@ std::string checkpoint_path(const CheckpointFlags& flags) {
   std::string message = path.string() + ": no such checkpoint";
   if (found.empty()) {
     message += fs::is_regular_file(path.parent_path() / "resume.pt")
-                   ? " (" + path.parent_path().string() + " holds a run that was trained without --save-model; "
-                     "train with --save-model to keep the best model)"
-                   : " (train with --save-model first, or pass --checkpoint)";
+                   ? " (" + path.parent_path().string() + " holds a run that was trained without "
+                     "`resnet train --save-model`, which keeps the best model)"
+                   : " (run `resnet train --save-model` first, or pass --checkpoint)";
     throw InputError(message);
   }
   const auto names = model_names();

@@ -21,7 +21,7 @@ namespace resnet {
 
 TrainedModel load_trained_model(const std::string& checkpoint_path, const c10::Device& device) {
   if (!std::filesystem::exists(checkpoint_path))
-    throw InputError(checkpoint_path + ": no such checkpoint (train with --save-model first, or pass --checkpoint)");
+    throw InputError(checkpoint_path + ": no such checkpoint (run `resnet train --save-model` first, or pass --checkpoint)");
   TrainedModel t;
   t.info = read_best_model_info(checkpoint_path);
   t.model = create_model(t.info.arch, static_cast<int64_t>(t.info.classes.size()));
