@@ -18,7 +18,7 @@ ap.add_argument('--sample', required=True)
 a = ap.parse_args()
 
 FLAG = re.compile(r'(?<![\w-])--[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*')
-COMMANDS = ['data', 'train', 'test', 'predict', 'bench']
+COMMANDS = ['data', 'train', 'test', 'predict', 'bench', 'export']
 
 
 def run(*args):
@@ -80,6 +80,10 @@ CASES = [
     ('bench', '--device', 'dml'),
     ('bench', '--cuda-graphs', 'on', '--device', 'cpu'),
     ('bench', '--fused', 'maybe'),
+    ('export', '--output', os.path.join(tmp, 'x.onnx'), '--checkpoint-dir', missing_dir),
+    ('export', '--output', os.path.join(tmp, 'x.onnx'), '--weights', text),
+    ('export', '--output', os.path.join(tmp, 'x.onnx'), '--format', 'tflite'),
+    ('export', '--format', 'onnx'),
 ]
 QUOTED = re.compile(r'`resnet (\w+)([^`]*)`')  # a command line in a message: its flags are its command's
 for case in CASES:

@@ -9,6 +9,9 @@
 - fine-tuning: `train --weights` (architecture from the weights) replaces a 1,000-class
   classifier for the sample's 10 classes; with --freeze-backbone every other weight stays as it
   was in the file, bit for bit, without it every one trains;
+- export: resnet18, resnet50, resnext50_32x4d and squeezenet1_1 to ONNX pass onnx.checker and
+  give torchvision's logits in onnxruntime (batch 1 and 8, within 1e-4 relative); --format
+  torchvision writes a state dict torchvision loads strictly;
 - bad input: another architecture (`--model` given: the error lists missing keys and wrong
   shapes), a truncated file, a file that is no PyTorch file, a class list of the wrong length,
   `--classes` without `--weights`: exit code 1 (2 for the flag), one line naming the file.
@@ -128,6 +131,46 @@ try:
                   f'({len(unchanged)} of {len(weights)})')
         else:
             check(len(unchanged) == 0, f'without it every backbone weight trained ({len(unchanged)} unchanged)')
+    # Export: ONNX (checker, then onnxruntime against torchvision at batch 1 and 8) and torchvision.
+    rc, out = run('export', '--weights', os.path.join(tmp, 'resnet18-0.pth'), '--output', os.path.join(tmp, 'x.onnx'))
+    if 'cannot write ONNX files' in out:
+        check(rc == 2, 'this build has no ONNX writer, and export says what to install (ONNX checks skipped)')
+    else:
+        import numpy as np, onnx, onnxruntime
+        for arch in ('resnet18', 'resnet50', 'resnext50_32x4d', 'squeezenet1_1'):
+            torch.manual_seed(2)
+            model = getattr(torchvision.models, arch)().eval()
+            if arch.startswith('res'):  # running statistics that are not 0 and 1
+                for m in model.modules():
+                    if isinstance(m, torch.nn.BatchNorm2d):
+                        m.running_mean.uniform_(-0.5, 0.5)
+                        m.running_var.uniform_(0.5, 2.0)
+            weights = os.path.join(tmp, f'{arch}.pth')
+            torch.save(model.state_dict(), weights)
+            path = os.path.join(tmp, f'{arch}.onnx')
+            rc, out = run('export', '--weights', weights, '--format', 'onnx', '--output', path)
+            check(rc == 0 and os.path.isfile(path), f'export {arch} to ONNX: {out.strip()[:120]!r}')
+            if rc != 0:
+                continue
+            onnx.checker.check_model(onnx.load(path), full_check=True)
+            session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+            for batch in (1, 8):
+                x = torch.randn(batch, 3, 224, 224)
+                got = session.run(['logits'], {'images': x.numpy()})[0]
+                with torch.no_grad():
+                    want = model(x).numpy()
+                gap = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+                check(got.shape == (batch, 1000) and gap < 1e-4,
+                      f'{arch} ONNX, batch {batch}: onnxruntime gives torchvision\'s logits (relative {gap:.1e})')
+    sd_path = os.path.join(tmp, 'plain.pth')
+    rc, out = run('export', '--model', 'resnet18', '--checkpoint-dir', ck, '--format', 'torchvision', '--output', sd_path)
+    if rc == 0:
+        plain = torchvision.models.resnet18(num_classes=10)
+        plain.load_state_dict(torch.load(sd_path), strict=True)
+    check(rc == 0, f'export --format torchvision writes a state dict torchvision loads strictly: {out.strip()[:120]!r}')
+    rc, out = run('export', '--weights', sd_path, '--format', 'tflite', '--output', sd_path)
+    check(rc == 2 and "--format takes onnx or torchvision (got 'tflite')" in out, f'an unknown format: {out.strip()!r}')
+
     rc, out = run('train', '--freeze-backbone', '--data', a.sample, '--device', 'cpu')
     check(rc == 2 and '--freeze-backbone requires --weights' in out, f'--freeze-backbone alone: {out.strip()!r}')
 finally:

@@ -11,5 +11,6 @@ void add_data_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_test_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
+void add_export_command(CLI::App& app);
 
 }  // namespace resnet::cli

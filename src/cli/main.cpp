@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
   resnet::cli::add_train_command(app);
   resnet::cli::add_test_command(app);
   resnet::cli::add_predict_command(app);
+  resnet::cli::add_export_command(app);
   resnet::cli::add_bench_command(app);
 
   // The command comes first: `resnet help [COMMAND]`, or a word that is no command.
