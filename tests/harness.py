@@ -17,6 +17,17 @@ def run(*cmd, timeout=900):
     return r.returncode, r.stdout + r.stderr
 
 
+def resnet_and_sample():
+    """The command line of the tests that drive `resnet` on the embedded sample: --resnet BINARY
+    --sample FOLDER. Returns (args, run), run(*flags) running the binary as run() does."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--resnet', required=True)
+    ap.add_argument('--sample', required=True)
+    args = ap.parse_args()
+    return args, lambda *flags: run(args.resnet, *flags)
+
+
 def test_transform(path, size):
     """An image file through `resnet`'s test transform, in torch: Resize(size * 256 / 224) with
     bilinear half-pixel sampling (what F.interpolate computes when upsampling), CenterCrop(size),

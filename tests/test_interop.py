@@ -13,21 +13,14 @@
   give torchvision's logits in onnxruntime (batch 1 and 8, within 1e-4 relative); --format
   torchvision writes a state dict torchvision loads strictly;
 - bad input: another architecture (`--model` given: the error lists missing keys and wrong
-  shapes), a truncated file, a file that is no PyTorch file, a class list of the wrong length,
+  shapes), a truncated file, a file that is no PyTorch file, a pickle asking for os.system, a class list of the wrong length,
   `--classes` without `--weights`: exit code 1 (2 for the flag), one line naming the file.
 Run by CTest: test_interop.py --resnet build/resnet --sample assets/cifar10-sample"""
-import argparse, os, re, shutil, tempfile
-from harness import check, finish, run as run_program, test_transform
+import os, re, shutil, tempfile
+from harness import check, finish, resnet_and_sample, test_transform
 import torch, torchvision
 
-ap = argparse.ArgumentParser()
-ap.add_argument('--resnet', required=True)
-ap.add_argument('--sample', required=True)
-a = ap.parse_args()
-
-
-def run(*args):
-    return run_program(a.resnet, *args)
+a, run = resnet_and_sample()
 
 
 def top5_lines(out):
@@ -84,6 +77,17 @@ try:
         rc, out = run('predict', '--weights', bad, '--image', image, '--device', 'cpu')
         check(rc == 1 and out.startswith('error: ' + bad + ': ') and len(out.strip().splitlines()) == 1,
               f'{name}: exit 1 and one line naming the file: {out.strip()!r}')
+
+    # A pickle that would run a command when unpickled: refused (exit 1, naming the class), not run.
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ('touch ' + os.path.join(tmp, 'ran'),))
+    for legacy in (False, True):
+        evil = os.path.join(tmp, f'evil-{int(legacy)}.pth')
+        torch.save({'fc.weight': torch.zeros(2, 2), 'x': Payload()}, evil, _use_new_zipfile_serialization=not legacy)
+        rc, out = run('predict', '--weights', evil, '--image', image, '--device', 'cpu')
+        check(rc == 1 and 'cannot rebuild posix.system' in out and not os.path.exists(os.path.join(tmp, 'ran')),
+              f'a pickle asking for os.system ({"legacy" if legacy else "zip"}): refused, never run: {out.strip()!r}')
 
     # Round trip: our checkpoint -> Python -> both formats -> `resnet test --weights`.
     ck = os.path.join(tmp, 'ck')

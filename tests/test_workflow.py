@@ -5,18 +5,11 @@ load_state_dict(strict=True) of checkpoint.pth gives the probabilities `resnet p
 Then: a run stopped mid-epoch (--max-steps) and resumed ends with the same weights, bit for bit,
 as one that was never stopped.
 Run by CTest: test_workflow.py --resnet build/resnet --sample assets/cifar10-sample"""
-import argparse, json, os, re, shutil, tempfile
-from harness import check, finish, run as run_program, test_transform
+import json, os, re, shutil, tempfile
+from harness import check, finish, resnet_and_sample, test_transform
 import torch, torchvision
 
-ap = argparse.ArgumentParser()
-ap.add_argument('--resnet', required=True)
-ap.add_argument('--sample', required=True)
-a = ap.parse_args()
-
-
-def run(*args):
-    return run_program(a.resnet, *args)
+a, run = resnet_and_sample()
 
 
 SIZE, BATCH = 32, 100
