@@ -63,9 +63,8 @@ BenchResult run_bench(const BenchOptions& options) {
   const auto labels = torch::randint(options.num_classes, {options.batch_size},
                                      torch::TensorOptions().device(device).dtype(torch::kLong));
 
-  StepOptions step_options =
-      parse_step_options(options.amp, options.channels_last, options.cuda_graphs, device, options.batch_size);
-  step_options.fused = parse_fused(options.fused, step_options, device);
+  const StepOptions step_options = parse_step_options(options.amp, options.channels_last, options.cuda_graphs, device,
+                                                      options.batch_size, options.fused);
   if (step_options.channels_last) to_channels_last(*model);
   // The trainer's optimiser with the sample's settings (SgdOptions' defaults) and the trainer's
   // step, so that a step costs what a step of `resnet train` costs.

@@ -24,8 +24,7 @@ void add_export_command(CLI::App& app) {
   cmd->callback([o] {
     if (o->format != "onnx" && o->format != "torchvision")
       throw UsageError("--format takes onnx or torchvision (got '" + o->format + "')");
-    std::string source;
-    TrainedModel trained = load_model_to_use(o->checkpoint, c10::Device(c10::kCPU), source);
+    TrainedModel trained = load_model_to_use(o->checkpoint, model_source(o->checkpoint), c10::Device(c10::kCPU));
     if (o->format == "torchvision") {
       save_state_dict(o->output, state_dict(*trained.model));
       std::cout << "Wrote " << o->output << ": the state dict of " << trained.info.arch << " ("

@@ -95,16 +95,18 @@ void add_checkpoint_options(CLI::App& command, CheckpointFlags& flags, const std
       ->needs(weights);
 }
 
-TrainedModel load_model_to_use(const CheckpointFlags& flags, const c10::Device& device, std::string& source) {
-  if (!flags.weights.empty()) {
-    const bool model_given = flags.model_option != nullptr && flags.model_option->count() > 0;
-    if (model_given) require_known_model(flags.model);
-    require_at_least(flags.image_size, 32, "--image-size");
-    source = flags.weights;
-    return load_weights(flags.weights, model_given ? flags.model : "", flags.classes, flags.image_size, device);
-  }
-  source = checkpoint_path(flags);
-  return load_checkpoint(flags, source, device);
+std::string model_source(const CheckpointFlags& flags) {
+  if (flags.weights.empty()) return checkpoint_path(flags);
+  if (!fs::exists(flags.weights)) throw InputError(flags.weights + ": no such file (--weights)");
+  return flags.weights;
+}
+
+TrainedModel load_model_to_use(const CheckpointFlags& flags, const std::string& source, const c10::Device& device) {
+  if (flags.weights.empty()) return load_checkpoint(flags, source, device);
+  const bool model_given = flags.model_option != nullptr && flags.model_option->count() > 0;
+  if (model_given) require_known_model(flags.model);
+  require_at_least(flags.image_size, 32, "--image-size");
+  return load_weights(source, model_given ? flags.model : "", flags.classes, flags.image_size, device);
 }
 
 std::string checkpoint_path(const CheckpointFlags& flags) {

@@ -49,9 +49,11 @@ struct CheckpointFlags {
 };
 void add_checkpoint_options(CLI::App& command, CheckpointFlags& flags, const std::string& what);
 
-// The model the flags name: --weights (load_weights: --model when given, else guessed) or the
-// checkpoint (checkpoint_path, load_checkpoint). `source` is set to the file it came from.
-TrainedModel load_model_to_use(const CheckpointFlags& flags, const c10::Device& device, std::string& source);
+// The file the flags name: --weights (InputError when missing) or the checkpoint (checkpoint_path).
+std::string model_source(const CheckpointFlags& flags);
+// The model in `source` (from model_source): --weights through load_weights (--model when given,
+// else guessed), a checkpoint through load_checkpoint.
+TrainedModel load_model_to_use(const CheckpointFlags& flags, const std::string& source, const c10::Device& device);
 
 // The checkpoint the flags name: --checkpoint FILE (or a folder holding checkpoint.pth), else
 // <checkpoint-dir>/<model>/checkpoint.pth. When it is missing, an InputError that names the

@@ -65,11 +65,9 @@ void add_predict_command(CLI::App& app) {
   add_precision_options(*cmd, o->amp, o->channels_last, nullptr);
   cmd->callback([o] {
     const auto device = parse_device(o->device);
-    // A missing model is the first thing to hear about, before the images are looked at.
-    if (o->checkpoint.weights.empty()) checkpoint_path(o->checkpoint);
+    const std::string source = model_source(o->checkpoint);  // a missing model is heard of before the images
     const auto files = image_files(o->images);
-    std::string source;
-    const auto trained = load_model_to_use(o->checkpoint, device, source);
+    const auto trained = load_model_to_use(o->checkpoint, source, device);
     const StepOptions step = parse_step_options(o->amp, o->channels_last, "off", device);
     const auto predictions = predict_files(trained, files, /*k=*/5, device, step);
     for (const auto& p : predictions) {

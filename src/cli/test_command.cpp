@@ -35,8 +35,8 @@ void run_test(const TestOptions& o) {
                          ? o.data + ": no such folder (--data)"
                          : o.data + ": no such folder; run `resnet data` to download CIFAR-10 there, or pass --data "
                                     "(in the repository: --data assets/cifar10-sample)");
-  std::string path;
-  TrainedModel trained = load_model_to_use(o.checkpoint, device, path);
+  const std::string path = model_source(o.checkpoint);
+  TrainedModel trained = load_model_to_use(o.checkpoint, path, device);
   TestSettings settings;
   settings.data = o.data;
   settings.classes_from_data = !o.checkpoint.weights.empty() && o.checkpoint.classes.empty();

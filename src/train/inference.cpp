@@ -85,12 +85,12 @@ std::string guess_architecture(const NamedTensors& tensors, int64_t classes, con
                                          : ": matches " + names + "; pass --model to say which"));
 }
 
+}  // namespace
+
 NamedTensors read_weights(const std::string& path) {
   if (!std::filesystem::exists(path)) throw InputError(path + ": no such file (--weights)");
   return load_tensor_dict(path);
 }
-
-}  // namespace
 
 std::string architecture_of(const std::string& path) {
   const NamedTensors tensors = read_weights(path);

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "io/torch_save.h"
 #include "models/classifier.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -33,6 +34,9 @@ TrainedModel load_trained_model(const std::string& checkpoint_path, const c10::D
 // differs.
 TrainedModel load_weights(const std::string& path, const std::string& arch, const std::string& classes_file,
                           int64_t image_size, const c10::Device& device);
+
+// The state dict at `path` (--weights); InputError naming the flag when the file is missing.
+NamedTensors read_weights(const std::string& path);
 
 // The one registered architecture whose names and shapes the state dict at `path` has;
 // InputError naming the file when none or several do.

@@ -41,13 +41,16 @@ class NoAutotuning {
 }  // namespace
 
 StepOptions parse_step_options(const std::string& amp, const std::string& channels_last,
-                               const std::string& cuda_graphs, const c10::Device& device, int64_t main_batch) {
+                               const std::string& cuda_graphs, const c10::Device& device, int64_t main_batch,
+                               const std::string& fused) {
   if (cuda_graphs != "on" && cuda_graphs != "off" && cuda_graphs != "auto")
     throw UsageError("--cuda-graphs takes on or off (got '" + cuda_graphs + "')");
   if (cuda_graphs == "on" && !cuda_graphs_supported(device))
     throw UsageError("--cuda-graphs on needs a CUDA device (this run is on " + device.str() + ")");
-  return {parse_amp(amp, device), parse_channels_last(channels_last, device),
-          cuda_graphs == "on" || (cuda_graphs == "auto" && cuda_graphs_supported(device)), main_batch};
+  StepOptions o{parse_amp(amp, device), parse_channels_last(channels_last, device),
+                cuda_graphs == "on" || (cuda_graphs == "auto" && cuda_graphs_supported(device)), main_batch};
+  o.fused = parse_fused(fused, o, device);
+  return o;
 }
 
 bool parse_fused(const std::string& fused, const StepOptions& step, const c10::Device& device) {

@@ -44,8 +44,10 @@ struct StepOptions {
 // StepOptions from the flags' spellings: --amp (bf16, fp16, off, auto), --channels-last and
 // --cuda-graphs (on, off, auto: on for CUDA). UsageError naming the flag for anything else, and
 // for --cuda-graphs on where graphs cannot run.
+// `fused` is --fused's spelling (parse_fused); off for the commands that do not train.
 StepOptions parse_step_options(const std::string& amp, const std::string& channels_last,
-                               const std::string& cuda_graphs, const c10::Device& device, int64_t main_batch = 0);
+                               const std::string& cuda_graphs, const c10::Device& device, int64_t main_batch = 0,
+                               const std::string& fused = "off");
 
 // --fused: on, off, or auto (on where the kernels run: CUDA with --amp bf16/fp16 and
 // channels-last). UsageError naming the flag for anything else, and for on where they cannot run.

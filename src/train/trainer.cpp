@@ -15,10 +15,10 @@
 #include "data/loader.h"
 #include "data/open.h"
 #include "io/state_dict.h"
-#include "io/torch_save.h"
 #include "models/registry.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/inference.h"
 #include "train/metrics.h"
 #include "train/profile.h"
 #include "train/step.h"
@@ -109,8 +109,7 @@ void Run::build_model() {
   at::globalContext().setBenchmarkCuDNN(true);
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
   model->to(device);
-  step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size);
-  step_options.fused = parse_fused(o.fused, step_options, device);
+  step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size, o.fused);
   // Before the optimiser sees the parameters: momentum buffers take their layout.
   if (step_options.channels_last) to_channels_last(*model);
   // Frozen parameters get no gradient, so SGD leaves them (and keeps no momentum for them).
@@ -151,8 +150,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
 
 void Run::load_initial_weights() {
   if (o.weights.empty()) return;
-  if (!fs::exists(o.weights)) throw InputError(o.weights + ": no such file (--weights)");
-  NamedTensors tensors = load_tensor_dict(o.weights);
+  NamedTensors tensors = read_weights(o.weights);
   const NamedTensors own = state_dict(*model);
   std::string replaced;
   for (auto& [name, tensor] : tensors) {
@@ -286,8 +284,7 @@ void validate(const TrainOptions& o) {
   require_at_least(o.checkpoint_every, 0, "--checkpoint-every");
   require_at_least(o.max_steps, 0, "--max-steps");
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
-  const auto device = parse_device(o.device);
-  parse_fused(o.fused, parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device), device);
+  parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device), 0, o.fused);
 }
 
 nlohmann::json to_json(const TrainOptions& o) {
