@@ -284,6 +284,39 @@ TEST(Loader, ShufflesPerEpochFromTheSeedAndKeepsTheLastPartialBatch) {
   EXPECT_EQ(resumed, std::vector<int64_t>(first.begin() + 8, first.end()));
 }
 
+TEST(Loader, WritesIntoAGivenBufferWhereItFits) {
+  // A graphed step's input buffer (channels-last here) gets the same values the loader returns
+  // without one; a partial batch (other shape) gets a tensor of its own, the buffer untouched.
+  resnet::LabeledImages data;
+  const int64_t n = 5;
+  data.images = torch::randint(256, {n, 3, 8, 8}, torch::TensorOptions().dtype(torch::kUInt8));
+  data.labels = torch::arange(n);
+  data.classes = {"only"};
+  for (const bool train : {true, false}) {
+    resnet::LoaderOptions o;
+    o.batch_size = 3;
+    o.image_size = 16;
+    o.train = train;
+    resnet::Loader plain(resnet::in_memory_source(data, torch::kCPU, "toy"), o, torch::kCPU);
+    resnet::Loader buffered(resnet::in_memory_source(data, torch::kCPU, "toy"), o, torch::kCPU);
+    plain.start_epoch(1);
+    buffered.start_epoch(1);
+    const auto buffer = torch::full({3, 3, 16, 16}, 7.0f).contiguous(torch::MemoryFormat::ChannelsLast);
+    const auto first = plain.next(), first_in = buffered.next(buffer);
+    ASSERT_TRUE(first && first_in);
+    EXPECT_TRUE(first_in->images.is_same(buffer)) << train;
+    EXPECT_TRUE(torch::equal(first_in->images, first->images)) << train;
+    const auto before = buffer.clone();
+    const auto last = plain.next(), last_in = buffered.next(buffer);
+    ASSERT_TRUE(last && last_in);
+    EXPECT_EQ(last_in->images.size(0), 2);
+    EXPECT_FALSE(last_in->images.is_same(buffer));
+    EXPECT_TRUE(torch::equal(last_in->images, last->images)) << train;
+    EXPECT_TRUE(torch::equal(buffer, before)) << train;
+    EXPECT_FALSE(buffered.next(buffer));
+  }
+}
+
 // ---- transforms -------------------------------------------------------------------------------
 
 TEST(Transforms, TestTransformMatchesTorchvision) {

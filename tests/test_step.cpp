@@ -42,16 +42,29 @@ std::shared_ptr<resnet::Classifier> seeded_model(const std::string& arch, const 
 }
 
 // Losses of `steps` TrainStep steps over `data` with `options`, from the seeded model; with
-// CUDA graphs on, fails the test unless the graph was captured.
+// CUDA graphs on, fails the test unless the graph was captured. `into_buffer`: each batch is
+// written into the step's input buffer once it exists and that buffer passed, as the trainer's
+// loader does.
 std::vector<double> step_losses(const std::string& arch, const Batches& data, StepOptions options,
                                 const torch::Device& device, std::shared_ptr<resnet::Classifier>* out = nullptr,
-                                double lr = 0.01) {
+                                double lr = 0.01, bool into_buffer = false) {
   auto model = seeded_model(arch, device);
   if (options.channels_last) resnet::to_channels_last(*model);
   resnet::Sgd sgd(model->parameters(), {lr, 0.9, 1e-4});
   resnet::TrainStep step(*model, sgd, options, device);
   std::vector<double> losses;
-  for (size_t i = 0; i < data.images.size(); ++i) losses.push_back(step.run(data.images[i], data.labels[i]).item<double>());
+  int buffered = 0;
+  for (size_t i = 0; i < data.images.size(); ++i) {
+    auto images = data.images[i];
+    if (into_buffer && step.input_buffer().defined()) {
+      images = step.input_buffer().copy_(images);
+      ++buffered;
+    }
+    losses.push_back(step.run(images, data.labels[i]).item<double>());
+  }
+  if (into_buffer) {
+    EXPECT_EQ(buffered, static_cast<int>(data.images.size()) - 1);
+  }
   if (options.cuda_graphs) {
     EXPECT_EQ(step.describe().rfind("CUDA graph", 0), 0u) << step.describe();
   }
@@ -236,6 +249,9 @@ TEST(CudaGraphs, ReplaysGiveTheEagerLossesOver20Steps) {
     // Deterministic cuDNN, same kernels in both: the graph replays what eager mode launches. The
     // tolerance leaves room for reductions whose order may differ between launches.
     EXPECT_LE(max_relative_gap(lg, le), 1e-3) << resnet::to_string(amp);
+    // The loader writing straight into the graph's input buffer: the same replays.
+    const auto lb = step_losses("resnet50", data, graphed, cuda, nullptr, 0.01, /*into_buffer=*/true);
+    EXPECT_LE(max_relative_gap(lb, lg), 1e-6) << resnet::to_string(amp);
     const auto pa = a->parameters(), pb = b->parameters();
     for (size_t i = 0; i < pa.size(); i += 20)
       EXPECT_LE(resnet::test::relative_error(pb[i], pa[i]), 1e-3) << resnet::to_string(amp) << " parameter " << i;

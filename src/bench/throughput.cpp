@@ -4,8 +4,6 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/utils.h>
 
-#include <ATen/Context.h>
-
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -54,7 +52,7 @@ BenchResult run_bench(const BenchOptions& options) {
   const c10::Device device = parse_device(options.device);
   torch::manual_seed(options.seed);
   // Same choice as the Python peer (torch.backends.cudnn.benchmark = True): autotune convolutions.
-  at::globalContext().setBenchmarkCuDNN(true);
+  enable_cudnn_autotuning();
 
   auto model = create_model(options.model, options.num_classes);
   model->to(device);

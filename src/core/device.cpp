@@ -2,7 +2,10 @@
 
 #include <torch/cuda.h>
 
+#include <ATen/Context.h>
+
 #include <cctype>
+#include <cstdlib>
 
 #include "core/error.h"
 
@@ -53,6 +56,18 @@ std::string describe_device(const c10::Device& device) {
   if (device.is_cuda()) name += std::string(" (") + at::cuda::getDeviceProperties(device.index())->name + ")";
 #endif
   return name;
+}
+
+void enable_cudnn_autotuning() {
+  at::globalContext().setBenchmarkCuDNN(true);
+  const char* limit = std::getenv("RESNET_CUDNN_BENCHMARK_LIMIT");
+  if (limit == nullptr || *limit == '\0') return;
+  char* end = nullptr;
+  const long n = std::strtol(limit, &end, 10);
+  if (*end != '\0' || n < 0 || n > 100000)
+    throw UsageError(std::string("RESNET_CUDNN_BENCHMARK_LIMIT must be a number of kernels, 0 or more (got '") + limit +
+                     "')");
+  at::globalContext().setBenchmarkLimitCuDNN(static_cast<int>(n));
 }
 
 }  // namespace resnet

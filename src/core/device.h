@@ -16,4 +16,11 @@ c10::Device parse_device(const std::string& spec);
 // A short human name: "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)".
 std::string describe_device(const c10::Device& device);
 
+// cuDNN autotuning on, as the sample's torch.backends.cudnn.benchmark = True: each convolution
+// shape's first call times candidate kernels and keeps the fastest. The environment variable
+// RESNET_CUDNN_BENCHMARK_LIMIT=N sets how many candidates are timed (PyTorch's
+// torch.backends.cudnn.benchmark_limit: default 10, 0 = all); UsageError naming the variable for
+// anything but a number >= 0.
+void enable_cudnn_autotuning();
+
 }  // namespace resnet

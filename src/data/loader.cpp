@@ -62,7 +62,7 @@ void Loader::settle() {
   if (pending_.valid()) pending_.wait();
 }
 
-std::optional<Batch> Loader::next() {
+std::optional<Batch> Loader::next(const torch::Tensor& into) {
   if (!pending_.valid()) return std::nullopt;
   RawBatch raw = pending_.get();
   const int64_t batch = next_batch_++;
@@ -71,9 +71,9 @@ std::optional<Batch> Loader::next() {
   out.labels = raw.labels;
   if (options_.train) {
     std::mt19937_64 rng(mix(options_.seed, epoch_, batch));
-    out.images = train_transform(raw, options_.image_size, rng);
+    out.images = train_transform(raw, options_.image_size, rng, into);
   } else {
-    out.images = test_transform(raw, options_.image_size);
+    out.images = test_transform(raw, options_.image_size, into);
   }
   return out;
 }

@@ -34,8 +34,10 @@ class Loader {
   int64_t batches_per_epoch() const;
   // Starts `epoch` (0-based), skipping its first `skip_batches` batches (resume mid-epoch).
   void start_epoch(int64_t epoch, int64_t skip_batches = 0);
-  // The next batch of the epoch, or nullopt at its end.
-  std::optional<Batch> next();
+  // The next batch of the epoch, or nullopt at its end. Where `into` is a float tensor of the
+  // batch's image shape on the device (a graphed step's static input buffer), the images are
+  // written there and the batch's images are `into`: no copy between the loader and the step.
+  std::optional<Batch> next(const torch::Tensor& into = {});
   // Waits until the background thread has gathered the next batch (before a CUDA graph capture:
   // nothing else then runs on the GPU).
   void settle();

@@ -32,7 +32,7 @@ torch::Tensor axis_grid(const torch::Tensor& out, const torch::Tensor& origin, c
   return (2.0 * src + 1.0) / static_cast<double>(extent) - 1.0;
 }
 
-torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size) {
+torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size, const torch::Tensor& into) {
   const auto device = batch.images.device();
   const int64_t n = batch.images.size(0);
   const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(device);
@@ -53,7 +53,12 @@ torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size) {
                                     1.0 / (255.0 * kImageNetStd[2])}, opts.device(torch::kCPU)).view({1, 3, 1, 1});
   const auto shift = torch::tensor({kImageNetMean[0] / kImageNetStd[0], kImageNetMean[1] / kImageNetStd[1],
                                     kImageNetMean[2] / kImageNetStd[2]}, opts.device(torch::kCPU)).view({1, 3, 1, 1});
-  return result.mul_(scale.to(device, true)).sub_(shift.to(device, true));
+  // One pass, into `into` where it fits (a graphed step's input buffer, channels-last or not), so
+  // that the batch is written once where the step reads it; the same arithmetic either way.
+  const bool fits = into.defined() && into.sizes() == result.sizes() && into.device() == device &&
+                    into.scalar_type() == torch::kFloat;
+  auto normalised = fits ? into : torch::empty_like(result);
+  return torch::addcmul_out(normalised, shift.neg().to(device, true), result, scale.to(device, true));
 }
 
 }  // namespace
@@ -104,7 +109,7 @@ CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resi
   return {crop_top * sy, crop_left * sx, sy, sx};
 }
 
-torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng) {
+torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng, const torch::Tensor& into) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
   std::bernoulli_distribution flip(0.5);
@@ -115,10 +120,10 @@ torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_
     g.add(box.top, sy, box.top, box.top + box.height - 1, box.left, sx, box.left, box.left + box.width - 1,
           flip(rng));
   }
-  return resample(batch, g, size);
+  return resample(batch, g, size, into);
 }
 
-torch::Tensor test_transform(const RawBatch& batch, int64_t size) {
+torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
   Geometry g;
@@ -127,7 +132,7 @@ torch::Tensor test_transform(const RawBatch& batch, int64_t size) {
     const CenterCropBox box = resize_center_crop_box(h, w, test_resize_size(size), size);
     g.add(box.top, box.scale_y, 0, h - 1, box.left, box.scale_x, 0, w - 1, false);
   }
-  return resample(batch, g, size);
+  return resample(batch, g, size, into);
 }
 
 }  // namespace resnet

@@ -46,11 +46,13 @@ struct CenterCropBox {
 CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resize_to, int64_t size);
 
 // Train transform of a batch: float [B, 3, size, size] on the batch's device, normalised.
-// The crops and flips come from `rng`.
-torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng);
+// The crops and flips come from `rng`. Written into `into` (and `into` returned) where it is a
+// float tensor of that shape on that device, in any memory format; else into a new tensor.
+torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng,
+                              const torch::Tensor& into = {});
 
-// Test transform: Resize(256 * size / 224) + CenterCrop(size) + normalisation.
-torch::Tensor test_transform(const RawBatch& batch, int64_t size);
+// Test transform: Resize(256 * size / 224) + CenterCrop(size) + normalisation; `into` as above.
+torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into = {});
 
 // The shorter side the test transform resizes to: 256 for 224, as the sample.
 int64_t test_resize_size(int64_t size);

@@ -22,7 +22,7 @@ EvalResult evaluate(EvalStep& step, Loader& loader) {
   int64_t batches = 0;
   torch::Tensor loss_sum, correct1, correct5, hits, counts;  // summed on the device: no sync per batch
   loader.start_epoch(0);
-  while (auto batch = loader.next()) {
+  while (auto batch = loader.next(step.input_buffer())) {
     if (step.captures_next()) loader.settle();
     const auto logits = step.logits(batch->images);
     const auto loss = torch::nn::functional::cross_entropy(logits, batch->labels).to(torch::kDouble);

@@ -1,11 +1,10 @@
 #include "train/inference.h"
 
-#include <ATen/Context.h>
-
 #include <filesystem>
 #include <fstream>
 #include <map>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "data/decode.h"
 #include "data/imagenet_classes.h"
@@ -154,7 +153,7 @@ TestReport test_model(TrainedModel& trained, const TestSettings& settings, const
   if (source->classes() != trained.info.classes)
     throw InputError(settings.data + ": its classes differ from those the model was trained on");
   Loader loader(source, {settings.batch_size, trained.info.image_size, /*train=*/false, 0}, device);
-  at::globalContext().setBenchmarkCuDNN(true);
+  enable_cudnn_autotuning();
   if (settings.step.channels_last) to_channels_last(*trained.model);
   StepOptions step_options = settings.step;
   step_options.main_batch = settings.batch_size;

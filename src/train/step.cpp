@@ -129,7 +129,7 @@ torch::Tensor TrainStep::run(const torch::Tensor& images, const torch::Tensor& l
     static_labels_ = torch::empty_like(labels);
     graph_ = std::make_unique<CudaGraph>(device_, kGraphWarmupSteps);
   }
-  static_images_.copy_(images);
+  if (!images.is_same(static_images_)) static_images_.copy_(images);
   static_labels_.copy_(labels);
   try {
     // eager_step sets the gradients to none first: inside the capture they are then allocated
@@ -184,7 +184,7 @@ torch::Tensor EvalStep::logits(const torch::Tensor& images) {
     static_images_ = torch::empty_like(model_input(images, options_.channels_last));
     graph_ = std::make_unique<CudaGraph>(device_, kGraphWarmupSteps);
   }
-  static_images_.copy_(images);
+  if (!images.is_same(static_images_)) static_images_.copy_(images);
   try {
     graph_->run([this] { static_logits_ = forward(static_images_); });
   } catch (const std::exception&) {

@@ -95,6 +95,10 @@ class TrainStep {
   bool captures_next() const { return graph_ && graph_->captures_next(); }
   // Whether steps of the main batch size replay a captured graph.
   bool captured() const { return graph_ && graph_->captured(); }
+  // The graph's static input buffer (float, the model's memory format) once it exists, for the
+  // loader to write the next batch into (Loader::next); undefined before the first graphed step
+  // and when graphs are off. run() with this tensor copies nothing.
+  const torch::Tensor& input_buffer() const { return static_images_; }
   // fp16's loss scale and its growth tracker (for resume.pt); {0, 0} without loss scaling.
   std::pair<double, int64_t> loss_scale_state() const;
   void set_loss_scale_state(double scale, int64_t growth_tracker);
@@ -123,6 +127,8 @@ class EvalStep {
   Classifier& model() { return model_; }
   bool captures_next() const { return graph_ && graph_->captures_next(); }
   bool captured() const { return graph_ && graph_->captured(); }
+  // As TrainStep::input_buffer.
+  const torch::Tensor& input_buffer() const { return static_images_; }
 
  private:
   torch::Tensor forward(const torch::Tensor& images);

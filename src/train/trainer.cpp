@@ -1,7 +1,5 @@
 #include "train/trainer.h"
 
-#include <ATen/Context.h>
-
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -106,7 +104,7 @@ void Run::open_data() {
 
 void Run::build_model() {
   torch::manual_seed(o.seed);
-  at::globalContext().setBenchmarkCuDNN(true);
+  enable_cudnn_autotuning();
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
   model->to(device);
   step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size, o.fused);
@@ -200,7 +198,7 @@ bool Run::run_epoch(int64_t epoch) {
   report.dataset_size = train_source->size();
   // Summed on the device so that the loop never waits for the GPU except to print or save.
   auto loss_sum = torch::full({}, state.epoch_loss_sum, torch::TensorOptions().dtype(torch::kDouble).device(device));
-  while (auto batch = train_loader->next()) {
+  while (auto batch = train_loader->next(step->input_buffer())) {
     start_trace();
     // Nothing else on the GPU while the step is captured (the loader prefetches on a thread).
     if (step->captures_next()) train_loader->settle();
