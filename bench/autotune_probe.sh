@@ -11,5 +11,6 @@ mkdir -p "$out"
 for limit in ${LIMITS:-10 4 1}; do
   echo -n "limit $limit: "
   RESNET_CUDNN_BENCHMARK_LIMIT=$limit build-device/resnet bench --batch-size "${BATCH:-32}" --steps 200 \
-    | tee -a "$out/autotune.jsonl" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(f"warmup_s {r[\"warmup_s\"]}  img/s {r[\"img_per_s\"]}  fused {r[\"fused\"]}")'
+    | tee -a "$out/autotune.jsonl" \
+    | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('warmup_s', r['warmup_s'], ' img/s', r['img_per_s'], ' fused', r['fused'])"
 done

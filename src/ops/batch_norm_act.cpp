@@ -66,7 +66,10 @@ class BatchNormAct : public torch::autograd::Function<BatchNormAct> {
                          running_mean.data_ptr<float>(), running_var.data_ptr<float>(), static_cast<float>(momentum),
                          static_cast<float>(eps), relu, mean.data_ptr<float>(), invstd.data_ptr<float>(),
                          scratch.data_ptr<float>(), sm_count(), at::cuda::getCurrentCUDAStream().stream());
-    ctx->save_for_backward({x, y, weight, mean, invstd});
+    // The output only for ReLU's mask: without ReLU (a downsample shortcut's batch norm) keeping
+    // it would hold an activation to the backward pass that the forward frees (0.75 GiB at batch
+    // 256 over ResNet-50's four shortcuts).
+    ctx->save_for_backward({x, relu ? y : torch::Tensor(), weight, mean, invstd});
     ctx->saved_data["relu"] = relu;
     ctx->saved_data["residual"] = has_residual;
     return y;
@@ -85,7 +88,7 @@ class BatchNormAct : public torch::autograd::Function<BatchNormAct> {
     torch::Tensor dresidual = has_residual ? at::empty_like(x, at::MemoryFormat::ChannelsLast) : torch::Tensor();
     torch::Tensor dweight = at::empty_like(weight), dbias = at::empty_like(weight);
     torch::Tensor scratch = workspace(rows, channels, x);
-    cuda::bn_act_backward(half_type(x), dy.data_ptr(), y.data_ptr(), x.data_ptr(), dx.data_ptr(),
+    cuda::bn_act_backward(half_type(x), dy.data_ptr(), relu ? y.data_ptr() : nullptr, x.data_ptr(), dx.data_ptr(),
                           has_residual ? dresidual.data_ptr() : nullptr, rows, channels, weight.data_ptr<float>(),
                           mean.data_ptr<float>(), invstd.data_ptr<float>(), relu, dweight.data_ptr<float>(),
                           dbias.data_ptr<float>(), scratch.data_ptr<float>(), sm_count(),

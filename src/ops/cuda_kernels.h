@@ -29,7 +29,8 @@ void bn_act_forward(Half type, const void* x, const void* residual, void* y, int
                     int sm_count, CUstream_st* stream);
 
 // Gradients of bn_act_forward: dx, d(residual) when `dresidual` is not null (the gradient after
-// the ReLU), d(weight) and d(bias). `y` is the forward output (the ReLU mask).
+// the ReLU), d(weight) and d(bias). `y` is the forward output (the ReLU mask), read only with
+// `relu` (null otherwise).
 void bn_act_backward(Half type, const void* dy, const void* y, const void* x, void* dx, void* dresidual,
                      int64_t rows, int64_t channels, const float* weight, const float* save_mean,
                      const float* save_invstd, bool relu, float* dweight, float* dbias, float* workspace,
