@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include <torch/cuda.h>
+
 #include "test_util.h"
 
 using resnet::test::run_resnet;
@@ -383,4 +385,19 @@ TEST(CliFirstContact, ASecondRunOfAFinishedTrainingSaysSoAtOnce) {
   EXPECT_TRUE(contains(r.output, "Training is complete (1 epochs, best accuracy ")) << r.output;
   EXPECT_FALSE(contains(r.output, "Resuming")) << r.output;
   EXPECT_FALSE(contains(r.output, "Training resnet18")) << r.output;
+}
+
+TEST(CliCuda, TrainWarmsUpBesideTheDataThenGraphsTheStep) {
+  // On CUDA, train runs one throwaway step (cuDNN autotuning, kernel loading) while the data is
+  // read, says how long each took, and then trains as before: graphed, both epochs finished.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  resnet::test::TempDir tmp;
+  const auto r = run_resnet("train --model resnet18 --data " + kSample +
+                            " --epochs 2 --batch-size 8 --image-size 64 --log-every 1000 --checkpoint-dir " +
+                            tmp.path().string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "Start-up: data read in ")) << r.output;
+  EXPECT_TRUE(contains(r.output, "cuDNN autotuning and GPU warm-up ")) << r.output;
+  EXPECT_TRUE(contains(r.output, "Training step: CUDA graph (batch 8)")) << r.output;
+  EXPECT_TRUE(fs::exists(tmp.path() / "resnet18" / "metrics.csv"));
 }
