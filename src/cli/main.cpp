@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/console_reporter.h"
+#include "cli/launch.h"
 #include "cli/options.h"
 #include "core/error.h"
 
@@ -90,6 +91,7 @@ std::string describe(CLI::App& app, CLI::App* command, const CLI::ParseError& e)
 }  // namespace
 
 int main(int argc, char** argv) {
+  resnet::cli::set_command_line(argc, argv);
   resnet::set_log_sink(resnet::cli::console_log);
   CLI::App app{"resnet.cpp: train, test and serve ResNet image classifiers with LibTorch", "resnet"};
   app.require_subcommand(1);

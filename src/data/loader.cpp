@@ -6,11 +6,11 @@
 namespace resnet {
 namespace {
 
-// One stream of random numbers per (seed, epoch, batch): the same batch gets the same crops
-// whether the run was interrupted or not.
-uint64_t mix(uint64_t seed, uint64_t epoch, uint64_t batch) {
+// One stream of random numbers per (seed, epoch, image): an image gets the same crop whether the
+// run was interrupted or not, and whatever its batch or process.
+uint64_t mix(uint64_t seed, uint64_t epoch, uint64_t stream) {
   std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(epoch),
-                    static_cast<uint32_t>(batch)};
+                    static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32)};
   uint64_t out[1];
   seq.generate(reinterpret_cast<uint32_t*>(out), reinterpret_cast<uint32_t*>(out) + 2);
   return out[0];
@@ -22,19 +22,28 @@ Loader::Loader(std::shared_ptr<ImageSource> source, LoaderOptions options, torch
     : source_(std::move(source)), options_(options), device_(device) {
   if (options_.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   if (options_.image_size < 8) throw UsageError("--image-size must be at least 8");
+  if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size)
+    throw UsageError("rank " + std::to_string(options_.rank) + " is outside a job of " +
+                     std::to_string(options_.world_size) + " processes");
 }
 
 Loader::~Loader() {
   if (pending_.valid()) pending_.wait();
 }
 
+int64_t Loader::shard_size() const {
+  const int64_t n = source_->size(), w = options_.world_size;
+  if (options_.train) return (n + w - 1) / w;
+  return (n - options_.rank + w - 1) / w;
+}
+
 int64_t Loader::batches_per_epoch() const {
-  return (source_->size() + options_.batch_size - 1) / options_.batch_size;
+  return (shard_size() + options_.batch_size - 1) / options_.batch_size;
 }
 
 torch::Tensor Loader::batch_indices(int64_t batch) const {
   const int64_t begin = batch * options_.batch_size;
-  const int64_t end = std::min(source_->size(), begin + options_.batch_size);
+  const int64_t end = std::min(order_.size(0), begin + options_.batch_size);
   return order_.slice(0, begin, end);
 }
 
@@ -46,9 +55,12 @@ void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
   if (options_.train) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(mix(options_.seed, epoch, ~0ull));
     order_ = torch::randperm(source_->size(), gen, torch::kLong);
+    const int64_t padded = shard_size() * options_.world_size;
+    if (padded > order_.size(0)) order_ = torch::cat({order_, order_.slice(0, 0, padded - order_.size(0))});
   } else {
     order_ = torch::arange(source_->size(), torch::kLong);
   }
+  if (options_.world_size > 1) order_ = order_.slice(0, options_.rank, order_.size(0), options_.world_size).contiguous();
   prefetch();
 }
 
@@ -70,8 +82,11 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
   Batch out;
   out.labels = raw.labels;
   if (options_.train) {
-    std::mt19937_64 rng(mix(options_.seed, epoch_, batch));
-    out.images = train_transform(raw, options_.image_size, rng, into);
+    const auto indices = batch_indices(batch);
+    const auto* index = indices.data_ptr<int64_t>();
+    std::vector<uint64_t> seeds(static_cast<size_t>(indices.size(0)));
+    for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = mix(options_.seed, epoch_, static_cast<uint64_t>(index[i]));
+    out.images = train_transform(raw, options_.image_size, seeds, into);
   } else {
     out.images = test_transform(raw, options_.image_size, into);
   }

@@ -1,7 +1,13 @@
 // Batches for an epoch: a permutation of the split (shuffled from --seed and the epoch number,
 // so a resumed run sees the same order), cut into batches of `batch_size` with the last partial
 // batch kept (as the sample's DataLoader), gathered from the ImageSource and transformed on
-// `device`. The next batch is gathered on a background thread while the caller works on this one
+// `device`. Each training image's crop and flip come from a generator seeded by (seed, epoch,
+// the image's index in the split): the same whatever batch or process it lands in.
+// In a job of several processes each reads its shard, as PyTorch's DistributedSampler: for
+// training the epoch's permutation padded with its first images to a multiple of the number of
+// processes, then every world_size-th image from position `rank` (all shards equally long); for
+// evaluation the split in order, every world_size-th image from `rank` (no padding: each image
+// is counted once). The next batch is gathered on a background thread while the caller works on this one
 // (for streamed image folders that is where the decoding happens).
 #pragma once
 
@@ -19,6 +25,7 @@ struct LoaderOptions {
   int64_t image_size = 224;
   bool train = true;  // shuffle and the train transform; else in order with the test transform
   uint64_t seed = 0;
+  int rank = 0, world_size = 1;  // this process's shard
 };
 
 struct Batch {
@@ -32,6 +39,8 @@ class Loader {
   ~Loader();
 
   int64_t batches_per_epoch() const;
+  // Images this process reads per epoch (its shard).
+  int64_t shard_size() const;
   // Starts `epoch` (0-based), skipping its first `skip_batches` batches (resume mid-epoch).
   void start_epoch(int64_t epoch, int64_t skip_batches = 0);
   // The next batch of the epoch, or nullopt at its end. Where `into` is a float tensor of the

@@ -109,18 +109,41 @@ CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resi
   return {crop_top * sy, crop_left * sx, sy, sx};
 }
 
-torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng, const torch::Tensor& into) {
+namespace {
+
+// The train transform's geometry, image b's random numbers from `rng_of(b)`.
+template <typename RngOf>
+torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& rng_of, const torch::Tensor& into) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
   std::bernoulli_distribution flip(0.5);
   Geometry g;
   for (int64_t b = 0; b < sizes.size(0); ++b) {
+    std::mt19937_64& rng = rng_of(b);
     const CropBox box = random_resized_crop_box(hw[2 * b], hw[2 * b + 1], rng);
     const double sy = static_cast<double>(box.height) / size, sx = static_cast<double>(box.width) / size;
     g.add(box.top, sy, box.top, box.top + box.height - 1, box.left, sx, box.left, box.left + box.width - 1,
           flip(rng));
   }
   return resample(batch, g, size, into);
+}
+
+}  // namespace
+
+torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng, const torch::Tensor& into) {
+  return train_transform_with(batch, size, [&](int64_t) -> std::mt19937_64& { return rng; }, into);
+}
+
+torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
+                              const torch::Tensor& into) {
+  std::mt19937_64 rng;
+  return train_transform_with(
+      batch, size,
+      [&](int64_t b) -> std::mt19937_64& {
+        rng.seed(seeds.at(static_cast<size_t>(b)));
+        return rng;
+      },
+      into);
 }
 
 torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into) {

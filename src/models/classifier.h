@@ -9,8 +9,11 @@
 #include <torch/nn/module.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+
+#include "ops/batch_norm_act.h"
 
 namespace resnet {
 
@@ -23,6 +26,14 @@ class Classifier : public torch::nn::Module {
   // Turns the model's fused training kernels (`--fused`) on or off; false where it has none.
   virtual bool set_fused(bool on) {
     (void)on;
+    return false;
+  }
+
+  // Replaces the model's training-mode batch norm by `fn` (given the input and the layer's
+  // parameters and running statistics, which it updates; --sync-bn's statistics over all
+  // processes); an empty fn restores the layers' own. False where the model has no batch norm.
+  virtual bool set_batch_norm(BatchNormFn fn) {
+    (void)fn;
     return false;
   }
 

@@ -18,20 +18,25 @@ nn::Conv2d conv1x1(int64_t in, int64_t out, int64_t stride = 1) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false));
 }
 
-// act(bn(x) [+ residual]): our fused kernels where `fused` and they take the input (training on
-// CUDA in bf16/fp16, channels-last), else ATen's ops with the ReLU in place, as torchvision's
+// act(bn(x) [+ residual]): a replacement batch norm where the model was given one (training
+// only); our fused kernels where `mode.fused` and they take the input (training on CUDA in
+// bf16/fp16, channels-last); else ATen's ops with the ReLU in place, as torchvision's
 // nn.ReLU(inplace=True) (one activation-sized buffer less per call).
 torch::Tensor bn_act(nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::Tensor& residual, bool relu,
-                     bool fused) {
+                     const BatchNormMode& mode) {
   const auto& o = bn->options;
-  if (fused && bn->is_training() && o.track_running_stats() && o.affine() && o.momentum()) {
+  const bool batch_stats = bn->is_training() && o.track_running_stats() && o.affine() && o.momentum();
+  if (batch_stats && (mode.replace || mode.fused)) {
     const BatchNormParams params{bn->weight, bn->bias, bn->running_mean, bn->running_var, *o.momentum(), o.eps()};
-    if (batch_norm_act_supported(x, residual, params)) {
+    if (mode.replace || batch_norm_act_supported(x, residual, params)) {
       {
         torch::NoGradGuard no_grad;
         bn->num_batches_tracked.add_(1);  // as BatchNorm2d's forward does
       }
-      return batch_norm_act(x, residual, params, relu);
+      if (!mode.replace) return batch_norm_act(x, residual, params, relu);
+      torch::Tensor out = mode.replace(x, params);
+      if (residual.defined()) out = out + residual;
+      return relu ? out.relu() : out;
     }
   }
   torch::Tensor out = bn(x);
@@ -40,11 +45,11 @@ torch::Tensor bn_act(nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::T
 }
 
 // The downsample branch (conv1x1 + BatchNorm2d), through bn_act for its batch norm.
-torch::Tensor shortcut(nn::Sequential& downsample, const torch::Tensor& x, bool fused) {
+torch::Tensor shortcut(nn::Sequential& downsample, const torch::Tensor& x, const BatchNormMode& mode) {
   if (!downsample) return x;
   auto conv = std::dynamic_pointer_cast<nn::Conv2dImpl>(downsample->ptr(0));
   auto bn = nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(downsample->ptr(1)));
-  return bn_act(bn, conv->forward(x), torch::Tensor(), /*relu=*/false, fused);
+  return bn_act(bn, conv->forward(x), torch::Tensor(), /*relu=*/false, mode);
 }
 
 }  // namespace
@@ -59,9 +64,9 @@ BasicBlockImpl::BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride,
 }
 
 torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
-  const torch::Tensor identity = shortcut(downsample, x, fused);
-  torch::Tensor out = bn_act(bn1, conv1(x), torch::Tensor(), true, fused);
-  return bn_act(bn2, conv2(out), identity, true, fused);
+  const torch::Tensor identity = shortcut(downsample, x, mode);
+  torch::Tensor out = bn_act(bn1, conv1(x), torch::Tensor(), true, mode);
+  return bn_act(bn2, conv2(out), identity, true, mode);
 }
 
 BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
@@ -78,10 +83,10 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
-  const torch::Tensor identity = shortcut(downsample, x, fused);
-  torch::Tensor out = bn_act(bn1, conv1(x), torch::Tensor(), true, fused);
-  out = bn_act(bn2, conv2(out), torch::Tensor(), true, fused);
-  return bn_act(bn3, conv3(out), identity, true, fused);
+  const torch::Tensor identity = shortcut(downsample, x, mode);
+  torch::Tensor out = bn_act(bn1, conv1(x), torch::Tensor(), true, mode);
+  out = bn_act(bn2, conv2(out), torch::Tensor(), true, mode);
+  return bn_act(bn3, conv3(out), identity, true, mode);
 }
 
 ResNet::ResNet(std::string arch, const ResNetConfig& config)
@@ -129,17 +134,30 @@ nn::Sequential ResNet::make_layer(int64_t planes, int64_t blocks, int64_t stride
   return layer;
 }
 
-bool ResNet::set_fused(bool on) {
-  fused_ = on;
+void ResNet::set_mode(const BatchNormMode& mode) {
+  mode_ = mode;
   for (auto& module : modules(/*include_self=*/false)) {
-    if (auto* block = module->as<BasicBlockImpl>()) block->fused = on;
-    if (auto* block = module->as<BottleneckImpl>()) block->fused = on;
+    if (auto* block = module->as<BasicBlockImpl>()) block->mode = mode;
+    if (auto* block = module->as<BottleneckImpl>()) block->mode = mode;
   }
+}
+
+bool ResNet::set_fused(bool on) {
+  BatchNormMode mode = mode_;
+  mode.fused = on;
+  set_mode(mode);
+  return true;
+}
+
+bool ResNet::set_batch_norm(BatchNormFn fn) {
+  BatchNormMode mode = mode_;
+  mode.replace = std::move(fn);
+  set_mode(mode);
   return true;
 }
 
 torch::Tensor ResNet::forward(torch::Tensor x) {
-  x = maxpool(bn_act(bn1, conv1(x), torch::Tensor(), true, fused_));
+  x = maxpool(bn_act(bn1, conv1(x), torch::Tensor(), true, mode_));
   x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
   return fc(x);

@@ -29,12 +29,19 @@ struct ResNetConfig {
   int64_t num_classes = 1000;
 };
 
+// How a ResNet's blocks run their training-mode batch norms: our fused kernels, a replacement
+// (--sync-bn), or BatchNorm2d.
+struct BatchNormMode {
+  bool fused = false;
+  BatchNormFn replace;
+};
+
 class BasicBlockImpl : public torch::nn::Module {
  public:
   static constexpr int64_t kExpansion = 1;
   BasicBlockImpl(int64_t inplanes, int64_t planes, int64_t stride, torch::nn::Sequential downsample);
   torch::Tensor forward(torch::Tensor x);
-  bool fused = false;  // ResNet::set_fused
+  BatchNormMode mode;  // ResNet::set_fused, set_batch_norm
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
@@ -49,7 +56,7 @@ class BottleneckImpl : public torch::nn::Module {
   BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride, torch::nn::Sequential downsample,
                  int64_t groups, int64_t width_per_group);
   torch::Tensor forward(torch::Tensor x);
-  bool fused = false;  // ResNet::set_fused
+  BatchNormMode mode;  // ResNet::set_fused, set_batch_norm
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
@@ -65,13 +72,15 @@ class ResNet : public Classifier {
   // Batch norm + residual add + ReLU in our CUDA kernels (ops/batch_norm_act.h) when training in
   // bf16/fp16 channels-last on CUDA; ATen's ops otherwise, and everywhere when off.
   bool set_fused(bool on) override;
+  bool set_batch_norm(BatchNormFn fn) override;
 
  private:
   torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride);
+  void set_mode(const BatchNormMode& mode);  // on this model and every block
 
   ResNetConfig config_;
   int64_t inplanes_ = 64;
-  bool fused_ = false;
+  BatchNormMode mode_;
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
   torch::nn::MaxPool2d maxpool{nullptr};

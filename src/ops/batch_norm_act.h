@@ -10,6 +10,8 @@
 
 #include <torch/types.h>
 
+#include <functional>
+
 namespace resnet {
 
 // The parameters and buffers of a BatchNorm2d.
@@ -17,6 +19,10 @@ struct BatchNormParams {
   torch::Tensor weight, bias, running_mean, running_var;
   double momentum = 0.1, eps = 1e-5;
 };
+
+// A training-mode batch norm of x with these parameters (updating the running statistics), as a
+// model may be given one in place of its own (Classifier::set_batch_norm).
+using BatchNormFn = std::function<torch::Tensor(const torch::Tensor& x, const BatchNormParams& bn)>;
 
 // Whether batch_norm_act runs these inputs: a CUDA build, x a bf16 or fp16 channels-last 4-D CUDA
 // tensor with a multiple of 8 channels and more than one value per channel, fp32 weight, bias and

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "data/loader.h"
+#include "dist/group.h"
 #include "models/classifier.h"
 #include "train/step.h"
 
@@ -20,8 +21,10 @@ struct EvalResult {
   std::vector<int64_t> per_class_count;
 };
 
-// The whole split through `step` (its precision, memory format and graphs).
-EvalResult evaluate(EvalStep& step, Loader& loader);
+// The whole split through `step` (its precision, memory format and graphs). With a `group`, each
+// process evaluates its loader's shard and the counts and losses are summed over the group: every
+// process gets the result of the whole split.
+EvalResult evaluate(EvalStep& step, Loader& loader, Group* group = nullptr);
 // The same in fp32, eager, NCHW.
 EvalResult evaluate(Classifier& model, Loader& loader);
 

@@ -107,11 +107,12 @@ torch::Tensor TrainStep::eager_step(const torch::Tensor& images, const torch::Te
     // Under autocast, cross-entropy runs in fp32 whatever the logits' precision.
     loss = torch::nn::functional::cross_entropy(model_.forward(images), labels);
   }
+  if (sync_) sync_->before_backward();
+  (scaler_ ? scaler_->scale(loss) : loss).backward();
+  if (sync_) sync_->finish();
   if (scaler_) {
-    scaler_->scale(loss).backward();
     scaler_->step(optimizer_);
   } else {
-    loss.backward();
     optimizer_.step();
   }
   return loss.detach();

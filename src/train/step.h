@@ -75,6 +75,16 @@ class LossScaler {
   torch::Tensor scale_, growth_tracker_, found_inf_, one_;
 };
 
+// Averages gradients across the processes of a distributed job (dist/reducer.h). TrainStep
+// calls before_backward() before each backward pass and finish() after it, before the optimiser
+// (and fp16's inf check) reads the gradients.
+class GradientSync {
+ public:
+  virtual ~GradientSync() = default;
+  virtual void before_backward() = 0;
+  virtual void finish() = 0;
+};
+
 class TrainStep {
  public:
   TrainStep(Classifier& model, Sgd& optimizer, StepOptions options, const c10::Device& device);
@@ -99,6 +109,9 @@ class TrainStep {
   // loader to write the next batch into (Loader::next); undefined before the first graphed step
   // and when graphs are off. run() with this tensor copies nothing.
   const torch::Tensor& input_buffer() const { return static_images_; }
+  // Gradients averaged across processes by `sync` (null: none) in every later step. Eager steps
+  // only: the constructor's options must have CUDA graphs off.
+  void set_gradient_sync(GradientSync* sync) { sync_ = sync; }
   // fp16's loss scale and its growth tracker (for resume.pt); {0, 0} without loss scaling.
   std::pair<double, int64_t> loss_scale_state() const;
   void set_loss_scale_state(double scale, int64_t growth_tracker);
@@ -115,6 +128,7 @@ class TrainStep {
   torch::Tensor static_images_, static_labels_, static_loss_;
   std::string graph_off_reason_;
   bool fused_ = false;
+  GradientSync* sync_ = nullptr;
 };
 
 class EvalStep {

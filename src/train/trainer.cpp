@@ -11,11 +11,18 @@
 
 #include <torch/cuda.h>
 
+#ifdef RESNET_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
 #include "core/device.h"
 #include "core/error.h"
 #include "data/cifar10_fetch.h"
 #include "data/loader.h"
 #include "data/open.h"
+#include "dist/group.h"
+#include "dist/reducer.h"
+#include "dist/sync_bn.h"
 #include "io/state_dict.h"
 #include "models/registry.h"
 #include "train/checkpoint.h"
@@ -82,6 +89,20 @@ double warm_up(const TrainOptions& o, StepOptions options, const c10::Device& de
   return seconds_since(start);
 }
 
+// --device; in a job of several processes on CUDA, the GPU of the process's LOCAL_RANK.
+c10::Device process_device(const TrainOptions& o) {
+  c10::Device device = parse_device(o.device);
+  if (!o.dist.distributed() || !device.is_cuda()) return device;
+  if (device.has_index() && o.device != "auto")
+    throw UsageError("--device " + o.device + " names one GPU; with several processes each takes the GPU of its "
+                     "LOCAL_RANK (pass --device cuda)");
+  device = parse_device("cuda:" + std::to_string(o.dist.local_rank));
+#ifdef RESNET_WITH_CUDA
+  c10::cuda::set_device(device.index());
+#endif
+  return device;
+}
+
 // Everything one run holds: data, model, optimiser, step, files, and where it stands.
 struct Run {
   const TrainOptions& o;
@@ -100,8 +121,18 @@ struct Run {
   int64_t run_start_step = 0;
   std::unique_ptr<Profiler> profiler;
   bool traced = false;
+  std::unique_ptr<Group> group;  // several processes: the job's
+  std::unique_ptr<GradientReducer> reducer;
 
-  Run(const TrainOptions& options, TrainReporter& r) : o(options), reporter(r), device(parse_device(options.device)) {}
+  Run(const TrainOptions& options, TrainReporter& r) : o(options), reporter(r), device(process_device(options)) {}
+
+  int world() const { return group ? group->size() : 1; }
+  bool lead() const { return !group || group->rank() == 0; }  // rank 0 reports and writes files
+  // The mean over the processes of a scalar each holds (itself with one process).
+  double global_mean(const torch::Tensor& value) const;
+  void connect();        // the process group, for several processes
+  void share_weights();  // rank 0's parameters and buffers to every process; the gradient reducer
+  void check_replicas();  // every process ends with rank 0's weights, or a DistError
 
   void open_data();
   void build_model();
@@ -119,6 +150,57 @@ struct Run {
   void save();
 };
 
+void Run::connect() {
+  if (!o.dist.distributed()) return;
+  group = Group::connect(o.dist, device, std::chrono::seconds(o.dist_timeout_s));
+}
+
+double Run::global_mean(const torch::Tensor& value) const {
+  if (!group) return value.item<double>();
+  auto v = value.detach().to(torch::kDouble).reshape({1}).clone();
+  group->all_reduce(v);
+  return v.item<double>() / world();
+}
+
+void Run::share_weights() {
+  if (!group) return;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : model->parameters()) tensors.push_back(p);
+  for (const auto& b : model->buffers()) tensors.push_back(b);
+  std::vector<torch::Tensor> dense;
+  for (const auto& t : tensors) dense.push_back(t.contiguous());
+  group->broadcast(dense, 0);
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (!dense[i].is_same(tensors[i])) tensors[i].copy_(dense[i]);
+  std::vector<torch::Tensor> trainable;
+  for (const auto& p : model->parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  reducer = std::make_unique<GradientReducer>(trainable, *group);
+  step->set_gradient_sync(reducer.get());
+}
+
+void Run::check_replicas() {
+  if (!group) return;
+  torch::NoGradGuard no_grad;
+  auto sums = torch::zeros({2}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  for (const auto& p : model->parameters()) {
+    const auto d = p.detach().to(torch::kDouble);
+    sums[0] += d.sum();
+    sums[1] += d.square().sum();
+  }
+  const auto all = group->all_gather(sums);
+  const auto mine = all[0].cpu();
+  for (int r = 1; r < world(); ++r)
+    if (!torch::equal(all[r].cpu(), mine))
+      throw DistError("the processes' weights differ after training: rank " + std::to_string(r) +
+                      "'s parameter checksum is not rank 0's");
+  char line[160];
+  std::snprintf(line, sizeof line, "Replicas agree: parameter checksum %.9g on all %d processes",
+                mine[0].item<double>(), world());
+  reporter.message(line);
+}
+
 void Run::open_data() {
   const std::string path = data_path(o, reporter);
   DataOptions data_options;
@@ -127,8 +209,11 @@ void Run::open_data() {
   test_source = open_split(path, Split::kTest, device, data_options);
   if (train_source->classes() != test_source->classes())
     throw InputError(path + ": the train and test splits have different classes");
-  train_loader = std::make_unique<Loader>(train_source, LoaderOptions{o.batch_size, o.image_size, true, o.seed}, device);
-  test_loader = std::make_unique<Loader>(test_source, LoaderOptions{o.batch_size, o.image_size, false, o.seed}, device);
+  const int rank = group ? group->rank() : 0;
+  train_loader = std::make_unique<Loader>(
+      train_source, LoaderOptions{o.batch_size, o.image_size, true, o.seed, rank, world()}, device);
+  test_loader = std::make_unique<Loader>(
+      test_source, LoaderOptions{o.batch_size, o.image_size, false, o.seed, rank, world()}, device);
 }
 
 void Run::build_model() {
@@ -137,6 +222,21 @@ void Run::build_model() {
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
   model->to(device);
   step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size, o.fused);
+  if (group && step_options.cuda_graphs) {
+    step_options.cuda_graphs = false;
+    if (o.cuda_graphs == "on")
+      reporter.message("CUDA graphs are off with several processes: the gradient all-reduce runs between backward "
+                       "and the optimiser, outside any graph (not captured yet)");
+  }
+  if (o.sync_bn && group) {
+    if (!model->set_batch_norm([g = group.get()](const torch::Tensor& x, const BatchNormParams& bn) {
+          return sync_batch_norm(x, bn, *g);
+        }))
+      reporter.message("--sync-bn: " + o.model + " has no batch norm");
+    if (step_options.fused && o.fused == "on")
+      reporter.message("--sync-bn runs batch norm in ATen's ops: --fused is off for it");
+    step_options.fused = false;
+  }
   // Before the optimiser sees the parameters: momentum buffers take their layout.
   if (step_options.channels_last) to_channels_last(*model);
   // Frozen parameters get no gradient, so SGD leaves them (and keeps no momentum for them).
@@ -155,7 +255,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   state.settings = to_json(o);
   state.classes = train_source->classes();
   if (o.restart || !resume) {
-    if (o.restart) {
+    if (o.restart && lead()) {
       fs::remove(resume_path);
       fs::remove(dir / "metrics.csv");
     }
@@ -169,6 +269,16 @@ void Run::resume_or_restart(const ResumeFile* resume) {
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
                        ", this run has " + state.settings[key].dump() +
                        "; use the same setting to resume, or --restart to start over");
+  // Another number of processes: a mid-epoch position counts images, not steps, across them.
+  const int saved_world = saved.settings.value("world_size", 1);
+  if (saved_world != world() && saved.batch > 0) {
+    const int64_t images = saved.batch * o.batch_size * saved_world;
+    saved.batch = images / (o.batch_size * world());
+    reporter.message(resume_path + " was written by " + std::to_string(saved_world) + " process(es), this run has " +
+                     std::to_string(world()) + ": epoch " + std::to_string(saved.epoch + 1) + " goes on after " +
+                     std::to_string(saved.batch * o.batch_size * world()) + " of its images (" +
+                     std::to_string(images) + " were done)");
+  }
   saved.settings = state.settings;  // --epochs may grow
   state = saved;
   step->set_loss_scale_state(state.loss_scale, state.loss_scale_growth);
@@ -210,6 +320,7 @@ void Run::finish_trace(bool now) {
 }
 
 void Run::save() {
+  if (!lead()) return;
   std::tie(state.loss_scale, state.loss_scale_growth) = step->loss_scale_state();
   save_resume(resume_path, state, *model, *optimizer);
 }
@@ -223,7 +334,7 @@ bool Run::run_epoch(int64_t epoch) {
   StepReport report;
   report.epoch = epoch + 1;
   report.batches = train_loader->batches_per_epoch();
-  report.resumed_batches = state.batch;
+  report.resumed_batches = state.batch * world();
   report.dataset_size = train_source->size();
   // Summed on the device so that the loop never waits for the GPU except to print or save.
   auto loss_sum = torch::full({}, state.epoch_loss_sum, torch::TensorOptions().dtype(torch::kDouble).device(device));
@@ -233,16 +344,16 @@ bool Run::run_epoch(int64_t epoch) {
     if (step->captures_next()) train_loader->settle();
     // Profiled steps run eagerly: a graph replay would show as one opaque launch.
     const auto loss = step->run(batch->images, batch->labels, /*eager=*/profiler != nullptr);
-    report.images_seen = state.batch * o.batch_size;
+    report.images_seen = state.batch * o.batch_size * world();
     const int64_t b = state.batch++;
     ++state.step;
-    images += batch->labels.size(0);
+    images += batch->labels.size(0) * world();
     loss_sum += loss;
     finish_trace(/*now=*/false);
     report.batch = state.batch;
     report.seconds = seconds_since(t0);
     if (b % o.log_every == 0) {
-      report.loss = loss.item<double>();
+      report.loss = global_mean(loss);
       const double dt = seconds_since(last_log);
       report.img_per_s = dt > 0 && images > images_at_last_log ? static_cast<double>(images - images_at_last_log) / dt : 0;
       last_log = Clock::now();
@@ -252,7 +363,7 @@ bool Run::run_epoch(int64_t epoch) {
     reporter.progress(report);
     const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
     if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
-      state.epoch_loss_sum = loss_sum.item<double>();
+      state.epoch_loss_sum = global_mean(loss_sum);
       save();
     }
     if (stop) {
@@ -263,7 +374,7 @@ bool Run::run_epoch(int64_t epoch) {
     }
   }
   finish_trace(/*now=*/true);  // the evaluation is not part of the profile
-  state.epoch_loss_sum = loss_sum.item<double>();  // waits for the GPU too
+  state.epoch_loss_sum = global_mean(loss_sum);  // waits for the GPU too
   finish_epoch(epoch, state.epoch_loss_sum, images, seconds_since(t0));
   return true;
 }
@@ -274,19 +385,19 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   e.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch));
   e.seconds = seconds;
   e.img_per_s = static_cast<double>(images) / seconds;
-  e.test = evaluate(*eval_step, *test_loader);
+  e.test = evaluate(*eval_step, *test_loader, group.get());
   state.epoch = epoch + 1;
   state.batch = 0;
   state.epoch_loss_sum = 0;
   if (e.test.accuracy > state.best_accuracy) {
     state.best_accuracy = e.test.accuracy;
-    if (o.save_model)
+    if (o.save_model && lead())
       save_best_model(dir.string(), *model,
                       {o.model, train_source->classes(), o.image_size, e.test.accuracy, state.epoch});
   }
   e.best_accuracy = state.best_accuracy;
   reporter.epoch_end(e);
-  write_metrics_row((dir / "metrics.csv").string(), e, optimizer->learning_rate());
+  if (lead()) write_metrics_row((dir / "metrics.csv").string(), e, optimizer->learning_rate());
   save();
 }
 
@@ -310,6 +421,7 @@ void validate(const TrainOptions& o) {
   require_at_least(o.log_every, 1, "--log-every");
   require_at_least(o.checkpoint_every, 0, "--checkpoint-every");
   require_at_least(o.max_steps, 0, "--max-steps");
+  require_at_least(o.dist_timeout_s, 1, "--dist-timeout");
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
   parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device), 0, o.fused);
 }
@@ -329,21 +441,27 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"cuda_graphs", o.cuda_graphs},
           {"fused", o.fused},
           {"weights", o.weights},
-          {"freeze_backbone", o.freeze_backbone}};
+          {"freeze_backbone", o.freeze_backbone},
+          {"sync_bn", o.sync_bn},
+          {"world_size", o.dist.world_size}};
 }
 
 double train(const TrainOptions& o, TrainReporter& reporter) {
   validate(o);
   create_model(o.model, 1);  // an unknown --model fails before any data work
   // Read once, before any data work: a run that already reached --epochs is reported at once.
+  // Only rank 0 of a job of several processes reports; the others train silently.
+  TrainReporter silent;
+  TrainReporter& out = o.dist.rank == 0 ? reporter : silent;
   std::optional<ResumeFile> resume;
   const fs::path resume_path = fs::path(o.checkpoint_dir) / o.model / "resume.pt";
   if (!o.restart && fs::exists(resume_path)) {
     resume.emplace(resume_path.string());
     const TrainState saved = resume->state();
-    if (report_if_complete(saved, o, reporter)) return saved.best_accuracy;
+    if (report_if_complete(saved, o, out)) return saved.best_accuracy;
   }
-  Run run(o, reporter);
+  Run run(o, out);
+  run.connect();
   std::future<double> warm;
   if (run.device.is_cuda()) {
     enable_cudnn_autotuning();
@@ -358,23 +476,30 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
     char line[160];
     std::snprintf(line, sizeof line, "Start-up: data read in %.1f s; beside it, cuDNN autotuning and GPU warm-up %.1f s",
                   data_seconds, warm_seconds);
-    reporter.message(line);
+    run.reporter.message(line);
   }
   run.build_model();
   run.resume_or_restart(resume ? &*resume : nullptr);
   resume.reset();  // its tensors are in the model and the optimiser now
+  run.share_weights();
   run.run_start_step = run.state.step;
-  reporter.message("Training " + o.model + " (" + std::to_string(count_parameters(*run.model)) + " parameters) on " +
+  run.reporter.message("Training " + o.model + " (" + std::to_string(count_parameters(*run.model)) + " parameters) on " +
                    describe_device(run.device) + ": " + run.train_source->description() + ", " +
                    std::to_string(run.train_source->size()) + " training and " +
                    std::to_string(run.test_source->size()) + " test images, " +
                    std::to_string(run.train_source->classes().size()) + " classes; " +
                    to_string(run.step_options.amp) + (run.step_options.channels_last ? ", channels-last" : "") +
-                   (run.step_options.cuda_graphs ? ", CUDA graphs" : "") + (run.step->fused() ? ", fused batch norm" : ""));
+                   (run.step_options.cuda_graphs ? ", CUDA graphs" : "") + (run.step->fused() ? ", fused batch norm" : "") +
+                   (run.group ? "; " + std::to_string(run.world()) + " processes (" + run.group->backend() + ", " +
+                                    o.dist.launcher + "), batch " + std::to_string(o.batch_size) + " each, " +
+                                    std::to_string(o.batch_size * run.world()) + " in all" +
+                                    (o.sync_bn ? ", synchronised batch norm" : "")
+                              : ""));
   run.model->train();
   for (int64_t epoch = run.state.epoch; epoch < o.epochs; ++epoch)
     if (!run.run_epoch(epoch)) break;
-  if (run.step_options.cuda_graphs) reporter.message("Training step: " + run.step->describe());
+  if (run.step_options.cuda_graphs) run.reporter.message("Training step: " + run.step->describe());
+  run.check_replicas();
   return run.state.best_accuracy;
 }
 

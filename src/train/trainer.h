@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dist/env.h"
 #include "train/report.h"
 #include "train/sgd.h"
 
@@ -43,6 +44,12 @@ struct TrainOptions {
   // a classifier for another number of classes is replaced by a fresh one.
   std::string weights;
   bool freeze_backbone = false;  // train the classifier alone (the rest keeps its weights)
+  // Data-parallel training over several processes (dist/env.h; the CLI reads it from the
+  // launcher's variables): each reads its shard with batch_size images a step, gradients are
+  // averaged, only rank 0 reports and writes files.
+  DistEnv dist;
+  bool sync_bn = false;           // batch-norm statistics over all processes' batches
+  int64_t dist_timeout_s = 600;   // a collective that waits longer fails the job
 };
 
 // UsageError naming the flag for a value the run cannot use.
