@@ -284,6 +284,66 @@ TEST(Loader, ShufflesPerEpochFromTheSeedAndKeepsTheLastPartialBatch) {
   EXPECT_EQ(resumed, std::vector<int64_t>(first.begin() + 8, first.end()));
 }
 
+TEST(Loader, ShardsAnEpochAcrossProcessesAsDistributedSampler) {
+  // 10 images, 3 processes: training shards of 4 (the permutation padded with its first 2
+  // images), together the whole permutation; evaluation shards of 4, 3, 3, each image once.
+  resnet::LabeledImages data;
+  const int64_t n = 10;
+  data.images = torch::arange(n).to(torch::kUInt8).view({n, 1, 1, 1}).expand({n, 3, 8, 8}).contiguous();
+  data.labels = torch::arange(n);
+  data.classes = {"only"};
+  auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
+  for (const bool train : {true, false}) {
+    std::vector<int64_t> all;
+    std::vector<int64_t> sizes;
+    for (int rank = 0; rank < 3; ++rank) {
+      resnet::LoaderOptions o;
+      o.batch_size = 2;
+      o.image_size = 8;
+      o.train = train;
+      o.seed = 5;
+      o.rank = rank;
+      o.world_size = 3;
+      resnet::Loader loader(source, o, torch::kCPU);
+      loader.start_epoch(2);
+      int64_t seen = 0;
+      while (auto batch = loader.next()) {
+        for (int64_t i = 0; i < batch->labels.size(0); ++i) all.push_back(batch->labels[i].item<int64_t>());
+        seen += batch->labels.size(0);
+      }
+      EXPECT_EQ(seen, loader.shard_size());
+      sizes.push_back(seen);
+    }
+    std::vector<int64_t> sorted = all;
+    std::sort(sorted.begin(), sorted.end());
+    if (train) {
+      EXPECT_EQ(sizes, (std::vector<int64_t>{4, 4, 4}));
+      sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+      EXPECT_EQ(sorted.size(), 10u);  // every image, two of them twice (the padding)
+    } else {
+      EXPECT_EQ(sizes, (std::vector<int64_t>{4, 3, 3}));
+      EXPECT_EQ(sorted, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+    }
+  }
+  resnet::LoaderOptions bad;
+  bad.rank = 3;
+  bad.world_size = 3;
+  EXPECT_THROW(resnet::Loader(source, bad, torch::kCPU), resnet::UsageError);
+}
+
+TEST(Transforms, AnImagesCropDependsOnItsSeedNotItsBatch) {
+  // Per-image seeds: image 1 with seed 42 gets the same crop alone as beside other images.
+  const auto images = torch::randint(256, {3, 3, 20, 24}, torch::TensorOptions().dtype(torch::kUInt8));
+  const auto sizes = torch::tensor({20, 24, 20, 24, 20, 24}).view({3, 2});
+  const resnet::RawBatch three{images, sizes, torch::zeros({3}, torch::kLong)};
+  const resnet::RawBatch one{images.narrow(0, 1, 1), sizes.narrow(0, 1, 1), torch::zeros({1}, torch::kLong)};
+  const auto together = resnet::train_transform(three, 16, std::vector<uint64_t>{7, 42, 9});
+  const auto alone = resnet::train_transform(one, 16, std::vector<uint64_t>{42});
+  EXPECT_TRUE(torch::equal(together[1], alone[0]));
+  const auto other_seed = resnet::train_transform(one, 16, std::vector<uint64_t>{43});
+  EXPECT_FALSE(torch::equal(other_seed[0], alone[0]));
+}
+
 TEST(Loader, WritesIntoAGivenBufferWhereItFits) {
   // A graphed step's input buffer (channels-last here) gets the same values the loader returns
   // without one; a partial batch (other shape) gets a tensor of its own, the buffer untouched.

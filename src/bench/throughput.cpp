@@ -10,6 +10,8 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "dist/group.h"
+#include "dist/reducer.h"
 #include "models/registry.h"
 #include "train/precision.h"
 #include "train/sgd.h"
@@ -49,7 +51,9 @@ BenchResult run_bench(const BenchOptions& options) {
   // Below 32 pixels the ResNet stem and four stride-2 stages leave nothing to pool.
   require_at_least(options.image_size, 32, "--image-size");
 
-  const c10::Device device = parse_device(options.device);
+  const c10::Device device = device_for_process(options.device, options.dist);
+  std::unique_ptr<Group> group;
+  if (options.dist.distributed()) group = Group::connect(options.dist, device, std::chrono::seconds(options.dist_timeout_s));
   torch::manual_seed(options.seed);
   // Same choice as the Python peer (torch.backends.cudnn.benchmark = True): autotune convolutions.
   enable_cudnn_autotuning();
@@ -61,14 +65,24 @@ BenchResult run_bench(const BenchOptions& options) {
   const auto labels = torch::randint(options.num_classes, {options.batch_size},
                                      torch::TensorOptions().device(device).dtype(torch::kLong));
 
-  const StepOptions step_options = parse_step_options(options.amp, options.channels_last, options.cuda_graphs, device,
-                                                      options.batch_size, options.fused);
+  StepOptions step_options = parse_step_options(options.amp, options.channels_last, options.cuda_graphs, device,
+                                                options.batch_size, options.fused);
+  if (group) step_options.cuda_graphs = false;  // as train: the all-reduce runs outside a graph
   if (step_options.channels_last) to_channels_last(*model);
   // The trainer's optimiser with the sample's settings (SgdOptions' defaults) and the trainer's
   // step, so that a step costs what a step of `resnet train` costs.
   Sgd optimizer(model->parameters(), SgdOptions{});
   TrainStep train_step(*model, optimizer, step_options, device);
   EvalStep eval_step(*model, step_options, device);
+  std::unique_ptr<GradientReducer> reducer;
+  if (group) {
+    reducer = std::make_unique<GradientReducer>(model->parameters(), *group);
+    train_step.set_gradient_sync(reducer.get());
+  }
+  auto meet = [&] {
+    synchronize(device);
+    if (group) group->barrier();
+  };
   std::function<void()> step;
   if (options.inference) {
     model->eval();
@@ -85,11 +99,11 @@ BenchResult run_bench(const BenchOptions& options) {
 
   const auto warmup_start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < warmup; ++i) step();
-  synchronize(device);
+  meet();
   const double warmup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - warmup_start).count();
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < options.steps; ++i) step();
-  synchronize(device);
+  meet();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   BenchResult r;
@@ -107,7 +121,9 @@ BenchResult run_bench(const BenchOptions& options) {
   r.fused = !options.inference && train_step.fused();
   r.seconds = seconds;
   r.warmup_seconds = warmup_seconds;
-  r.img_per_s = static_cast<double>(options.batch_size * options.steps) / seconds;
+  r.processes = group ? group->size() : 1;
+  r.rank = group ? group->rank() : 0;
+  r.img_per_s = static_cast<double>(options.batch_size * options.steps * r.processes) / seconds;
   r.step_ms = 1000.0 * seconds / static_cast<double>(options.steps);
   r.peak_mem_mib = peak_memory_mib(device);
   return r;
@@ -131,7 +147,9 @@ nlohmann::json to_json(const BenchResult& r) {
           {"img_per_s", round(r.img_per_s, 10)},
           {"step_ms", round(r.step_ms, 100)},
           {"warmup_s", round(r.warmup_seconds, 10)},
-          {"peak_mem_mib", round(r.peak_mem_mib, 10)}};
+          {"peak_mem_mib", round(r.peak_mem_mib, 10)},
+          {"processes", r.processes},
+          {"img_per_s_per_process", round(r.img_per_s / r.processes, 10)}};
 }
 
 }  // namespace resnet

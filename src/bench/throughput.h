@@ -5,13 +5,16 @@
 // precision, memory format and CUDA graphs; inference mode times EvalStep, the forward pass of
 // `test` and the per-epoch evaluation. Data is random and already on the device, so the numbers are the model's
 // and the framework's, not the input pipeline's. Warm-up steps (cuDNN autotuning, allocator
-// growth) are excluded; the device is synchronised before each clock read.
+// growth) are excluded; the device is synchronised before each clock read. With several
+// processes, they meet before and after the timed steps, and rank 0's clock counts.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
+
+#include "dist/env.h"
 
 namespace resnet {
 
@@ -29,6 +32,10 @@ struct BenchOptions {
   std::string channels_last = "auto";  // as train's --channels-last
   std::string cuda_graphs = "auto";    // as train's --cuda-graphs
   std::string fused = "auto";          // as train's --fused
+  // Several processes (train's data parallelism: each a batch of batch_size, gradients averaged
+  // in buckets during backward); img_per_s is then the job's.
+  DistEnv dist;
+  int64_t dist_timeout_s = 600;
 };
 
 struct BenchResult {
@@ -49,6 +56,8 @@ struct BenchResult {
   double img_per_s = 0;
   double step_ms = 0;
   double peak_mem_mib = 0;  // CUDA caching allocator's peak; 0 on the CPU
+  int processes = 1;        // the job's; img_per_s counts all of them
+  int rank = 0;             // this process's (only rank 0 prints)
 };
 
 // Throws UsageError for impossible options (unknown model, batch size 0, ...).

@@ -23,7 +23,14 @@ void add_bench_command(CLI::App& app) {
   add_fused_option(*cmd, options->fused);
   cmd->add_flag("--inference", options->inference, "time the forward pass alone (eval mode, no autograd)");
   cmd->add_option("--seed", options->seed, "seed for the synthetic data and weights")->capture_default_str();
-  cmd->callback([options] { std::cout << to_json(run_bench(*options)).dump() << std::endl; });
+  auto dist = std::make_shared<DistFlags>();
+  add_dist_options(*cmd, *dist);
+  cmd->callback([options, dist] {
+    options->dist_timeout_s = dist->timeout_s;
+    options->dist = join_or_launch(*dist);
+    const BenchResult result = run_bench(*options);
+    if (result.rank == 0) std::cout << to_json(result).dump() << std::endl;  // one line for the job
+  });
 }
 
 }  // namespace resnet::cli

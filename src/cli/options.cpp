@@ -1,5 +1,7 @@
 #include "cli/options.h"
 
+#include "cli/launch.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -213,6 +215,29 @@ std::vector<std::pair<std::string, std::string>> option_spellings(const CLI::App
     for (const auto& name : option->get_snames()) out.emplace_back("-" + name, canonical);
   }
   return out;
+}
+
+void add_dist_options(CLI::App& command, DistFlags& flags) {
+  command
+      .add_option("--nproc-per-node,--nproc_per_node", flags.nproc_per_node,
+                  "data-parallel on this machine: start N processes (one per GPU; --batch-size is each one's); for "
+                  "several machines run torchrun or srun instead")
+      ->capture_default_str();
+  command
+      .add_option("--dist-timeout", flags.timeout_s,
+                  "with several processes: seconds a process waits for the others before the job fails")
+      ->capture_default_str();
+}
+
+DistEnv join_or_launch(const DistFlags& flags) {
+  require_at_least(flags.nproc_per_node, 1, "--nproc-per-node");
+  require_at_least(flags.timeout_s, 1, "--dist-timeout");
+  DistEnv env = dist_env_from_environment();
+  if (flags.nproc_per_node == 1) return env;
+  if (env.distributed())
+    throw UsageError("--nproc-per-node starts the processes itself; under a launcher (" + env.launcher +
+                     " set the job's variables) leave it out");
+  std::exit(launch_local(flags.nproc_per_node, without_option(command_line(), {"--nproc-per-node", "--nproc_per_node"})));
 }
 
 }  // namespace resnet::cli

@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "dist/env.h"
+
 #include <c10/core/Device.h>
 
 #include <cstdint>
@@ -27,6 +29,16 @@ void add_precision_options(CLI::App& command, std::string& amp, std::string& cha
 void add_fused_option(CLI::App& command, std::string& fused);
 
 // `--trace`, `--trace True` (the sample's spelling), `--trace false`.
+// --nproc-per-node and --dist-timeout (train, bench): data-parallel over several processes.
+struct DistFlags {
+  int nproc_per_node = 1;
+  int64_t timeout_s = 600;
+};
+void add_dist_options(CLI::App& command, DistFlags& flags);
+// The job this process is part of (the launcher's variables); with --nproc-per-node N > 1, starts
+// the N processes of this command line instead and exits with their status (never returns).
+DistEnv join_or_launch(const DistFlags& flags);
+
 struct TraceFlag {
   CLI::Option* option = nullptr;
   std::vector<std::string> values;

@@ -5,10 +5,8 @@
 
 #include "cli/commands.h"
 #include "cli/console_reporter.h"
-#include "cli/launch.h"
 #include "cli/options.h"
 #include "core/error.h"
-#include "dist/env.h"
 #include "models/registry.h"
 #include "train/inference.h"
 #include "train/trainer.h"
@@ -90,26 +88,13 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--freeze-backbone,--freeze_backbone", o->freeze_backbone, "train the classifier alone (with --weights)")
       ->needs("--weights");
   add_trace_option(*cmd, *trace);
-  auto nproc = std::make_shared<int>(1);
-  cmd->add_option("--nproc-per-node,--nproc_per_node", *nproc,
-                  "data-parallel on this machine: start N processes (one per GPU; --batch-size is each one's); for "
-                  "several machines run torchrun or srun instead")
-      ->capture_default_str();
+  auto dist = std::make_shared<DistFlags>();
+  add_dist_options(*cmd, *dist);
   cmd->add_flag("--sync-bn,--sync_bn", o->sync_bn, "with several processes: batch-norm statistics over all of them");
-  cmd->add_option("--dist-timeout", o->dist_timeout_s,
-                  "with several processes: seconds a process waits for the others before the job fails")
-      ->capture_default_str();
-  cmd->callback([o, trace, resume, nproc] {
-    require_at_least(*nproc, 1, "--nproc-per-node");
+  cmd->callback([o, trace, resume, dist] {
+    o->dist_timeout_s = dist->timeout_s;
     validate(*o);  // before --resume looks at files: a bad number is the first thing to hear about
-    o->dist = dist_env_from_environment();
-    if (*nproc > 1) {
-      if (o->dist.distributed())
-        throw UsageError("--nproc-per-node starts the processes itself; under a launcher (" + o->dist.launcher +
-                         " set the job's variables) leave it out");
-      const int status = launch_local(*nproc, without_option(command_line(), {"--nproc-per-node", "--nproc_per_node"}));
-      std::exit(status);
-    }
+    o->dist = join_or_launch(*dist);
     if (!resume->path.empty()) apply_resume(*resume, *o);
     if (!o->weights.empty() && resume->path.empty() && resume->model_option->count() == 0)
       o->model = architecture_of(o->weights);

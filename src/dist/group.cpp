@@ -1,6 +1,11 @@
 #include "dist/group.h"
 
+#include "core/device.h"
 #include "core/error.h"
+
+#ifdef RESNET_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #ifdef RESNET_WITH_DIST
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -10,6 +15,19 @@
 #endif
 
 namespace resnet {
+
+c10::Device device_for_process(const std::string& device_flag, const DistEnv& env) {
+  c10::Device device = parse_device(device_flag);
+  if (!env.distributed() || !device.is_cuda()) return device;
+  if (device_flag.rfind("cuda:", 0) == 0)
+    throw UsageError("--device " + device_flag + " names one GPU; with several processes each takes the GPU of its "
+                     "LOCAL_RANK (pass --device cuda)");
+  device = parse_device("cuda:" + std::to_string(env.local_rank));
+#ifdef RESNET_WITH_CUDA
+  c10::cuda::set_device(device.index());
+#endif
+  return device;
+}
 
 #ifdef RESNET_WITH_DIST
 

@@ -60,6 +60,11 @@ class Group {
   std::string backend_name_;
 };
 
+// --device's spelling for this process: in a job of several processes on CUDA, the GPU of its
+// LOCAL_RANK (made the current device); else parse_device's. UsageError for one named GPU
+// (cuda:N) with several processes.
+c10::Device device_for_process(const std::string& device_flag, const DistEnv& env);
+
 // Whether this build has c10d's process groups (Gloo; NCCL too where it has CUDA).
 bool distributed_build();
 

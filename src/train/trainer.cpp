@@ -11,9 +11,6 @@
 
 #include <torch/cuda.h>
 
-#ifdef RESNET_WITH_CUDA
-#include <c10/cuda/CUDAFunctions.h>
-#endif
 
 #include "core/device.h"
 #include "core/error.h"
@@ -89,20 +86,6 @@ double warm_up(const TrainOptions& o, StepOptions options, const c10::Device& de
   return seconds_since(start);
 }
 
-// --device; in a job of several processes on CUDA, the GPU of the process's LOCAL_RANK.
-c10::Device process_device(const TrainOptions& o) {
-  c10::Device device = parse_device(o.device);
-  if (!o.dist.distributed() || !device.is_cuda()) return device;
-  if (device.has_index() && o.device != "auto")
-    throw UsageError("--device " + o.device + " names one GPU; with several processes each takes the GPU of its "
-                     "LOCAL_RANK (pass --device cuda)");
-  device = parse_device("cuda:" + std::to_string(o.dist.local_rank));
-#ifdef RESNET_WITH_CUDA
-  c10::cuda::set_device(device.index());
-#endif
-  return device;
-}
-
 // Everything one run holds: data, model, optimiser, step, files, and where it stands.
 struct Run {
   const TrainOptions& o;
@@ -124,7 +107,7 @@ struct Run {
   std::unique_ptr<Group> group;  // several processes: the job's
   std::unique_ptr<GradientReducer> reducer;
 
-  Run(const TrainOptions& options, TrainReporter& r) : o(options), reporter(r), device(process_device(options)) {}
+  Run(const TrainOptions& options, TrainReporter& r) : o(options), reporter(r), device(device_for_process(options.device, options.dist)) {}
 
   int world() const { return group ? group->size() : 1; }
   bool lead() const { return !group || group->rank() == 0; }  // rank 0 reports and writes files
