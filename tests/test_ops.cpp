@@ -237,9 +237,9 @@ TEST(FusedResNet, EachBlockMatchesTheAutogradPath) {
     for (const auto& child : children[layer]->named_children()) {
       auto* block = child.value()->as<resnet::BottleneckImpl>();
       ASSERT_NE(block, nullptr);
-      block->fused = false;
+      block->mode.fused = false;
       const auto want = block->forward(x);
-      block->fused = true;
+      block->mode.fused = true;
       const auto got = block->forward(x);
       // bf16 outputs of the same fp32 arithmetic, rounded at other points: measured 0.25-0.28%.
       EXPECT_LE(relative_error(got, want), 1e-2) << layer << "." << child.key();
