@@ -85,6 +85,16 @@ check(code1 == 0 and code2 == 0 and t1 and t2 and t1.group(1) == t2.group(1) and
       'test accuracy and loss over the whole split, across 2 processes, equal 1 process\'s: ' +
       (f'{t1.group(0)} vs {t2.group(0)}' if t1 and t2 else out2[-400:]))
 
+# --- torchrun, whose agent serves the store (TORCHELASTIC_USE_AGENT_STORE=True) -------------------
+import sys
+r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
+                    '--no-python', args.resnet, *common, '--image-size', '32', '--batch-size', '4', '--max-steps', '4',
+                    '--epochs', '1', '--checkpoint-dir', f'{tmp}/torchrun'],
+                   capture_output=True, text=True, timeout=600, env=env1)
+out = r.stdout + r.stderr
+check(r.returncode == 0 and '2 processes (Gloo, torchrun)' in out and 'Replicas agree' in out,
+      f'torchrun --nproc-per-node 2 $(which resnet) train works (exit {r.returncode}): ' + out.strip()[-300:])
+
 # --- resuming with another number of processes --------------------------------------------------
 code, out = run(*common, '--image-size', '32', '--epochs', '1', '--batch-size', '4', '--nproc-per-node', '2',
                 '--max-steps', '5', '--checkpoint-dir', f'{tmp}/resume')

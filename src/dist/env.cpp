@@ -1,6 +1,7 @@
 #include "dist/env.h"
 
 #include <cstdlib>
+#include <string>
 
 #include "core/error.h"
 
@@ -51,6 +52,8 @@ DistEnv dist_env_from_environment(const std::function<const char*(const char*)>&
     throw UsageError("a job of " + std::to_string(env.world_size) + " processes (" + env.launcher +
                      ") needs MASTER_ADDR and MASTER_PORT: the host and a free port of rank 0's machine, "
                      "where the processes meet");
+  const char* agent = get("TORCHELASTIC_USE_AGENT_STORE");
+  env.agent_store = agent != nullptr && std::string(agent) == "True";
   env.master_addr = addr;
   env.master_port = parse_int("MASTER_PORT", port, 1);
   if (env.master_port > 65535) throw UsageError("environment variable MASTER_PORT must be a port, 1 to 65535 (got '" + std::string(port) + "')");

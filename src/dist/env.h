@@ -17,6 +17,9 @@ struct DistEnv {
   std::string master_addr;  // the rendezvous (TCPStore) host, rank 0's machine
   int master_port = 0;
   std::string launcher;  // "torchrun", "Slurm", "MPI", or "" for a single process
+  // torchrun's agent already serves the store at MASTER_ADDR:MASTER_PORT
+  // (TORCHELASTIC_USE_AGENT_STORE=True): every process is its client, rank 0 too.
+  bool agent_store = false;
   bool distributed() const { return world_size > 1; }
 };
 

@@ -8,6 +8,7 @@
 #endif
 
 #ifdef RESNET_WITH_DIST
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -80,11 +81,13 @@ std::unique_ptr<Group> Group::connect(const DistEnv& env, const c10::Device& dev
   try {
     c10d::TCPStoreOptions o;
     o.port = static_cast<std::uint16_t>(env.master_port);
-    o.isServer = env.rank == 0;
+    o.isServer = env.rank == 0 && !env.agent_store;
     o.numWorkers = env.world_size;
     o.waitWorkers = true;
     o.timeout = timeout;
-    impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
+    // Our keys apart from a launcher's that shares the store (torchrun's agent).
+    impl->store = c10::make_intrusive<c10d::PrefixStore>("resnet/",
+                                                         c10::make_intrusive<c10d::TCPStore>(env.master_addr, o));
   } catch (const std::exception& e) {
     throw DistError(impl->where + ": could not meet the other processes at " + meeting +
                     " (MASTER_ADDR:MASTER_PORT) within the timeout (" + first_line(e) + ")");
