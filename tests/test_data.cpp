@@ -250,13 +250,18 @@ TEST(ImageFolder, RecognisesWhatDataHolds) {
 
 // ---- loader -----------------------------------------------------------------------------------
 
-TEST(Loader, ShufflesPerEpochFromTheSeedAndKeepsTheLastPartialBatch) {
+// `n` 8x8 images whose pixels and label are their index, in memory on the CPU.
+std::shared_ptr<resnet::ImageSource> numbered_images(int64_t n) {
   resnet::LabeledImages data;
-  const int64_t n = 10;
   data.images = torch::arange(n).to(torch::kUInt8).view({n, 1, 1, 1}).expand({n, 3, 8, 8}).contiguous();
   data.labels = torch::arange(n);
   data.classes = {"only"};
-  auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
+  return resnet::in_memory_source(data, torch::kCPU, "toy");
+}
+
+TEST(Loader, ShufflesPerEpochFromTheSeedAndKeepsTheLastPartialBatch) {
+  const int64_t n = 10;
+  auto source = numbered_images(n);
   resnet::LoaderOptions o;
   o.batch_size = 4;
   o.image_size = 8;
@@ -287,12 +292,8 @@ TEST(Loader, ShufflesPerEpochFromTheSeedAndKeepsTheLastPartialBatch) {
 TEST(Loader, ShardsAnEpochAcrossProcessesAsDistributedSampler) {
   // 10 images, 3 processes: training shards of 4 (the permutation padded with its first 2
   // images), together the whole permutation; evaluation shards of 4, 3, 3, each image once.
-  resnet::LabeledImages data;
   const int64_t n = 10;
-  data.images = torch::arange(n).to(torch::kUInt8).view({n, 1, 1, 1}).expand({n, 3, 8, 8}).contiguous();
-  data.labels = torch::arange(n);
-  data.classes = {"only"};
-  auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
+  auto source = numbered_images(n);
   for (const bool train : {true, false}) {
     std::vector<int64_t> all;
     std::vector<int64_t> sizes;
