@@ -90,6 +90,9 @@ std::string describe(CLI::App& app, CLI::App* command, const CLI::ParseError& e)
 
 }  // namespace
 
+// LibTorch's messages can run to several lines (a C++ stack, a hint about allocator settings).
+static std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
 int main(int argc, char** argv) {
   resnet::cli::set_command_line(argc, argv);
   resnet::set_log_sink(resnet::cli::console_log);
@@ -136,8 +139,17 @@ int main(int argc, char** argv) {
     return usage_error(describe(app, command, e));
   } catch (const resnet::UsageError& e) {
     return usage_error(e.what());
+  } catch (const c10::OutOfMemoryError& e) {
+    std::cerr << "error: out of GPU memory; try a smaller --batch-size (or --image-size). LibTorch said: "
+              << first_line(e.what_without_backtrace()) << "\n";
+    return 1;
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    const std::string what = e.what_without_backtrace();
+    if (what.find("can't allocate memory") != std::string::npos)
+      std::cerr << "error: out of memory; try a smaller --batch-size (or --image-size). LibTorch said: "
+                << first_line(what) << "\n";
+    else
+      std::cerr << "error: " << what << "\n";
     return 1;
   } catch (const std::exception& e) {  // InputError, DownloadError, file system errors
     std::cerr << "error: " << e.what() << "\n";

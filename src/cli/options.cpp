@@ -1,6 +1,7 @@
 #include "cli/options.h"
 
 #include "cli/launch.h"
+#include "data/decode.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,6 +34,17 @@ void add_batch_size_option(CLI::App& command, int64_t& batch_size) {
 void add_image_size_option(CLI::App& command, int64_t& image_size) {
   command.add_option("--image-size,--image_size", image_size, "side of the square input images, pixels")
       ->capture_default_str();
+}
+
+void add_max_image_pixels_option(CLI::App& command) {
+  command.add_option_function<int64_t>(
+      "--max-image-pixels",
+      [](const int64_t& pixels) {
+        require_at_least(pixels, 0, "--max-image-pixels");
+        set_max_image_pixels(pixels);
+      },
+      "refuse images of more pixels than this, before decoding them (default " +
+          std::to_string(kDefaultMaxImagePixels) + ", as PIL; 0: no limit)");
 }
 
 void add_num_classes_option(CLI::App& command, int64_t& num_classes) {

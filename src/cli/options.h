@@ -22,6 +22,8 @@ void add_device_option(CLI::App& command, std::string& device);
 void add_batch_size_option(CLI::App& command, int64_t& batch_size);
 void add_image_size_option(CLI::App& command, int64_t& image_size);
 void add_num_classes_option(CLI::App& command, int64_t& num_classes);
+// --max-image-pixels: sets the decoders' limit (data/decode.h) as the flags are read.
+void add_max_image_pixels_option(CLI::App& command);
 
 // `--amp`, `--channels-last` and (where not null) `--cuda-graphs`; each defaults to auto.
 void add_precision_options(CLI::App& command, std::string& amp, std::string& channels_last, std::string* cuda_graphs);

@@ -62,6 +62,7 @@ void add_predict_command(CLI::App& app) {
       ->expected(1, -1);
   add_checkpoint_options(*cmd, o->checkpoint, "use");
   add_device_option(*cmd, o->device);
+  add_max_image_pixels_option(*cmd);
   add_precision_options(*cmd, o->amp, o->channels_last, nullptr);
   cmd->callback([o] {
     const auto device = parse_device(o->device);

@@ -67,6 +67,7 @@ void add_test_command(CLI::App& app) {
   o->data_option =
       cmd->add_option("--data,--path", o->data, "CIFAR-10 binary folder or image folder")->capture_default_str();
   add_device_option(*cmd, o->device);
+  add_max_image_pixels_option(*cmd);
   add_batch_size_option(*cmd, o->batch_size);
   add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_trace_option(*cmd, o->trace);

@@ -59,6 +59,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--data,--path", o->data,
                   "CIFAR-10 binary folder or image folder (default data/cifar10, downloaded when missing)");
   add_device_option(*cmd, o->device);
+  add_max_image_pixels_option(*cmd);
   cmd->add_option("--epochs", o->epochs, "epochs to train")->capture_default_str();
   add_batch_size_option(*cmd, o->batch_size);
   cmd->add_option("--learning-rate,--learning_rate,--lr", o->learning_rate, "SGD learning rate")->capture_default_str();

@@ -1,5 +1,6 @@
 #include "data/decode.h"
 
+#include <atomic>
 #include <cstdio>
 #include <csetjmp>
 #include <cstring>
@@ -113,7 +114,11 @@ void decode_hwc(const std::vector<uint8_t>& bytes, const std::string& path, uint
 
 }  // namespace
 
-ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& path) {
+namespace {
+
+std::atomic<int64_t> g_max_image_pixels{kDefaultMaxImagePixels};
+
+ImageSize header_size(const std::vector<uint8_t>& bytes, const std::string& path) {
   if (is_jpeg(bytes)) {
     ImageSize size;
     with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
@@ -127,6 +132,26 @@ ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& 
     return {png.image.height, png.image.width};
   }
   not_an_image(bytes, path);
+}
+
+}  // namespace
+
+void set_max_image_pixels(int64_t pixels) { g_max_image_pixels = pixels; }
+int64_t max_image_pixels() { return g_max_image_pixels; }
+
+ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& path) {
+  const ImageSize size = header_size(bytes, path);
+  const int64_t limit = g_max_image_pixels;
+  if (limit > 0 && size.height * size.width > limit) {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  ": %lld x %lld = %lld pixels, more than the limit of %lld (--max-image-pixels; raise it if the image "
+                  "is what you meant, 0: no limit)",
+                  static_cast<long long>(size.width), static_cast<long long>(size.height),
+                  static_cast<long long>(size.height * size.width), static_cast<long long>(limit));
+    throw InputError(path + line);
+  }
+  return size;
 }
 
 torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path) {

@@ -22,7 +22,16 @@ struct ImageSize {
   int64_t width = 0;
 };
 
-// Size from the header alone (no pixel decoding).
+// The most pixels (height x width) an image may have: decoding reads the size from the header
+// first and refuses a larger image with an InputError, before any allocation (a "decompression
+// bomb": a 30,000 x 30,000 PNG under 1 MB would take 2.7 GB as RGB and more while decoding).
+// Default 178,956,970, the size at which PIL refuses (twice its MAX_IMAGE_PIXELS); 0: no limit.
+// Process-wide; the CLI's --max-image-pixels sets it.
+constexpr int64_t kDefaultMaxImagePixels = 178956970;
+void set_max_image_pixels(int64_t pixels);
+int64_t max_image_pixels();
+
+// Size from the header alone (no pixel decoding); InputError beyond max_image_pixels().
 ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& path);
 
 // Decodes into a new uint8 tensor [3, H, W].

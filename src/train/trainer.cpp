@@ -102,6 +102,7 @@ struct Run {
   std::string resume_path;
   TrainState state;
   int64_t run_start_step = 0;
+  int64_t saved_step = -1;  // the step resume.pt holds (-1: this run has written none)
   std::unique_ptr<Profiler> profiler;
   bool traced = false;
   std::unique_ptr<Group> group;  // several processes: the job's
@@ -116,6 +117,9 @@ struct Run {
   void connect();        // the process group, for several processes
   void share_weights();  // rank 0's parameters and buffers to every process; the gradient reducer
   void check_replicas();  // every process ends with rank 0's weights, or a DistError
+  // A non-finite training loss ends the run, before any checkpoint holds its weights.
+  void require_finite(double loss, int64_t epoch) const;
+  [[noreturn]] void fail_non_finite(const std::string& what, int64_t epoch) const;
 
   void open_data();
   void build_model();
@@ -263,6 +267,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   }
   saved.settings = state.settings;  // --epochs may grow
   state = saved;
+  saved_step = state.step;
   step->set_loss_scale_state(state.loss_scale, state.loss_scale_growth);
   reporter.message("Resuming from epoch " + std::to_string(state.epoch + 1) + ", step " + std::to_string(state.step));
 }
@@ -301,7 +306,31 @@ void Run::finish_trace(bool now) {
   traced = true;
 }
 
+void Run::require_finite(double loss, int64_t epoch) const {
+  if (!std::isfinite(loss))
+    fail_non_finite(std::string("the training loss is ") + (std::isnan(loss) ? "NaN" : "infinite"), epoch);
+}
+
+void Run::fail_non_finite(const std::string& what, int64_t epoch) const {
+  std::string last = saved_step >= 0 ? resume_path + " still holds step " + std::to_string(saved_step) +
+                                           ", the last good state: running train again resumes there"
+                                     : "no resume.pt was written by this run";
+  char lr[32];
+  std::snprintf(lr, sizeof lr, "%g", o.learning_rate);
+  throw std::runtime_error(what + " at epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(state.step) +
+                           ": training stopped (is --learning-rate " + lr + " too high?); " + last);
+}
+
 void Run::save() {
+  // Weights that overflowed while the loss still looked finite are never written over good ones.
+  {
+    torch::NoGradGuard no_grad;
+    auto total = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
+    for (const auto& p : model->parameters()) total += p.sum(torch::kDouble);
+    const double sum = total.item<double>();
+    if (!std::isfinite(sum)) fail_non_finite("the weights are not finite (NaN or infinite)", state.epoch);
+  }
+  saved_step = state.step;
   if (!lead()) return;
   std::tie(state.loss_scale, state.loss_scale_growth) = step->loss_scale_state();
   save_resume(resume_path, state, *model, *optimizer);
@@ -336,6 +365,7 @@ bool Run::run_epoch(int64_t epoch) {
     report.seconds = seconds_since(t0);
     if (b % o.log_every == 0) {
       report.loss = global_mean(loss);
+      require_finite(report.loss, epoch);
       const double dt = seconds_since(last_log);
       report.img_per_s = dt > 0 && images > images_at_last_log ? static_cast<double>(images - images_at_last_log) / dt : 0;
       last_log = Clock::now();
@@ -346,6 +376,7 @@ bool Run::run_epoch(int64_t epoch) {
     const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
     if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
       state.epoch_loss_sum = global_mean(loss_sum);
+      require_finite(state.epoch_loss_sum, epoch);
       save();
     }
     if (stop) {
@@ -357,6 +388,7 @@ bool Run::run_epoch(int64_t epoch) {
   }
   finish_trace(/*now=*/true);  // the evaluation is not part of the profile
   state.epoch_loss_sum = global_mean(loss_sum);  // waits for the GPU too
+  require_finite(state.epoch_loss_sum, epoch);
   finish_epoch(epoch, state.epoch_loss_sum, images, seconds_since(t0));
   return true;
 }
@@ -404,6 +436,20 @@ void validate(const TrainOptions& o) {
   require_at_least(o.checkpoint_every, 0, "--checkpoint-every");
   require_at_least(o.max_steps, 0, "--max-steps");
   require_at_least(o.dist_timeout_s, 1, "--dist-timeout");
+  // A batch of input images that cannot fit this machine's memory, before anything is allocated
+  // (the activations take many times more).
+  const double input_bytes = 4.0 * 3.0 * static_cast<double>(o.batch_size) * static_cast<double>(o.image_size) *
+                             static_cast<double>(o.image_size);
+  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  if (memory > 0 && input_bytes > memory) {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "--image-size %lld with --batch-size %lld: one batch of input images alone takes %.1f GB, more than "
+                  "this machine's %.1f GB of memory; lower --image-size or --batch-size",
+                  static_cast<long long>(o.image_size), static_cast<long long>(o.batch_size), input_bytes / 1e9,
+                  memory / 1e9);
+    throw UsageError(line);
+  }
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
   parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device), 0, o.fused);
 }

@@ -1,0 +1,82 @@
+"""Issue 13's four bad inputs, as regression tests: a decompression-bomb PNG, a learning rate that
+makes the loss NaN, an image size whose batch cannot fit in memory, and a folder given as an
+image."""
+import math
+import os
+import struct
+import tempfile
+import time
+import zlib
+
+import torch
+
+from harness import check, finish, resnet_and_sample
+
+args, run = resnet_and_sample()
+tmp = tempfile.mkdtemp(prefix='resnet-reliability-')
+
+
+def png(path, width, height):
+    """A valid all-black 8-bit grey PNG, written row by row (30,000 x 30,000 compresses to < 1 MB)."""
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+    c = zlib.compressobj(9)
+    row = b'\x00' * (width + 1)
+    body = b''.join(c.compress(row) for _ in range(height)) + c.flush()
+    with open(path, 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)) +
+                chunk(b'IDAT', body) + chunk(b'IEND', b''))
+
+
+ck = f'{tmp}/ck'
+code, out = run('train', '--model', 'resnet18', '--data', args.sample, '--device', 'cpu', '--image-size', '32',
+                '--epochs', '1', '--save-model', '--checkpoint-dir', ck)
+check(code == 0, 'a model to predict with: ' + out[-200:])
+use = ['--checkpoint-dir', ck, '--model', 'resnet18', '--device', 'cpu']
+
+# 1. A 30,000 x 30,000 PNG of under 1 MB: refused from its header, at once, naming the flag.
+bomb = f'{tmp}/bomb.png'
+png(bomb, 30000, 30000)
+start = time.time()
+code, out = run('predict', *use, '--image', bomb)
+took = time.time() - start
+check(os.path.getsize(bomb) < 1 << 20 and code == 1 and
+      f'{bomb}: 30000 x 30000 = 900000000 pixels, more than the limit of 178956970 (--max-image-pixels' in out
+      and took < 20,
+      f'a decompression bomb ({os.path.getsize(bomb)} bytes) is refused in {took:.1f} s: {out.strip()[-200:]}')
+small = f'{tmp}/small.png'
+png(small, 64, 48)
+code, out = run('predict', *use, '--image', small)
+check(code == 0, 'a 64 x 48 PNG passes the default limit')
+code, out = run('predict', *use, '--image', small, '--max-image-pixels', '3000')
+check(code == 1 and '64 x 48 = 3072 pixels, more than the limit of 3000' in out, '--max-image-pixels 3000 refuses it: ' + out.strip()[-160:])
+code, out = run('predict', *use, '--image', small, '--max-image-pixels', '-1')
+check(code == 2 and '--max-image-pixels must be at least 0' in out, '--max-image-pixels -1: ' + out.strip()[-120:])
+
+# 2. --lr 1e12: the loss turns NaN; training stops with exit 1, naming epoch, step and the last
+# good resume.pt, which still holds finite weights.
+nan_dir = f'{tmp}/nan'
+code, out = run('train', '--model', 'resnet18', '--data', args.sample, '--device', 'cpu', '--image-size', '32',
+                '--epochs', '1', '--lr', '1e12', '--checkpoint-every', '1', '--log-every', '5',
+                '--checkpoint-dir', nan_dir)
+last = out.strip().splitlines()[-1] if out.strip() else ''
+check(code == 1 and last.startswith('error: the training loss is NaN at epoch 1, step ') and '--learning-rate 1e+12' in last
+      and 'resume.pt still holds step' in last, f'a NaN loss stops training (exit {code}): {last[:220]}')
+saved = torch.load(f'{nan_dir}/resnet18/resume.pt', weights_only=False)
+finite = all(torch.isfinite(v).all() for k, v in saved.items() if k.startswith('model.') and v.is_floating_point())
+check(finite and saved['step'] >= 1, f"resume.pt holds step {saved['step']} with finite weights")
+
+# 3. An image size whose batch cannot fit: a message with the flag and the size, before any work.
+code, out = run('train', '--model', 'resnet18', '--data', args.sample, '--device', 'cpu', '--image-size', '100000',
+                '--checkpoint-dir', f'{tmp}/big')
+check(code == 2 and out.strip().startswith('error: --image-size 100000 with --batch-size 32: one batch of input images '
+                                           'alone takes 3840.0 GB') and 'enforce fail' not in out,
+      '--image-size 100000: ' + out.strip()[:200])
+
+# 4. A folder given as --image: every image in it, or a message when it holds none.
+empty = f'{tmp}/empty'
+os.makedirs(empty)
+code, out = run('predict', *use, '--image', empty)
+check(code == 1 and f'{empty}: a folder with no .jpg, .jpeg or .png file in it (--image)' in out and
+      'basic_filebuf' not in out, 'an empty folder as --image: ' + out.strip()[-160:])
+finish()
