@@ -1,8 +1,8 @@
 """Issue 13's four bad inputs, as regression tests: a decompression-bomb PNG, a learning rate that
 makes the loss NaN, an image size whose batch cannot fit in memory, and a folder given as an
 image."""
-import math
 import os
+import re
 import struct
 import tempfile
 import time
@@ -79,4 +79,46 @@ os.makedirs(empty)
 code, out = run('predict', *use, '--image', empty)
 check(code == 1 and f'{empty}: a folder with no .jpg, .jpeg or .png file in it (--image)' in out and
       'basic_filebuf' not in out, 'an empty folder as --image: ' + out.strip()[-160:])
+# 5. SIGINT / SIGTERM during training: resume.pt at the next step boundary, exit 130 / 143 with a
+# line saying how to resume, and the same command resumes there. With --nproc-per-node, SIGTERM
+# to the launcher reaches every process; they agree on a step and stop there.
+import signal
+import subprocess
+
+
+def interrupt(sig, extra, name):
+    ck_dir = f'{tmp}/{name}'
+    log = open(f'{tmp}/{name}.log', 'w+')
+    cmd = [args.resnet, 'train', '--model', 'resnet18', '--data', args.sample, '--device', 'cpu', '--image-size', '32',
+           '--epochs', '3', '--log-every', '1', '--checkpoint-dir', ck_dir, *extra]
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    deadline = time.time() + 120
+    while time.time() < deadline and open(log.name).read().count('loss:') < 4:
+        time.sleep(0.1)
+    p.send_signal(sig)
+    start = time.time()
+    try:
+        code = p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        code = None
+    text = open(log.name).read()
+    return code, time.time() - start, text, ck_dir, cmd
+
+
+for sig, want, name in ((signal.SIGINT, 130, 'SIGINT'), (signal.SIGTERM, 143, 'SIGTERM')):
+    code, took, text, ck_dir, cmd = interrupt(sig, [], name)
+    m = re.search(r'interrupted \(' + name + r'\) at epoch 1, step (\d+); (\S+) holds the run: the same command resumes it',
+                  text)
+    saved = torch.load(f'{ck_dir}/resnet18/resume.pt', weights_only=False) if m else {}
+    check(code == want and m is not None and saved.get('step') == int(m.group(1)) and took < 30,
+          f'{name}: exit {code} after {took:.1f} s, resume.pt at step {saved.get("step")}: ' + text.strip()[-160:])
+    r = subprocess.run(cmd[:cmd.index('--epochs') + 1] + ['1'] + cmd[cmd.index('--epochs') + 2:] + ['--max-steps', str(saved.get('step', 0) + 1)],
+                       capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0 and f'Resuming from epoch 1, step {saved.get("step")}' in r.stdout + r.stderr,
+          f'{name}: the same command resumes at that step')
+
+code, took, text, ck_dir, cmd = interrupt(signal.SIGTERM, ['--nproc-per-node', '2', '--batch-size', '8'], 'launcher')
+check(code == 143 and text.count('interrupted (SIGTERM)') == 1 and os.path.exists(f'{ck_dir}/resnet18/resume.pt'),
+      f'--nproc-per-node 2 and SIGTERM: every process stops at one step, exit {code}: ' + text.strip()[-200:])
 finish()

@@ -18,6 +18,14 @@ namespace resnet::cli {
 namespace {
 
 std::vector<std::string> g_command_line;
+std::vector<pid_t> g_children;  // for the SIGTERM handler
+
+// The launcher passes SIGTERM on to its processes; SIGINT (Ctrl-C) reaches them from the
+// terminal already, so the launcher ignores it and waits for them to save and stop.
+extern "C" void forward_sigterm(int sig) {
+  for (pid_t c : g_children)
+    if (c > 0) ::kill(c, sig);
+}
 
 // A port nothing listens on now (the kernel's choice for port 0); rank 0's store binds it next.
 int free_port() {
@@ -94,6 +102,9 @@ int launch_local(int nproc, const std::vector<std::string>& args) {
     }
     children.push_back(pid);
   }
+  g_children = children;
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGTERM, forward_sigterm);
   int result = 0;
   size_t running = children.size();
   while (running > 0) {
@@ -107,6 +118,11 @@ int launch_local(int nproc, const std::vector<std::string>& args) {
         rank = static_cast<int>(i);
         children[i] = 0;
       }
+    const bool interrupted = WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143);
+    if (interrupted) {  // asked to stop: the others stop on their own; report the same status
+      if (result == 0) result = WEXITSTATUS(status);
+      continue;
+    }
     const bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
     if (!failed || result != 0) continue;
     result = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -10,6 +10,7 @@
 #include "cli/console_reporter.h"
 #include "cli/launch.h"
 #include "cli/options.h"
+#include "train/trainer.h"
 #include "core/error.h"
 
 namespace {
@@ -139,6 +140,9 @@ int main(int argc, char** argv) {
     return usage_error(describe(app, command, e));
   } catch (const resnet::UsageError& e) {
     return usage_error(e.what());
+  } catch (const resnet::Interrupted& e) {
+    if (*e.what() != '\0') std::cerr << e.what() << "\n";
+    return 128 + e.signal;
   } catch (const c10::OutOfMemoryError& e) {
     std::cerr << "error: out of GPU memory; try a smaller --batch-size (or --image-size). LibTorch said: "
               << first_line(e.what_without_backtrace()) << "\n";

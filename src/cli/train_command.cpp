@@ -1,4 +1,8 @@
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -46,6 +50,22 @@ void apply_resume(const ResumeFlag& flag, TrainOptions& o) {
                      " (which is in " + dir.string() + ")");
   o.model = model;
   o.checkpoint_dir = dir.string();
+}
+
+extern "C" void on_stop_signal(int sig) {
+  static std::atomic<int> signals{0};
+  if (signals.fetch_add(1) > 0 && sig == SIGINT) ::_exit(130);  // a second Ctrl-C: at once
+  request_stop(sig);
+}
+
+// SIGINT (Ctrl-C) and SIGTERM: train writes resume.pt at the next step boundary and stops
+// (main prints how to resume and exits with 128 + the signal); a second SIGINT exits at once.
+void stop_on_signals() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
 }
 
 }  // namespace
@@ -101,6 +121,7 @@ void add_train_command(CLI::App& app) {
       o->model = architecture_of(o->weights);
     o->trace = trace->enabled();
     ConsoleReporter reporter;
+    stop_on_signals();
     train(*o, reporter);
   });
 }

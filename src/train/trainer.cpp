@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -29,6 +30,7 @@
 #include "train/profile.h"
 #include "train/step.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 namespace resnet {
@@ -46,6 +48,8 @@ const char* kResumeKeys[] = {"batch_size", "image_size", "seed", "learning_rate"
 
 // The classifier's parameters: fc (ResNets) or classifier.1 (SqueezeNets).
 bool in_classifier(const std::string& name) { return name.rfind("fc.", 0) == 0 || name.rfind("classifier.", 0) == 0; }
+
+std::atomic<int> g_stop_signal{0};
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -120,6 +124,9 @@ struct Run {
   // A non-finite training loss ends the run, before any checkpoint holds its weights.
   void require_finite(double loss, int64_t epoch) const;
   [[noreturn]] void fail_non_finite(const std::string& what, int64_t epoch) const;
+  // Whether request_stop was called (by this process; with several, by any of them, checked on
+  // `logged_step`s only, where they all meet).
+  bool stop_requested(bool logged_step) const;
 
   void open_data();
   void build_model();
@@ -140,6 +147,17 @@ struct Run {
 void Run::connect() {
   if (!o.dist.distributed()) return;
   group = Group::connect(o.dist, device, std::chrono::seconds(o.dist_timeout_s));
+}
+
+bool Run::stop_requested(bool logged_step) const {
+  if (!group) return g_stop_signal.load() != 0;
+  if (!logged_step) return false;  // processes agree on a step where they meet anyway
+  auto flag = torch::full({1}, g_stop_signal.load() != 0 ? 1.0 : 0.0,
+                          torch::TensorOptions().dtype(torch::kDouble).device(device));
+  group->all_reduce(flag);
+  const bool stop = flag.item<double>() > 0;
+  if (stop && g_stop_signal.load() == 0) g_stop_signal = SIGTERM;  // another process was stopped
+  return stop;
 }
 
 double Run::global_mean(const torch::Tensor& value) const {
@@ -373,6 +391,18 @@ bool Run::run_epoch(int64_t epoch) {
       reporter.log_step(report);
     }
     reporter.progress(report);
+    if (stop_requested(b % o.log_every == 0)) {
+      state.epoch_loss_sum = global_mean(loss_sum);
+      require_finite(state.epoch_loss_sum, epoch);
+      save();
+      finish_trace(/*now=*/true);
+      const int sig = g_stop_signal.load();
+      // Said once, by rank 0, for the whole job.
+      throw Interrupted(sig, !lead() ? "" : std::string("interrupted (") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+                                                ") at epoch " + std::to_string(epoch + 1) + ", step " +
+                                                std::to_string(state.step) + "; " + resume_path +
+                                                " holds the run: the same command resumes it");
+    }
     const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
     if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
       state.epoch_loss_sum = global_mean(loss_sum);
@@ -473,6 +503,8 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"sync_bn", o.sync_bn},
           {"world_size", o.dist.world_size}};
 }
+
+void request_stop(int signal_number) { g_stop_signal = signal_number; }
 
 double train(const TrainOptions& o, TrainReporter& reporter) {
   validate(o);

@@ -6,6 +6,7 @@
 // (src/train/report.h) hears what happens and decides what the user sees.
 #pragma once
 
+#include <stdexcept>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -58,6 +59,20 @@ void validate(const TrainOptions& options);
 nlohmann::json to_json(const TrainOptions& options);
 
 // Runs (or resumes) training, telling `reporter` what happens. Returns the best test accuracy.
+// Throws Interrupted after request_stop.
 double train(const TrainOptions& options, TrainReporter& reporter);
+
+// Asks a running train() to stop at the next step boundary (one process: after the step in
+// flight; several: at the next `loss:` line's step, which they agree on) with resume.pt written.
+// Safe to call from a signal handler (an atomic store).
+void request_stop(int signal_number);
+
+// What train() throws after request_stop, once resume.pt holds the run; its message (how to
+// resume) is empty on processes other than rank 0.
+class Interrupted : public std::runtime_error {
+ public:
+  Interrupted(int signal_number, const std::string& message) : std::runtime_error(message), signal(signal_number) {}
+  int signal;
+};
 
 }  // namespace resnet
