@@ -79,11 +79,45 @@ os.makedirs(empty)
 code, out = run('predict', *use, '--image', empty)
 check(code == 1 and f'{empty}: a folder with no .jpg, .jpeg or .png file in it (--image)' in out and
       'basic_filebuf' not in out, 'an empty folder as --image: ' + out.strip()[-160:])
-# 5. SIGINT / SIGTERM during training: resume.pt at the next step boundary, exit 130 / 143 with a
+# 5. A full disk and a read-only checkpoint folder (tmpfs mounts in a private mount namespace;
+# skipped where none can be made): one line naming the file or folder, and the resume.pt written
+# before the disk filled still whole and loadable.
+import shutil
+import subprocess
+
+if shutil.which('unshare') and subprocess.run(['unshare', '-m', 'true'], capture_output=True).returncode == 0:
+    train = (f'{args.resnet} train --model resnet18 --data {args.sample} --device cpu --image-size 32 --epochs 1 '
+             '--log-every 100')
+    script = f'''
+mkdir -p {tmp}/full {tmp}/ro
+mount -t tmpfs -o size=140m tmpfs {tmp}/full || exit 77
+mount -t tmpfs -o ro,size=1m tmpfs {tmp}/ro || exit 77
+{train} --checkpoint-every 2 --max-steps 6 --checkpoint-dir {tmp}/full/ck > {tmp}/full.log 2>&1; echo $? > {tmp}/full.code
+cp {tmp}/full/ck/resnet18/resume.pt {tmp}/full-resume.pt; ls {tmp}/full/ck/resnet18 > {tmp}/full.ls
+{train} --max-steps 2 --checkpoint-dir {tmp}/ro/ck > {tmp}/ro.log 2>&1; echo $? > {tmp}/ro.code
+'''
+    r = subprocess.run(['unshare', '-m', 'sh', '-c', script], capture_output=True, text=True, timeout=600)
+    if r.returncode == 77:
+        print('skip the disk tests: no tmpfs mount here')
+    else:
+        full = open(f'{tmp}/full.log').read().strip().splitlines()[-1]
+        saved = torch.load(f'{tmp}/full-resume.pt', weights_only=False)
+        check(open(f'{tmp}/full.code').read().strip() == '1' and 'write failed (disk full?): No space left on device' in full
+              and 'resume.pt is unchanged' in full and saved['step'] == 2 and
+              open(f'{tmp}/full.ls').read().split() == ['resume.pt'],
+              f'disk full at the second checkpoint: exit 1, resume.pt of step {saved["step"]} intact, no temporary '
+              f'file left: {full[:200]}')
+        ro = open(f'{tmp}/ro.log').read().strip().splitlines()[-1]
+        check(open(f'{tmp}/ro.code').read().strip() == '1' and
+              ro == f'error: {tmp}/ro/ck/resnet18: cannot make the checkpoint folder (--checkpoint-dir): Read-only file system',
+              'a read-only checkpoint folder: ' + ro)
+else:
+    print('skip the disk tests: no mount namespace here')
+
+# 6. SIGINT / SIGTERM during training: resume.pt at the next step boundary, exit 130 / 143 with a
 # line saying how to resume, and the same command resumes there. With --nproc-per-node, SIGTERM
 # to the launcher reaches every process; they agree on a step and stop there.
 import signal
-import subprocess
 
 
 def interrupt(sig, extra, name):

@@ -90,6 +90,18 @@ double warm_up(const TrainOptions& o, StepOptions options, const c10::Device& de
   return seconds_since(start);
 }
 
+// <checkpoint-dir>/<model>, made if missing; an InputError naming it when it cannot be (read-only
+// file system, no permission, a file in the way).
+fs::path checkpoint_folder(const TrainOptions& o) {
+  const fs::path dir = fs::path(o.checkpoint_dir) / o.model;
+  std::error_code error;
+  fs::create_directories(dir, error);
+  if (error || !fs::is_directory(dir))
+    throw InputError(dir.string() + ": cannot make the checkpoint folder (--checkpoint-dir): " +
+                     (error ? error.message() : "a file is in the way"));
+  return dir;
+}
+
 // Everything one run holds: data, model, optimiser, step, files, and where it stands.
 struct Run {
   const TrainOptions& o;
@@ -253,8 +265,7 @@ void Run::build_model() {
 }
 
 void Run::resume_or_restart(const ResumeFile* resume) {
-  dir = fs::path(o.checkpoint_dir) / o.model;
-  fs::create_directories(dir);
+  dir = checkpoint_folder(o);
   resume_path = (dir / "resume.pt").string();
   state.settings = to_json(o);
   state.classes = train_source->classes();
