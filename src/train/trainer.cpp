@@ -12,7 +12,6 @@
 
 #include <torch/cuda.h>
 
-
 #include "core/device.h"
 #include "core/error.h"
 #include "data/cifar10_fetch.h"
@@ -133,6 +132,11 @@ struct Run {
   void connect();        // the process group, for several processes
   void share_weights();  // rank 0's parameters and buffers to every process; the gradient reducer
   void check_replicas();  // every process ends with rank 0's weights, or a DistError
+  // [sum, sum of squares] of all parameters, fp64, on the device: the replicas' checksum, and
+  // not finite where any weight is not.
+  torch::Tensor parameter_sums() const;
+  // The epoch's loss so far into `state` (the mean over processes), checked finite.
+  void settle_epoch_loss(const torch::Tensor& loss_sum, int64_t epoch);
   // A non-finite training loss ends the run, before any checkpoint holds its weights.
   void require_finite(double loss, int64_t epoch) const;
   [[noreturn]] void fail_non_finite(const std::string& what, int64_t epoch) const;
@@ -164,10 +168,8 @@ void Run::connect() {
 bool Run::stop_requested(bool logged_step) const {
   if (!group) return g_stop_signal.load() != 0;
   if (!logged_step) return false;  // processes agree on a step where they meet anyway
-  auto flag = torch::full({1}, g_stop_signal.load() != 0 ? 1.0 : 0.0,
-                          torch::TensorOptions().dtype(torch::kDouble).device(device));
-  group->all_reduce(flag);
-  const bool stop = flag.item<double>() > 0;
+  const bool stop = global_mean(torch::full({}, g_stop_signal.load() != 0 ? 1.0 : 0.0,
+                                             torch::TensorOptions().dtype(torch::kDouble).device(device))) > 0;
   if (stop && g_stop_signal.load() == 0) g_stop_signal = SIGTERM;  // another process was stopped
   return stop;
 }
@@ -197,8 +199,7 @@ void Run::share_weights() {
   step->set_gradient_sync(reducer.get());
 }
 
-void Run::check_replicas() {
-  if (!group) return;
+torch::Tensor Run::parameter_sums() const {
   torch::NoGradGuard no_grad;
   auto sums = torch::zeros({2}, torch::TensorOptions().dtype(torch::kDouble).device(device));
   for (const auto& p : model->parameters()) {
@@ -206,7 +207,12 @@ void Run::check_replicas() {
     sums[0] += d.sum();
     sums[1] += d.square().sum();
   }
-  const auto all = group->all_gather(sums);
+  return sums;
+}
+
+void Run::check_replicas() {
+  if (!group) return;
+  const auto all = group->all_gather(parameter_sums());
   const auto mine = all[0].cpu();
   for (int r = 1; r < world(); ++r)
     if (!torch::equal(all[r].cpu(), mine))
@@ -340,6 +346,11 @@ void Run::require_finite(double loss, int64_t epoch) const {
     fail_non_finite(std::string("the training loss is ") + (std::isnan(loss) ? "NaN" : "infinite"), epoch);
 }
 
+void Run::settle_epoch_loss(const torch::Tensor& loss_sum, int64_t epoch) {
+  state.epoch_loss_sum = global_mean(loss_sum);
+  require_finite(state.epoch_loss_sum, epoch);
+}
+
 void Run::fail_non_finite(const std::string& what, int64_t epoch) const {
   std::string last = saved_step >= 0 ? resume_path + " still holds step " + std::to_string(saved_step) +
                                            ", the last good state: running train again resumes there"
@@ -352,13 +363,8 @@ void Run::fail_non_finite(const std::string& what, int64_t epoch) const {
 
 void Run::save() {
   // Weights that overflowed while the loss still looked finite are never written over good ones.
-  {
-    torch::NoGradGuard no_grad;
-    auto total = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
-    for (const auto& p : model->parameters()) total += p.sum(torch::kDouble);
-    const double sum = total.item<double>();
-    if (!std::isfinite(sum)) fail_non_finite("the weights are not finite (NaN or infinite)", state.epoch);
-  }
+  if (!torch::isfinite(parameter_sums()).all().item<bool>())
+    fail_non_finite("the weights are not finite (NaN or infinite)", state.epoch);
   saved_step = state.step;
   if (!lead()) return;
   std::tie(state.loss_scale, state.loss_scale_growth) = step->loss_scale_state();
@@ -402,10 +408,13 @@ bool Run::run_epoch(int64_t epoch) {
       reporter.log_step(report);
     }
     reporter.progress(report);
-    if (stop_requested(b % o.log_every == 0)) {
-      state.epoch_loss_sum = global_mean(loss_sum);
-      require_finite(state.epoch_loss_sum, epoch);
+    const bool interrupted = stop_requested(b % o.log_every == 0);
+    const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
+    if (interrupted || stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
+      settle_epoch_loss(loss_sum, epoch);
       save();
+    }
+    if (interrupted) {
       finish_trace(/*now=*/true);
       const int sig = g_stop_signal.load();
       // Said once, by rank 0, for the whole job.
@@ -413,12 +422,6 @@ bool Run::run_epoch(int64_t epoch) {
                                                 ") at epoch " + std::to_string(epoch + 1) + ", step " +
                                                 std::to_string(state.step) + "; " + resume_path +
                                                 " holds the run: the same command resumes it");
-    }
-    const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
-    if (stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
-      state.epoch_loss_sum = global_mean(loss_sum);
-      require_finite(state.epoch_loss_sum, epoch);
-      save();
     }
     if (stop) {
       finish_trace(/*now=*/true);
@@ -428,8 +431,7 @@ bool Run::run_epoch(int64_t epoch) {
     }
   }
   finish_trace(/*now=*/true);  // the evaluation is not part of the profile
-  state.epoch_loss_sum = global_mean(loss_sum);  // waits for the GPU too
-  require_finite(state.epoch_loss_sum, epoch);
+  settle_epoch_loss(loss_sum, epoch);  // waits for the GPU too
   finish_epoch(epoch, state.epoch_loss_sum, images, seconds_since(t0));
   return true;
 }
