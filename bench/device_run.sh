@@ -4,7 +4,7 @@
 # Expects .deps/ (../shared/tools/device-deps.sh libgtest-dev libgmock-dev) and
 # .device/peer_bench.py carried along (and .device/cifar-10-jpeg.tar.xz for the decode timing).
 # SKIP_PEER=1 leaves out the side-by-side model benchmark; TESTS=REGEX runs only the matching
-# tests (TESTS=none: no tests); ROWS="graph-32 bf16-256" picks rows of compare_peer.py.
+# tests (TESTS=none: no tests); TARGETS="resnet fused_conv_probe" builds only those; ROWS="graph-32 bf16-256" picks rows of compare_peer.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device-out}
@@ -15,8 +15,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv |
 torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$PWD/.deps/usr;$torch_prefix" > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
-grep -A4 'resnet.cpp configuration' "$out/configure.log"
-cmake --build build-device -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -B2 -A10 error "$out/build.log" | head -60; exit 1; }
+grep -A6 'resnet.cpp configuration' "$out/configure.log"
+targets=(); for t in ${TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build build-device -j"$(nproc)" "${targets[@]}" > "$out/build.log" 2>&1 || { grep -B2 -A10 error "$out/build.log" | head -60; exit 1; }
 if [ "${TESTS:-}" != none ]; then
   ctest --test-dir build-device --output-on-failure -j8 ${TESTS:+-R "$TESTS"} > "$out/ctest.log" 2>&1
   echo "ctest exit code: $?"

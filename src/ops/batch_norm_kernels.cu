@@ -178,14 +178,22 @@ __global__ void bn_finalize_forward(const float* __restrict__ partial, int chunk
     running_var[c] = static_cast<float>((1.0 - momentum) * running_var[c] + momentum * var * n / (n - 1.0));
 }
 
-template <typename T, bool kRelu, bool kResidual>
+// Residual: none, added as it is, or normalised first (scale and shift of its own batch norm).
+enum Residual { kNoResidual, kAddResidual, kAddNormalisedResidual };
+
+template <typename T, bool kRelu, int kResidual>
 __global__ void __launch_bounds__(kThreads) bn_apply(const T* __restrict__ x, const T* __restrict__ residual,
                                                      T* __restrict__ y, int64_t rows, int C, int64_t chunk,
-                                                     const float* __restrict__ scale_shift) {
+                                                     const float* __restrict__ scale_shift,
+                                                     const float* __restrict__ residual_scale_shift) {
   const Place at = place(rows, chunk);
-  float scale[kVec], shift[kVec];
+  float scale[kVec], shift[kVec], rscale[kVec], rshift[kVec];
   load8(scale_shift + at.c, scale);
   load8(scale_shift + C + at.c, shift);
+  if (kResidual == kAddNormalisedResidual) {
+    load8(residual_scale_shift + at.c, rscale);
+    load8(residual_scale_shift + C + at.c, rshift);
+  }
   const int step = blockDim.y;
   for (int64_t r = at.begin; r < at.end; r += kUnroll * step) {
     float v[kUnroll][kVec], w[kUnroll][kVec];
@@ -194,7 +202,7 @@ __global__ void __launch_bounds__(kThreads) bn_apply(const T* __restrict__ x, co
       const int64_t row = r + u * step;
       if (row >= at.end) continue;
       load8(x + row * C + at.c, v[u]);
-      if (kResidual) load8(residual + row * C + at.c, w[u]);
+      if (kResidual != kNoResidual) load8(residual + row * C + at.c, w[u]);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -203,7 +211,8 @@ __global__ void __launch_bounds__(kThreads) bn_apply(const T* __restrict__ x, co
 #pragma unroll
       for (int k = 0; k < kVec; ++k) {
         float o = v[u][k] * scale[k] + shift[k];
-        if (kResidual) o += w[u][k];
+        if (kResidual == kAddResidual) o += w[u][k];
+        if (kResidual == kAddNormalisedResidual) o += w[u][k] * rscale[k] + rshift[k];
         if (kRelu) o = fmaxf(o, 0.f);
         v[u][k] = o;
       }
@@ -309,6 +318,38 @@ __global__ void __launch_bounds__(kThreads) bn_backward_apply(const T* __restric
   }
 }
 
+// dx = a * g + b * x + c per channel, coef = {a, b, c}: the batch norm's input gradient from the
+// masked gradient g and the coefficients cuDNN's dbn_weight gives (the fused convolution path).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) bn_grad_apply(const T* __restrict__ g, const T* __restrict__ x,
+                                                          T* __restrict__ dx, int64_t rows, int C, int64_t chunk,
+                                                          const float* __restrict__ coef) {
+  const Place at = place(rows, chunk);
+  float a[kVec], b[kVec], c[kVec];
+  load8(coef + at.c, a);
+  load8(coef + C + at.c, b);
+  load8(coef + 2 * C + at.c, c);
+  const int step = blockDim.y;
+  for (int64_t r = at.begin; r < at.end; r += kBackwardUnroll * step) {
+    float gv[kBackwardUnroll][kVec], v[kBackwardUnroll][kVec];
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row >= at.end) continue;
+      load8(g + row * C + at.c, gv[u]);
+      load8(x + row * C + at.c, v[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row >= at.end) continue;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) v[u][k] = a[k] * gv[u][k] + b[k] * v[u][k] + c[k];
+      store8(dx + row * C + at.c, v[u]);
+    }
+  }
+}
+
 // Block and grid for `rows` x `channels` with about blocks_per_sm blocks per multiprocessor.
 struct Tiling {
   dim3 block, grid;
@@ -339,6 +380,24 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
+// y = act(x * scale + shift [+ residual, itself normalised where residual_scale_shift is given]).
+template <typename T>
+void launch_apply(const T* x, const float* scale_shift, const T* residual, const float* residual_scale_shift, T* y,
+                  int64_t rows, int C, bool relu, int sm_count, cudaStream_t stream) {
+  const Tiling apply = tiling(rows, C, sm_count, kApplyBlocksPerSm);
+#define RESNET_BN_APPLY(RELU, RES)                                                                      \
+  bn_apply<T, RELU, RES><<<apply.grid, apply.block, 0, stream>>>(x, residual, y, rows, C, apply.chunk, scale_shift, \
+                                                                 residual_scale_shift)
+  const int mode = !residual ? kNoResidual : residual_scale_shift ? kAddNormalisedResidual : kAddResidual;
+  if (relu && mode == kAddResidual) RESNET_BN_APPLY(true, kAddResidual);
+  else if (relu && mode == kAddNormalisedResidual) RESNET_BN_APPLY(true, kAddNormalisedResidual);
+  else if (relu) RESNET_BN_APPLY(true, kNoResidual);
+  else if (mode == kAddResidual) RESNET_BN_APPLY(false, kAddResidual);
+  else if (mode == kAddNormalisedResidual) RESNET_BN_APPLY(false, kAddNormalisedResidual);
+  else RESNET_BN_APPLY(false, kNoResidual);
+#undef RESNET_BN_APPLY
+}
+
 template <typename T>
 void forward_typed(const void* x, const void* residual, void* y, int64_t rows, int C, const float* weight,
                    const float* bias, float* running_mean, float* running_var, float momentum, float eps, bool relu,
@@ -350,17 +409,10 @@ void forward_typed(const void* x, const void* residual, void* y, int64_t rows, i
   bn_finalize_forward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(workspace, chunks, rows, C, weight, bias, running_mean,
                                                                running_var, momentum, eps, save_mean, save_invstd,
                                                                scale_shift);
-  const Tiling apply = tiling(rows, C, sm_count, kApplyBlocksPerSm);
   const auto* xt = static_cast<const T*>(x);
   const auto* rt = static_cast<const T*>(residual);
   auto* yt = static_cast<T*>(y);
-#define RESNET_BN_APPLY(RELU, RES) \
-  bn_apply<T, RELU, RES><<<apply.grid, apply.block, 0, stream>>>(xt, rt, yt, rows, C, apply.chunk, scale_shift)
-  if (relu && residual) RESNET_BN_APPLY(true, true);
-  else if (relu) RESNET_BN_APPLY(true, false);
-  else if (residual) RESNET_BN_APPLY(false, true);
-  else RESNET_BN_APPLY(false, false);
-#undef RESNET_BN_APPLY
+  launch_apply<T>(xt, scale_shift, rt, nullptr, yt, rows, C, relu, sm_count, stream);
   check_launch("batch norm forward");
 }
 
@@ -424,6 +476,43 @@ void bn_act_backward(Half type, const void* dy, const void* y, const void* x, vo
   else
     backward_typed<__half>(dy, y, x, dx, dresidual, rows, C, weight, save_mean, save_invstd, relu, dweight, dbias,
                            workspace, sm_count, stream);
+}
+
+void bn_finalize_sums(const float* sums, int64_t rows, int64_t channels, const float* weight, const float* bias,
+                      float* running_mean, float* running_var, float momentum, float eps, float* save_mean,
+                      float* save_invstd, float* scale_shift, CUstream_st* stream) {
+  const int C = static_cast<int>(channels);
+  bn_finalize_forward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(sums, 1, rows, C, weight, bias, running_mean,
+                                                               running_var, momentum, eps, save_mean, save_invstd,
+                                                               scale_shift);
+  check_launch("batch norm finalize");
+}
+
+void bn_apply(Half type, const void* x, const float* scale_shift, const void* residual,
+              const float* residual_scale_shift, void* y, int64_t rows, int64_t channels, bool relu, int sm_count,
+              CUstream_st* stream) {
+  const int C = static_cast<int>(channels);
+  if (type == Half::kBf16)
+    launch_apply(static_cast<const __nv_bfloat16*>(x), scale_shift, static_cast<const __nv_bfloat16*>(residual),
+                 residual_scale_shift, static_cast<__nv_bfloat16*>(y), rows, C, relu, sm_count, stream);
+  else
+    launch_apply(static_cast<const __half*>(x), scale_shift, static_cast<const __half*>(residual),
+                 residual_scale_shift, static_cast<__half*>(y), rows, C, relu, sm_count, stream);
+  check_launch("batch norm apply");
+}
+
+void bn_grad_apply(Half type, const void* g, const void* x, const float* coef, void* dx, int64_t rows,
+                   int64_t channels, int sm_count, CUstream_st* stream) {
+  const int C = static_cast<int>(channels);
+  const Tiling apply = tiling(rows, C, sm_count, kApplyBlocksPerSm);
+  if (type == Half::kBf16)
+    bn_grad_apply<<<apply.grid, apply.block, 0, stream>>>(static_cast<const __nv_bfloat16*>(g),
+                                                          static_cast<const __nv_bfloat16*>(x),
+                                                          static_cast<__nv_bfloat16*>(dx), rows, C, apply.chunk, coef);
+  else
+    bn_grad_apply<<<apply.grid, apply.block, 0, stream>>>(static_cast<const __half*>(g), static_cast<const __half*>(x),
+                                                          static_cast<__half*>(dx), rows, C, apply.chunk, coef);
+  check_launch("batch norm gradient apply");
 }
 
 }  // namespace resnet::cuda

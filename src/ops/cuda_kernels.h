@@ -36,6 +36,24 @@ void bn_act_backward(Half type, const void* dy, const void* y, const void* x, vo
                      const float* save_invstd, bool relu, float* dweight, float* dbias, float* workspace,
                      int sm_count, CUstream_st* stream);
 
+// --- the fused convolution path (ops/fused_conv.h): cuDNN's convolutions give the statistics -----
+// From per-channel sums `sums` = {sum[C], sum of squares[C]} over `rows` values: the saved mean and
+// 1/std, scale_shift = {weight/std[C], bias - mean*weight/std[C]} and the running statistics, as
+// bn_act_forward does.
+void bn_finalize_sums(const float* sums, int64_t rows, int64_t channels, const float* weight, const float* bias,
+                      float* running_mean, float* running_var, float momentum, float eps, float* save_mean,
+                      float* save_invstd, float* scale_shift, CUstream_st* stream);
+
+// y = act(x * scale + shift + r) with r = residual, residual * rscale + rshift where
+// residual_scale_shift = {rscale[C], rshift[C]} is given, or nothing where residual is null.
+void bn_apply(Half type, const void* x, const float* scale_shift, const void* residual,
+              const float* residual_scale_shift, void* y, int64_t rows, int64_t channels, bool relu, int sm_count,
+              CUstream_st* stream);
+
+// dx = a * g + b * x + c per channel, coef = {a[C], b[C], c[C]}.
+void bn_grad_apply(Half type, const void* g, const void* x, const float* coef, void* dx, int64_t rows,
+                   int64_t channels, int sm_count, CUstream_st* stream);
+
 // --- SGD with momentum and weight decay over many fp32 tensors ----------------------------------
 // torch.optim.SGD (dampening 0, no Nesterov), hyperparameters read on the device from
 // `hyper` = {learning rate, momentum, weight decay}: d = g / grad_scale + wd * p;
