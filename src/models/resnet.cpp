@@ -4,6 +4,7 @@
 #include <torch/nn/init.h>
 
 #include "ops/batch_norm_act.h"
+#include "ops/fused_bottleneck.h"
 
 namespace resnet {
 namespace {
@@ -18,21 +19,30 @@ nn::Conv2d conv1x1(int64_t in, int64_t out, int64_t stride = 1) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, 1).stride(stride).bias(false));
 }
 
+// The parameters of a batch norm that normalises with batch statistics (training mode, affine,
+// running statistics kept); nothing where it normalises otherwise.
+std::optional<BatchNormParams> batch_stats_params(const nn::BatchNorm2d& bn) {
+  const auto& o = bn->options;
+  if (!bn->is_training() || !o.track_running_stats() || !o.affine() || !o.momentum()) return std::nullopt;
+  return BatchNormParams{bn->weight, bn->bias, bn->running_mean, bn->running_var, *o.momentum(), o.eps()};
+}
+
+void count_batch(nn::BatchNorm2d& bn) {
+  torch::NoGradGuard no_grad;
+  bn->num_batches_tracked.add_(1);  // as BatchNorm2d's forward does
+}
+
 // act(bn(x) [+ residual]): a replacement batch norm where the model was given one (training
 // only); our fused kernels where `mode.fused` and they take the input (training on CUDA in
 // bf16/fp16, channels-last); else ATen's ops with the ReLU in place, as torchvision's
 // nn.ReLU(inplace=True) (one activation-sized buffer less per call).
 torch::Tensor bn_act(nn::BatchNorm2d& bn, const torch::Tensor& x, const torch::Tensor& residual, bool relu,
                      const BatchNormMode& mode) {
-  const auto& o = bn->options;
-  const bool batch_stats = bn->is_training() && o.track_running_stats() && o.affine() && o.momentum();
+  const std::optional<BatchNormParams> batch_stats = batch_stats_params(bn);
   if (batch_stats && (mode.replace || mode.fused)) {
-    const BatchNormParams params{bn->weight, bn->bias, bn->running_mean, bn->running_var, *o.momentum(), o.eps()};
+    const BatchNormParams& params = *batch_stats;
     if (mode.replace || batch_norm_act_supported(x, residual, params)) {
-      {
-        torch::NoGradGuard no_grad;
-        bn->num_batches_tracked.add_(1);  // as BatchNorm2d's forward does
-      }
+      count_batch(bn);
       if (!mode.replace) return batch_norm_act(x, residual, params, relu);
       torch::Tensor out = mode.replace(x, params);
       if (residual.defined()) out = out + residual;
@@ -82,7 +92,34 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
   if (downsample_in) downsample = register_module("downsample", downsample_in);
 }
 
+std::optional<BottleneckParams> BottleneckImpl::fused_params(const torch::Tensor& x) {
+  if (!mode.fused || mode.replace || conv2->options.groups() != 1) return std::nullopt;
+  auto b1 = batch_stats_params(bn1), b2 = batch_stats_params(bn2), b3 = batch_stats_params(bn3);
+  if (!b1 || !b2 || !b3) return std::nullopt;
+  BottleneckParams p{conv1->weight, conv2->weight, conv3->weight, *b1, *b2, *b3, conv2->options.stride()->at(0),
+                     std::nullopt, std::nullopt};
+  if (downsample) {
+    auto conv = std::dynamic_pointer_cast<nn::Conv2dImpl>(downsample->ptr(0));
+    auto bn = nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(downsample->ptr(1)));
+    auto bd = batch_stats_params(bn);
+    if (!bd || conv->options.stride()->at(0) != p.stride) return std::nullopt;
+    p.downsample_conv = conv->weight;
+    p.downsample_bn = *bd;
+  }
+  if (!fused_bottleneck_supported(x, p)) return std::nullopt;
+  return p;
+}
+
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
+  // fp16 training on a GPU where cuDNN fuses: the whole block as one op (ops/fused_bottleneck.h)
+  if (const auto p = fused_params(x)) {
+    for (auto* bn : {&bn1, &bn2, &bn3}) count_batch(*bn);
+    if (downsample) {
+      auto bn = nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(downsample->ptr(1)));
+      count_batch(bn);
+    }
+    return fused_bottleneck(x, *p);
+  }
   const torch::Tensor identity = shortcut(downsample, x, mode);
   torch::Tensor out = bn_act(bn1, conv1(x), torch::Tensor(), true, mode);
   out = bn_act(bn2, conv2(out), torch::Tensor(), true, mode);

@@ -14,8 +14,10 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 
 #include "models/classifier.h"
+#include "ops/fused_bottleneck.h"
 
 namespace resnet {
 
@@ -59,6 +61,9 @@ class BottleneckImpl : public torch::nn::Module {
   BatchNormMode mode;  // ResNet::set_fused, set_batch_norm
 
  private:
+  // The block's parameters where fused_bottleneck runs it on x (fused mode, training, fp16 ...).
+  std::optional<BottleneckParams> fused_params(const torch::Tensor& x);
+
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};

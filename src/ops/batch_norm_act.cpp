@@ -9,6 +9,7 @@
 #include <torch/autograd.h>
 
 #include "ops/cuda_kernels.h"
+#include "ops/cuda_tensors.h"
 #endif
 
 namespace resnet {
@@ -19,32 +20,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-bool nhwc_16_bit(const torch::Tensor& t) {
-  return t.is_cuda() && t.dim() == 4 && (t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf) &&
-         t.is_contiguous(at::MemoryFormat::ChannelsLast) && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
-}
-
-bool fp32_vector(const torch::Tensor& t, const torch::Tensor& x) {
-  return t.defined() && t.scalar_type() == at::kFloat && t.dim() == 1 && t.size(0) == x.size(1) && t.is_contiguous() &&
-         t.device() == x.device();
-}
-
-cuda::Half half_type(const torch::Tensor& t) {
-  return t.scalar_type() == at::kBFloat16 ? cuda::Half::kBf16 : cuda::Half::kFp16;
-}
-
-int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
-
-torch::Tensor workspace(int64_t rows, int64_t channels, const torch::Tensor& like) {
-  return at::empty({cuda::bn_act_workspace_floats(rows, channels, sm_count())}, like.options().dtype(at::kFloat));
-}
-
-// Gradients come as autograd hands them: made channels-last and aligned where they are not.
-torch::Tensor nhwc(const torch::Tensor& t) {
-  torch::Tensor c = t.contiguous(at::MemoryFormat::ChannelsLast);
-  if (reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 != 0) c = c.clone(at::MemoryFormat::ChannelsLast);
-  return c;
-}
+using namespace cuda_tensors;
 
 // `residual` is an empty tensor where there is none: autograd's custom functions take no
 // undefined tensor as input.
@@ -59,7 +35,7 @@ class BatchNormAct : public torch::autograd::Function<BatchNormAct> {
     torch::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
     const auto f32 = x.options().dtype(at::kFloat);
     torch::Tensor mean = at::empty({channels}, f32), invstd = at::empty({channels}, f32);
-    torch::Tensor scratch = workspace(rows, channels, x);
+    torch::Tensor scratch = bn_workspace(rows, channels, x);
     const bool has_residual = residual.numel() > 0;
     cuda::bn_act_forward(half_type(x), x.data_ptr(), has_residual ? residual.data_ptr() : nullptr,
                          y.data_ptr(), rows, channels, weight.data_ptr<float>(), bias.data_ptr<float>(),
@@ -87,7 +63,7 @@ class BatchNormAct : public torch::autograd::Function<BatchNormAct> {
     torch::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
     torch::Tensor dresidual = has_residual ? at::empty_like(x, at::MemoryFormat::ChannelsLast) : torch::Tensor();
     torch::Tensor dweight = at::empty_like(weight), dbias = at::empty_like(weight);
-    torch::Tensor scratch = workspace(rows, channels, x);
+    torch::Tensor scratch = bn_workspace(rows, channels, x);
     cuda::bn_act_backward(half_type(x), dy.data_ptr(), relu ? y.data_ptr() : nullptr, x.data_ptr(), dx.data_ptr(),
                           has_residual ? dresidual.data_ptr() : nullptr, rows, channels, weight.data_ptr<float>(),
                           mean.data_ptr<float>(), invstd.data_ptr<float>(), relu, dweight.data_ptr<float>(),

@@ -184,7 +184,7 @@ Cache& cache() {
 std::string key(const char* kind, at::IntArrayRef x, at::IntArrayRef w, ConvGeometry g, bool prologue) {
   std::ostringstream k;
   k << kind << (prologue ? "+norm" : "") << " x" << x << " w" << w << " stride " << g.stride << " pad " << g.padding
-    << " on cuda:" << at::cuda::current_device();
+    << " on cuda:" << static_cast<int>(at::cuda::current_device());
   return k.str();
 }
 

@@ -1,0 +1,222 @@
+#include "ops/fused_bottleneck.h"
+
+#include <stdexcept>
+
+#ifdef RESNET_WITH_CUDA
+#include <ATen/record_function.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/autograd.h>
+
+#include "ops/cuda_kernels.h"
+#include "ops/cuda_tensors.h"
+#include "ops/fused_conv.h"
+#endif
+
+namespace resnet {
+
+#ifdef RESNET_WITH_CUDA
+namespace {
+
+using namespace cuda_tensors;
+using fused::ConvGeometry;
+using fused::InputNorm;
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// One batch norm of the block after the forward: its statistics and the scale and shift they give.
+struct Norm {
+  torch::Tensor scale_shift, mean, invstd;
+};
+
+// From the sums a convolution's epilogue gave: mean, 1/std, scale and shift, running statistics.
+Norm finalize(const torch::Tensor& sums, int64_t rows, const torch::Tensor& weight, const torch::Tensor& bias,
+              torch::Tensor& running_mean, torch::Tensor& running_var, double momentum, double eps) {
+  const int64_t C = weight.size(0);
+  const auto f32 = weight.options();
+  Norm n{at::empty({2 * C}, f32), at::empty({C}, f32), at::empty({C}, f32)};
+  cuda::bn_finalize_sums(sums.data_ptr<float>(), rows, C, weight.data_ptr<float>(), bias.data_ptr<float>(),
+                         running_mean.data_ptr<float>(), running_var.data_ptr<float>(), static_cast<float>(momentum),
+                         static_cast<float>(eps), n.mean.data_ptr<float>(), n.invstd.data_ptr<float>(),
+                         n.scale_shift.data_ptr<float>(), stream());
+  return n;
+}
+
+InputNorm input_norm(const Norm& n, const torch::Tensor& weight, const torch::Tensor& bias) {
+  return InputNorm{n.scale_shift, n.mean, n.invstd, weight, bias};
+}
+
+int64_t rows_of(const torch::Tensor& t) { return t.numel() / t.size(1); }
+
+torch::Tensor half_nhwc(const torch::Tensor& w) {
+  return w.to(at::kHalf).contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// Inputs, in this order: x, w1, g1, b1, w2, g2, b2, w3, g3, b3 [, wd, gd, bd]; buffers: running
+// mean and variance of bn1, bn2, bn3 [, bnd]. Weights fp16 channels-last (cast by the caller, so
+// that autograd casts their gradients back).
+enum Input { kX, kW1, kG1, kB1, kW2, kG2, kB2, kW3, kG3, kB3, kWd, kGd, kBd };
+
+class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, at::TensorList in, at::TensorList buffers, int64_t stride,
+                               double momentum, double eps) {
+    RECORD_FUNCTION("resnet::fused_bottleneck", std::vector<c10::IValue>());
+    const c10::cuda::CUDAGuard device_guard(in[kX].device());
+    const bool ds = in.size() > kWd;
+    std::vector<torch::Tensor> buf(buffers.begin(), buffers.end());
+    const torch::Tensor& x = in[kX];
+    auto c1 = fused::conv_stats(x, in[kW1], {}, {1, 0});
+    Norm n1 = finalize(c1.sums, rows_of(c1.y), in[kG1], in[kB1], buf[0], buf[1], momentum, eps);
+    auto c2 = fused::conv_stats(c1.y, in[kW2], input_norm(n1, in[kG1], in[kB1]), {stride, 1});
+    Norm n2 = finalize(c2.sums, rows_of(c2.y), in[kG2], in[kB2], buf[2], buf[3], momentum, eps);
+    auto c3 = fused::conv_stats(c2.y, in[kW3], input_norm(n2, in[kG2], in[kB2]), {1, 0});
+    Norm n3 = finalize(c3.sums, rows_of(c3.y), in[kG3], in[kB3], buf[4], buf[5], momentum, eps);
+    fused::ConvStats cd;
+    Norm nd;
+    if (ds) {
+      cd = fused::conv_stats(x, in[kWd], {}, {stride, 0});
+      nd = finalize(cd.sums, rows_of(cd.y), in[kGd], in[kBd], buf[6], buf[7], momentum, eps);
+    }
+    torch::Tensor out = at::empty_like(c3.y, at::MemoryFormat::ChannelsLast);
+    cuda::bn_apply(cuda::Half::kFp16, c3.y.data_ptr(), n3.scale_shift.data_ptr<float>(),
+                   ds ? cd.y.data_ptr() : x.data_ptr(), ds ? nd.scale_shift.data_ptr<float>() : nullptr,
+                   out.data_ptr(), rows_of(out), out.size(1), /*relu=*/true, sm_count(), stream());
+    std::vector<torch::Tensor> saved(in.begin(), in.end());
+    for (const torch::Tensor& t : {c1.y, c2.y, c3.y, out, n1.scale_shift, n1.mean, n1.invstd, n2.scale_shift,
+                                   n2.mean, n2.invstd, n3.mean, n3.invstd})
+      saved.push_back(t);
+    if (ds)
+      for (const torch::Tensor& t : {cd.y, nd.mean, nd.invstd}) saved.push_back(t);
+    ctx->save_for_backward(saved);
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["inputs"] = static_cast<int64_t>(in.size());
+    ctx->saved_data["buffers"] = static_cast<int64_t>(buffers.size());
+    return out;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
+    RECORD_FUNCTION("resnet::fused_bottleneck_backward", std::vector<c10::IValue>());
+    const auto s = ctx->get_saved_variables();
+    const int64_t stride = ctx->saved_data["stride"].toInt();
+    const int64_t inputs = ctx->saved_data["inputs"].toInt(), buffers = ctx->saved_data["buffers"].toInt();
+    const bool ds = inputs > kWd;
+    const int64_t b = inputs;  // where the block's own saved tensors start
+    const torch::Tensor &x = s[kX], &y1 = s[b], &y2 = s[b + 1], &y3 = s[b + 2], &out = s[b + 3];
+    const Norm n1{s[b + 4], s[b + 5], s[b + 6]}, n2{s[b + 7], s[b + 8], s[b + 9]};
+    const torch::Tensor &mean3 = s[b + 10], &invstd3 = s[b + 11];
+    const c10::cuda::CUDAGuard device_guard(x.device());
+    const torch::Tensor dout = nhwc(grad_outputs[0]);
+    tensor_list grads(inputs + buffers + 3);
+    const auto f32 = s[kG1].options();
+
+    // bn3 + residual + ReLU: dy3, and the gradient that reaches the residual (masked by the ReLU)
+    torch::Tensor dy3 = at::empty_like(y3, at::MemoryFormat::ChannelsLast);
+    torch::Tensor dres = at::empty_like(out, at::MemoryFormat::ChannelsLast);
+    grads[kG3] = at::empty({y3.size(1)}, f32);
+    grads[kB3] = at::empty({y3.size(1)}, f32);
+    cuda::bn_act_backward(cuda::Half::kFp16, dout.data_ptr(), out.data_ptr(), y3.data_ptr(), dy3.data_ptr(),
+                          dres.data_ptr(), rows_of(y3), y3.size(1), s[kG3].data_ptr<float>(), mean3.data_ptr<float>(),
+                          invstd3.data_ptr<float>(), /*relu=*/true, grads[kG3].data_ptr<float>(),
+                          grads[kB3].data_ptr<float>(), bn_workspace(rows_of(y3), y3.size(1), y3).data_ptr<float>(),
+                          sm_count(), stream());
+    torch::Tensor dx_shortcut = dres;
+    if (ds) {
+      const torch::Tensor &yd = s[b + 12], &meand = s[b + 13], &invstdd = s[b + 14];
+      torch::Tensor dyd = at::empty_like(yd, at::MemoryFormat::ChannelsLast);
+      grads[kGd] = at::empty({yd.size(1)}, f32);
+      grads[kBd] = at::empty({yd.size(1)}, f32);
+      cuda::bn_act_backward(cuda::Half::kFp16, dres.data_ptr(), nullptr, yd.data_ptr(), dyd.data_ptr(), nullptr,
+                            rows_of(yd), yd.size(1), s[kGd].data_ptr<float>(), meand.data_ptr<float>(),
+                            invstdd.data_ptr<float>(), /*relu=*/false, grads[kGd].data_ptr<float>(),
+                            grads[kBd].data_ptr<float>(),
+                            bn_workspace(rows_of(yd), yd.size(1), yd).data_ptr<float>(), sm_count(), stream());
+      grads[kWd] = fused::wgrad(dyd, x, {}, s[kWd].sizes(), {stride, 0});
+      dx_shortcut = fused::dgrad(dyd, s[kWd], x.sizes(), {stride, 0});
+    }
+    // conv3, whose input was relu(bn2(y2)); then bn2's input gradient
+    const InputNorm in2 = input_norm(n2, s[kG2], s[kB2]);
+    grads[kW3] = fused::wgrad(dy3, y2, in2, s[kW3].sizes(), {1, 0});
+    fused::DgradNorm d2 = fused::dgrad_relu_bn(dy3, s[kW3], y2, in2, {1, 0});
+    grads[kG2] = d2.dweight;
+    grads[kB2] = d2.dbias;
+    torch::Tensor dy2 = at::empty_like(y2, at::MemoryFormat::ChannelsLast);
+    cuda::bn_grad_apply(cuda::Half::kFp16, d2.grad.data_ptr(), y2.data_ptr(), d2.coef.data_ptr<float>(),
+                        dy2.data_ptr(), rows_of(y2), y2.size(1), sm_count(), stream());
+    // conv2 (the block's stride), input relu(bn1(y1))
+    const InputNorm in1 = input_norm(n1, s[kG1], s[kB1]);
+    grads[kW2] = fused::wgrad(dy2, y1, in1, s[kW2].sizes(), {stride, 1});
+    fused::DgradNorm d1 = fused::dgrad_relu_bn(dy2, s[kW2], y1, in1, {stride, 1});
+    grads[kG1] = d1.dweight;
+    grads[kB1] = d1.dbias;
+    torch::Tensor dy1 = at::empty_like(y1, at::MemoryFormat::ChannelsLast);
+    cuda::bn_grad_apply(cuda::Half::kFp16, d1.grad.data_ptr(), y1.data_ptr(), d1.coef.data_ptr<float>(),
+                        dy1.data_ptr(), rows_of(y1), y1.size(1), sm_count(), stream());
+    // conv1 on the block's input, plus the shortcut's gradient
+    grads[kW1] = fused::wgrad(dy1, x, {}, s[kW1].sizes(), {1, 0});
+    grads[kX] = fused::dgrad(dy1, s[kW1], x.sizes(), {1, 0});
+    grads[kX].add_(dx_shortcut);
+    return grads;
+  }
+};
+
+bool fp16_nhwc_multiple_of_8(const torch::Tensor& t) {
+  return nhwc_16_bit(t) && t.scalar_type() == at::kHalf && t.size(1) % 8 == 0;
+}
+
+bool conv_weight_ok(const torch::Tensor& w, int64_t in, int64_t k) {
+  return w.defined() && w.dim() == 4 && w.size(1) == in && w.size(2) == k && w.size(3) == k && w.size(0) % 8 == 0 &&
+         w.is_cuda() && (w.scalar_type() == at::kFloat || w.scalar_type() == at::kHalf);
+}
+
+bool bn_ok(const BatchNormParams& bn, int64_t channels, const torch::Tensor& x) {
+  for (const auto* t : {&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var})
+    if (!t->defined() || t->scalar_type() != at::kFloat || t->dim() != 1 || t->size(0) != channels ||
+        !t->is_contiguous() || t->device() != x.device())
+      return false;
+  return true;
+}
+
+}  // namespace
+
+bool fused_bottleneck_supported(const torch::Tensor& x, const BottleneckParams& p) {
+  if (!x.defined() || !fp16_nhwc_multiple_of_8(x) || !fused::fused_conv_supported(x.device())) return false;
+  const int64_t width = p.conv1.defined() ? p.conv1.size(0) : 0;
+  const int64_t out = p.conv3.defined() ? p.conv3.size(0) : 0;
+  if (!conv_weight_ok(p.conv1, x.size(1), 1) || !conv_weight_ok(p.conv2, width, 3) ||
+      !conv_weight_ok(p.conv3, width, 1))
+    return false;
+  if (!bn_ok(p.bn1, width, x) || !bn_ok(p.bn2, width, x) || !bn_ok(p.bn3, out, x)) return false;
+  if (p.downsample_conv.has_value() != p.downsample_bn.has_value()) return false;
+  if (p.downsample_conv) return conv_weight_ok(*p.downsample_conv, x.size(1), 1) && bn_ok(*p.downsample_bn, out, x);
+  return p.stride == 1 && out == x.size(1);  // the identity shortcut
+}
+
+torch::Tensor fused_bottleneck(const torch::Tensor& x, const BottleneckParams& p) {
+  if (!fused_bottleneck_supported(x, p))
+    throw std::invalid_argument("fused_bottleneck: inputs it does not take (see fused_bottleneck_supported)");
+  std::vector<torch::Tensor> in{x,
+                                half_nhwc(p.conv1), p.bn1.weight, p.bn1.bias,
+                                half_nhwc(p.conv2), p.bn2.weight, p.bn2.bias,
+                                half_nhwc(p.conv3), p.bn3.weight, p.bn3.bias};
+  std::vector<torch::Tensor> buffers{p.bn1.running_mean, p.bn1.running_var, p.bn2.running_mean,
+                                     p.bn2.running_var, p.bn3.running_mean, p.bn3.running_var};
+  if (p.downsample_conv) {
+    for (const torch::Tensor& t : {half_nhwc(*p.downsample_conv), p.downsample_bn->weight, p.downsample_bn->bias})
+      in.push_back(t);
+    buffers.push_back(p.downsample_bn->running_mean);
+    buffers.push_back(p.downsample_bn->running_var);
+  }
+  return FusedBottleneck::apply(at::TensorList(in), at::TensorList(buffers), p.stride, p.bn1.momentum, p.bn1.eps);
+}
+
+#else  // a build without CUDA: never supported
+
+bool fused_bottleneck_supported(const torch::Tensor&, const BottleneckParams&) { return false; }
+
+torch::Tensor fused_bottleneck(const torch::Tensor&, const BottleneckParams&) {
+  throw std::invalid_argument("fused_bottleneck: this build has no CUDA");
+}
+
+#endif
+
+}  // namespace resnet

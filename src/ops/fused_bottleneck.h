@@ -1,0 +1,45 @@
+// A whole ResNet bottleneck block in training mode as one autograd op, forward and backward
+// written out by hand over the fused cuDNN convolutions of ops/fused_conv.h and our batch-norm
+// kernels (issue 9's design, as NVIDIA's MLPerf ResNet):
+//
+//   forward   y1, stats1 = conv1(x)                      (statistics in the epilogue)
+//             y2, stats2 = conv2(relu(bn1(y1)))          (bn1 + ReLU in the prologue)
+//             y3, stats3 = conv3(relu(bn2(y2)))
+//             [yd, statsd = downsample conv(x)]
+//             out = relu(bn3(y3) + (bnd(yd) or x))       (one pass)
+//   backward  bn3 (+ bnd) backward through the ReLU mask of `out`   (our kernels)
+//             conv3: wgrad with bn2 + ReLU recomputed in its prologue; dgrad with the ReLU mask and
+//                    bn2's weight gradients in its epilogue, then bn2's input gradient (one pass)
+//             conv2: the same with bn1;  conv1 and downsample: plain dgrad and wgrad
+//
+// No normalised activation is ever written: the convolution outputs y1, y2, y3 (and yd) and the
+// block output are all the block keeps. fp16 only (the precision cuDNN fuses in), channels-last.
+// Same parameters and buffers as the torchvision block; running statistics updated as PyTorch's
+// BatchNorm2d does (unbiased variance, momentum).
+#pragma once
+
+#include <torch/types.h>
+
+#include <optional>
+
+#include "ops/batch_norm_act.h"
+
+namespace resnet {
+
+struct BottleneckParams {
+  torch::Tensor conv1, conv2, conv3;  // fp32 (or fp16) weights, as the module holds them
+  BatchNormParams bn1, bn2, bn3;
+  int64_t stride = 1;  // of conv2 and of the downsample convolution
+  std::optional<torch::Tensor> downsample_conv;
+  std::optional<BatchNormParams> downsample_bn;
+};
+
+// Whether fused_bottleneck runs this block on x: x fp16 channels-last on a CUDA GPU where cuDNN
+// fuses (fused::fused_conv_supported), channel counts multiples of 8, batch-norm parameters fp32.
+bool fused_bottleneck_supported(const torch::Tensor& x, const BottleneckParams& p);
+
+// The block's output for input x (training mode); differentiable in x, the convolution weights
+// and the batch norms' weights and biases. Updates the running statistics (not num_batches_tracked).
+torch::Tensor fused_bottleneck(const torch::Tensor& x, const BottleneckParams& p);
+
+}  // namespace resnet

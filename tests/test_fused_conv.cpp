@@ -1,0 +1,137 @@
+// The fused bottleneck (ops/fused_bottleneck.h: cuDNN's fused convolutions + our batch-norm
+// kernels, fp16) against the same torchvision block run by autograd in fp32 (TF32 off) on the same
+// weights and the same input: output, every gradient and the running statistics. GPU tests skip
+// without one; what the op declines is checked everywhere.
+//
+// Tolerances (relative L2 error): fp16 rounds each stored value to 2^-11 = 4.9e-4 relative; the
+// probe (bench/fused_conv_probe) measured 2-4.5e-4 for each fused convolution alone. A block
+// stores four fp16 activations on the way forward and five gradients on the way back, so errors of
+// a few 1e-3 are fp16 at work; we allow 1e-2 (5e-3 for the output, 2e-3 for running statistics,
+// which are fp32 sums of fp16 convolution outputs).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "models/resnet.h"
+#include "ops/fused_bottleneck.h"
+#include "ops/fused_conv.h"
+#include "test_util.h"
+
+namespace {
+
+using resnet::test::relative_error;
+
+struct BlockCase {
+  int64_t inplanes, planes, stride;
+  bool downsample;
+};
+
+resnet::Bottleneck make_block(const BlockCase& c, const torch::Device& device) {
+  torch::manual_seed(3);
+  torch::nn::Sequential ds{nullptr};
+  if (c.downsample)
+    ds = torch::nn::Sequential(
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(c.inplanes, c.planes * 4, 1).stride(c.stride).bias(false)),
+        torch::nn::BatchNorm2d(c.planes * 4));
+  resnet::Bottleneck block(c.inplanes, c.planes, c.stride, ds, 1, 64);
+  // batch norms with weights and biases away from 1 and 0, so that their gradients matter
+  for (auto& p : block->named_parameters()) {
+    torch::NoGradGuard no_grad;
+    if (p.key().find("bn") != std::string::npos || p.key().find("downsample.1") != std::string::npos)
+      p.value().copy_(p.key().find("weight") != std::string::npos ? 1 + 0.3 * torch::randn(p.value().sizes())
+                                                                  : 0.3 * torch::randn(p.value().sizes()));
+  }
+  block->to(device);
+  for (auto& p : block->parameters())
+    if (p.dim() == 4) {
+      torch::NoGradGuard no_grad;
+      p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  block->train();
+  return block;
+}
+
+struct Outcome {
+  torch::Tensor out, dx;
+  std::map<std::string, torch::Tensor> grads, buffers;
+};
+
+// One forward and backward of the block on x with loss sum(out * g); buffers restored afterwards.
+Outcome run(resnet::Bottleneck& block, const torch::Tensor& x_in, const torch::Tensor& g) {
+  std::map<std::string, torch::Tensor> before;
+  for (const auto& b : block->named_buffers()) before[b.key()] = b.value().clone();
+  block->zero_grad();
+  torch::Tensor x = x_in.detach().clone(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+  Outcome o;
+  o.out = block->forward(x);
+  (o.out.to(torch::kFloat) * g).sum().backward();
+  o.dx = x.grad().to(torch::kFloat);
+  for (const auto& p : block->named_parameters()) o.grads[p.key()] = p.value().grad().clone();
+  for (const auto& b : block->named_buffers()) {
+    o.buffers[b.key()] = b.value().clone();
+    torch::NoGradGuard no_grad;
+    b.value().copy_(before[b.key()]);
+  }
+  o.out = o.out.to(torch::kFloat);
+  return o;
+}
+
+}  // namespace
+
+TEST(FusedBottleneck, MatchesTheFp32BlockForwardAndBackward) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  std::string why;
+  if (!resnet::fused::fused_conv_supported(cuda, &why)) GTEST_SKIP() << why;
+  const bool tf32 = at::globalContext().allowTF32CuDNN();
+  at::globalContext().setAllowTF32CuDNN(false);
+  for (const BlockCase& c : {BlockCase{256, 64, 1, false}, BlockCase{64, 64, 1, true}, BlockCase{256, 128, 2, true}}) {
+    SCOPED_TRACE(std::to_string(c.inplanes) + "->" + std::to_string(c.planes * 4) + " stride " +
+                 std::to_string(c.stride) + (c.downsample ? " downsample" : ""));
+    auto block = make_block(c, cuda);
+    torch::manual_seed(7);
+    // a previous block's output: non-negative, fp16
+    const auto x16 = torch::relu(torch::randn({8, c.inplanes, 16, 16}, cuda)).to(torch::kHalf).contiguous(
+        at::MemoryFormat::ChannelsLast);
+    const int64_t side = 16 / c.stride;
+    const auto g = torch::randn({8, c.planes * 4, side, side}, cuda);
+
+    block->mode.fused = false;
+    const Outcome want = run(block, x16.to(torch::kFloat), g);
+    block->mode.fused = true;
+    resnet::BottleneckImpl& impl = *block;
+    (void)impl;
+    const Outcome got = run(block, x16, g);
+
+    EXPECT_EQ(got.out.sizes(), want.out.sizes());
+    EXPECT_LE(relative_error(got.out, want.out), 5e-3) << "output";
+    EXPECT_LE(relative_error(got.dx, want.dx), 1e-2) << "input gradient";
+    for (const auto& [name, w] : want.grads) EXPECT_LE(relative_error(got.grads.at(name), w), 1e-2) << name;
+    for (const auto& [name, w] : want.buffers) {
+      if (name.find("num_batches_tracked") != std::string::npos) {
+        EXPECT_TRUE(torch::equal(got.buffers.at(name), w)) << name;
+      } else {
+        EXPECT_LE(relative_error(got.buffers.at(name), w), 2e-3) << name;
+      }
+    }
+  }
+  at::globalContext().setAllowTF32CuDNN(tf32);
+}
+
+TEST(FusedBottleneck, DeclinesWhatItDoesNotTake) {
+  resnet::BottleneckParams p;
+  const auto cpu = torch::randn({2, 64, 4, 4}).contiguous(at::MemoryFormat::ChannelsLast);
+  EXPECT_FALSE(resnet::fused_bottleneck_supported(cpu, p));
+  EXPECT_FALSE(resnet::fused_bottleneck_supported(cpu.to(torch::kHalf), p));
+  EXPECT_THROW(resnet::fused_bottleneck(cpu, p), std::invalid_argument);
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  if (!resnet::fused::fused_conv_supported(cuda)) GTEST_SKIP() << "cuDNN does not fuse on this GPU";
+  auto block = make_block({256, 64, 1, false}, cuda);
+  block->mode.fused = true;
+  const auto x = torch::randn({2, 256, 8, 8}, cuda).contiguous(at::MemoryFormat::ChannelsLast);
+  // bf16 and fp32 inputs take the other paths (our batch-norm kernels, ATen's): same shapes out
+  EXPECT_EQ(block->forward(x.to(torch::kBFloat16)).sizes(), (std::vector<int64_t>{2, 256, 8, 8}));
+  EXPECT_EQ(block->forward(x).sizes(), (std::vector<int64_t>{2, 256, 8, 8}));
+  const auto cuda_half = x.to(torch::kHalf);
+  EXPECT_FALSE(resnet::fused_bottleneck_supported(cuda_half.contiguous(), p));  // NCHW (and no weights)
+}
