@@ -3,17 +3,23 @@
 // weights and the same input: output, every gradient and the running statistics. GPU tests skip
 // without one; what the op declines is checked everywhere.
 //
-// Tolerances (relative L2 error): fp16 rounds each stored value to 2^-11 = 4.9e-4 relative; the
-// probe (bench/fused_conv_probe) measured 2-4.5e-4 for each fused convolution alone. A block
-// stores four fp16 activations on the way forward and five gradients on the way back, so errors of
-// a few 1e-3 are fp16 at work; we allow 1e-2 (5e-3 for the output, 2e-3 for running statistics,
-// which are fp32 sums of fp16 convolution outputs).
+// Tolerances. fp16 rounds each stored value to 2^-11 = 4.9e-4 relative, and the probe
+// (bench/fused_conv_probe) measured 2-4.5e-4 for each fused convolution alone. But a block's
+// gradients are ill-conditioned in the test's terms: the loss sum(out * g) with random g makes the
+// batch-norm sums (d(bias) = sum of g where out > 0 ...) sums of random signs, and a ReLU mask that
+// flips for one value in a few thousand (fp16 noise near 0) moves them by percents. So the bound
+// is relative to what fp16 itself does: the same block run by autograd under PyTorch's fp16
+// autocast (ATen's kernels) on the same input, against the same fp32 reference. Ours must be within
+// twice that error (or 5e-3, whichever is larger) for every output, gradient and running statistic.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <iostream>
 
 #include "models/resnet.h"
 #include "ops/fused_bottleneck.h"
 #include "ops/fused_conv.h"
+#include "train/precision.h"
 #include "test_util.h"
 
 namespace {
@@ -97,20 +103,29 @@ TEST(FusedBottleneck, MatchesTheFp32BlockForwardAndBackward) {
 
     block->mode.fused = false;
     const Outcome want = run(block, x16.to(torch::kFloat), g);
+    Outcome amp;
+    {
+      resnet::AutocastGuard autocast(resnet::Amp::kFp16, cuda);
+      amp = run(block, x16, g);  // PyTorch's own fp16 (autocast, ATen's kernels): fp16's error
+    }
     block->mode.fused = true;
-    resnet::BottleneckImpl& impl = *block;
-    (void)impl;
     const Outcome got = run(block, x16, g);
 
+    auto check = [&](const std::string& what, const torch::Tensor& ours, const torch::Tensor& aten,
+                     const torch::Tensor& ref) {
+      const double e = relative_error(ours, ref), e_amp = relative_error(aten, ref);
+      std::cout << "  " << what << ": fused " << e << ", autocast fp16 " << e_amp << "\n";
+      EXPECT_LE(e, std::max(2 * e_amp, 5e-3)) << what << " (autocast fp16: " << e_amp << ")";
+    };
     EXPECT_EQ(got.out.sizes(), want.out.sizes());
-    EXPECT_LE(relative_error(got.out, want.out), 5e-3) << "output";
-    EXPECT_LE(relative_error(got.dx, want.dx), 1e-2) << "input gradient";
-    for (const auto& [name, w] : want.grads) EXPECT_LE(relative_error(got.grads.at(name), w), 1e-2) << name;
+    check("output", got.out, amp.out, want.out);
+    check("input gradient", got.dx, amp.dx, want.dx);
+    for (const auto& [name, w] : want.grads) check(name + " gradient", got.grads.at(name), amp.grads.at(name), w);
     for (const auto& [name, w] : want.buffers) {
       if (name.find("num_batches_tracked") != std::string::npos) {
         EXPECT_TRUE(torch::equal(got.buffers.at(name), w)) << name;
       } else {
-        EXPECT_LE(relative_error(got.buffers.at(name), w), 2e-3) << name;
+        check(name, got.buffers.at(name), amp.buffers.at(name), w);
       }
     }
   }
@@ -123,15 +138,24 @@ TEST(FusedBottleneck, DeclinesWhatItDoesNotTake) {
   EXPECT_FALSE(resnet::fused_bottleneck_supported(cpu, p));
   EXPECT_FALSE(resnet::fused_bottleneck_supported(cpu.to(torch::kHalf), p));
   EXPECT_THROW(resnet::fused_bottleneck(cpu, p), std::invalid_argument);
+  std::string why;
+  EXPECT_FALSE(resnet::fused::fused_conv_supported(torch::Device(torch::kCPU), &why));
+  EXPECT_FALSE(why.empty());
+}
+
+TEST(FusedBottleneck, DeclinesOtherTypesAndLayoutsOnTheGpu) {
+  resnet::BottleneckParams p;
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   const torch::Device cuda(torch::kCUDA, 0);
   if (!resnet::fused::fused_conv_supported(cuda)) GTEST_SKIP() << "cuDNN does not fuse on this GPU";
   auto block = make_block({256, 64, 1, false}, cuda);
   block->mode.fused = true;
   const auto x = torch::randn({2, 256, 8, 8}, cuda).contiguous(at::MemoryFormat::ChannelsLast);
-  // bf16 and fp32 inputs take the other paths (our batch-norm kernels, ATen's): same shapes out
-  EXPECT_EQ(block->forward(x.to(torch::kBFloat16)).sizes(), (std::vector<int64_t>{2, 256, 8, 8}));
-  EXPECT_EQ(block->forward(x).sizes(), (std::vector<int64_t>{2, 256, 8, 8}));
-  const auto cuda_half = x.to(torch::kHalf);
-  EXPECT_FALSE(resnet::fused_bottleneck_supported(cuda_half.contiguous(), p));  // NCHW (and no weights)
+  // a bf16 input (autocast bf16) takes our batch-norm kernels instead: the same shape out
+  {
+    resnet::AutocastGuard autocast(resnet::Amp::kBf16, cuda);
+    EXPECT_EQ(block->forward(x.to(torch::kBFloat16)).sizes(), (std::vector<int64_t>{2, 256, 8, 8}));
+  }
+  EXPECT_FALSE(resnet::fused_bottleneck_supported(x.to(torch::kHalf).contiguous(), p));  // NCHW (and no weights)
+  EXPECT_FALSE(resnet::fused_bottleneck_supported(x.to(torch::kBFloat16), p));
 }

@@ -195,6 +195,9 @@ TEST(FusedResNet, Fp16ConvolutionPathTrainSteps) {
   // (ops/fused_bottleneck.h); the stem keeps our batch-norm kernels.
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
   const torch::Device cuda(torch::kCUDA, 0);
+  const bool benchmark = at::globalContext().benchmarkCuDNN();
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setDeterministicCuDNN(true);
   const resnet::StepOptions autograd{resnet::Amp::kFp16, true, false, 0, false};
   const resnet::StepOptions fused{resnet::Amp::kFp16, true, false, 0, true};
   const resnet::StepOptions fused_graph{resnet::Amp::kFp16, true, true, 0, true};
@@ -214,6 +217,8 @@ TEST(FusedResNet, Fp16ConvolutionPathTrainSteps) {
     if (item.key().find("num_batches_tracked") != std::string::npos) {
       EXPECT_EQ(item.value().item<int64_t>(), 6) << item.key();
     }
+  at::globalContext().setDeterministicCuDNN(false);
+  at::globalContext().setBenchmarkCuDNN(benchmark);
 }
 
 TEST(FusedResNet, OnlyResNetsHaveFusedKernels) {

@@ -14,6 +14,7 @@
 #include "dist/reducer.h"
 #include "models/registry.h"
 #include "train/precision.h"
+#include "train/profile.h"
 #include "train/sgd.h"
 #include "train/step.h"
 
@@ -126,6 +127,19 @@ BenchResult run_bench(const BenchOptions& options) {
   r.img_per_s = static_cast<double>(options.batch_size * options.steps * r.processes) / seconds;
   r.step_ms = 1000.0 * seconds / static_cast<double>(options.steps);
   r.peak_mem_mib = peak_memory_mib(device);
+  if (!options.trace.empty()) {
+    constexpr int kProfiledSteps = 5;
+    Profiler profiler(device.is_cuda());
+    for (int i = 0; i < kProfiledSteps; ++i) {
+      if (options.inference) {
+        step();
+      } else {
+        train_step.run(images, labels, /*eager=*/true);  // a graph replay would show as one launch
+      }
+    }
+    meet();
+    r.profile = profiler.finish(options.trace, kProfiledSteps);
+  }
   return r;
 }
 

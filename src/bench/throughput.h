@@ -32,6 +32,8 @@ struct BenchOptions {
   std::string channels_last = "auto";  // as train's --channels-last
   std::string cuda_graphs = "auto";    // as train's --cuda-graphs
   std::string fused = "auto";          // as train's --fused
+  // Where to write a Chrome trace of 5 eager steps profiled after the timed ones ("": none).
+  std::string trace;
   // Several processes (train's data parallelism: each a batch of batch_size, gradients averaged
   // in buckets during backward); img_per_s is then the job's.
   DistEnv dist;
@@ -58,6 +60,7 @@ struct BenchResult {
   double peak_mem_mib = 0;  // CUDA caching allocator's peak; 0 on the CPU
   int processes = 1;        // the job's; img_per_s counts all of them
   int rank = 0;             // this process's (only rank 0 prints)
+  std::string profile;      // with BenchOptions::trace: the profiler's tables
 };
 
 // Throws UsageError for impossible options (unknown model, batch size 0, ...).

@@ -23,6 +23,9 @@ void add_bench_command(CLI::App& app) {
   add_fused_option(*cmd, options->fused);
   cmd->add_flag("--inference", options->inference, "time the forward pass alone (eval mode, no autograd)");
   cmd->add_option("--seed", options->seed, "seed for the synthetic data and weights")->capture_default_str();
+  cmd->add_option("--trace", options->trace,
+                  "after the timed steps, profile 5 more (eagerly) and write a Chrome trace to this file; the "
+                  "operator table and the time per kind of operator go to standard error");
   auto dist = std::make_shared<DistFlags>();
   add_dist_options(*cmd, *dist);
   cmd->callback([options, dist] {
@@ -30,6 +33,7 @@ void add_bench_command(CLI::App& app) {
     options->dist = join_or_launch(*dist);
     const BenchResult result = run_bench(*options);
     if (result.rank == 0) std::cout << to_json(result).dump() << std::endl;  // one line for the job
+    if (result.rank == 0 && !result.profile.empty()) std::cerr << result.profile;
   });
 }
 

@@ -23,6 +23,8 @@ using fused::InputNorm;
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
+int64_t rows_of(const torch::Tensor& t) { return t.numel() / t.size(1); }
+
 // One batch norm of the block after the forward: its statistics and the scale and shift they give.
 struct Norm {
   torch::Tensor scale_shift, mean, invstd;
@@ -31,6 +33,7 @@ struct Norm {
 // From the sums a convolution's epilogue gave: mean, 1/std, scale and shift, running statistics.
 Norm finalize(const torch::Tensor& sums, int64_t rows, const torch::Tensor& weight, const torch::Tensor& bias,
               torch::Tensor& running_mean, torch::Tensor& running_var, double momentum, double eps) {
+  RECORD_FUNCTION("resnet::batch_norm_finalize", std::vector<c10::IValue>());
   const int64_t C = weight.size(0);
   const auto f32 = weight.options();
   Norm n{at::empty({2 * C}, f32), at::empty({C}, f32), at::empty({C}, f32)};
@@ -41,11 +44,48 @@ Norm finalize(const torch::Tensor& sums, int64_t rows, const torch::Tensor& weig
   return n;
 }
 
+// out = relu(y * scale + shift + residual), the residual normalised too where residual_norm is given.
+torch::Tensor block_end(const torch::Tensor& y, const Norm& n, const torch::Tensor& residual, const Norm* residual_norm) {
+  RECORD_FUNCTION("resnet::batch_norm_apply", std::vector<c10::IValue>());
+  torch::Tensor out = at::empty_like(y, at::MemoryFormat::ChannelsLast);
+  cuda::bn_apply(cuda::Half::kFp16, y.data_ptr(), n.scale_shift.data_ptr<float>(), residual.data_ptr(),
+                 residual_norm ? residual_norm->scale_shift.data_ptr<float>() : nullptr, out.data_ptr(),
+                 rows_of(out), out.size(1), /*relu=*/true, sm_count(), stream());
+  return out;
+}
+
+// Gradients of bn(x) [+ residual] [-> ReLU with output y]: dx, and d(residual) where asked.
+struct BnGrads {
+  torch::Tensor dx, dresidual, dweight, dbias;
+};
+BnGrads batch_norm_backward(const torch::Tensor& dy, const torch::Tensor& y, const torch::Tensor& x,
+                            const torch::Tensor& weight, const torch::Tensor& mean, const torch::Tensor& invstd,
+                            bool relu, bool want_dresidual) {
+  RECORD_FUNCTION("resnet::batch_norm_act_backward", std::vector<c10::IValue>());
+  const int64_t C = x.size(1);
+  BnGrads g{at::empty_like(x, at::MemoryFormat::ChannelsLast),
+            want_dresidual ? at::empty_like(x, at::MemoryFormat::ChannelsLast) : torch::Tensor(),
+            at::empty({C}, weight.options()), at::empty({C}, weight.options())};
+  cuda::bn_act_backward(cuda::Half::kFp16, dy.data_ptr(), relu ? y.data_ptr() : nullptr, x.data_ptr(), g.dx.data_ptr(),
+                        want_dresidual ? g.dresidual.data_ptr() : nullptr, rows_of(x), C, weight.data_ptr<float>(),
+                        mean.data_ptr<float>(), invstd.data_ptr<float>(), relu, g.dweight.data_ptr<float>(),
+                        g.dbias.data_ptr<float>(), bn_workspace(rows_of(x), C, x).data_ptr<float>(), sm_count(),
+                        stream());
+  return g;
+}
+
+// A batch norm's input gradient from cuDNN's masked gradient and coefficients: a * g + b * x + c.
+torch::Tensor grad_apply(const fused::DgradNorm& d, const torch::Tensor& x) {
+  RECORD_FUNCTION("resnet::batch_norm_grad_apply", std::vector<c10::IValue>());
+  torch::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+  cuda::bn_grad_apply(cuda::Half::kFp16, d.grad.data_ptr(), x.data_ptr(), d.coef.data_ptr<float>(), dx.data_ptr(),
+                      rows_of(x), x.size(1), sm_count(), stream());
+  return dx;
+}
+
 InputNorm input_norm(const Norm& n, const torch::Tensor& weight, const torch::Tensor& bias) {
   return InputNorm{n.scale_shift, n.mean, n.invstd, weight, bias};
 }
-
-int64_t rows_of(const torch::Tensor& t) { return t.numel() / t.size(1); }
 
 torch::Tensor half_nhwc(const torch::Tensor& w) {
   return w.to(at::kHalf).contiguous(at::MemoryFormat::ChannelsLast);
@@ -77,10 +117,7 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
       cd = fused::conv_stats(x, in[kWd], {}, {stride, 0});
       nd = finalize(cd.sums, rows_of(cd.y), in[kGd], in[kBd], buf[6], buf[7], momentum, eps);
     }
-    torch::Tensor out = at::empty_like(c3.y, at::MemoryFormat::ChannelsLast);
-    cuda::bn_apply(cuda::Half::kFp16, c3.y.data_ptr(), n3.scale_shift.data_ptr<float>(),
-                   ds ? cd.y.data_ptr() : x.data_ptr(), ds ? nd.scale_shift.data_ptr<float>() : nullptr,
-                   out.data_ptr(), rows_of(out), out.size(1), /*relu=*/true, sm_count(), stream());
+    torch::Tensor out = block_end(c3.y, n3, ds ? cd.y : x, ds ? &nd : nullptr);
     std::vector<torch::Tensor> saved(in.begin(), in.end());
     for (const torch::Tensor& t : {c1.y, c2.y, c3.y, out, n1.scale_shift, n1.mean, n1.invstd, n2.scale_shift,
                                    n2.mean, n2.invstd, n3.mean, n3.invstd})
@@ -107,31 +144,20 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     const c10::cuda::CUDAGuard device_guard(x.device());
     const torch::Tensor dout = nhwc(grad_outputs[0]);
     tensor_list grads(inputs + buffers + 3);
-    const auto f32 = s[kG1].options();
 
     // bn3 + residual + ReLU: dy3, and the gradient that reaches the residual (masked by the ReLU)
-    torch::Tensor dy3 = at::empty_like(y3, at::MemoryFormat::ChannelsLast);
-    torch::Tensor dres = at::empty_like(out, at::MemoryFormat::ChannelsLast);
-    grads[kG3] = at::empty({y3.size(1)}, f32);
-    grads[kB3] = at::empty({y3.size(1)}, f32);
-    cuda::bn_act_backward(cuda::Half::kFp16, dout.data_ptr(), out.data_ptr(), y3.data_ptr(), dy3.data_ptr(),
-                          dres.data_ptr(), rows_of(y3), y3.size(1), s[kG3].data_ptr<float>(), mean3.data_ptr<float>(),
-                          invstd3.data_ptr<float>(), /*relu=*/true, grads[kG3].data_ptr<float>(),
-                          grads[kB3].data_ptr<float>(), bn_workspace(rows_of(y3), y3.size(1), y3).data_ptr<float>(),
-                          sm_count(), stream());
-    torch::Tensor dx_shortcut = dres;
+    BnGrads g3 = batch_norm_backward(dout, out, y3, s[kG3], mean3, invstd3, /*relu=*/true, /*want_dresidual=*/true);
+    grads[kG3] = g3.dweight;
+    grads[kB3] = g3.dbias;
+    const torch::Tensor& dy3 = g3.dx;
+    torch::Tensor dx_shortcut = g3.dresidual;
     if (ds) {
       const torch::Tensor &yd = s[b + 12], &meand = s[b + 13], &invstdd = s[b + 14];
-      torch::Tensor dyd = at::empty_like(yd, at::MemoryFormat::ChannelsLast);
-      grads[kGd] = at::empty({yd.size(1)}, f32);
-      grads[kBd] = at::empty({yd.size(1)}, f32);
-      cuda::bn_act_backward(cuda::Half::kFp16, dres.data_ptr(), nullptr, yd.data_ptr(), dyd.data_ptr(), nullptr,
-                            rows_of(yd), yd.size(1), s[kGd].data_ptr<float>(), meand.data_ptr<float>(),
-                            invstdd.data_ptr<float>(), /*relu=*/false, grads[kGd].data_ptr<float>(),
-                            grads[kBd].data_ptr<float>(),
-                            bn_workspace(rows_of(yd), yd.size(1), yd).data_ptr<float>(), sm_count(), stream());
-      grads[kWd] = fused::wgrad(dyd, x, {}, s[kWd].sizes(), {stride, 0});
-      dx_shortcut = fused::dgrad(dyd, s[kWd], x.sizes(), {stride, 0});
+      BnGrads gd = batch_norm_backward(g3.dresidual, torch::Tensor(), yd, s[kGd], meand, invstdd, false, false);
+      grads[kGd] = gd.dweight;
+      grads[kBd] = gd.dbias;
+      grads[kWd] = fused::wgrad(gd.dx, x, {}, s[kWd].sizes(), {stride, 0});
+      dx_shortcut = fused::dgrad(gd.dx, s[kWd], x.sizes(), {stride, 0});
     }
     // conv3, whose input was relu(bn2(y2)); then bn2's input gradient
     const InputNorm in2 = input_norm(n2, s[kG2], s[kB2]);
@@ -139,22 +165,21 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     fused::DgradNorm d2 = fused::dgrad_relu_bn(dy3, s[kW3], y2, in2, {1, 0});
     grads[kG2] = d2.dweight;
     grads[kB2] = d2.dbias;
-    torch::Tensor dy2 = at::empty_like(y2, at::MemoryFormat::ChannelsLast);
-    cuda::bn_grad_apply(cuda::Half::kFp16, d2.grad.data_ptr(), y2.data_ptr(), d2.coef.data_ptr<float>(),
-                        dy2.data_ptr(), rows_of(y2), y2.size(1), sm_count(), stream());
+    const torch::Tensor dy2 = grad_apply(d2, y2);
     // conv2 (the block's stride), input relu(bn1(y1))
     const InputNorm in1 = input_norm(n1, s[kG1], s[kB1]);
     grads[kW2] = fused::wgrad(dy2, y1, in1, s[kW2].sizes(), {stride, 1});
     fused::DgradNorm d1 = fused::dgrad_relu_bn(dy2, s[kW2], y1, in1, {stride, 1});
     grads[kG1] = d1.dweight;
     grads[kB1] = d1.dbias;
-    torch::Tensor dy1 = at::empty_like(y1, at::MemoryFormat::ChannelsLast);
-    cuda::bn_grad_apply(cuda::Half::kFp16, d1.grad.data_ptr(), y1.data_ptr(), d1.coef.data_ptr<float>(),
-                        dy1.data_ptr(), rows_of(y1), y1.size(1), sm_count(), stream());
+    const torch::Tensor dy1 = grad_apply(d1, y1);
     // conv1 on the block's input, plus the shortcut's gradient
     grads[kW1] = fused::wgrad(dy1, x, {}, s[kW1].sizes(), {1, 0});
     grads[kX] = fused::dgrad(dy1, s[kW1], x.sizes(), {1, 0});
-    grads[kX].add_(dx_shortcut);
+    {
+      RECORD_FUNCTION("resnet::add_shortcut_gradient", std::vector<c10::IValue>());
+      grads[kX].add_(dx_shortcut);
+    }
     return grads;
   }
 };
