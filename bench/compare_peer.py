@@ -13,6 +13,8 @@ import argparse, json, statistics, subprocess, sys
 FP32 = ['--amp', 'off', '--channels-last', 'off', '--cuda-graphs', 'off']
 BF16_EAGER = ['--amp', 'bf16', '--channels-last', 'on', '--cuda-graphs', 'off']
 BF16_GRAPH = ['--amp', 'bf16', '--channels-last', 'on', '--cuda-graphs', 'on']
+# fp16: every bottleneck over cuDNN's fused convolutions (issue 9)
+FP16_GRAPH = ['--amp', 'fp16', '--channels-last', 'on', '--cuda-graphs', 'on']
 # name: (batch size, our flags, our label, peer mode)
 ROWS = {
     'fp32-32': (32, FP32, 'fp32 eager', 'gpu-fp32'),
@@ -23,6 +25,9 @@ ROWS = {
     'graph-256': (256, BF16_GRAPH, 'bf16+cl graph', 'gpu-bf16-cl'),
     'unfused-256': (256, BF16_GRAPH + ['--fused', 'off'], 'bf16+cl graph, --fused off', 'gpu-bf16-cl'),
     'compile-256': (256, BF16_GRAPH, 'bf16+cl graph', 'compile'),
+    'fp16-32': (32, FP16_GRAPH, 'fp16+cl graph, fused convolutions', 'graph'),
+    'fp16-256': (256, FP16_GRAPH, 'fp16+cl graph, fused convolutions', 'gpu-bf16-cl'),
+    'fp16-compile-256': (256, FP16_GRAPH, 'fp16+cl graph, fused convolutions', 'compile'),
 }
 
 ap = argparse.ArgumentParser()

@@ -175,11 +175,7 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     const torch::Tensor dy1 = grad_apply(d1, y1);
     // conv1 on the block's input, plus the shortcut's gradient
     grads[kW1] = fused::wgrad(dy1, x, {}, s[kW1].sizes(), {1, 0});
-    grads[kX] = fused::dgrad(dy1, s[kW1], x.sizes(), {1, 0});
-    {
-      RECORD_FUNCTION("resnet::add_shortcut_gradient", std::vector<c10::IValue>());
-      grads[kX].add_(dx_shortcut);
-    }
+    grads[kX] = fused::dgrad(dy1, s[kW1], x.sizes(), {1, 0}, dx_shortcut);
     return grads;
   }
 };

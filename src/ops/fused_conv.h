@@ -50,8 +50,10 @@ struct DgradNorm {
 DgradNorm dgrad_relu_bn(const torch::Tensor& dy, const torch::Tensor& w, const torch::Tensor& x, const InputNorm& in,
                         ConvGeometry g);
 
-// Plain data gradient of a convolution with input of x_sizes.
-torch::Tensor dgrad(const torch::Tensor& dy, const torch::Tensor& w, at::IntArrayRef x_sizes, ConvGeometry g);
+// Data gradient of a convolution with input of x_sizes, plus `addend` where given (another
+// branch's gradient of the same input, added in the epilogue where cuDNN can).
+torch::Tensor dgrad(const torch::Tensor& dy, const torch::Tensor& w, at::IntArrayRef x_sizes, ConvGeometry g,
+                    const torch::Tensor& addend = torch::Tensor());
 
 // Weight gradient (fp16, channels-last, w_sizes) of conv(prologue(x), w): the prologue recomputed.
 torch::Tensor wgrad(const torch::Tensor& dy, const torch::Tensor& x, const InputNorm& in, at::IntArrayRef w_sizes,
