@@ -3,7 +3,8 @@
 # sample's settings (224 px, batch 32, SGD lr 0.001 momentum 0.9 wd 1e-4, seed 0) for EPOCHS
 # epochs, once per variant in VARIANTS (default: "fast" = the defaults, bf16 + channels-last +
 # CUDA graphs, fused batch norm; "unfused" = the same with --fused off; "fp32" = --amp off
-# --channels-last off --cuda-graphs off), then `resnet bench` at
+# --channels-last off --cuda-graphs off; "fp16" = --amp fp16, the fused-convolution path, and
+# "fp16-unfused" = --amp fp16 --fused off), then `resnet bench` at
 # the same settings for comparison, and the original sample's pipeline (peer_bench.py --mode
 # seed). Expects build-device/ built (bench/device_run.sh); .device/cifar-10-jpeg.tar.xz and
 # .device/peer_bench.py carried. Logs to $OUT.
@@ -18,6 +19,8 @@ for variant in ${VARIANTS:-fast fp32}; do
     fast) flags=() ;;
     unfused) flags=(--fused off) ;;
     fp32) flags=(--amp off --channels-last off --cuda-graphs off) ;;
+    fp16) flags=(--amp fp16) ;;                        # every bottleneck over cuDNN's fused convolutions
+    fp16-unfused) flags=(--amp fp16 --fused off) ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac
   PYTHONUNBUFFERED=1 build-device/resnet train --data /tmp/cifar --epochs "$epochs" --save-model --restart \
