@@ -61,15 +61,17 @@ struct Outcome {
   std::map<std::string, torch::Tensor> grads, buffers;
 };
 
-// One forward and backward of the block on x with loss sum(out * g); buffers restored afterwards.
-Outcome run(resnet::Bottleneck& block, const torch::Tensor& x_in, const torch::Tensor& g) {
+// One forward and backward of the block on x with loss sum(out * g), g masked by out > 0 where
+// `mask_g` (as the next fused block hands it back); buffers restored afterwards.
+Outcome run(resnet::Bottleneck& block, const torch::Tensor& x_in, const torch::Tensor& g, bool mask_g = false) {
   std::map<std::string, torch::Tensor> before;
   for (const auto& b : block->named_buffers()) before[b.key()] = b.value().clone();
   block->zero_grad();
   torch::Tensor x = x_in.detach().clone(at::MemoryFormat::ChannelsLast).requires_grad_(true);
   Outcome o;
   o.out = block->forward(x);
-  (o.out.to(torch::kFloat) * g).sum().backward();
+  const torch::Tensor weight = mask_g ? g * (o.out.detach() > 0) : g;
+  (o.out.to(torch::kFloat) * weight).sum().backward();
   o.dx = x.grad().to(torch::kFloat);
   for (const auto& p : block->named_parameters()) o.grads[p.key()] = p.value().grad().clone();
   for (const auto& b : block->named_buffers()) {
@@ -102,14 +104,22 @@ TEST(FusedBottleneck, MatchesTheFp32BlockForwardAndBackward) {
     const auto g = torch::randn({8, c.planes * 4, side, side}, cuda);
 
     block->mode.fused = false;
-    const Outcome want = run(block, x16.to(torch::kFloat), g);
+    Outcome want = run(block, x16.to(torch::kFloat), g);
     Outcome amp;
     {
       resnet::AutocastGuard autocast(resnet::Amp::kFp16, cuda);
       amp = run(block, x16, g);  // PyTorch's own fp16 (autocast, ATen's kernels): fp16's error
     }
+    // The fused block returns its input gradient masked by x > 0 (its input is a ReLU's output in
+    // a ResNet, whose backward masks it anyway): the references are masked the same way.
+    const auto mask = (x16 > 0).to(torch::kFloat);
+    want.dx *= mask;
+    amp.dx *= mask;
     block->mode.fused = true;
-    const Outcome got = run(block, x16, g);
+    for (const bool masked : {false, true}) {
+    SCOPED_TRACE(masked ? "output gradient masked by the next block" : "output gradient as it comes");
+    block->output_grad_masked = masked;
+    const Outcome got = run(block, x16, g, masked);
 
     auto check = [&](const std::string& what, const torch::Tensor& ours, const torch::Tensor& aten,
                      const torch::Tensor& ref) {
@@ -127,6 +137,7 @@ TEST(FusedBottleneck, MatchesTheFp32BlockForwardAndBackward) {
       } else {
         check(name, got.buffers.at(name), amp.buffers.at(name), w);
       }
+    }
     }
   }
   at::globalContext().setAllowTF32CuDNN(tf32);

@@ -5,6 +5,7 @@
 
 #include "ops/batch_norm_act.h"
 #include "ops/fused_bottleneck.h"
+#include "ops/fused_conv.h"
 
 namespace resnet {
 namespace {
@@ -92,8 +93,9 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
   if (downsample_in) downsample = register_module("downsample", downsample_in);
 }
 
-std::optional<BottleneckParams> BottleneckImpl::fused_params(const torch::Tensor& x) {
+std::optional<BottleneckParams> BottleneckImpl::fused_params() {
   if (!mode.fused || mode.replace || conv2->options.groups() != 1) return std::nullopt;
+  if (!fused::fused_conv_supported(conv1->weight.device())) return std::nullopt;
   auto b1 = batch_stats_params(bn1), b2 = batch_stats_params(bn2), b3 = batch_stats_params(bn3);
   if (!b1 || !b2 || !b3) return std::nullopt;
   BottleneckParams p{conv1->weight, conv2->weight, conv3->weight, *b1, *b2, *b3, conv2->options.stride()->at(0),
@@ -106,13 +108,14 @@ std::optional<BottleneckParams> BottleneckImpl::fused_params(const torch::Tensor
     p.downsample_conv = conv->weight;
     p.downsample_bn = *bd;
   }
-  if (!fused_bottleneck_supported(x, p)) return std::nullopt;
+  p.output_grad_masked = output_grad_masked;
   return p;
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
   // fp16 training on a GPU where cuDNN fuses: the whole block as one op (ops/fused_bottleneck.h)
-  if (const auto p = fused_params(x)) {
+  const auto p = fused_params();
+  if (p && fused_bottleneck_supported(x, *p)) {
     for (auto* bn : {&bn1, &bn2, &bn3}) count_batch(*bn);
     if (downsample) {
       auto bn = nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(downsample->ptr(1)));
@@ -194,6 +197,17 @@ bool ResNet::set_batch_norm(BatchNormFn fn) {
 }
 
 torch::Tensor ResNet::forward(torch::Tensor x) {
+  if (mode_.fused) {
+    // A fused bottleneck hands back its input's gradient masked by the ReLU (fused_bottleneck.h):
+    // a fused block whose output feeds another can skip that mask. Whether a block fuses depends
+    // on its input only through its type and layout, which a fused block's output always has.
+    std::vector<BottleneckImpl*> blocks;
+    for (auto* layer : {&layer1, &layer2, &layer3, &layer4})
+      for (auto& child : (*layer)->children())
+        if (auto* block = child->as<BottleneckImpl>()) blocks.push_back(block);
+    for (size_t i = 0; i < blocks.size(); ++i)
+      blocks[i]->output_grad_masked = i + 1 < blocks.size() && blocks[i + 1]->fused_params().has_value();
+  }
   x = maxpool(bn_act(bn1, conv1(x), torch::Tensor(), true, mode_));
   x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);

@@ -59,10 +59,13 @@ class BottleneckImpl : public torch::nn::Module {
                  int64_t groups, int64_t width_per_group);
   torch::Tensor forward(torch::Tensor x);
   BatchNormMode mode;  // ResNet::set_fused, set_batch_norm
+  // Set by ResNet::forward: the next block is fused too and masks this one's output gradient.
+  bool output_grad_masked = false;
+  // The block's parameters for fused_bottleneck where all but the input allows it (fused mode,
+  // training, a GPU where cuDNN fuses, ...); fused_bottleneck_supported then checks the input.
+  std::optional<BottleneckParams> fused_params();
 
  private:
-  // The block's parameters where fused_bottleneck runs it on x (fused mode, training, fp16 ...).
-  std::optional<BottleneckParams> fused_params(const torch::Tensor& x);
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};

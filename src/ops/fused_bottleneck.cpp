@@ -99,7 +99,7 @@ enum Input { kX, kW1, kG1, kB1, kW2, kG2, kB2, kW3, kG3, kB3, kWd, kGd, kBd };
 class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, at::TensorList in, at::TensorList buffers, int64_t stride,
-                               double momentum, double eps) {
+                               double momentum, double eps, bool output_grad_masked) {
     RECORD_FUNCTION("resnet::fused_bottleneck", std::vector<c10::IValue>());
     const c10::cuda::CUDAGuard device_guard(in[kX].device());
     const bool ds = in.size() > kWd;
@@ -126,6 +126,7 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
       for (const torch::Tensor& t : {cd.y, nd.mean, nd.invstd}) saved.push_back(t);
     ctx->save_for_backward(saved);
     ctx->saved_data["stride"] = stride;
+    ctx->saved_data["output_grad_masked"] = output_grad_masked;
     ctx->saved_data["inputs"] = static_cast<int64_t>(in.size());
     ctx->saved_data["buffers"] = static_cast<int64_t>(buffers.size());
     return out;
@@ -143,17 +144,21 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     const torch::Tensor &mean3 = s[b + 10], &invstd3 = s[b + 11];
     const c10::cuda::CUDAGuard device_guard(x.device());
     const torch::Tensor dout = nhwc(grad_outputs[0]);
-    tensor_list grads(inputs + buffers + 3);
+    const bool masked = ctx->saved_data["output_grad_masked"].toBool();
+    tensor_list grads(inputs + buffers + 4);
 
-    // bn3 + residual + ReLU: dy3, and the gradient that reaches the residual (masked by the ReLU)
-    BnGrads g3 = batch_norm_backward(dout, out, y3, s[kG3], mean3, invstd3, /*relu=*/true, /*want_dresidual=*/true);
+    // bn3 + residual + ReLU: dy3, and the gradient that reaches the residual (dout masked by the
+    // ReLU; the next block masked it already where output_grad_masked)
+    BnGrads g3 = batch_norm_backward(dout, out, y3, s[kG3], mean3, invstd3, /*relu=*/!masked,
+                                     /*want_dresidual=*/!masked);
     grads[kG3] = g3.dweight;
     grads[kB3] = g3.dbias;
     const torch::Tensor& dy3 = g3.dx;
-    torch::Tensor dx_shortcut = g3.dresidual;
+    const torch::Tensor dres = masked ? dout : g3.dresidual;
+    torch::Tensor dx_shortcut = dres;
     if (ds) {
       const torch::Tensor &yd = s[b + 12], &meand = s[b + 13], &invstdd = s[b + 14];
-      BnGrads gd = batch_norm_backward(g3.dresidual, torch::Tensor(), yd, s[kGd], meand, invstdd, false, false);
+      BnGrads gd = batch_norm_backward(dres, torch::Tensor(), yd, s[kGd], meand, invstdd, false, false);
       grads[kGd] = gd.dweight;
       grads[kBd] = gd.dbias;
       grads[kWd] = fused::wgrad(gd.dx, x, {}, s[kWd].sizes(), {stride, 0});
@@ -173,9 +178,9 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     grads[kG1] = d1.dweight;
     grads[kB1] = d1.dbias;
     const torch::Tensor dy1 = grad_apply(d1, y1);
-    // conv1 on the block's input, plus the shortcut's gradient
     grads[kW1] = fused::wgrad(dy1, x, {}, s[kW1].sizes(), {1, 0});
-    grads[kX] = fused::dgrad(dy1, s[kW1], x.sizes(), {1, 0}, dx_shortcut);
+    // conv1 on the block's input, plus the shortcut's gradient, masked by x > 0 (see the header)
+    grads[kX] = fused::dgrad(dy1, s[kW1], x.sizes(), {1, 0}, dx_shortcut, x);
     return grads;
   }
 };
@@ -227,7 +232,8 @@ torch::Tensor fused_bottleneck(const torch::Tensor& x, const BottleneckParams& p
     buffers.push_back(p.downsample_bn->running_mean);
     buffers.push_back(p.downsample_bn->running_var);
   }
-  return FusedBottleneck::apply(at::TensorList(in), at::TensorList(buffers), p.stride, p.bn1.momentum, p.bn1.eps);
+  return FusedBottleneck::apply(at::TensorList(in), at::TensorList(buffers), p.stride, p.bn1.momentum, p.bn1.eps,
+                               p.output_grad_masked);
 }
 
 #else  // a build without CUDA: never supported

@@ -50,7 +50,8 @@ DgradNorm dgrad_relu_bn(const torch::Tensor&, const torch::Tensor&, const torch:
                         ConvGeometry) {
   unavailable();
 }
-torch::Tensor dgrad(const torch::Tensor&, const torch::Tensor&, at::IntArrayRef, ConvGeometry, const torch::Tensor&) {
+torch::Tensor dgrad(const torch::Tensor&, const torch::Tensor&, at::IntArrayRef, ConvGeometry, const torch::Tensor&,
+                    const torch::Tensor&) {
   unavailable();
 }
 torch::Tensor wgrad(const torch::Tensor&, const torch::Tensor&, const InputNorm&, at::IntArrayRef, ConvGeometry) {
@@ -68,7 +69,7 @@ using Attr = std::shared_ptr<fe::graph::Tensor_attributes>;
 // Fixed ids of the graphs' user tensors: a call binds pointers to them by id.
 enum Uid : int64_t {
   kX = 1, kW, kY, kSum, kSqSum, kScale, kShift, kDy, kDx, kMean, kInvstd, kGamma, kBeta, kDscale, kDbias, kEqDy,
-  kEqX, kEqBias, kDw, kNegMean, kAddend
+  kEqX, kEqBias, kDw, kNegMean, kAddend, kMaskBy
 };
 
 // How the mean enters the ReLU mask of dgrad_relu_bn's graph: x - mean, or x + (-mean) as cuDNN's
@@ -80,7 +81,8 @@ struct Graph {
   int64_t workspace = 0;
   bool half_params = false;  // the prologue's scale and shift are fp16 tensors
   MeanMode mean_mode = MeanMode::kSub;
-  bool adds = false;  // dgrad's epilogue adds a tensor
+  bool adds = false;   // dgrad's epilogue adds a tensor
+  bool masks = false;  // and masks the sum by another tensor > 0 (a ReLU's backward)
 };
 
 std::mutex log_mutex;
@@ -145,6 +147,7 @@ std::string describe(const Graph& g) {
   if (g.mean_mode == MeanMode::kAddNegatedSeparate) d += " [mask: x + (-mean), separate tensor]";
   if (g.mean_mode == MeanMode::kAddNegatedSame) d += " [mask: x + (-mean), dbn_weight given -mean]";
   if (g.adds) d += " [+ addend in the epilogue]";
+  if (g.masks) d += " [ReLU mask in the epilogue]";
   return d + " workspace " + std::to_string(g.workspace) + " B";
 }
 
@@ -258,7 +261,7 @@ ConvStats conv_stats(const torch::Tensor& x, const torch::Tensor& w, const Input
   const auto xd = dims(x.sizes()), wd = dims(w.sizes()), yd = conv_out(x.sizes(), w.sizes(), geo);
   auto make = [&](bool half_params) {
     return [=]() {
-      Graph out{new_graph(), 0, half_params, MeanMode::kSub, false};
+      Graph out{new_graph(), 0, half_params, MeanMode::kSub, false, false};
       fe::graph::Graph& g = *out.graph;
       Attr X = tensor(g, kX, "x", xd), W = tensor(g, kW, "w", wd);
       Attr input = prologue ? normalise(g, X, xd[1], half_params ? fe::DataType_t::HALF : fe::DataType_t::FLOAT) : X;
@@ -311,7 +314,7 @@ DgradNorm dgrad_relu_bn(const torch::Tensor& dy, const torch::Tensor& w, const t
   const auto dyd = dims(dy.sizes()), wd = dims(w.sizes()), xd = dims(x.sizes());
   auto make = [&](MeanMode mode) {
     return [=]() {
-    Graph out{new_graph(), 0, false, mode, false};
+    Graph out{new_graph(), 0, false, mode, false, false};
     fe::graph::Graph& g = *out.graph;
     using P = fe::graph::Pointwise_attributes;
     Attr DY = tensor(g, kDy, "dy", dyd), W = tensor(g, kW, "w", wd), X = tensor(g, kX, "x", xd);
@@ -372,48 +375,53 @@ DgradNorm dgrad_relu_bn(const torch::Tensor& dy, const torch::Tensor& w, const t
 }
 
 torch::Tensor dgrad(const torch::Tensor& dy, const torch::Tensor& w, at::IntArrayRef x_sizes, ConvGeometry geo,
-                    const torch::Tensor& addend) {
+                    const torch::Tensor& addend, const torch::Tensor& mask_by) {
   check_activation(dy, "dy");
   check_activation(w, "w");
-  const bool add = addend.defined();
-  if (add) {
-    check_activation(addend, "addend");
-    if (addend.sizes() != x_sizes) throw std::invalid_argument("fused convolution: dgrad's addend has the wrong shape");
+  const bool add = addend.defined(), mask = mask_by.defined();
+  for (const auto* t : {&addend, &mask_by}) {
+    if (!t->defined()) continue;
+    check_activation(*t, "dgrad's addend and mask");
+    if (t->sizes() != x_sizes) throw std::invalid_argument("fused convolution: dgrad's addend or mask has the wrong shape");
   }
   const c10::cuda::CUDAGuard guard(dy.device());
   cudnnHandle_t handle = at::native::getCudnnHandle();
   const auto dyd = dims(dy.sizes()), wd = dims(w.sizes()), xd = dims(x_sizes);
-  auto make = [&](bool fuse_add) {
+  auto make = [&](bool fuse_add, bool fuse_mask) {
     return [=]() {
-      Graph out{new_graph(), 0, false, MeanMode::kSub, fuse_add};
+      Graph out{new_graph(), 0, false, MeanMode::kSub, fuse_add, fuse_mask};
       fe::graph::Graph& g = *out.graph;
+      using P = fe::graph::Pointwise_attributes;
       Attr DY = tensor(g, kDy, "dy", dyd), W = tensor(g, kW, "w", wd);
       Attr DX = g.conv_dgrad(DY, W,
                              fe::graph::Conv_dgrad_attributes()
                                  .set_padding({geo.padding, geo.padding})
                                  .set_stride({geo.stride, geo.stride})
                                  .set_dilation({1, 1}));
-      if (fuse_add) {
-        DX->set_dim(xd).set_stride(nhwc_strides(xd));
-        Attr R = tensor(g, kAddend, "addend", xd);
-        DX = g.pointwise(DX, R, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
-      }
+      if (fuse_add || fuse_mask) DX->set_dim(xd).set_stride(nhwc_strides(xd));
+      if (fuse_add) DX = g.pointwise(DX, tensor(g, kAddend, "addend", xd), P().set_mode(fe::PointwiseMode_t::ADD));
+      if (fuse_mask) DX = g.pointwise(DX, tensor(g, kMaskBy, "mask", xd), P().set_mode(fe::PointwiseMode_t::RELU_BWD));
       set_output(DX, kDx, xd, fe::DataType_t::HALF);
       return out;
     };
   };
   std::vector<std::function<Graph()>> variants;
-  if (add) variants.push_back(make(true));
-  variants.push_back(make(false));
-  const std::string k = key(add ? "dgrad+add" : "dgrad", x_sizes, w.sizes(), geo, false);
+  if (add && mask) variants.push_back(make(true, true));
+  if (add) variants.push_back(make(true, false));
+  variants.push_back(make(false, false));
+  const std::string k =
+      key(add && mask ? "dgrad+add+drelu" : add ? "dgrad+add" : mask ? "dgrad+drelu" : "dgrad", x_sizes, w.sizes(),
+          geo, false);
   const Graph& graph = cache().get(k, handle, variants);
   torch::Tensor dx = at::empty(xd, dy.options(), at::MemoryFormat::ChannelsLast);
   std::unordered_map<int64_t, void*> p{{kDy, dy.data_ptr()}, {kW, w.data_ptr()}, {kDx, dx.data_ptr()}};
   if (graph.adds) p[kAddend] = addend.data_ptr();
+  if (graph.masks) p[kMaskBy] = mask_by.data_ptr();
   run("resnet::conv_dgrad", graph, handle, p, dy, k);
-  if (add && !graph.adds) {
-    RECORD_FUNCTION("resnet::add_dgrad_addend", std::vector<c10::IValue>());
-    dx.add_(addend);
+  if ((add && !graph.adds) || (mask && !graph.masks)) {
+    RECORD_FUNCTION("resnet::dgrad_epilogue", std::vector<c10::IValue>());
+    if (add && !graph.adds) dx.add_(addend);
+    if (mask && !graph.masks) dx = at::threshold_backward(dx, mask_by, 0);
   }
   return dx;
 }
@@ -431,7 +439,7 @@ torch::Tensor wgrad(const torch::Tensor& dy, const torch::Tensor& x, const Input
     return [=]() {
       // cuDNN's scale-bias-ReLU wgrad engine keeps the normalised input in fp16
       Graph out{new_graph(half_params ? fe::DataType_t::HALF : fe::DataType_t::FLOAT), 0, half_params, MeanMode::kSub,
-                false};
+                false, false};
       fe::graph::Graph& g = *out.graph;
       Attr DY = tensor(g, kDy, "dy", dyd), X = tensor(g, kX, "x", xd);
       Attr input = prologue ? normalise(g, X, xd[1], half_params ? fe::DataType_t::HALF : fe::DataType_t::FLOAT) : X;

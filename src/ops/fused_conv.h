@@ -51,9 +51,10 @@ DgradNorm dgrad_relu_bn(const torch::Tensor& dy, const torch::Tensor& w, const t
                         ConvGeometry g);
 
 // Data gradient of a convolution with input of x_sizes, plus `addend` where given (another
-// branch's gradient of the same input, added in the epilogue where cuDNN can).
+// branch's gradient of the same input), then zero where mask_by <= 0 where given (the backward of
+// the ReLU whose output mask_by is): both in cuDNN's epilogue where it can, else after it.
 torch::Tensor dgrad(const torch::Tensor& dy, const torch::Tensor& w, at::IntArrayRef x_sizes, ConvGeometry g,
-                    const torch::Tensor& addend = torch::Tensor());
+                    const torch::Tensor& addend = torch::Tensor(), const torch::Tensor& mask_by = torch::Tensor());
 
 // Weight gradient (fp16, channels-last, w_sizes) of conv(prologue(x), w): the prologue recomputed.
 torch::Tensor wgrad(const torch::Tensor& dy, const torch::Tensor& x, const InputNorm& in, at::IntArrayRef w_sizes,
