@@ -82,6 +82,40 @@ try:
     ma = open(os.path.join(a_dir, 'resnet18', 'metrics.csv')).read().splitlines()
     mb = open(os.path.join(b_dir, 'resnet18', 'metrics.csv')).read().splitlines()
     check([r.split(',')[:5] for r in ma] == [r.split(',')[:5] for r in mb], f'same losses and accuracies in metrics.csv: {ma} {mb}')
+
+    # A schedule (half an epoch of warm-up, then cosine) stopped at step 13 and resumed: the same
+    # rates and the same bits as never stopped, and the rates PyTorch's schedulers give.
+    sched = ['--lr', '0.05', '--lr-schedule', 'cosine', '--warmup-epochs', '0.5', '--min-lr', '0.0001']
+    c_dir, d_dir = os.path.join(tmp, 'c'), os.path.join(tmp, 'd')
+    rc_c, out_c = run('train', *common, *sched, '--epochs', '2', '--checkpoint-dir', c_dir)
+    rc_d1, out_d1 = run('train', *common, *sched, '--epochs', '2', '--checkpoint-dir', d_dir, '--max-steps', '13')
+    rc_d2, out_d2 = run('train', *common, *sched, '--epochs', '2', '--checkpoint-dir', d_dir)
+    check(rc_c == 0 and rc_d1 == 0 and rc_d2 == 0, 'scheduled runs exit 0')
+    check('Learning rate: cosine from 0.05 to 0.0001, after 0.5 warm-up epochs from 0.005' in out_c,
+          'the schedule is said at the start: ' + next((l for l in out_c.splitlines() if 'Learning rate' in l), ''))
+    rc_ = torch.load(os.path.join(c_dir, 'resnet18', 'resume.pt'))
+    rd = torch.load(os.path.join(d_dir, 'resnet18', 'resume.pt'))
+    differ = [k for k in keys if not torch.equal(rc_[k], rd[k])]
+    check(not differ, f'the resumed scheduled run equals the unbroken one bitwise (differ: {differ[:5]})')
+    lr_c = [float(r.split(',')[7]) for r in open(os.path.join(c_dir, 'resnet18', 'metrics.csv')).read().splitlines()[1:]]
+    lr_d = [float(r.split(',')[7]) for r in open(os.path.join(d_dir, 'resnet18', 'metrics.csv')).read().splitlines()[1:]]
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD(p, lr=0.05)
+    steps = 10  # a 1,000-image sample in batches of 100
+    sch = torch.optim.lr_scheduler.SequentialLR(opt, [
+        torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=5),
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2 * steps - 5, eta_min=0.0001)], milestones=[5])
+    torch_lr = []
+    for _ in range(2 * steps):
+        torch_lr.append(opt.param_groups[0]['lr'])
+        opt.step()
+        sch.step()
+    want = [torch_lr[steps - 1], torch_lr[2 * steps - 1]]  # the rate of each epoch's last step
+    check(lr_c == lr_d and all(abs(a - b) <= 1e-5 * b for a, b in zip(lr_c, want)),
+          f'metrics.csv has the rates of PyTorch\'s LinearLR + CosineAnnealingLR: {lr_c} {lr_d} {want}')
+    rc_e, out_e = run('train', *common, '--lr', '0.05', '--lr-schedule', 'step', '--epochs', '3', '--checkpoint-dir', d_dir)
+    check(rc_e == 2 and 'lr_schedule' in out_e and '--restart' in out_e,
+          'another schedule does not resume the run: ' + out_e.strip().splitlines()[-1])
 finally:
     shutil.rmtree(tmp)
 finish()

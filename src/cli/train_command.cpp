@@ -83,6 +83,30 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--epochs", o->epochs, "epochs to train")->capture_default_str();
   add_batch_size_option(*cmd, o->batch_size);
   cmd->add_option("--learning-rate,--learning_rate,--lr", o->learning_rate, "SGD learning rate")->capture_default_str();
+  cmd->add_option("--lr-schedule", o->schedule.kind,
+                  "the rate over the run: constant, step, multistep, cosine, onecycle (per step)")
+      ->capture_default_str();
+  cmd->add_option("--warmup-epochs", o->schedule.warmup_epochs,
+                  "linear warm-up to the rate over these epochs (fractions allowed)")
+      ->capture_default_str();
+  cmd->add_option("--warmup-start-factor", o->schedule.warmup_start_factor,
+                  "the warm-up starts at this fraction of the rate")
+      ->capture_default_str();
+  cmd->add_option("--lr-step-size", o->schedule.step_size, "step: epochs between decays")->capture_default_str();
+  cmd->add_option("--lr-gamma", o->schedule.gamma, "step, multistep: factor of each decay")->capture_default_str();
+  cmd->add_option("--lr-milestones", o->schedule.milestones, "multistep: epochs of the decays, e.g. 30,60,80")
+      ->delimiter(',');
+  cmd->add_option("--min-lr", o->schedule.min_lr, "cosine: the rate at the end")->capture_default_str();
+  cmd->add_option("--onecycle-pct-start", o->schedule.pct_start, "onecycle: share of the run spent rising")
+      ->capture_default_str();
+  cmd->add_option("--onecycle-div-factor", o->schedule.div_factor, "onecycle: it starts at the rate / this")
+      ->capture_default_str();
+  cmd->add_option("--onecycle-final-div-factor", o->schedule.final_div_factor,
+                  "onecycle: it ends at its start / this")
+      ->capture_default_str();
+  cmd->add_option("--lr-scale-batch", o->lr_scale_batch,
+                  "scale the rate by (batch size x processes) / this (the linear scaling rule; 0: off)")
+      ->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--weight-decay,--weight_decay,--wd", o->weight_decay, "SGD weight decay")->capture_default_str();
   add_image_size_option(*cmd, o->image_size);

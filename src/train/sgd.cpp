@@ -49,7 +49,12 @@ void Sgd::set_options(const SgdOptions& o) {
   hyper_[2].fill_(o.weight_decay);
 }
 
-void Sgd::set_learning_rate(double lr) { set_options({lr, options_.momentum, options_.weight_decay}); }
+void Sgd::set_learning_rate(double lr) {
+  check_sgd_options({lr, options_.momentum, options_.weight_decay});
+  options_.learning_rate = lr;
+  torch::NoGradGuard no_grad;
+  hyper_[0].fill_(lr);  // once a step under a schedule: one small write, the other two untouched
+}
 
 void Sgd::set_momentum(double momentum) {
   if ((momentum == 0) != (options_.momentum == 0))

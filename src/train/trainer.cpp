@@ -8,6 +8,7 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <tuple>
 
 #include <torch/cuda.h>
@@ -42,8 +43,25 @@ constexpr int64_t kTraceWarmupSteps = 3;  // steps before profiling starts (cuDN
 constexpr int64_t kTraceSteps = 5;        // steps profiled
 
 // Settings that must match for a resumed run to continue the same computation.
-const char* kResumeKeys[] = {"batch_size", "image_size", "seed", "learning_rate", "momentum", "weight_decay",
-                             "freeze_backbone"};
+const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
+                             "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch"};
+
+// "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
+std::string describe_schedule(const TrainOptions& o, double base_lr, int world) {
+  std::ostringstream d;
+  d << "Learning rate: " << o.schedule.kind << (o.schedule.kind == "onecycle" ? " up to " : " from ") << base_lr;
+  if (o.lr_scale_batch > 0)
+    d << " (" << o.learning_rate << " x " << o.batch_size * world << " / " << o.lr_scale_batch << ")";
+  if (o.schedule.kind == "cosine") d << " to " << o.schedule.min_lr;
+  if (o.schedule.kind == "step") d << ", x" << o.schedule.gamma << " every " << o.schedule.step_size << " epochs";
+  if (o.schedule.kind == "multistep") {
+    d << ", x" << o.schedule.gamma << " at epochs";
+    for (size_t i = 0; i < o.schedule.milestones.size(); ++i) d << (i ? "," : " ") << o.schedule.milestones[i];
+  }
+  if (o.schedule.warmup_epochs > 0)
+    d << ", after " << o.schedule.warmup_epochs << " warm-up epochs from " << base_lr * o.schedule.warmup_start_factor;
+  return d.str();
+}
 
 // The classifier's parameters: fc (ResNets) or classifier.1 (SqueezeNets).
 bool in_classifier(const std::string& name) { return name.rfind("fc.", 0) == 0 || name.rfind("classifier.", 0) == 0; }
@@ -110,6 +128,7 @@ struct Run {
   std::shared_ptr<ImageSource> train_source, test_source;
   std::shared_ptr<Classifier> model;
   std::unique_ptr<Sgd> optimizer;
+  std::unique_ptr<LrSchedule> schedule;
   std::unique_ptr<TrainStep> step;
   std::unique_ptr<EvalStep> eval_step;
   std::unique_ptr<Loader> train_loader, test_loader;
@@ -265,7 +284,10 @@ void Run::build_model() {
   if (o.freeze_backbone)
     for (auto& p : model->named_parameters())
       if (!in_classifier(p.key())) p.value().requires_grad_(false);
-  optimizer = std::make_unique<Sgd>(model->parameters(), SgdOptions{o.learning_rate, o.momentum, o.weight_decay});
+  const double base_lr = scaled_learning_rate(o.learning_rate, o.batch_size * world(), o.lr_scale_batch);
+  optimizer = std::make_unique<Sgd>(model->parameters(), SgdOptions{base_lr, o.momentum, o.weight_decay});
+  schedule = std::make_unique<LrSchedule>(o.schedule, base_lr, train_loader->batches_per_epoch(), o.epochs);
+  if (o.lr_scale_batch > 0 || schedule->varies()) reporter.message(describe_schedule(o, base_lr, world()));
   step = std::make_unique<TrainStep>(*model, *optimizer, step_options, device);
   eval_step = std::make_unique<EvalStep>(*model, step_options, device);
 }
@@ -284,7 +306,10 @@ void Run::resume_or_restart(const ResumeFile* resume) {
     return;
   }
   TrainState saved = resume->restore(*model, *optimizer);
-  if (!saved.settings.contains("freeze_backbone")) saved.settings["freeze_backbone"] = false;  // before the flag
+  // settings older resume.pt files lack: what those runs did
+  if (!saved.settings.contains("freeze_backbone")) saved.settings["freeze_backbone"] = false;
+  if (!saved.settings.contains("lr_schedule")) saved.settings["lr_schedule"] = to_json(ScheduleOptions{}, o.epochs);
+  if (!saved.settings.contains("lr_scale_batch")) saved.settings["lr_scale_batch"] = 0;
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -388,6 +413,9 @@ bool Run::run_epoch(int64_t epoch) {
     start_trace();
     // Nothing else on the GPU while the step is captured (the loader prefetches on a thread).
     if (step->captures_next()) train_loader->settle();
+    // The step's rate, by its place in the run (a graph replay reads it from the device)
+    if (schedule->varies())
+      optimizer->set_learning_rate(schedule->at(epoch * train_loader->batches_per_epoch() + state.batch));
     // Profiled steps run eagerly: a graph replay would show as one opaque launch.
     const auto loss = step->run(batch->images, batch->labels, /*eager=*/profiler != nullptr);
     report.images_seen = state.batch * o.batch_size * world();
@@ -494,6 +522,8 @@ void validate(const TrainOptions& o) {
     throw UsageError(line);
   }
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
+  check_schedule(o.schedule);
+  require_at_least(o.lr_scale_batch, 0, "--lr-scale-batch");
   parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device), 0, o.fused);
 }
 
@@ -507,6 +537,8 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"learning_rate", o.learning_rate},
           {"momentum", o.momentum},
           {"weight_decay", o.weight_decay},
+          {"lr_schedule", to_json(o.schedule, o.epochs)},
+          {"lr_scale_batch", o.lr_scale_batch},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
           {"cuda_graphs", o.cuda_graphs},

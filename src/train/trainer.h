@@ -13,6 +13,7 @@
 
 #include "dist/env.h"
 #include "train/report.h"
+#include "train/schedule.h"
 #include "train/sgd.h"
 
 namespace resnet {
@@ -27,6 +28,10 @@ struct TrainOptions {
   double learning_rate = SgdOptions{}.learning_rate;
   double momentum = SgdOptions{}.momentum;
   double weight_decay = SgdOptions{}.weight_decay;
+  // The rate's schedule over the run (constant: the sample's) and the linear scaling rule:
+  // lr * batch_size * processes / lr_scale_batch when lr_scale_batch > 0.
+  ScheduleOptions schedule;
+  int64_t lr_scale_batch = 0;
   int64_t image_size = 224;
   uint64_t seed = 0;
   std::string amp = "auto";            // bf16 | fp16 | off | auto (bf16 on CUDA, off on the CPU)
