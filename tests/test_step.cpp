@@ -102,6 +102,27 @@ TEST(TrainStep, Fp32EagerMatchesAPlainLibTorchLoop) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(resnet::test::relative_error(a[i], b[i]), 1e-5) << i;
 }
 
+TEST(TrainStep, LabelSmoothingLossFollowsItsFormula) {
+  // PyTorch's label_smoothing e: (1 - e) * -log p[label] + e * mean over classes of -log p[c],
+  // from the logits the step's forward pass sees (train mode, the same weights: before its update).
+  const torch::Device cpu(torch::kCPU);
+  const auto data = random_batches(1, 6, 32, cpu);
+  for (const double e : {0.0, 0.1, 0.3}) {
+    auto model = seeded_model("resnet18", cpu);
+    const auto logits = model->forward(data.images[0]).detach();
+    model = seeded_model("resnet18", cpu);  // running statistics as before that forward
+    resnet::Sgd sgd(model->parameters(), {0.01, 0.9, 1e-4});
+    StepOptions options;
+    options.label_smoothing = e;
+    resnet::TrainStep step(*model, sgd, options, cpu);
+    const double got = step.run(data.images[0], data.labels[0]).item<double>();
+    const auto logp = torch::log_softmax(logits.to(torch::kDouble), 1);
+    const auto nll = -logp.gather(1, data.labels[0].unsqueeze(1)).squeeze(1);
+    const double want = ((1 - e) * nll - e * logp.mean(1)).mean().item<double>();
+    EXPECT_NEAR(got, want, 1e-5 * want) << "label smoothing " << e;
+  }
+}
+
 TEST(TrainStep, Bf16AndChannelsLastStayCloseToFp32OnTheCpu) {
   // Same weights and batches; the sample's learning rate. Step 0's loss is the forward pass alone,
   // later ones include the updates.

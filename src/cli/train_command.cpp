@@ -107,6 +107,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--lr-scale-batch", o->lr_scale_batch,
                   "scale the rate by (batch size x processes) / this (the linear scaling rule; 0: off)")
       ->capture_default_str();
+  cmd->add_option("--label-smoothing", o->label_smoothing,
+                  "train against (1 - e) x one-hot + e / classes (e.g. 0.1; the test loss stays plain)")
+      ->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--weight-decay,--weight_decay,--wd", o->weight_decay, "SGD weight decay")->capture_default_str();
   add_image_size_option(*cmd, o->image_size);

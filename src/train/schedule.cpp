@@ -68,7 +68,7 @@ nlohmann::json to_json(const ScheduleOptions& o, int64_t epochs) {
     j["div_factor"] = o.div_factor;
     j["final_div_factor"] = o.final_div_factor;
   }
-  if (o.kind == "cosine" || o.kind == "onecycle" || o.warmup_epochs > 0) j["epochs"] = epochs;
+  if (o.kind == "cosine" || o.kind == "onecycle") j["epochs"] = epochs;
   return j;
 }
 

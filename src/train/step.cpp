@@ -105,7 +105,9 @@ torch::Tensor TrainStep::eager_step(const torch::Tensor& images, const torch::Te
   {
     AutocastGuard autocast(options_.amp, device_);
     // Under autocast, cross-entropy runs in fp32 whatever the logits' precision.
-    loss = torch::nn::functional::cross_entropy(model_.forward(images), labels);
+    loss = torch::nn::functional::cross_entropy(
+        model_.forward(images), labels,
+        torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing));
   }
   if (sync_) sync_->before_backward();
   (scaler_ ? scaler_->scale(loss) : loss).backward();

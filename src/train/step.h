@@ -39,6 +39,8 @@ struct StepOptions {
   // Our fused kernels for the model's training step (Classifier::set_fused; ResNets: batch norm +
   // residual add + ReLU), where the model has them.
   bool fused = false;
+  // Cross-entropy against (1 - e) * one-hot + e / classes (torch's label_smoothing); 0: the sample's.
+  double label_smoothing = 0;
 };
 
 // StepOptions from the flags' spellings: --amp (bf16, fp16, off, auto), --channels-last and

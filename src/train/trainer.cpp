@@ -44,7 +44,8 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 
 // Settings that must match for a resumed run to continue the same computation.
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
-                             "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch"};
+                             "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
+                             "label_smoothing"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
 std::string describe_schedule(const TrainOptions& o, double base_lr, int world) {
@@ -264,6 +265,7 @@ void Run::build_model() {
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
   model->to(device);
   step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size, o.fused);
+  step_options.label_smoothing = o.label_smoothing;
   if (group && step_options.cuda_graphs) {
     step_options.cuda_graphs = false;
     reporter.message("CUDA graphs are off with several processes: the gradient all-reduce runs between backward and "
@@ -310,6 +312,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   if (!saved.settings.contains("freeze_backbone")) saved.settings["freeze_backbone"] = false;
   if (!saved.settings.contains("lr_schedule")) saved.settings["lr_schedule"] = to_json(ScheduleOptions{}, o.epochs);
   if (!saved.settings.contains("lr_scale_batch")) saved.settings["lr_scale_batch"] = 0;
+  if (!saved.settings.contains("label_smoothing")) saved.settings["label_smoothing"] = 0.0;
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -524,6 +527,11 @@ void validate(const TrainOptions& o) {
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
   check_schedule(o.schedule);
   require_at_least(o.lr_scale_batch, 0, "--lr-scale-batch");
+  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1)) {
+    std::ostringstream got;
+    got << o.label_smoothing;
+    throw UsageError("--label-smoothing must be between 0 and 1 (got " + got.str() + ")");
+  }
   parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device), 0, o.fused);
 }
 
@@ -539,6 +547,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"weight_decay", o.weight_decay},
           {"lr_schedule", to_json(o.schedule, o.epochs)},
           {"lr_scale_batch", o.lr_scale_batch},
+          {"label_smoothing", o.label_smoothing},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
           {"cuda_graphs", o.cuda_graphs},

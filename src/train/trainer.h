@@ -32,6 +32,7 @@ struct TrainOptions {
   // lr * batch_size * processes / lr_scale_batch when lr_scale_batch > 0.
   ScheduleOptions schedule;
   int64_t lr_scale_batch = 0;
+  double label_smoothing = 0;  // of the training loss (the test loss stays plain cross-entropy)
   int64_t image_size = 224;
   uint64_t seed = 0;
   std::string amp = "auto";            // bf16 | fp16 | off | auto (bf16 on CUDA, off on the CPU)
