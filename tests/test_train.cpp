@@ -46,6 +46,53 @@ TEST(Sgd, MatchesTorchOptimSgd) {
   EXPECT_FALSE(a[0].grad().defined());
 }
 
+// --nesterov and --no-decay-bn-bias against LibTorch's SGD with nesterov(true) and two
+// parameter groups (weight decay 0 for the one-dimensional parameters: batch norms, biases). On a
+// GPU ours runs its kernel once per group (plain momentum) or ATen's fused SGD (Nesterov).
+static void check_nesterov_and_groups(const torch::Device& device) {
+  for (const bool nesterov : {false, true}) {
+    SCOPED_TRACE(nesterov ? "nesterov" : "plain momentum");
+    torch::manual_seed(0);
+    auto ours_model = resnet::create_model("resnet18", 10);
+    auto ref_model = resnet::create_model("resnet18", 10);
+    resnet::load_state_dict(*ref_model, resnet::state_dict(*ours_model), "memory");
+    ours_model->to(device);
+    ref_model->to(device);
+    std::vector<bool> decay;
+    std::vector<torch::Tensor> ref_decay, ref_no_decay;
+    for (const auto& p : ref_model->parameters()) (p.dim() > 1 ? ref_decay : ref_no_decay).push_back(p);
+    for (const auto& p : ours_model->parameters()) decay.push_back(p.dim() > 1);
+    resnet::SgdOptions options{0.05, 0.9, 1e-2};
+    options.nesterov = nesterov;
+    resnet::Sgd ours(ours_model->parameters(), options, decay);
+    auto opts = [&](double wd) {
+      return std::make_unique<torch::optim::SGDOptions>(
+          torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(wd).nesterov(nesterov));
+    };
+    std::vector<torch::optim::OptimizerParamGroup> groups{{ref_decay, opts(1e-2)}, {ref_no_decay, opts(0.0)}};
+    torch::optim::SGD ref(groups, torch::optim::SGDOptions(0.05));
+    for (int step = 0; step < 5; ++step) {
+      same_random_grads(ours_model->parameters(), ref_model->parameters());
+      ours.step();
+      ref.step();
+    }
+    const auto a = ours_model->parameters(), b = ref_model->parameters();
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(resnet::test::relative_error(a[i], b[i]), 1e-6) << i;
+  }
+}
+
+TEST(Sgd, NesterovAndNoDecayGroupsMatchTorchOptimSgd) {
+  check_nesterov_and_groups(torch::Device(torch::kCPU));
+  resnet::SgdOptions no_momentum{0.1, 0.0, 0.0};
+  no_momentum.nesterov = true;
+  EXPECT_THROW(resnet::Sgd({torch::zeros({2})}, no_momentum), resnet::UsageError);
+}
+
+TEST(Sgd, NesterovAndNoDecayGroupsOnTheGpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  check_nesterov_and_groups(torch::Device(torch::kCUDA, 0));
+}
+
 TEST(Evaluate, CountsTopOneTopFiveAndPerClass) {
   // A model whose logits are the label of the image itself: every answer right.
   struct Oracle : resnet::Classifier {

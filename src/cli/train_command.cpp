@@ -111,6 +111,8 @@ void add_train_command(CLI::App& app) {
                   "train against (1 - e) x one-hot + e / classes (e.g. 0.1; the test loss stays plain)")
       ->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
+  cmd->add_flag("--nesterov", o->nesterov, "Nesterov momentum");
+  cmd->add_flag("--no-decay-bn-bias", o->no_decay_bn_bias, "no weight decay for batch norms and biases");
   cmd->add_option("--weight-decay,--weight_decay,--wd", o->weight_decay, "SGD weight decay")->capture_default_str();
   add_image_size_option(*cmd, o->image_size);
   cmd->add_option("--seed", o->seed, "seed for weights, shuffling and augmentation")->capture_default_str();

@@ -1,5 +1,6 @@
-// SGD with momentum and weight decay, PyTorch's semantics (torch.optim.SGD, dampening 0, no
-// Nesterov): d = grad + wd * p; buf = d on the first step, else momentum * buf + d; p -= lr * buf.
+// SGD with momentum and weight decay, PyTorch's semantics (torch.optim.SGD, dampening 0):
+// d = grad + wd * p; buf = d on the first step, else momentum * buf + d; p -= lr * buf, or with
+// Nesterov p -= lr * (d + momentum * buf). Parameters may skip weight decay (a second group).
 //
 // On CUDA the update is our one-launch kernel over all parameters (ops/sgd_kernels.cu), which
 // reads the learning rate, momentum and weight decay from a tensor on the parameters' device: a
@@ -24,6 +25,8 @@ struct SgdOptions {
   double learning_rate = 0.001;
   double momentum = 0.9;
   double weight_decay = 1e-4;
+  // Nesterov momentum (torch.optim.SGD's nesterov=True): p -= lr * (d + momentum * buf).
+  bool nesterov = false;
 };
 
 // UsageError naming the flag for values torch.optim.SGD refuses (negative rate, momentum or
@@ -32,7 +35,9 @@ void check_sgd_options(const SgdOptions& options);
 
 class Sgd {
  public:
-  Sgd(std::vector<torch::Tensor> params, SgdOptions options);
+  // `decay[i]` false: no weight decay for params[i] (a second parameter group, as timm's
+  // filter_bias_and_bn); empty: every parameter decays.
+  Sgd(std::vector<torch::Tensor> params, SgdOptions options, std::vector<bool> decay = {});
   void zero_grad();  // sets gradients to none, as PyTorch's default
   // With fp16 loss scaling: gradients are divided by `grad_scale`, and nothing changes where
   // `found_inf` (a device scalar) is non-zero.
@@ -53,15 +58,20 @@ class Sgd {
  private:
   void set_options(const SgdOptions& options);
   void foreach_step(std::vector<torch::Tensor>& params, std::vector<torch::Tensor>& grads,
-                    std::vector<torch::Tensor>& buffers) const;
+                    std::vector<torch::Tensor>& buffers, double weight_decay) const;
+  // The update of the parameters with_grad[k] for which decay_ is `decay`, through ATen's kernels.
+  void aten_step(const std::vector<size_t>& with_grad, bool decay, bool cuda,
+                 const std::optional<torch::Tensor>& grad_scale, const std::optional<torch::Tensor>& found_inf);
   // Our CUDA kernel over every parameter with a gradient; false (nothing done) where one of them is
   // not a dense fp32 tensor in its gradient's layout.
   bool kernel_step(const std::vector<size_t>& with_grad, const std::optional<torch::Tensor>& grad_scale,
                    const std::optional<torch::Tensor>& found_inf);
 
   std::vector<torch::Tensor> params_, buffers_;
+  std::vector<bool> decay_;  // per parameter
   SgdOptions options_;
   torch::Tensor hyper_;  // float32 {learning rate, momentum, weight decay} on the parameters' device
+  torch::Tensor hyper_no_decay_;  // the same with weight decay 0, for the parameters that skip it
 };
 
 }  // namespace resnet

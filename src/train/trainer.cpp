@@ -45,7 +45,7 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 // Settings that must match for a resumed run to continue the same computation.
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
                              "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
-                             "label_smoothing"};
+                             "label_smoothing", "nesterov", "no_decay_bn_bias"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
 std::string describe_schedule(const TrainOptions& o, double base_lr, int world) {
@@ -287,7 +287,11 @@ void Run::build_model() {
     for (auto& p : model->named_parameters())
       if (!in_classifier(p.key())) p.value().requires_grad_(false);
   const double base_lr = scaled_learning_rate(o.learning_rate, o.batch_size * world(), o.lr_scale_batch);
-  optimizer = std::make_unique<Sgd>(model->parameters(), SgdOptions{base_lr, o.momentum, o.weight_decay});
+  SgdOptions sgd{base_lr, o.momentum, o.weight_decay};
+  sgd.nesterov = o.nesterov;
+  std::vector<bool> decay;
+  for (const auto& p : model->parameters()) decay.push_back(!o.no_decay_bn_bias || p.dim() > 1);
+  optimizer = std::make_unique<Sgd>(model->parameters(), sgd, decay);
   schedule = std::make_unique<LrSchedule>(o.schedule, base_lr, train_loader->batches_per_epoch(), o.epochs);
   if (o.lr_scale_batch > 0 || schedule->varies()) reporter.message(describe_schedule(o, base_lr, world()));
   step = std::make_unique<TrainStep>(*model, *optimizer, step_options, device);
@@ -313,6 +317,8 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   if (!saved.settings.contains("lr_schedule")) saved.settings["lr_schedule"] = to_json(ScheduleOptions{}, o.epochs);
   if (!saved.settings.contains("lr_scale_batch")) saved.settings["lr_scale_batch"] = 0;
   if (!saved.settings.contains("label_smoothing")) saved.settings["label_smoothing"] = 0.0;
+  for (const char* flag : {"nesterov", "no_decay_bn_bias"})
+    if (!saved.settings.contains(flag)) saved.settings[flag] = false;
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -525,6 +531,7 @@ void validate(const TrainOptions& o) {
     throw UsageError(line);
   }
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
+  if (o.nesterov && o.momentum == 0) throw UsageError("--nesterov needs a --momentum above 0");
   check_schedule(o.schedule);
   require_at_least(o.lr_scale_batch, 0, "--lr-scale-batch");
   if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1)) {
@@ -548,6 +555,8 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"lr_schedule", to_json(o.schedule, o.epochs)},
           {"lr_scale_batch", o.lr_scale_batch},
           {"label_smoothing", o.label_smoothing},
+          {"nesterov", o.nesterov},
+          {"no_decay_bn_bias", o.no_decay_bn_bias},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
           {"cuda_graphs", o.cuda_graphs},

@@ -33,6 +33,8 @@ struct TrainOptions {
   ScheduleOptions schedule;
   int64_t lr_scale_batch = 0;
   double label_smoothing = 0;  // of the training loss (the test loss stays plain cross-entropy)
+  bool nesterov = false;          // Nesterov momentum
+  bool no_decay_bn_bias = false;  // no weight decay for batch norms and biases (1-D parameters)
   int64_t image_size = 224;
   uint64_t seed = 0;
   std::string amp = "auto";            // bf16 | fp16 | off | auto (bf16 on CUDA, off on the CPU)
