@@ -44,6 +44,21 @@ TEST(Cli, TrainRefusesBadUsageBeforeAnyWork) {
   const auto data = run_resnet("train --model resnet18 --data /nonexistent --device cpu");
   EXPECT_EQ(data.exit_code, 1) << data.output;
   EXPECT_NE(data.output.find("/nonexistent: no such folder (--data)"), std::string::npos) << data.output;
+  // the recipe flags (issue 12): each bad value named with its flag, exit 2, before the data is read
+  const std::vector<std::pair<std::string, std::string>> recipe{
+      {"--crop-scale 0.9,0.5", "--crop-scale must be MIN,MAX with 0 < MIN <= MAX <= 1 (got 0.9,0.5)"},
+      {"--crop-scale 0.5", "--crop-scale must be MIN,MAX"},
+      {"--lr-schedule multistep", "--lr-schedule multistep needs --lr-milestones"},
+      {"--lr-schedule cosine2", "--lr-schedule must be constant, step, multistep, cosine or onecycle"},
+      {"--lr-schedule onecycle --warmup-epochs 1", "leave --warmup-epochs out"},
+      {"--nesterov --momentum 0", "--nesterov needs a --momentum above 0"},
+      {"--label-smoothing 2", "--label-smoothing must be between 0 and 1 (got 2)"},
+      {"--lr-scale-batch -1", "--lr-scale-batch must be at least 0"}};
+  for (const auto& [flags, message] : recipe) {
+    const auto r = run_resnet("train --model resnet18 --data /nonexistent --device cpu " + flags);
+    EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << flags << ": " << r.output;
+  }
   const auto missing = run_resnet("predict --model resnet18 --checkpoint /nonexistent/checkpoint.pth --image x.jpg");
   EXPECT_EQ(missing.exit_code, 1) << missing.output;
   EXPECT_NE(missing.output.find("/nonexistent/checkpoint.pth: no such checkpoint"), std::string::npos) << missing.output;

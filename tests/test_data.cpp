@@ -482,6 +482,29 @@ TEST(Transforms, CropBoxesFollowTorchvisionsDistribution) {
   }
 }
 
+TEST(Transforms, CropScaleBoundsTheCropsArea) {
+  // --crop-scale 0.5,0.9 on a 32x32 image: every crop sampled in range covers 0.5-0.9 of the
+  // area (up to rounding its sides to whole pixels); the default's range reaches far below 0.5.
+  std::mt19937_64 rng(5);
+  resnet::RandomResizedCropOptions crop;
+  crop.scale_min = 0.5;
+  crop.scale_max = 0.9;
+  double smallest = 1, largest = 0, smallest_default = 1;
+  for (int i = 0; i < 5000; ++i) {
+    const auto b = resnet::random_resized_crop_box(32, 32, rng, crop);
+    const double area = double(b.height * b.width) / (32 * 32);
+    if (b.height == 32 && b.width == 32) continue;  // the fallback (whole image) after 10 misses
+    smallest = std::min(smallest, area);
+    largest = std::max(largest, area);
+    const auto d = resnet::random_resized_crop_box(32, 32, rng);
+    smallest_default = std::min(smallest_default, double(d.height * d.width) / (32 * 32));
+  }
+  EXPECT_GE(smallest, 0.5 * 0.9);  // whole pixels: sqrt(target * ratio) rounded, both sides
+  EXPECT_LE(largest, 0.9 * 1.1);
+  EXPECT_LE(smallest, 0.55);
+  EXPECT_LE(smallest_default, 0.1);
+}
+
 TEST(Transforms, CudaGivesWhatTheCpuGives) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   const auto images = torch::randint(0, 256, {16, 3, 32, 32}, torch::kUInt8);

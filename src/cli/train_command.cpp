@@ -112,6 +112,10 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_flag("--nesterov", o->nesterov, "Nesterov momentum");
+  cmd->add_option("--crop-scale", o->crop_scale,
+                  "MIN,MAX: the share of an image's area a training crop covers (RandomResizedCrop's scale)")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_flag("--no-decay-bn-bias", o->no_decay_bn_bias, "no weight decay for batch norms and biases");
   cmd->add_option("--weight-decay,--weight_decay,--wd", o->weight_decay, "SGD weight decay")->capture_default_str();
   add_image_size_option(*cmd, o->image_size);

@@ -17,6 +17,7 @@
 #include <random>
 
 #include "data/dataset.h"
+#include "data/transforms.h"
 
 namespace resnet {
 
@@ -26,6 +27,7 @@ struct LoaderOptions {
   bool train = true;  // shuffle and the train transform; else in order with the test transform
   uint64_t seed = 0;
   int rank = 0, world_size = 1;  // this process's shard
+  RandomResizedCropOptions crop;  // the train transform's crop (--crop-scale)
 };
 
 struct Batch {

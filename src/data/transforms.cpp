@@ -113,14 +113,15 @@ namespace {
 
 // The train transform's geometry, image b's random numbers from `rng_of(b)`.
 template <typename RngOf>
-torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& rng_of, const torch::Tensor& into) {
+torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& rng_of, const torch::Tensor& into,
+                                   const RandomResizedCropOptions& crop) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
   std::bernoulli_distribution flip(0.5);
   Geometry g;
   for (int64_t b = 0; b < sizes.size(0); ++b) {
     std::mt19937_64& rng = rng_of(b);
-    const CropBox box = random_resized_crop_box(hw[2 * b], hw[2 * b + 1], rng);
+    const CropBox box = random_resized_crop_box(hw[2 * b], hw[2 * b + 1], rng, crop);
     const double sy = static_cast<double>(box.height) / size, sx = static_cast<double>(box.width) / size;
     g.add(box.top, sy, box.top, box.top + box.height - 1, box.left, sx, box.left, box.left + box.width - 1,
           flip(rng));
@@ -130,12 +131,13 @@ torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& 
 
 }  // namespace
 
-torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng, const torch::Tensor& into) {
-  return train_transform_with(batch, size, [&](int64_t) -> std::mt19937_64& { return rng; }, into);
+torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng, const torch::Tensor& into,
+                              const RandomResizedCropOptions& crop) {
+  return train_transform_with(batch, size, [&](int64_t) -> std::mt19937_64& { return rng; }, into, crop);
 }
 
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
-                              const torch::Tensor& into) {
+                              const torch::Tensor& into, const RandomResizedCropOptions& crop) {
   std::mt19937_64 rng;
   return train_transform_with(
       batch, size,
@@ -143,7 +145,7 @@ torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::ve
         rng.seed(seeds.at(static_cast<size_t>(b)));
         return rng;
       },
-      into);
+      into, crop);
 }
 
 torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into) {

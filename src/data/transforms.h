@@ -50,12 +50,12 @@ CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resi
 // The crops and flips come from `rng`. Written into `into` (and `into` returned) where it is a
 // float tensor of that shape on that device, in any memory format; else into a new tensor.
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng,
-                              const torch::Tensor& into = {});
+                              const torch::Tensor& into = {}, const RandomResizedCropOptions& crop = {});
 
 // The same with image b's crop and flip drawn from its own generator, seeded with seeds[b]: an
 // image's augmentation then depends on its seed alone, not on the batch it comes in.
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
-                              const torch::Tensor& into = {});
+                              const torch::Tensor& into = {}, const RandomResizedCropOptions& crop = {});
 
 // Test transform: Resize(256 * size / 224) + CenterCrop(size) + normalisation; `into` as above.
 torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into = {});

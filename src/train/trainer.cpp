@@ -45,7 +45,7 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 // Settings that must match for a resumed run to continue the same computation.
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
                              "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
-                             "label_smoothing", "nesterov", "no_decay_bn_bias"};
+                             "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
 std::string describe_schedule(const TrainOptions& o, double base_lr, int world) {
@@ -254,9 +254,11 @@ void Run::open_data() {
     throw InputError(path + ": the train and test splits have different classes");
   const int rank = group ? group->rank() : 0;
   train_loader = std::make_unique<Loader>(
-      train_source, LoaderOptions{o.batch_size, o.image_size, true, o.seed, rank, world()}, device);
+      train_source,
+      LoaderOptions{o.batch_size, o.image_size, true, o.seed, rank, world(), {o.crop_scale[0], o.crop_scale[1]}},
+      device);
   test_loader = std::make_unique<Loader>(
-      test_source, LoaderOptions{o.batch_size, o.image_size, false, o.seed, rank, world()}, device);
+      test_source, LoaderOptions{o.batch_size, o.image_size, false, o.seed, rank, world(), {}}, device);
 }
 
 void Run::build_model() {
@@ -319,6 +321,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   if (!saved.settings.contains("label_smoothing")) saved.settings["label_smoothing"] = 0.0;
   for (const char* flag : {"nesterov", "no_decay_bn_bias"})
     if (!saved.settings.contains(flag)) saved.settings[flag] = false;
+  if (!saved.settings.contains("crop_scale")) saved.settings["crop_scale"] = {0.08, 1.0};
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -532,6 +535,11 @@ void validate(const TrainOptions& o) {
   }
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
   if (o.nesterov && o.momentum == 0) throw UsageError("--nesterov needs a --momentum above 0");
+  if (o.crop_scale.size() != 2 || !(o.crop_scale[0] > 0 && o.crop_scale[0] <= o.crop_scale[1] && o.crop_scale[1] <= 1)) {
+    std::ostringstream got;
+    for (size_t i = 0; i < o.crop_scale.size(); ++i) got << (i ? "," : "") << o.crop_scale[i];
+    throw UsageError("--crop-scale must be MIN,MAX with 0 < MIN <= MAX <= 1 (got " + got.str() + ")");
+  }
   check_schedule(o.schedule);
   require_at_least(o.lr_scale_batch, 0, "--lr-scale-batch");
   if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1)) {
@@ -557,6 +565,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"label_smoothing", o.label_smoothing},
           {"nesterov", o.nesterov},
           {"no_decay_bn_bias", o.no_decay_bn_bias},
+          {"crop_scale", o.crop_scale},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
           {"cuda_graphs", o.cuda_graphs},

@@ -8,6 +8,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -35,6 +36,8 @@ struct TrainOptions {
   double label_smoothing = 0;  // of the training loss (the test loss stays plain cross-entropy)
   bool nesterov = false;          // Nesterov momentum
   bool no_decay_bn_bias = false;  // no weight decay for batch norms and biases (1-D parameters)
+  // RandomResizedCrop's scale range (share of the image's area a training crop covers)
+  std::vector<double> crop_scale{0.08, 1.0};
   int64_t image_size = 224;
   uint64_t seed = 0;
   std::string amp = "auto";            // bf16 | fp16 | off | auto (bf16 on CUDA, off on the CPU)
