@@ -10,6 +10,7 @@
 #include "io/torch_save.h"
 #include "models/registry.h"
 #include "train/checkpoint.h"
+#include "train/ema.h"
 #include "train/evaluate.h"
 #include "train/sgd.h"
 #include "test_util.h"
@@ -91,6 +92,42 @@ TEST(Sgd, NesterovAndNoDecayGroupsMatchTorchOptimSgd) {
 TEST(Sgd, NesterovAndNoDecayGroupsOnTheGpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   check_nesterov_and_groups(torch::Device(torch::kCUDA, 0));
+}
+
+TEST(Ema, UpdateFollowsItsFormulaAndSwapRestores) {
+  torch::manual_seed(1);
+  auto model = resnet::create_model("resnet18", 10);
+  const auto before = resnet::state_dict(*model);
+  std::vector<torch::Tensor> start;
+  for (const auto& [name, t] : before) start.push_back(t.clone());
+  resnet::Ema ema(*model, 0.9);
+  {
+    torch::NoGradGuard no_grad;  // "a step": every weight moves, the batch counter too
+    for (const auto& [name, t] : resnet::state_dict(*model)) {
+      if (t.is_floating_point()) {
+        t.add_(torch::randn_like(t));
+      } else {
+        t.add_(3);
+      }
+    }
+  }
+  ema.update(*model);
+  const auto now = resnet::state_dict(*model);
+  const auto avg = ema.named();
+  ASSERT_EQ(avg.size(), now.size());
+  for (size_t i = 0; i < avg.size(); ++i) {
+    EXPECT_EQ(avg[i].first, now[i].first);
+    const auto want = now[i].second.is_floating_point() ? 0.9 * start[i] + 0.1 * now[i].second : now[i].second;
+    EXPECT_LE(resnet::test::relative_error(avg[i].second, want), 1e-6) << avg[i].first;
+  }
+  {
+    resnet::Ema::Swap swap(ema, *model);
+    const auto swapped = resnet::state_dict(*model);
+    for (size_t i = 0; i < avg.size(); ++i) EXPECT_TRUE(torch::equal(swapped[i].second, avg[i].second)) << avg[i].first;
+  }
+  const auto back = resnet::state_dict(*model);
+  for (size_t i = 0; i < back.size(); ++i) EXPECT_TRUE(torch::equal(back[i].second, now[i].second)) << back[i].first;
+  EXPECT_THROW(resnet::Ema(*model, 1.0), resnet::UsageError);
 }
 
 TEST(Evaluate, CountsTopOneTopFiveAndPerClass) {

@@ -85,7 +85,8 @@ try:
 
     # A schedule (half an epoch of warm-up, then cosine) stopped at step 13 and resumed: the same
     # rates and the same bits as never stopped, and the rates PyTorch's schedulers give.
-    sched = ['--lr', '0.05', '--lr-schedule', 'cosine', '--warmup-epochs', '0.5', '--min-lr', '0.0001']
+    sched = ['--lr', '0.05', '--lr-schedule', 'cosine', '--warmup-epochs', '0.5', '--min-lr', '0.0001',
+             '--ema-decay', '0.9']
     c_dir, d_dir = os.path.join(tmp, 'c'), os.path.join(tmp, 'd')
     rc_c, out_c = run('train', *common, *sched, '--epochs', '2', '--checkpoint-dir', c_dir)
     rc_d1, out_d1 = run('train', *common, *sched, '--epochs', '2', '--checkpoint-dir', d_dir, '--max-steps', '13')
@@ -95,8 +96,13 @@ try:
           'the schedule is said at the start: ' + next((l for l in out_c.splitlines() if 'Learning rate' in l), ''))
     rc_ = torch.load(os.path.join(c_dir, 'resnet18', 'resume.pt'))
     rd = torch.load(os.path.join(d_dir, 'resnet18', 'resume.pt'))
-    differ = [k for k in keys if not torch.equal(rc_[k], rd[k])]
-    check(not differ, f'the resumed scheduled run equals the unbroken one bitwise (differ: {differ[:5]})')
+    ema_keys = [k for k in rc_ if k.startswith('ema.')]
+    differ = [k for k in keys + ema_keys if not torch.equal(rc_[k], rd[k])]
+    check(len(ema_keys) > 100 and not differ,
+          f'the resumed scheduled run equals the unbroken one bitwise, its weights\' average too '
+          f'({len(ema_keys)} ema tensors; differ: {differ[:5]})')
+    moved = [k for k in ema_keys if rc_[k].is_floating_point() and not torch.equal(rc_[k], rc_['model.' + k[4:]])]
+    check(len(moved) > 50, f'the average differs from the weights ({len(moved)} tensors)')
     lr_c = [float(r.split(',')[7]) for r in open(os.path.join(c_dir, 'resnet18', 'metrics.csv')).read().splitlines()[1:]]
     lr_d = [float(r.split(',')[7]) for r in open(os.path.join(d_dir, 'resnet18', 'metrics.csv')).read().splitlines()[1:]]
     p = [torch.nn.Parameter(torch.zeros(1))]

@@ -112,6 +112,10 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_flag("--nesterov", o->nesterov, "Nesterov momentum");
+  cmd->add_option("--ema-decay", o->ema_decay,
+                  "keep a moving average of the weights with this decay per step (e.g. 0.999; 0: none); the "
+                  "per-epoch test and checkpoint.pth use it")
+      ->capture_default_str();
   cmd->add_option("--crop-scale", o->crop_scale,
                   "MIN,MAX: the share of an image's area a training crop covers (RandomResizedCrop's scale)")
       ->delimiter(',')

@@ -43,7 +43,8 @@ fs::path json_beside(const std::string& checkpoint_path) {
 
 }  // namespace
 
-void save_resume(const std::string& path, const TrainState& s, const Classifier& model, Sgd& optimizer) {
+void save_resume(const std::string& path, const TrainState& s, const Classifier& model, Sgd& optimizer,
+                 const NamedTensors& extra) {
   SaveEntries e = {{"format_version", kResumeFormatVersion},
                    {"arch", model.arch()},
                    {"num_classes", model.num_classes()},
@@ -61,6 +62,7 @@ void save_resume(const std::string& path, const TrainState& s, const Classifier&
   auto& buffers = optimizer.momentum_buffers();
   for (size_t i = 0; i < params.size(); ++i)
     if (buffers[i].defined()) e.emplace_back("momentum." + params[i].key(), buffers[i]);
+  for (const auto& [name, tensor] : extra) e.emplace_back(name, tensor);
   e.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
 #ifdef RESNET_WITH_CUDA
   for (int64_t d = 0; d < static_cast<int64_t>(torch::cuda::device_count()); ++d)
@@ -96,6 +98,13 @@ TrainState ResumeFile::state() const {
   s.settings = nlohmann::json::parse(need("settings").toStringRef());
   s.classes = split_lines(need("classes").toStringRef());
   return s;
+}
+
+NamedTensors ResumeFile::tensors_with_prefix(const std::string& prefix) const {
+  NamedTensors out;
+  for (const auto& [key, value] : entries_)
+    if (key.rfind(prefix, 0) == 0 && value.isTensor()) out.emplace_back(key.substr(prefix.size()), value.toTensor());
+  return out;
 }
 
 TrainState ResumeFile::restore(Classifier& model, Sgd& optimizer) const {

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "io/torch_save.h"
 #include "models/classifier.h"
 #include "train/sgd.h"
 
@@ -38,7 +39,9 @@ struct TrainState {
   std::vector<std::string> classes;
 };
 
-void save_resume(const std::string& path, const TrainState& state, const Classifier& model, Sgd& optimizer);
+// `extra`: more tensors to keep under their own names (the weights' moving average, "ema.*").
+void save_resume(const std::string& path, const TrainState& state, const Classifier& model, Sgd& optimizer,
+                 const NamedTensors& extra = {});
 
 // resume.pt, read once: the run's progress and settings (state(), without a model), then the
 // model's weights, the momentum buffers and the RNG states (restore()). InputError naming the file
@@ -49,6 +52,8 @@ class ResumeFile {
   explicit ResumeFile(const std::string& path);
   TrainState state() const;
   TrainState restore(Classifier& model, Sgd& optimizer) const;
+  // The tensors whose names start with `prefix`, the prefix taken off (save_resume's `extra`).
+  NamedTensors tensors_with_prefix(const std::string& prefix) const;
 
  private:
   const c10::IValue& need(const std::string& key) const;

@@ -24,6 +24,7 @@
 #include "io/state_dict.h"
 #include "models/registry.h"
 #include "train/checkpoint.h"
+#include "train/ema.h"
 #include "train/evaluate.h"
 #include "train/inference.h"
 #include "train/metrics.h"
@@ -45,7 +46,7 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 // Settings that must match for a resumed run to continue the same computation.
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
                              "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
-                             "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale"};
+                             "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "ema_decay"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
 std::string describe_schedule(const TrainOptions& o, double base_lr, int world) {
@@ -130,6 +131,7 @@ struct Run {
   std::shared_ptr<Classifier> model;
   std::unique_ptr<Sgd> optimizer;
   std::unique_ptr<LrSchedule> schedule;
+  std::unique_ptr<Ema> ema;  // --ema-decay
   std::unique_ptr<TrainStep> step;
   std::unique_ptr<EvalStep> eval_step;
   std::unique_ptr<Loader> train_loader, test_loader;
@@ -294,6 +296,7 @@ void Run::build_model() {
   std::vector<bool> decay;
   for (const auto& p : model->parameters()) decay.push_back(!o.no_decay_bn_bias || p.dim() > 1);
   optimizer = std::make_unique<Sgd>(model->parameters(), sgd, decay);
+  if (o.ema_decay > 0) ema = std::make_unique<Ema>(*model, o.ema_decay);
   schedule = std::make_unique<LrSchedule>(o.schedule, base_lr, train_loader->batches_per_epoch(), o.epochs);
   if (o.lr_scale_batch > 0 || schedule->varies()) reporter.message(describe_schedule(o, base_lr, world()));
   step = std::make_unique<TrainStep>(*model, *optimizer, step_options, device);
@@ -314,6 +317,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
     return;
   }
   TrainState saved = resume->restore(*model, *optimizer);
+  if (ema) ema->load(resume->tensors_with_prefix("ema."), resume_path);
   // settings older resume.pt files lack: what those runs did
   if (!saved.settings.contains("freeze_backbone")) saved.settings["freeze_backbone"] = false;
   if (!saved.settings.contains("lr_schedule")) saved.settings["lr_schedule"] = to_json(ScheduleOptions{}, o.epochs);
@@ -322,6 +326,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   for (const char* flag : {"nesterov", "no_decay_bn_bias"})
     if (!saved.settings.contains(flag)) saved.settings[flag] = false;
   if (!saved.settings.contains("crop_scale")) saved.settings["crop_scale"] = {0.08, 1.0};
+  if (!saved.settings.contains("ema_decay")) saved.settings["ema_decay"] = 0.0;
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -405,7 +410,10 @@ void Run::save() {
   saved_step = state.step;
   if (!lead()) return;
   std::tie(state.loss_scale, state.loss_scale_growth) = step->loss_scale_state();
-  save_resume(resume_path, state, *model, *optimizer);
+  NamedTensors extra;
+  if (ema)
+    for (const auto& [name, t] : ema->named()) extra.emplace_back("ema." + name, t);
+  save_resume(resume_path, state, *model, *optimizer, extra);
 }
 
 bool Run::run_epoch(int64_t epoch) {
@@ -430,6 +438,7 @@ bool Run::run_epoch(int64_t epoch) {
       optimizer->set_learning_rate(schedule->at(epoch * train_loader->batches_per_epoch() + state.batch));
     // Profiled steps run eagerly: a graph replay would show as one opaque launch.
     const auto loss = step->run(batch->images, batch->labels, /*eager=*/profiler != nullptr);
+    if (ema) ema->update(*model);
     report.images_seen = state.batch * o.batch_size * world();
     const int64_t b = state.batch++;
     ++state.step;
@@ -482,15 +491,20 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   e.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch));
   e.seconds = seconds;
   e.img_per_s = static_cast<double>(images) / seconds;
-  e.test = evaluate(*eval_step, *test_loader, group.get());
   state.epoch = epoch + 1;
   state.batch = 0;
   state.epoch_loss_sum = 0;
-  if (e.test.accuracy > state.best_accuracy) {
-    state.best_accuracy = e.test.accuracy;
-    if (o.save_model && lead())
-      save_best_model(dir.string(), *model,
-                      {o.model, train_source->classes(), o.image_size, e.test.accuracy, state.epoch});
+  {
+    // with --ema-decay the averaged weights are tested and kept as the best model
+    std::optional<Ema::Swap> averaged;
+    if (ema) averaged.emplace(*ema, *model);
+    e.test = evaluate(*eval_step, *test_loader, group.get());
+    if (e.test.accuracy > state.best_accuracy) {
+      state.best_accuracy = e.test.accuracy;
+      if (o.save_model && lead())
+        save_best_model(dir.string(), *model,
+                        {o.model, train_source->classes(), o.image_size, e.test.accuracy, state.epoch});
+    }
   }
   e.best_accuracy = state.best_accuracy;
   reporter.epoch_end(e);
@@ -535,6 +549,11 @@ void validate(const TrainOptions& o) {
   }
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
   if (o.nesterov && o.momentum == 0) throw UsageError("--nesterov needs a --momentum above 0");
+  if (!(o.ema_decay >= 0 && o.ema_decay < 1)) {
+    std::ostringstream got;
+    got << o.ema_decay;
+    throw UsageError("--ema-decay must be at least 0 and below 1 (got " + got.str() + ")");
+  }
   if (o.crop_scale.size() != 2 || !(o.crop_scale[0] > 0 && o.crop_scale[0] <= o.crop_scale[1] && o.crop_scale[1] <= 1)) {
     std::ostringstream got;
     for (size_t i = 0; i < o.crop_scale.size(); ++i) got << (i ? "," : "") << o.crop_scale[i];
@@ -566,6 +585,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"nesterov", o.nesterov},
           {"no_decay_bn_bias", o.no_decay_bn_bias},
           {"crop_scale", o.crop_scale},
+          {"ema_decay", o.ema_decay},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
           {"cuda_graphs", o.cuda_graphs},

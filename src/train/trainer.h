@@ -38,6 +38,9 @@ struct TrainOptions {
   bool no_decay_bn_bias = false;  // no weight decay for batch norms and biases (1-D parameters)
   // RandomResizedCrop's scale range (share of the image's area a training crop covers)
   std::vector<double> crop_scale{0.08, 1.0};
+  // A moving average of the weights, updated every step with this decay (0: none); the per-epoch
+  // test and checkpoint.pth then use it.
+  double ema_decay = 0;
   int64_t image_size = 224;
   uint64_t seed = 0;
   std::string amp = "auto";            // bf16 | fp16 | off | auto (bf16 on CUDA, off on the CPU)
