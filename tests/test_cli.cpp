@@ -402,6 +402,25 @@ TEST(CliFirstContact, ASecondRunOfAFinishedTrainingSaysSoAtOnce) {
   EXPECT_FALSE(contains(r.output, "Training resnet18")) << r.output;
 }
 
+TEST(CliFirstContact, TargetAccuracyStopsTrainingAndASecondRunSaysSo) {
+  // 1% top-1 on the sample is reached after the first epoch: the run stops there (of 3), says
+  // when, and a second run says the target is reached without training.
+  resnet::test::TempDir tmp;
+  const std::string flags = "train --model resnet18 --data " + kSample +
+                            " --image-size 32 --epochs 3 -b 100 --device cpu --target-accuracy 1 --checkpoint-dir " +
+                            tmp.path().string();
+  const auto r = run_resnet(flags);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "Reached --target-accuracy 1% (test top-1 ")) << r.output;
+  EXPECT_TRUE(contains(r.output, "after epoch 1, ")) << r.output;
+  EXPECT_FALSE(contains(r.output, "Epoch 2")) << r.output;
+  const auto again = run_resnet(flags);
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_TRUE(contains(again.output, "Training reached --target-accuracy 1% (best accuracy ")) << again.output;
+  EXPECT_FALSE(contains(again.output, "Epoch 2")) << again.output;
+  EXPECT_EQ(run_resnet("train --model resnet18 --data /nonexistent --device cpu --target-accuracy 101").exit_code, 2);
+}
+
 TEST(CliCuda, TrainWarmsUpBesideTheDataThenGraphsTheStep) {
   // On CUDA, train runs one throwaway step (cuDNN autotuning, kernel loading) while the data is
   // read, says how long each took, and then trains as before: graphed, both epochs finished.

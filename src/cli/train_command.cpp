@@ -112,6 +112,9 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_flag("--nesterov", o->nesterov, "Nesterov momentum");
+  cmd->add_option("--target-accuracy", o->target_accuracy,
+                  "stop after the first epoch whose test top-1 reaches this percentage (0: all --epochs)")
+      ->capture_default_str();
   cmd->add_option("--ema-decay", o->ema_decay,
                   "keep a moving average of the weights with this decay per step (e.g. 0.999; 0: none); the "
                   "per-epoch test and checkpoint.pth use it")

@@ -513,10 +513,22 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
 }
 
 // Whether resume.pt's run already reached --epochs; if so, says it.
+bool reached_target(const TrainState& s, const TrainOptions& o) {
+  return o.target_accuracy > 0 && s.epoch > 0 && s.batch == 0 && 100.0 * s.best_accuracy >= o.target_accuracy;
+}
+
 bool report_if_complete(const TrainState& s, const TrainOptions& o, TrainReporter& reporter) {
-  if (s.epoch < o.epochs) return false;
   char best[32];
   std::snprintf(best, sizeof best, "%.4f", s.best_accuracy);
+  if (reached_target(s, o)) {
+    char target[32];
+    std::snprintf(target, sizeof target, "%g", o.target_accuracy);
+    reporter.message("Training reached --target-accuracy " + std::string(target) + "% (best accuracy " + best +
+                     " after " + std::to_string(s.epoch) + " epochs); pass a higher one to go on, or --restart to "
+                     "start over");
+    return true;
+  }
+  if (s.epoch < o.epochs) return false;
   reporter.message("Training is complete (" + std::to_string(s.epoch) + " epochs, best accuracy " + best +
                    "); pass a larger --epochs to go on, or --restart to start over");
   return true;
@@ -549,6 +561,11 @@ void validate(const TrainOptions& o) {
   }
   check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
   if (o.nesterov && o.momentum == 0) throw UsageError("--nesterov needs a --momentum above 0");
+  if (!(o.target_accuracy >= 0 && o.target_accuracy <= 100)) {
+    std::ostringstream got;
+    got << o.target_accuracy;
+    throw UsageError("--target-accuracy must be a percentage between 0 and 100 (got " + got.str() + ")");
+  }
   if (!(o.ema_decay >= 0 && o.ema_decay < 1)) {
     std::ostringstream got;
     got << o.ema_decay;
@@ -599,6 +616,7 @@ nlohmann::json to_json(const TrainOptions& o) {
 void request_stop(int signal_number) { g_stop_signal = signal_number; }
 
 double train(const TrainOptions& o, TrainReporter& reporter) {
+  const auto started = Clock::now();
   validate(o);
   create_model(o.model, 1);  // an unknown --model fails before any data work
   // Read once, before any data work: a run that already reached --epochs is reported at once.
@@ -648,8 +666,17 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
                                     (o.sync_bn ? ", synchronised batch norm" : "")
                               : ""));
   run.model->train();
-  for (int64_t epoch = run.state.epoch; epoch < o.epochs; ++epoch)
+  for (int64_t epoch = run.state.epoch; epoch < o.epochs; ++epoch) {
     if (!run.run_epoch(epoch)) break;
+    if (reached_target(run.state, o)) {
+      char line[200];
+      std::snprintf(line, sizeof line, "Reached --target-accuracy %g%% (test top-1 %.2f%%) after epoch %lld, %.1f s after the start",
+                    o.target_accuracy, 100.0 * run.state.best_accuracy, static_cast<long long>(epoch + 1),
+                    seconds_since(started));
+      run.reporter.message(line);
+      break;
+    }
+  }
   if (run.step_options.cuda_graphs) run.reporter.message("Training step: " + run.step->describe());
   run.check_replicas();
   return run.state.best_accuracy;

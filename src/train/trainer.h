@@ -41,6 +41,8 @@ struct TrainOptions {
   // A moving average of the weights, updated every step with this decay (0: none); the per-epoch
   // test and checkpoint.pth then use it.
   double ema_decay = 0;
+  // Stop after the first epoch whose test top-1 reaches this percentage (0: train all --epochs).
+  double target_accuracy = 0;
   int64_t image_size = 224;
   uint64_t seed = 0;
   std::string amp = "auto";            // bf16 | fp16 | off | auto (bf16 on CUDA, off on the CPU)
