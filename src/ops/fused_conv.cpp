@@ -120,6 +120,12 @@ std::shared_ptr<fe::graph::Graph> new_graph(fe::DataType_t intermediate = fe::Da
   return g;
 }
 
+// A convolution's padding, stride and dilation in cudnn-frontend's attributes (fprop, dgrad, wgrad).
+template <typename Attributes>
+Attributes geometry(ConvGeometry g) {
+  return Attributes().set_padding({g.padding, g.padding}).set_stride({g.stride, g.stride}).set_dilation({1, 1});
+}
+
 // relu(x * scale + shift), the previous batch norm applied in the prologue.
 Attr normalise(fe::graph::Graph& g, const Attr& x, int64_t C, fe::DataType_t type) {
   auto scale = channel_tensor(g, kScale, "scale", C, type);
@@ -223,9 +229,14 @@ std::vector<int64_t> conv_out(at::IntArrayRef x, at::IntArrayRef w, ConvGeometry
   return {x[0], w[0], (x[2] + 2 * g.padding - w[2]) / g.stride + 1, (x[3] + 2 * g.padding - w[3]) / g.stride + 1};
 }
 
-// The prologue's scale and shift as the graph wants them (fp16 where it took no fp32 ones).
-torch::Tensor prologue_params(const Graph& graph, const InputNorm& in) {
-  return graph.half_params ? in.scale_shift.to(at::kHalf) : in.scale_shift;
+// Points the graph's scale and shift at the prologue's (fp16 copies where cuDNN took no fp32
+// ones; returned, to live until the graph has run).
+torch::Tensor bind_prologue(const Graph& graph, const InputNorm& in, int64_t channels,
+                            std::unordered_map<int64_t, void*>& pointers) {
+  torch::Tensor params = graph.half_params ? in.scale_shift.to(at::kHalf) : in.scale_shift;
+  pointers[kScale] = params.data_ptr();
+  pointers[kShift] = static_cast<char*>(params.data_ptr()) + channels * params.element_size();
+  return params;
 }
 
 }  // namespace
@@ -266,10 +277,7 @@ ConvStats conv_stats(const torch::Tensor& x, const torch::Tensor& w, const Input
       Attr X = tensor(g, kX, "x", xd), W = tensor(g, kW, "w", wd);
       Attr input = prologue ? normalise(g, X, xd[1], half_params ? fe::DataType_t::HALF : fe::DataType_t::FLOAT) : X;
       Attr Y = g.conv_fprop(input, W,
-                            fe::graph::Conv_fprop_attributes()
-                                .set_padding({geo.padding, geo.padding})
-                                .set_stride({geo.stride, geo.stride})
-                                .set_dilation({1, 1}));
+                            geometry<fe::graph::Conv_fprop_attributes>(geo));
       set_output(Y, kY, yd, fe::DataType_t::HALF);
       auto [sum, sq] = g.genstats(Y, fe::graph::Genstats_attributes());
       set_output(sum, kSum, {1, yd[1], 1, 1}, fe::DataType_t::FLOAT);
@@ -285,16 +293,12 @@ ConvStats conv_stats(const torch::Tensor& x, const torch::Tensor& w, const Input
   ConvStats r;
   r.y = at::empty(yd, x.options(), at::MemoryFormat::ChannelsLast);
   r.sums = at::empty({2 * yd[1]}, x.options().dtype(at::kFloat));
-  torch::Tensor params = prologue ? prologue_params(graph, in) : torch::Tensor();
   std::unordered_map<int64_t, void*> p{{kX, x.data_ptr()},
                                        {kW, w.data_ptr()},
                                        {kY, r.y.data_ptr()},
                                        {kSum, r.sums.data_ptr()},
                                        {kSqSum, static_cast<float*>(r.sums.data_ptr()) + yd[1]}};
-  if (prologue) {
-    p[kScale] = params.data_ptr();
-    p[kShift] = static_cast<char*>(params.data_ptr()) + xd[1] * params.element_size();
-  }
+  const torch::Tensor params = prologue ? bind_prologue(graph, in, xd[1], p) : torch::Tensor();
   run("resnet::conv_fprop_stats", graph, handle, p, x, k);
   return r;
 }
@@ -319,10 +323,7 @@ DgradNorm dgrad_relu_bn(const torch::Tensor& dy, const torch::Tensor& w, const t
     using P = fe::graph::Pointwise_attributes;
     Attr DY = tensor(g, kDy, "dy", dyd), W = tensor(g, kW, "w", wd), X = tensor(g, kX, "x", xd);
     Attr dgrad_out = g.conv_dgrad(DY, W,
-                                  fe::graph::Conv_dgrad_attributes()
-                                      .set_padding({geo.padding, geo.padding})
-                                      .set_stride({geo.stride, geo.stride})
-                                      .set_dilation({1, 1}));
+                                  geometry<fe::graph::Conv_dgrad_attributes>(geo));
     dgrad_out->set_dim(xd).set_stride(nhwc_strides(xd));
     Attr M = channel_tensor(g, kMean, "mean", C, fe::DataType_t::FLOAT);
     Attr V = channel_tensor(g, kInvstd, "invstd", C, fe::DataType_t::FLOAT);
@@ -394,10 +395,7 @@ torch::Tensor dgrad(const torch::Tensor& dy, const torch::Tensor& w, at::IntArra
       using P = fe::graph::Pointwise_attributes;
       Attr DY = tensor(g, kDy, "dy", dyd), W = tensor(g, kW, "w", wd);
       Attr DX = g.conv_dgrad(DY, W,
-                             fe::graph::Conv_dgrad_attributes()
-                                 .set_padding({geo.padding, geo.padding})
-                                 .set_stride({geo.stride, geo.stride})
-                                 .set_dilation({1, 1}));
+                             geometry<fe::graph::Conv_dgrad_attributes>(geo));
       if (fuse_add || fuse_mask) DX->set_dim(xd).set_stride(nhwc_strides(xd));
       if (fuse_add) DX = g.pointwise(DX, tensor(g, kAddend, "addend", xd), P().set_mode(fe::PointwiseMode_t::ADD));
       if (fuse_mask) DX = g.pointwise(DX, tensor(g, kMaskBy, "mask", xd), P().set_mode(fe::PointwiseMode_t::RELU_BWD));
@@ -444,10 +442,7 @@ torch::Tensor wgrad(const torch::Tensor& dy, const torch::Tensor& x, const Input
       Attr DY = tensor(g, kDy, "dy", dyd), X = tensor(g, kX, "x", xd);
       Attr input = prologue ? normalise(g, X, xd[1], half_params ? fe::DataType_t::HALF : fe::DataType_t::FLOAT) : X;
       Attr DW = g.conv_wgrad(DY, input,
-                             fe::graph::Conv_wgrad_attributes()
-                                 .set_padding({geo.padding, geo.padding})
-                                 .set_stride({geo.stride, geo.stride})
-                                 .set_dilation({1, 1}));
+                             geometry<fe::graph::Conv_wgrad_attributes>(geo));
       set_output(DW, kDw, wd, fe::DataType_t::HALF);
       return out;
     };
@@ -456,12 +451,8 @@ torch::Tensor wgrad(const torch::Tensor& dy, const torch::Tensor& x, const Input
   const std::string k = key("wgrad", x.sizes(), w_sizes, geo, prologue);
   const Graph& graph = cache().get(k, handle, variants);
   torch::Tensor dw = at::empty(wd, x.options(), at::MemoryFormat::ChannelsLast);
-  torch::Tensor params = prologue ? prologue_params(graph, in) : torch::Tensor();
   std::unordered_map<int64_t, void*> p{{kDy, dy.data_ptr()}, {kX, x.data_ptr()}, {kDw, dw.data_ptr()}};
-  if (prologue) {
-    p[kScale] = params.data_ptr();
-    p[kShift] = static_cast<char*>(params.data_ptr()) + xd[1] * params.element_size();
-  }
+  const torch::Tensor params = prologue ? bind_prologue(graph, in, xd[1], p) : torch::Tensor();
   run("resnet::conv_wgrad", graph, handle, p, x, k);
   return dw;
 }
