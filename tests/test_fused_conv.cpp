@@ -117,27 +117,27 @@ TEST(FusedBottleneck, MatchesTheFp32BlockForwardAndBackward) {
     amp.dx *= mask;
     block->mode.fused = true;
     for (const bool masked : {false, true}) {
-    SCOPED_TRACE(masked ? "output gradient masked by the next block" : "output gradient as it comes");
-    block->output_grad_masked = masked;
-    const Outcome got = run(block, x16, g, masked);
+      SCOPED_TRACE(masked ? "output gradient masked by the next block" : "output gradient as it comes");
+      block->output_grad_masked = masked;
+      const Outcome got = run(block, x16, g, masked);
 
-    auto check = [&](const std::string& what, const torch::Tensor& ours, const torch::Tensor& aten,
-                     const torch::Tensor& ref) {
-      const double e = relative_error(ours, ref), e_amp = relative_error(aten, ref);
-      std::cout << "  " << what << ": fused " << e << ", autocast fp16 " << e_amp << "\n";
-      EXPECT_LE(e, std::max(2 * e_amp, 5e-3)) << what << " (autocast fp16: " << e_amp << ")";
-    };
-    EXPECT_EQ(got.out.sizes(), want.out.sizes());
-    check("output", got.out, amp.out, want.out);
-    check("input gradient", got.dx, amp.dx, want.dx);
-    for (const auto& [name, w] : want.grads) check(name + " gradient", got.grads.at(name), amp.grads.at(name), w);
-    for (const auto& [name, w] : want.buffers) {
-      if (name.find("num_batches_tracked") != std::string::npos) {
-        EXPECT_TRUE(torch::equal(got.buffers.at(name), w)) << name;
-      } else {
-        check(name, got.buffers.at(name), amp.buffers.at(name), w);
+      auto check = [&](const std::string& what, const torch::Tensor& ours, const torch::Tensor& aten,
+                       const torch::Tensor& ref) {
+        const double e = relative_error(ours, ref), e_amp = relative_error(aten, ref);
+        std::cout << "  " << what << ": fused " << e << ", autocast fp16 " << e_amp << "\n";
+        EXPECT_LE(e, std::max(2 * e_amp, 5e-3)) << what << " (autocast fp16: " << e_amp << ")";
+      };
+      EXPECT_EQ(got.out.sizes(), want.out.sizes());
+      check("output", got.out, amp.out, want.out);
+      check("input gradient", got.dx, amp.dx, want.dx);
+      for (const auto& [name, w] : want.grads) check(name + " gradient", got.grads.at(name), amp.grads.at(name), w);
+      for (const auto& [name, w] : want.buffers) {
+        if (name.find("num_batches_tracked") != std::string::npos) {
+          EXPECT_TRUE(torch::equal(got.buffers.at(name), w)) << name;
+        } else {
+          check(name, got.buffers.at(name), amp.buffers.at(name), w);
+        }
       }
-    }
     }
   }
   at::globalContext().setAllowTF32CuDNN(tf32);
