@@ -111,7 +111,7 @@ TEST(Ema, UpdateFollowsItsFormulaAndSwapRestores) {
       }
     }
   }
-  ema.update(*model);
+  ema.update();
   const auto now = resnet::state_dict(*model);
   const auto avg = ema.named();
   ASSERT_EQ(avg.size(), now.size());

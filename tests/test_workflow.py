@@ -119,6 +119,15 @@ try:
     want = [torch_lr[steps - 1], torch_lr[2 * steps - 1]]  # the rate of each epoch's last step
     check(lr_c == lr_d and all(abs(a - b) <= 1e-5 * b for a, b in zip(lr_c, want)),
           f'metrics.csv has the rates of PyTorch\'s LinearLR + CosineAnnealingLR: {lr_c} {lr_d} {want}')
+    # Fine-tuning with an average: it starts from the weights read (--weights), not the random ones.
+    f_dir = os.path.join(tmp, 'f')
+    best = os.path.join(d, 'checkpoint.pth')
+    rc_f, out_f = run('train', *common, '--weights', best, '--ema-decay', '0.99', '--max-steps', '1',
+                      '--checkpoint-dir', f_dir)
+    rf = torch.load(os.path.join(f_dir, 'resnet18', 'resume.pt'))
+    start = torch.load(best)
+    gap = max(((rf['ema.' + k] - v).norm() / v.norm()).item() for k, v in start.items() if v.is_floating_point() and v.norm() > 0)
+    check(rc_f == 0 and gap < 1e-2, f'the average starts from --weights (largest relative gap after one step: {gap:.2e})')
     rc_e, out_e = run('train', *common, '--lr', '0.05', '--lr-schedule', 'step', '--epochs', '3', '--checkpoint-dir', d_dir)
     check(rc_e == 2 and 'lr_schedule' in out_e and '--restart' in out_e,
           'another schedule does not resume the run: ' + out_e.strip().splitlines()[-1])

@@ -5,7 +5,6 @@
 
 #include "ops/batch_norm_act.h"
 #include "ops/fused_bottleneck.h"
-#include "ops/fused_conv.h"
 
 namespace resnet {
 namespace {
@@ -95,7 +94,6 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride,
 
 std::optional<BottleneckParams> BottleneckImpl::fused_params() {
   if (!mode.fused || mode.replace || conv2->options.groups() != 1) return std::nullopt;
-  if (!fused::fused_conv_supported(conv1->weight.device())) return std::nullopt;
   auto b1 = batch_stats_params(bn1), b2 = batch_stats_params(bn2), b3 = batch_stats_params(bn3);
   if (!b1 || !b2 || !b3) return std::nullopt;
   BottleneckParams p{conv1->weight, conv2->weight, conv3->weight, *b1, *b2, *b3, conv2->options.stride()->at(0),
@@ -108,6 +106,8 @@ std::optional<BottleneckParams> BottleneckImpl::fused_params() {
     p.downsample_conv = conv->weight;
     p.downsample_bn = *bd;
   }
+  // everything but the input's type and layout, so that ResNet::forward can tell which blocks fuse
+  if (!fused_bottleneck_params_supported(p, conv1->weight.size(1), conv1->weight.device())) return std::nullopt;
   p.output_grad_masked = output_grad_masked;
   return p;
 }

@@ -194,27 +194,35 @@ bool conv_weight_ok(const torch::Tensor& w, int64_t in, int64_t k) {
          w.is_cuda() && (w.scalar_type() == at::kFloat || w.scalar_type() == at::kHalf);
 }
 
-bool bn_ok(const BatchNormParams& bn, int64_t channels, const torch::Tensor& x) {
+bool bn_ok(const BatchNormParams& bn, int64_t channels, const torch::Device& device) {
   for (const auto* t : {&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var})
     if (!t->defined() || t->scalar_type() != at::kFloat || t->dim() != 1 || t->size(0) != channels ||
-        !t->is_contiguous() || t->device() != x.device())
+        !t->is_contiguous() || t->device() != device)
       return false;
   return true;
 }
 
 }  // namespace
 
-bool fused_bottleneck_supported(const torch::Tensor& x, const BottleneckParams& p) {
-  if (!x.defined() || !fp16_nhwc_multiple_of_8(x) || !fused::fused_conv_supported(x.device())) return false;
+bool fused_bottleneck_params_supported(const BottleneckParams& p, int64_t in_channels, const torch::Device& device) {
+  if (!fused::fused_conv_supported(device)) return false;
   const int64_t width = p.conv1.defined() ? p.conv1.size(0) : 0;
   const int64_t out = p.conv3.defined() ? p.conv3.size(0) : 0;
-  if (!conv_weight_ok(p.conv1, x.size(1), 1) || !conv_weight_ok(p.conv2, width, 3) ||
+  if (in_channels % 8 != 0 || !conv_weight_ok(p.conv1, in_channels, 1) || !conv_weight_ok(p.conv2, width, 3) ||
       !conv_weight_ok(p.conv3, width, 1))
     return false;
-  if (!bn_ok(p.bn1, width, x) || !bn_ok(p.bn2, width, x) || !bn_ok(p.bn3, out, x)) return false;
+  for (const auto* w : {&p.conv1, &p.conv2, &p.conv3})
+    if (w->device() != device) return false;
+  if (!bn_ok(p.bn1, width, device) || !bn_ok(p.bn2, width, device) || !bn_ok(p.bn3, out, device)) return false;
   if (p.downsample_conv.has_value() != p.downsample_bn.has_value()) return false;
-  if (p.downsample_conv) return conv_weight_ok(*p.downsample_conv, x.size(1), 1) && bn_ok(*p.downsample_bn, out, x);
-  return p.stride == 1 && out == x.size(1);  // the identity shortcut
+  if (p.downsample_conv)
+    return conv_weight_ok(*p.downsample_conv, in_channels, 1) && p.downsample_conv->device() == device &&
+           bn_ok(*p.downsample_bn, out, device);
+  return p.stride == 1 && out == in_channels;  // the identity shortcut
+}
+
+bool fused_bottleneck_supported(const torch::Tensor& x, const BottleneckParams& p) {
+  return x.defined() && fp16_nhwc_multiple_of_8(x) && fused_bottleneck_params_supported(p, x.size(1), x.device());
 }
 
 torch::Tensor fused_bottleneck(const torch::Tensor& x, const BottleneckParams& p) {
@@ -238,6 +246,7 @@ torch::Tensor fused_bottleneck(const torch::Tensor& x, const BottleneckParams& p
 
 #else  // a build without CUDA: never supported
 
+bool fused_bottleneck_params_supported(const BottleneckParams&, int64_t, const torch::Device&) { return false; }
 bool fused_bottleneck_supported(const torch::Tensor&, const BottleneckParams&) { return false; }
 
 torch::Tensor fused_bottleneck(const torch::Tensor&, const BottleneckParams&) {

@@ -44,7 +44,9 @@ struct BottleneckParams {
 };
 
 // Whether fused_bottleneck runs this block on x: x fp16 channels-last on a CUDA GPU where cuDNN
-// fuses (fused::fused_conv_supported), channel counts multiples of 8, batch-norm parameters fp32.
+// fuses (fused::fused_conv_supported), channel counts multiples of 8, batch-norm parameters fp32;
+// the first without x: the parameters' half, for an input of in_channels on `device`.
+bool fused_bottleneck_params_supported(const BottleneckParams& p, int64_t in_channels, const torch::Device& device);
 bool fused_bottleneck_supported(const torch::Tensor& x, const BottleneckParams& p);
 
 // The block's output for input x (training mode); differentiable in x (its gradient masked by

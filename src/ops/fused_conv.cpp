@@ -18,6 +18,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <cudnn_frontend.h>
 
+#include <array>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -73,8 +75,8 @@ enum Uid : int64_t {
 };
 
 // How the mean enters the ReLU mask of dgrad_relu_bn's graph: x - mean, or x + (-mean) as cuDNN's
-// sample writes it (with the same tensor as dbn_weight's mean, or a separate one).
-enum class MeanMode { kSub, kAddNegatedSeparate, kAddNegatedSame };
+// sample writes it (a tensor of its own; dbn_weight still gets the mean).
+enum class MeanMode { kSub, kAddNegatedSeparate };
 
 struct Graph {
   std::shared_ptr<fe::graph::Graph> graph;
@@ -151,7 +153,6 @@ std::string build(fe::graph::Graph& g, cudnnHandle_t handle) {
 std::string describe(const Graph& g) {
   std::string d = g.half_params ? " [fp16 scale/shift]" : "";
   if (g.mean_mode == MeanMode::kAddNegatedSeparate) d += " [mask: x + (-mean), separate tensor]";
-  if (g.mean_mode == MeanMode::kAddNegatedSame) d += " [mask: x + (-mean), dbn_weight given -mean]";
   if (g.adds) d += " [+ addend in the epilogue]";
   if (g.masks) d += " [ReLU mask in the epilogue]";
   return d + " workspace " + std::to_string(g.workspace) + " B";
@@ -239,6 +240,21 @@ torch::Tensor bind_prologue(const Graph& graph, const InputNorm& in, int64_t cha
   return params;
 }
 
+// The GPU's and cuDNN's part of fused_conv_supported: the same answer all process long.
+bool device_supported(int index, std::string* why) {
+  const cudaDeviceProp* p = at::cuda::getDeviceProperties(index);
+  if (p->major < 8) {
+    *why = "cuDNN fuses batch norm into convolutions on Ampere (sm_80) and newer GPUs; this one is sm_" +
+           std::to_string(p->major * 10 + p->minor);
+    return false;
+  }
+  if (cudnnGetVersion() < 8900) {
+    *why = "cuDNN 8.9 or newer is needed, found " + std::to_string(cudnnGetVersion());
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool fused_conv_supported(const torch::Device& device, std::string* why) {
@@ -249,12 +265,14 @@ bool fused_conv_supported(const torch::Device& device, std::string* why) {
   if (!device.is_cuda()) return no("the fused convolutions run on CUDA GPUs only");
   if (!at::cuda::is_available()) return no("no CUDA GPU is visible");
   const int index = device.has_index() ? device.index() : at::cuda::current_device();
-  const cudaDeviceProp* p = at::cuda::getDeviceProperties(index);
-  if (p->major < 8)
-    return no("cuDNN fuses batch norm into convolutions on Ampere (sm_80) and newer GPUs; this one is sm_" +
-              std::to_string(p->major * 10 + p->minor));
-  if (cudnnGetVersion() < 8900) return no("cuDNN 8.9 or newer is needed, found " + std::to_string(cudnnGetVersion()));
-  return true;
+  // asked for every block of every forward pass: the answer is kept per device once known
+  constexpr int kDevices = 64;
+  static std::array<std::atomic<int>, kDevices> known{};  // 0: not asked yet, 1: yes, 2: no
+  if (!why && index < kDevices && known[index] != 0) return known[index] == 1;
+  std::string reason;
+  const bool yes = device_supported(index, &reason);
+  if (index < kDevices) known[index] = yes ? 1 : 2;
+  return yes || no(reason);
 }
 
 std::vector<std::string> fused_conv_graphs_built() {
@@ -334,8 +352,8 @@ DgradNorm dgrad_relu_bn(const torch::Tensor& dy, const torch::Tensor& w, const t
     if (mode == MeanMode::kSub) {
       centred = g.pointwise(X, M, P().set_mode(fe::PointwiseMode_t::SUB));
     } else {
-      Attr neg = mode == MeanMode::kAddNegatedSame ? M : channel_tensor(g, kNegMean, "-mean", C, fe::DataType_t::FLOAT);
-      centred = g.pointwise(X, neg, P().set_mode(fe::PointwiseMode_t::ADD));
+      centred = g.pointwise(X, channel_tensor(g, kNegMean, "-mean", C, fe::DataType_t::FLOAT),
+                            P().set_mode(fe::PointwiseMode_t::ADD));
     }
     Attr normed = g.pointwise(centred, V, P().set_mode(fe::PointwiseMode_t::MUL));
     Attr scaled = g.pointwise(normed, S, P().set_mode(fe::PointwiseMode_t::MUL));
@@ -352,8 +370,7 @@ DgradNorm dgrad_relu_bn(const torch::Tensor& dy, const torch::Tensor& w, const t
     };
   };
   const Graph& graph = cache().get(key("dgrad+drelu+dbn", x.sizes(), w.sizes(), geo, true), handle,
-                                   {make(MeanMode::kSub), make(MeanMode::kAddNegatedSeparate),
-                                    make(MeanMode::kAddNegatedSame)});
+                                   {make(MeanMode::kSub), make(MeanMode::kAddNegatedSeparate)});
   DgradNorm r;
   r.grad = at::empty(xd, x.options(), at::MemoryFormat::ChannelsLast);
   const auto f32 = x.options().dtype(at::kFloat);
@@ -368,9 +385,10 @@ DgradNorm dgrad_relu_bn(const torch::Tensor& dy, const torch::Tensor& w, const t
       {kDbias, r.dbias.data_ptr()},  {kEqDy, coef},                {kEqX, coef + C},
       {kEqBias, coef + 2 * C}};
   torch::Tensor neg_mean;
-  if (graph.mean_mode != MeanMode::kSub) neg_mean = in.mean.neg();
-  if (graph.mean_mode == MeanMode::kAddNegatedSeparate) p[kNegMean] = neg_mean.data_ptr();
-  if (graph.mean_mode == MeanMode::kAddNegatedSame) p[kMean] = neg_mean.data_ptr();
+  if (graph.mean_mode == MeanMode::kAddNegatedSeparate) {
+    neg_mean = in.mean.neg();
+    p[kNegMean] = neg_mean.data_ptr();
+  }
   run("resnet::conv_dgrad_relu_bn", graph, handle, p, x, "dgrad+drelu+dbn");
   return r;
 }

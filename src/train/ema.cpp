@@ -14,24 +14,22 @@ Ema::Ema(const Classifier& model, double decay) : decay_(decay) {
   if (!(decay >= 0 && decay < 1)) throw UsageError("--ema-decay must be at least 0 and below 1");
   torch::NoGradGuard no_grad;
   for (const auto& [name, t] : state_dict(model)) {
-    if (t.is_floating_point()) floating_.push_back(average_.size());
     names_.push_back(name);
     average_.push_back(t.detach().clone());
+    if (t.is_floating_point()) {
+      live_float_.push_back(t);
+      average_float_.push_back(average_.back());
+    } else {
+      live_other_.emplace_back(average_.back(), t);
+    }
   }
 }
 
-void Ema::update(const Classifier& model) {
+void Ema::update() {
   torch::NoGradGuard no_grad;
-  const NamedTensors live = state_dict(model);
-  std::vector<torch::Tensor> avg, now;
-  for (size_t i : floating_) {
-    avg.push_back(average_[i]);
-    now.push_back(live[i].second);
-  }
   // lerp: avg + (1 - decay) * (now - avg) = decay * avg + (1 - decay) * now
-  if (!avg.empty()) at::_foreach_lerp_(avg, now, 1.0 - decay_);
-  for (size_t i = 0; i < average_.size(); ++i)
-    if (!average_[i].is_floating_point()) average_[i].copy_(live[i].second);
+  if (!average_float_.empty()) at::_foreach_lerp_(average_float_, live_float_, 1.0 - decay_);
+  for (auto& [avg, now] : live_other_) avg.copy_(now);
 }
 
 NamedTensors Ema::named() const {

@@ -14,10 +14,11 @@ namespace resnet {
 
 class Ema {
  public:
-  // Starts as a copy of the model's weights, on its device.
+  // Starts as a copy of the model's weights, on its device. The model's tensors must stay the
+  // same objects while it averages them (the trainer never replaces them).
   Ema(const Classifier& model, double decay);
   // One update from the model's current weights (a few _foreach kernels; no host sync).
-  void update(const Classifier& model);
+  void update();
   // The averaged weights with state_dict's names (for resume.pt), and setting them (resume).
   NamedTensors named() const;
   void load(const NamedTensors& tensors, const std::string& source);
@@ -42,7 +43,8 @@ class Ema {
   double decay_;
   std::vector<std::string> names_;
   std::vector<torch::Tensor> average_;
-  std::vector<size_t> floating_;  // indices of the floating-point tensors (the rest are copied)
+  std::vector<torch::Tensor> live_float_, average_float_;  // the model's floating-point tensors, and theirs
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> live_other_;  // (average, model's) integer tensors
 };
 
 }  // namespace resnet

@@ -18,7 +18,9 @@
 //   onecycle:         torch.optim.lr_scheduler.OneCycleLR (cosine annealing, two phases) over N
 //                     steps with max_lr = lr: from lr / div_factor up to lr over pct_start of the
 //                     run, then down to lr / div_factor / final_div_factor (its own warm-up; no
-//                     other warm-up with it)
+//                     other warm-up with it). Momentum is not cycled (cycle_momentum=False).
+// Warm-up does not shift step/multistep's epochs: they count from the run's start (torch's
+// SequentialLR would restart their count after the warm-up).
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -132,6 +132,7 @@ struct Run {
   std::unique_ptr<Sgd> optimizer;
   std::unique_ptr<LrSchedule> schedule;
   std::unique_ptr<Ema> ema;  // --ema-decay
+  NamedTensors saved_ema;     // the average resume.pt held, until start_ema
   std::unique_ptr<TrainStep> step;
   std::unique_ptr<EvalStep> eval_step;
   std::unique_ptr<Loader> train_loader, test_loader;
@@ -153,6 +154,9 @@ struct Run {
   double global_mean(const torch::Tensor& value) const;
   void connect();        // the process group, for several processes
   void share_weights();  // rank 0's parameters and buffers to every process; the gradient reducer
+  // --ema-decay's average, from the weights the run starts with (after --weights and
+  // share_weights) or from resume.pt's
+  void start_ema();
   void check_replicas();  // every process ends with rank 0's weights, or a DistError
   // [sum, sum of squares] of all parameters, fp64, on the device: the replicas' checksum, and
   // not finite where any weight is not.
@@ -201,6 +205,13 @@ double Run::global_mean(const torch::Tensor& value) const {
   auto v = value.detach().to(torch::kDouble).reshape({1}).clone();
   group->all_reduce(v);
   return v.item<double>() / world();
+}
+
+void Run::start_ema() {
+  if (o.ema_decay <= 0) return;
+  ema = std::make_unique<Ema>(*model, o.ema_decay);
+  if (!saved_ema.empty()) ema->load(saved_ema, resume_path);
+  saved_ema.clear();
 }
 
 void Run::share_weights() {
@@ -296,7 +307,6 @@ void Run::build_model() {
   std::vector<bool> decay;
   for (const auto& p : model->parameters()) decay.push_back(!o.no_decay_bn_bias || p.dim() > 1);
   optimizer = std::make_unique<Sgd>(model->parameters(), sgd, decay);
-  if (o.ema_decay > 0) ema = std::make_unique<Ema>(*model, o.ema_decay);
   schedule = std::make_unique<LrSchedule>(o.schedule, base_lr, train_loader->batches_per_epoch(), o.epochs);
   if (o.lr_scale_batch > 0 || schedule->varies()) reporter.message(describe_schedule(o, base_lr, world()));
   step = std::make_unique<TrainStep>(*model, *optimizer, step_options, device);
@@ -317,7 +327,6 @@ void Run::resume_or_restart(const ResumeFile* resume) {
     return;
   }
   TrainState saved = resume->restore(*model, *optimizer);
-  if (ema) ema->load(resume->tensors_with_prefix("ema."), resume_path);
   // settings older resume.pt files lack: what those runs did
   if (!saved.settings.contains("freeze_backbone")) saved.settings["freeze_backbone"] = false;
   if (!saved.settings.contains("lr_schedule")) saved.settings["lr_schedule"] = to_json(ScheduleOptions{}, o.epochs);
@@ -332,6 +341,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
                        ", this run has " + state.settings[key].dump() +
                        "; use the same setting to resume, or --restart to start over");
+  if (o.ema_decay > 0) saved_ema = resume->tensors_with_prefix("ema.");
   // Another number of processes: a mid-epoch position counts images, not steps, across them.
   const int saved_world = saved.settings.value("world_size", 1);
   if (saved_world != world() && saved.batch > 0) {
@@ -438,7 +448,7 @@ bool Run::run_epoch(int64_t epoch) {
       optimizer->set_learning_rate(schedule->at(epoch * train_loader->batches_per_epoch() + state.batch));
     // Profiled steps run eagerly: a graph replay would show as one opaque launch.
     const auto loss = step->run(batch->images, batch->labels, /*eager=*/profiler != nullptr);
-    if (ema) ema->update(*model);
+    if (ema) ema->update();
     report.images_seen = state.batch * o.batch_size * world();
     const int64_t b = state.batch++;
     ++state.step;
@@ -514,7 +524,7 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
 
 // Whether resume.pt's run already reached --epochs; if so, says it.
 bool reached_target(const TrainState& s, const TrainOptions& o) {
-  return o.target_accuracy > 0 && s.epoch > 0 && s.batch == 0 && 100.0 * s.best_accuracy >= o.target_accuracy;
+  return o.target_accuracy > 0 && s.best_accuracy >= 0 && 100.0 * s.best_accuracy >= o.target_accuracy;
 }
 
 bool report_if_complete(const TrainState& s, const TrainOptions& o, TrainReporter& reporter) {
@@ -652,6 +662,7 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
   run.resume_or_restart(resume ? &*resume : nullptr);
   resume.reset();  // its tensors are in the model and the optimiser now
   run.share_weights();
+  run.start_ema();
   run.run_start_step = run.state.step;
   run.reporter.message("Training " + o.model + " (" + std::to_string(count_parameters(*run.model)) + " parameters) on " +
                    describe_device(run.device) + ": " + run.train_source->description() + ", " +
