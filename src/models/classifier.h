@@ -29,6 +29,12 @@ class Classifier : public torch::nn::Module {
     return false;
   }
 
+  // What the fused kernels are when on, for the log ("fused batch norm"); `fp16`: --amp fp16.
+  virtual std::string fused_description(bool fp16, const c10::Device& device) const {
+    (void)fp16, (void)device;
+    return "fused batch norm";
+  }
+
   // Replaces the model's training-mode batch norm by `fn` (given the input and the layer's
   // parameters and running statistics, which it updates; --sync-bn's statistics over all
   // processes); an empty fn restores the layers' own. False where the model has no batch norm.

@@ -5,6 +5,7 @@
 
 #include "ops/batch_norm_act.h"
 #include "ops/fused_bottleneck.h"
+#include "ops/fused_conv.h"
 
 namespace resnet {
 namespace {
@@ -187,6 +188,12 @@ bool ResNet::set_fused(bool on) {
   mode.fused = on;
   set_mode(mode);
   return true;
+}
+
+std::string ResNet::fused_description(bool fp16, const c10::Device& device) const {
+  if (fp16 && config_.block == BlockKind::kBottleneck && config_.groups == 1 && fused::fused_conv_supported(device))
+    return "fused convolutions + batch norm (cuDNN graphs)";
+  return "fused batch norm";
 }
 
 bool ResNet::set_batch_norm(BatchNormFn fn) {

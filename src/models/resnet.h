@@ -80,6 +80,8 @@ class ResNet : public Classifier {
   // Batch norm + residual add + ReLU in our CUDA kernels (ops/batch_norm_act.h) when training in
   // bf16/fp16 channels-last on CUDA; ATen's ops otherwise, and everywhere when off.
   bool set_fused(bool on) override;
+  // With fp16 on a GPU where cuDNN fuses, bottleneck ResNets run fused convolutions too.
+  std::string fused_description(bool fp16, const c10::Device& device) const override;
   bool set_batch_norm(BatchNormFn fn) override;
 
  private:

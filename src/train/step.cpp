@@ -157,8 +157,12 @@ void TrainStep::set_loss_scale_state(double scale, int64_t growth_tracker) {
   scaler_->restore(scale, growth_tracker);
 }
 
+std::string TrainStep::fused_description() const {
+  return fused_ ? model_.fused_description(options_.amp == Amp::kFp16, device_) : "";
+}
+
 std::string TrainStep::describe() const {
-  const std::string fused = fused_ ? ", fused batch norm" : "";
+  const std::string fused = fused_ ? ", " + fused_description() : "";
   if (captured()) return "CUDA graph (batch " + std::to_string(static_images_.size(0)) + ")" + fused;
   if (!graph_off_reason_.empty()) return "eager (CUDA graphs " + graph_off_reason_ + ")" + fused;
   return "eager (CUDA graph after " + std::to_string(kGraphWarmupSteps) + " warm-up steps)" + fused;

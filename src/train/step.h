@@ -101,6 +101,8 @@ class TrainStep {
   std::string describe() const;
   // Whether the model runs its fused kernels (--fused and the model has them).
   bool fused() const { return fused_; }
+  // "fused batch norm", "fused convolutions + batch norm (cuDNN graphs)"; empty where not fused.
+  std::string fused_description() const;
   const StepOptions& options() const { return options_; }
   // Whether the next run() of the main batch size captures the graph (callers quiet other GPU
   // work first, such as a loader's prefetch).

@@ -670,7 +670,7 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
                    std::to_string(run.test_source->size()) + " test images, " +
                    std::to_string(run.train_source->classes().size()) + " classes; " +
                    to_string(run.step_options.amp) + (run.step_options.channels_last ? ", channels-last" : "") +
-                   (run.step_options.cuda_graphs ? ", CUDA graphs" : "") + (run.step->fused() ? ", fused batch norm" : "") +
+                   (run.step_options.cuda_graphs ? ", CUDA graphs" : "") + (run.step->fused() ? ", " + run.step->fused_description() : "") +
                    (run.group ? "; " + std::to_string(run.world()) + " processes (" + run.group->backend() + ", " +
                                     o.dist.launcher + "), batch " + std::to_string(o.batch_size) + " each, " +
                                     std::to_string(o.batch_size * run.world()) + " in all" +
