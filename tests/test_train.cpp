@@ -26,6 +26,19 @@ void same_random_grads(const std::vector<torch::Tensor>& a, const std::vector<to
   }
 }
 
+// Five steps of both optimisers on the same random gradients; the two models' parameters must
+// agree to 1e-6.
+void step_both_and_compare(resnet::Sgd& ours, torch::optim::SGD& ref, resnet::Classifier& ours_model,
+                           resnet::Classifier& ref_model) {
+  for (int step = 0; step < 5; ++step) {
+    same_random_grads(ours_model.parameters(), ref_model.parameters());
+    ours.step();
+    ref.step();
+  }
+  const auto a = ours_model.parameters(), b = ref_model.parameters();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(resnet::test::relative_error(a[i], b[i]), 1e-6) << i;
+}
+
 }  // namespace
 
 TEST(Sgd, MatchesTorchOptimSgd) {
@@ -36,15 +49,9 @@ TEST(Sgd, MatchesTorchOptimSgd) {
   resnet::load_state_dict(*ref_model, resnet::state_dict(*ours_model), "memory");
   resnet::Sgd ours(ours_model->parameters(), {0.01, 0.9, 1e-4});
   torch::optim::SGD ref(ref_model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
-  for (int step = 0; step < 5; ++step) {
-    same_random_grads(ours_model->parameters(), ref_model->parameters());
-    ours.step();
-    ref.step();
-  }
-  const auto a = ours_model->parameters(), b = ref_model->parameters();
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(resnet::test::relative_error(a[i], b[i]), 1e-6) << i;
+  step_both_and_compare(ours, ref, *ours_model, *ref_model);
   ours.zero_grad();
-  EXPECT_FALSE(a[0].grad().defined());
+  EXPECT_FALSE(ours_model->parameters()[0].grad().defined());
 }
 
 // --nesterov and --no-decay-bn-bias against LibTorch's SGD with nesterov(true) and two
@@ -72,13 +79,7 @@ static void check_nesterov_and_groups(const torch::Device& device) {
     };
     std::vector<torch::optim::OptimizerParamGroup> groups{{ref_decay, opts(1e-2)}, {ref_no_decay, opts(0.0)}};
     torch::optim::SGD ref(groups, torch::optim::SGDOptions(0.05));
-    for (int step = 0; step < 5; ++step) {
-      same_random_grads(ours_model->parameters(), ref_model->parameters());
-      ours.step();
-      ref.step();
-    }
-    const auto a = ours_model->parameters(), b = ref_model->parameters();
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(resnet::test::relative_error(a[i], b[i]), 1e-6) << i;
+    step_both_and_compare(ours, ref, *ours_model, *ref_model);
   }
 }
 

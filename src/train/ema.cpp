@@ -4,14 +4,23 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <sstream>
 
 #include "core/error.h"
 #include "io/state_dict.h"
 
 namespace resnet {
 
+void check_ema_decay(double decay) {
+  if (!(decay >= 0 && decay < 1)) {
+    std::ostringstream got;
+    got << decay;
+    throw UsageError("--ema-decay must be at least 0 and below 1 (got " + got.str() + ")");
+  }
+}
+
 Ema::Ema(const Classifier& model, double decay) : decay_(decay) {
-  if (!(decay >= 0 && decay < 1)) throw UsageError("--ema-decay must be at least 0 and below 1");
+  check_ema_decay(decay);
   torch::NoGradGuard no_grad;
   for (const auto& [name, t] : state_dict(model)) {
     names_.push_back(name);

@@ -12,6 +12,9 @@
 
 namespace resnet {
 
+// UsageError naming --ema-decay unless 0 <= decay < 1.
+void check_ema_decay(double decay);
+
 class Ema {
  public:
   // Starts as a copy of the model's weights, on its device. The model's tensors must stay the

@@ -31,6 +31,7 @@ void check_sgd_options(const SgdOptions& o) {
   check(o.learning_rate, "--learning-rate (--lr)");
   check(o.momentum, "--momentum");
   check(o.weight_decay, "--weight-decay (--wd)");
+  if (o.nesterov && o.momentum == 0) throw UsageError("--nesterov needs a --momentum above 0");
 }
 
 Sgd::Sgd(std::vector<torch::Tensor> params, SgdOptions options, std::vector<bool> decay)
@@ -38,7 +39,6 @@ Sgd::Sgd(std::vector<torch::Tensor> params, SgdOptions options, std::vector<bool
   check_sgd_options(options_);
   if (decay_.empty()) decay_.assign(params_.size(), true);
   if (decay_.size() != params_.size()) throw std::invalid_argument("Sgd: one decay flag per parameter");
-  if (options_.nesterov && options_.momentum == 0) throw UsageError("--nesterov needs a --momentum above 0");
   const auto device = params_.empty() ? torch::Device(torch::kCPU) : params_.front().device();
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat);
   hyper_ = torch::tensor({options_.learning_rate, options_.momentum, options_.weight_decay}, f32).to(device);
@@ -57,7 +57,7 @@ void Sgd::set_options(const SgdOptions& o) {
 }
 
 void Sgd::set_learning_rate(double lr) {
-  check_sgd_options({lr, options_.momentum, options_.weight_decay});
+  check_sgd_options({lr, options_.momentum, options_.weight_decay, options_.nesterov});
   options_.learning_rate = lr;
   torch::NoGradGuard no_grad;
   hyper_[0].fill_(lr);  // once a step under a schedule: one small write, the rest untouched

@@ -30,7 +30,7 @@ struct SgdOptions {
 };
 
 // UsageError naming the flag for values torch.optim.SGD refuses (negative rate, momentum or
-// weight decay) and for non-finite ones.
+// weight decay, Nesterov without momentum) and for non-finite ones.
 void check_sgd_options(const SgdOptions& options);
 
 class Sgd {

@@ -569,30 +569,23 @@ void validate(const TrainOptions& o) {
                   memory / 1e9);
     throw UsageError(line);
   }
-  check_sgd_options({o.learning_rate, o.momentum, o.weight_decay});
-  if (o.nesterov && o.momentum == 0) throw UsageError("--nesterov needs a --momentum above 0");
-  if (!(o.target_accuracy >= 0 && o.target_accuracy <= 100)) {
-    std::ostringstream got;
-    got << o.target_accuracy;
-    throw UsageError("--target-accuracy must be a percentage between 0 and 100 (got " + got.str() + ")");
-  }
-  if (!(o.ema_decay >= 0 && o.ema_decay < 1)) {
-    std::ostringstream got;
-    got << o.ema_decay;
-    throw UsageError("--ema-decay must be at least 0 and below 1 (got " + got.str() + ")");
-  }
-  if (o.crop_scale.size() != 2 || !(o.crop_scale[0] > 0 && o.crop_scale[0] <= o.crop_scale[1] && o.crop_scale[1] <= 1)) {
-    std::ostringstream got;
-    for (size_t i = 0; i < o.crop_scale.size(); ++i) got << (i ? "," : "") << o.crop_scale[i];
-    throw UsageError("--crop-scale must be MIN,MAX with 0 < MIN <= MAX <= 1 (got " + got.str() + ")");
-  }
+  SgdOptions sgd{o.learning_rate, o.momentum, o.weight_decay};
+  sgd.nesterov = o.nesterov;
+  check_sgd_options(sgd);
+  auto text = [](const std::vector<double>& values) {  // as the flag was written: 0.5,0.9
+    std::ostringstream s;
+    for (size_t i = 0; i < values.size(); ++i) s << (i ? "," : "") << values[i];
+    return s.str();
+  };
+  if (!(o.target_accuracy >= 0 && o.target_accuracy <= 100))
+    throw UsageError("--target-accuracy must be a percentage between 0 and 100 (got " + text({o.target_accuracy}) + ")");
+  check_ema_decay(o.ema_decay);
+  if (o.crop_scale.size() != 2 || !(o.crop_scale[0] > 0 && o.crop_scale[0] <= o.crop_scale[1] && o.crop_scale[1] <= 1))
+    throw UsageError("--crop-scale must be MIN,MAX with 0 < MIN <= MAX <= 1 (got " + text(o.crop_scale) + ")");
   check_schedule(o.schedule);
   require_at_least(o.lr_scale_batch, 0, "--lr-scale-batch");
-  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1)) {
-    std::ostringstream got;
-    got << o.label_smoothing;
-    throw UsageError("--label-smoothing must be between 0 and 1 (got " + got.str() + ")");
-  }
+  if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
+    throw UsageError("--label-smoothing must be between 0 and 1 (got " + text({o.label_smoothing}) + ")");
   parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device), 0, o.fused);
 }
 
