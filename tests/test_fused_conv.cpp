@@ -83,6 +83,44 @@ Outcome run(resnet::Bottleneck& block, const torch::Tensor& x_in, const torch::T
   return o;
 }
 
+// Two blocks in a row, as ResNet::forward runs them: with `linked`, the first block takes its
+// output gradient as the second hands it back, already masked by its output's ReLU (and skips its
+// own mask); loss sum(out * g).
+Outcome run_chain(resnet::Bottleneck& first, resnet::Bottleneck& second, const torch::Tensor& x_in,
+                  const torch::Tensor& g, bool linked) {
+  std::map<std::string, torch::Tensor> before;
+  for (auto* b : {&first, &second})
+    for (const auto& t : (*b)->named_buffers()) before[t.key() + (b == &first ? "@1" : "@2")] = t.value().clone();
+  first->zero_grad();
+  second->zero_grad();
+  first->output_grad_masked = linked;
+  torch::Tensor x = x_in.detach().clone(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+  Outcome o;
+  o.out = second->forward(first->forward(x));
+  (o.out.to(torch::kFloat) * g).sum().backward();
+  o.dx = x.grad().to(torch::kFloat);
+  for (auto* b : {&first, &second}) {
+    const std::string tag = b == &first ? "first." : "second.";
+    for (const auto& p : (*b)->named_parameters()) o.grads[tag + p.key()] = p.value().grad().clone();
+    for (const auto& t : (*b)->named_buffers()) {
+      o.buffers[tag + t.key()] = t.value().clone();
+      torch::NoGradGuard no_grad;
+      t.value().copy_(before[t.key() + (b == &first ? "@1" : "@2")]);
+    }
+  }
+  first->output_grad_masked = false;
+  o.out = o.out.to(torch::kFloat);
+  return o;
+}
+
+// Ours within twice PyTorch's own fp16 error (autocast) or 5e-3 of the fp32 reference (see the top).
+void check_against(const std::string& what, const torch::Tensor& ours, const torch::Tensor& aten,
+                   const torch::Tensor& ref) {
+  const double e = relative_error(ours, ref), e_amp = relative_error(aten, ref);
+  std::cout << "  " << what << ": fused " << e << ", autocast fp16 " << e_amp << "\n";
+  EXPECT_LE(e, std::max(2 * e_amp, 5e-3)) << what << " (autocast fp16: " << e_amp << ")";
+}
+
 }  // namespace
 
 TEST(FusedBottleneck, MatchesTheFp32BlockForwardAndBackward) {
@@ -121,24 +159,63 @@ TEST(FusedBottleneck, MatchesTheFp32BlockForwardAndBackward) {
       block->output_grad_masked = masked;
       const Outcome got = run(block, x16, g, masked);
 
-      auto check = [&](const std::string& what, const torch::Tensor& ours, const torch::Tensor& aten,
-                       const torch::Tensor& ref) {
-        const double e = relative_error(ours, ref), e_amp = relative_error(aten, ref);
-        std::cout << "  " << what << ": fused " << e << ", autocast fp16 " << e_amp << "\n";
-        EXPECT_LE(e, std::max(2 * e_amp, 5e-3)) << what << " (autocast fp16: " << e_amp << ")";
-      };
       EXPECT_EQ(got.out.sizes(), want.out.sizes());
-      check("output", got.out, amp.out, want.out);
-      check("input gradient", got.dx, amp.dx, want.dx);
-      for (const auto& [name, w] : want.grads) check(name + " gradient", got.grads.at(name), amp.grads.at(name), w);
+      check_against("output", got.out, amp.out, want.out);
+      check_against("input gradient", got.dx, amp.dx, want.dx);
+      for (const auto& [name, w] : want.grads) check_against(name + " gradient", got.grads.at(name), amp.grads.at(name), w);
       for (const auto& [name, w] : want.buffers) {
         if (name.find("num_batches_tracked") != std::string::npos) {
           EXPECT_TRUE(torch::equal(got.buffers.at(name), w)) << name;
         } else {
-          check(name, got.buffers.at(name), amp.buffers.at(name), w);
+          check_against(name, got.buffers.at(name), amp.buffers.at(name), w);
         }
       }
     }
+  }
+  at::globalContext().setAllowTF32CuDNN(tf32);
+}
+
+TEST(FusedBottleneck, TwoBlocksInARowMatchTheFp32Chain) {
+  // The first block's output gradient as the second hands it back (masked in its conv1 dgrad's
+  // epilogue) against the same two blocks in fp32 and in fp16 autocast.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  std::string why;
+  if (!resnet::fused::fused_conv_supported(cuda, &why)) GTEST_SKIP() << why;
+  const bool tf32 = at::globalContext().allowTF32CuDNN();
+  at::globalContext().setAllowTF32CuDNN(false);
+  struct Pair {
+    BlockCase first, second;
+  };
+  for (const Pair& c : {Pair{{256, 64, 1, false}, {256, 64, 1, false}}, Pair{{64, 64, 1, true}, {256, 64, 1, false}},
+                        Pair{{256, 128, 2, true}, {512, 128, 1, false}}}) {
+    SCOPED_TRACE(std::to_string(c.first.inplanes) + "->" + std::to_string(c.first.planes * 4) +
+                 (c.first.downsample ? " downsample" : "") + ", then " + std::to_string(c.second.planes * 4));
+    auto first = make_block(c.first, cuda);
+    auto second = make_block(c.second, cuda);
+    torch::manual_seed(11);
+    const auto x16 = torch::relu(torch::randn({8, c.first.inplanes, 16, 16}, cuda)).to(torch::kHalf).contiguous(
+        at::MemoryFormat::ChannelsLast);
+    const int64_t side = 16 / c.first.stride;
+    const auto g = torch::randn({8, c.second.planes * 4, side, side}, cuda);
+    first->mode.fused = second->mode.fused = false;
+    Outcome want = run_chain(first, second, x16.to(torch::kFloat), g, false);
+    Outcome amp;
+    {
+      resnet::AutocastGuard autocast(resnet::Amp::kFp16, cuda);
+      amp = run_chain(first, second, x16, g, false);
+    }
+    const auto mask = (x16 > 0).to(torch::kFloat);
+    want.dx *= mask;
+    amp.dx *= mask;
+    first->mode.fused = second->mode.fused = true;
+    const Outcome got = run_chain(first, second, x16, g, true);
+    check_against("output", got.out, amp.out, want.out);
+    check_against("input gradient", got.dx, amp.dx, want.dx);
+    for (const auto& [name, w] : want.grads) check_against(name + " gradient", got.grads.at(name), amp.grads.at(name), w);
+    for (const auto& [name, w] : want.buffers)
+      if (name.find("num_batches_tracked") == std::string::npos)
+        check_against(name, got.buffers.at(name), amp.buffers.at(name), w);
   }
   at::globalContext().setAllowTF32CuDNN(tf32);
 }

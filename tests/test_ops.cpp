@@ -97,6 +97,50 @@ TEST(BatchNormAct, MatchesAtenForwardAndBackward) {
   }
 }
 
+TEST(BatchNormReluMaxPool, MatchesAtenForwardAndBackward) {
+  // The stem's op against ATen's batch_norm + relu + max_pool2d(3, 2, 1) in fp32 on the same
+  // 16-bit input: even and odd sizes (windows over the edges), few and many rows, both types.
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA, 0);
+  torch::manual_seed(4);
+  for (const Case& k : {Case{4, 64, 16, 16, at::kBFloat16, true, false}, Case{4, 64, 16, 16, at::kHalf, true, false},
+                        Case{2, 24, 17, 15, at::kHalf, true, false}, Case{3, 16, 1, 2, at::kBFloat16, true, false},
+                        Case{8, 64, 112, 112, at::kHalf, true, false}}) {
+    SCOPED_TRACE(name(k));
+    const auto cl = at::MemoryFormat::ChannelsLast;
+    const auto x = (torch::randn({k.n, k.c, k.h, k.w}, cuda) * 2 + 1).to(k.type).contiguous(cl);
+    const auto weight = (torch::rand({k.c}, cuda) + 0.5).requires_grad_();
+    const auto bias = torch::randn({k.c}, cuda).requires_grad_();
+    resnet::BatchNormParams bn{weight, bias, torch::zeros({k.c}, cuda), torch::ones({k.c}, cuda), 0.1, 1e-5};
+    ASSERT_TRUE(resnet::batch_norm_relu_maxpool_supported(x, bn));
+    const auto xo = x.clone().requires_grad_();
+    const auto y = resnet::batch_norm_relu_maxpool(xo, bn);
+    const auto dy = torch::randn(y.sizes(), cuda).to(k.type).contiguous(cl);
+    y.backward(dy);
+    const auto dw = weight.grad().clone(), db = bias.grad().clone();
+    weight.mutable_grad() = torch::Tensor();
+    bias.mutable_grad() = torch::Tensor();
+
+    const auto xr = x.to(torch::kFloat).requires_grad_();
+    auto rm = torch::zeros({k.c}, cuda), rv = torch::ones({k.c}, cuda);
+    const auto yr = torch::max_pool2d(
+        torch::batch_norm(xr, weight, bias, rm, rv, /*training=*/true, 0.1, 1e-5, /*cudnn_enabled=*/true).relu(), {3, 3},
+        {2, 2}, {1, 1});
+    yr.backward(dy.to(torch::kFloat));
+
+    ASSERT_EQ(y.sizes(), yr.sizes());
+    EXPECT_EQ(y.scalar_type(), k.type);
+    EXPECT_TRUE(y.is_contiguous(cl));
+    const double tol = k.type == at::kBFloat16 ? 6e-3 : 1e-3;  // as BatchNormAct's
+    EXPECT_LE(relative_error(y, yr), tol);
+    EXPECT_LE(relative_error(xo.grad(), xr.grad()), 2 * tol);
+    EXPECT_LE(relative_error(db, bias.grad()), 1e-3);
+    EXPECT_LE(relative_error(dw, weight.grad()), 1e-3);
+    EXPECT_LE(relative_error(bn.running_mean, rm), 1e-5);
+    EXPECT_LE(relative_error(bn.running_var, rv), 1e-5);
+  }
+}
+
 TEST(BatchNormAct, DeclinesWhatItsKernelsDoNotTake) {
   const auto cl = at::MemoryFormat::ChannelsLast;
   auto params = [](const torch::TensorOptions& o, int64_t c) {
@@ -108,6 +152,9 @@ TEST(BatchNormAct, DeclinesWhatItsKernelsDoNotTake) {
                                                 torch::Tensor(), params(cpu, 8)));
   EXPECT_THROW(resnet::batch_norm_act(torch::randn({2, 8, 4, 4}), torch::Tensor(), params(cpu, 8), true),
                std::invalid_argument);
+  EXPECT_FALSE(resnet::batch_norm_relu_maxpool_supported(
+      torch::randn({2, 8, 4, 4}, cpu.dtype(torch::kBFloat16)).contiguous(cl), params(cpu, 8)));
+  EXPECT_THROW(resnet::batch_norm_relu_maxpool(torch::randn({2, 8, 4, 4}), params(cpu, 8)), std::invalid_argument);
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
   const auto cuda = torch::TensorOptions().device(torch::kCUDA, 0);
   const auto good = torch::randn({2, 16, 4, 4}, cuda).to(torch::kBFloat16).contiguous(cl);
@@ -121,6 +168,8 @@ TEST(BatchNormAct, DeclinesWhatItsKernelsDoNotTake) {
                                                 torch::Tensor(), params(cuda, 16)));  // one value a channel
   EXPECT_FALSE(resnet::batch_norm_act_supported(good, good.to(torch::kHalf), params(cuda, 16)));  // residual type
   EXPECT_FALSE(resnet::batch_norm_act_supported(good, torch::Tensor(), params(cuda, 8)));          // weight size
+  EXPECT_TRUE(resnet::batch_norm_relu_maxpool_supported(good, params(cuda, 16)));
+  EXPECT_FALSE(resnet::batch_norm_relu_maxpool_supported(good.contiguous(), params(cuda, 16)));  // NCHW
 }
 
 namespace {

@@ -203,6 +203,17 @@ bool ResNet::set_batch_norm(BatchNormFn fn) {
   return true;
 }
 
+// bn1 + ReLU + max-pool: in one op of our kernels where the fused kernels run (training on CUDA
+// in bf16/fp16, channels-last), else as bn_act and the module's max-pool.
+torch::Tensor ResNet::stem(const torch::Tensor& x) {
+  const std::optional<BatchNormParams> batch_stats = batch_stats_params(bn1);
+  if (mode_.fused && !mode_.replace && batch_stats && batch_norm_relu_maxpool_supported(x, *batch_stats)) {
+    count_batch(bn1);
+    return batch_norm_relu_maxpool(x, *batch_stats);
+  }
+  return maxpool(bn_act(bn1, x, torch::Tensor(), true, mode_));
+}
+
 torch::Tensor ResNet::forward(torch::Tensor x) {
   if (mode_.fused) {
     // A fused bottleneck hands back its input's gradient masked by the ReLU (fused_bottleneck.h):
@@ -215,7 +226,7 @@ torch::Tensor ResNet::forward(torch::Tensor x) {
     for (size_t i = 0; i < blocks.size(); ++i)
       blocks[i]->output_grad_masked = i + 1 < blocks.size() && blocks[i + 1]->fused_params().has_value();
   }
-  x = maxpool(bn_act(bn1, conv1(x), torch::Tensor(), true, mode_));
+  x = stem(conv1(x));
   x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
   return fc(x);

@@ -87,6 +87,7 @@ class ResNet : public Classifier {
  private:
   torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride);
   void set_mode(const BatchNormMode& mode);  // on this model and every block
+  torch::Tensor stem(const torch::Tensor& x);  // bn1 + ReLU + max-pool of conv1's output
 
   ResNetConfig config_;
   int64_t inplanes_ = 64;

@@ -74,7 +74,60 @@ class BatchNormAct : public torch::autograd::Function<BatchNormAct> {
   }
 };
 
+class BatchNormReluMaxPool : public torch::autograd::Function<BatchNormReluMaxPool> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias, torch::Tensor running_mean, torch::Tensor running_var,
+                               double momentum, double eps) {
+    RECORD_FUNCTION("resnet::batch_norm_relu_maxpool", std::vector<c10::IValue>());
+    const c10::cuda::CUDAGuard device_guard(x.device());
+    const int64_t n = x.size(0), channels = x.size(1), h = x.size(2), w = x.size(3);
+    torch::Tensor y = at::empty({n, channels, (h - 1) / 2 + 1, (w - 1) / 2 + 1}, x.options(),
+                                at::MemoryFormat::ChannelsLast);
+    torch::Tensor argmax = at::empty(y.sizes(), x.options().dtype(at::kByte), at::MemoryFormat::ChannelsLast);
+    const auto f32 = x.options().dtype(at::kFloat);
+    torch::Tensor mean = at::empty({channels}, f32), invstd = at::empty({channels}, f32);
+    torch::Tensor scratch = bn_workspace(n * h * w, channels, x);
+    cuda::bn_relu_maxpool_forward(half_type(x), x.data_ptr(), y.data_ptr(), argmax.data_ptr<uint8_t>(), n, h, w,
+                                  channels, weight.data_ptr<float>(), bias.data_ptr<float>(),
+                                  running_mean.data_ptr<float>(), running_var.data_ptr<float>(),
+                                  static_cast<float>(momentum), static_cast<float>(eps), mean.data_ptr<float>(),
+                                  invstd.data_ptr<float>(), scratch.data_ptr<float>(), sm_count(), stream());
+    ctx->save_for_backward({x, argmax, weight, bias, mean, invstd});
+    return y;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grad_outputs) {
+    RECORD_FUNCTION("resnet::batch_norm_relu_maxpool_backward", std::vector<c10::IValue>());
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x = saved[0], &argmax = saved[1], &weight = saved[2], &bias = saved[3], &mean = saved[4],
+                        &invstd = saved[5];
+    const c10::cuda::CUDAGuard device_guard(x.device());
+    const torch::Tensor dy = nhwc(grad_outputs[0]);
+    const int64_t n = x.size(0), channels = x.size(1), h = x.size(2), w = x.size(3);
+    torch::Tensor dx = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+    torch::Tensor dweight = at::empty_like(weight), dbias = at::empty_like(weight);
+    torch::Tensor scratch = bn_workspace(n * h * w, channels, x);
+    cuda::bn_relu_maxpool_backward(half_type(x), dy.data_ptr(), argmax.data_ptr<uint8_t>(), x.data_ptr(),
+                                   dx.data_ptr(), n, h, w, channels, weight.data_ptr<float>(), bias.data_ptr<float>(),
+                                   mean.data_ptr<float>(), invstd.data_ptr<float>(), dweight.data_ptr<float>(),
+                                   dbias.data_ptr<float>(), scratch.data_ptr<float>(), sm_count(), stream());
+    return {dx, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+bool batch_norm_relu_maxpool_supported(const torch::Tensor& x, const BatchNormParams& bn) {
+  return batch_norm_act_supported(x, torch::Tensor(), bn) && x.size(0) * x.size(2) * x.size(3) < (int64_t{1} << 31);
+}
+
+torch::Tensor batch_norm_relu_maxpool(const torch::Tensor& x, const BatchNormParams& bn) {
+  if (!batch_norm_relu_maxpool_supported(x, bn))
+    throw std::invalid_argument(
+        "batch_norm_relu_maxpool: inputs its CUDA kernels do not take (see batch_norm_relu_maxpool_supported)");
+  return BatchNormReluMaxPool::apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps);
+}
 
 bool batch_norm_act_supported(const torch::Tensor& x, const torch::Tensor& residual, const BatchNormParams& bn) {
   if (!x.defined() || !nhwc_16_bit(x) || x.size(1) % 8 != 0 || x.numel() / x.size(1) < 2) return false;
@@ -99,6 +152,12 @@ bool batch_norm_act_supported(const torch::Tensor&, const torch::Tensor&, const 
 
 torch::Tensor batch_norm_act(const torch::Tensor&, const torch::Tensor&, const BatchNormParams&, bool) {
   throw std::invalid_argument("batch_norm_act: this build has no CUDA");
+}
+
+bool batch_norm_relu_maxpool_supported(const torch::Tensor&, const BatchNormParams&) { return false; }
+
+torch::Tensor batch_norm_relu_maxpool(const torch::Tensor&, const BatchNormParams&) {
+  throw std::invalid_argument("batch_norm_relu_maxpool: this build has no CUDA");
 }
 
 #endif

@@ -35,4 +35,13 @@ bool batch_norm_act_supported(const torch::Tensor& x, const torch::Tensor& resid
 torch::Tensor batch_norm_act(const torch::Tensor& x, const torch::Tensor& residual, const BatchNormParams& bn,
                              bool relu);
 
+// The stem of a ResNet in training mode as one op: max_pool2d(relu(batch_norm(x)), 3, stride 2,
+// padding 1). Forward reads x twice (statistics, then the pool) and writes only the pooled output
+// and a byte per output value for where its maximum was; backward gathers each input position's
+// gradient from the windows it won, through the ReLU and the batch norm, in two passes. Where the
+// plain ops write the ReLU's output, 8-byte max-pool indices and a zero-filled gradient, and read
+// them back. Same inputs as batch_norm_act (without residual), and n * h * w < 2^31.
+bool batch_norm_relu_maxpool_supported(const torch::Tensor& x, const BatchNormParams& bn);
+torch::Tensor batch_norm_relu_maxpool(const torch::Tensor& x, const BatchNormParams& bn);
+
 }  // namespace resnet

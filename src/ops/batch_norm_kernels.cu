@@ -18,6 +18,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -350,6 +352,140 @@ __global__ void __launch_bounds__(kThreads) bn_grad_apply(const T* __restrict__ 
   }
 }
 
+// --- the stem: batch norm + ReLU + 3x3 max-pool, stride 2, padding 1 ---------------------------
+// The input x is [N, H, W, C] (rows = N*H*W), the output [N, OH, OW, C]. A window's positions are
+// numbered k = 3 * kh + kw; argmax keeps the one of each output value (one byte).
+struct PoolShape {
+  int H, W, OH, OW;
+};
+
+// y = max over the window of relu(x * scale + shift): the first maximum in row-major order wins,
+// and NaN wins, as PyTorch's max-pool. One thread: 8 channels of one output pixel.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) bn_relu_maxpool(const T* __restrict__ x, T* __restrict__ y,
+                                                            uint8_t* __restrict__ argmax, int64_t pixels, int C,
+                                                            PoolShape s, const float* __restrict__ scale_shift) {
+  const int groups = C / kVec;
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= pixels * groups) return;
+  const int c = static_cast<int>(i % groups) * kVec;
+  const int64_t pixel = i / groups;
+  const int ow = static_cast<int>(pixel % s.OW), oh = static_cast<int>((pixel / s.OW) % s.OH);
+  const int64_t n = pixel / (static_cast<int64_t>(s.OW) * s.OH);
+  float scale[kVec], shift[kVec], best[kVec];
+  uint8_t at[kVec];
+  load8(scale_shift + c, scale);
+  load8(scale_shift + C + c, shift);
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) best[k] = -INFINITY, at[k] = 4;  // the centre is always inside
+#pragma unroll
+  for (int kh = 0; kh < 3; ++kh) {
+    const int h = 2 * oh - 1 + kh;
+    if (h < 0 || h >= s.H) continue;
+#pragma unroll
+    for (int kw = 0; kw < 3; ++kw) {
+      const int w = 2 * ow - 1 + kw;
+      if (w < 0 || w >= s.W) continue;
+      float v[kVec];
+      load8(x + ((n * s.H + h) * s.W + w) * C + c, v);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        const float a = fmaxf(v[k] * scale[k] + shift[k], 0.f);
+        if (a > best[k] || isnan(a)) best[k] = a, at[k] = static_cast<uint8_t>(3 * kh + kw);
+      }
+    }
+  }
+  store8(y + pixel * C + c, best);
+  uint2 packed;
+  packed.x = at[0] | at[1] << 8 | at[2] << 16 | static_cast<uint32_t>(at[3]) << 24;
+  packed.y = at[4] | at[5] << 8 | at[6] << 16 | static_cast<uint32_t>(at[7]) << 24;
+  *reinterpret_cast<uint2*>(argmax + pixel * C + c) = packed;
+}
+
+// g at input row `row`: the output gradients of the windows whose maximum it was, zero where the
+// ReLU's output was 0 (x * scale + shift <= 0).
+template <typename T>
+__device__ __forceinline__ void pooled_grad(const T* __restrict__ dy, const uint8_t* __restrict__ argmax, int64_t row,
+                                            int C, int c, PoolShape s, const float (&xv)[kVec],
+                                            const float (&scale)[kVec], const float (&shift)[kVec], float (&g)[kVec]) {
+  const int w = static_cast<int>(row % s.W), h = static_cast<int>((row / s.W) % s.H);
+  const int64_t n = row / (static_cast<int64_t>(s.W) * s.H);
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) g[k] = 0.f;
+  const int oh_end = min((h + 1) / 2, s.OH - 1), ow_end = min((w + 1) / 2, s.OW - 1);
+  for (int oh = h / 2; oh <= oh_end; ++oh)
+    for (int ow = w / 2; ow <= ow_end; ++ow) {
+      const int64_t o = ((n * s.OH + oh) * s.OW + ow) * C + c;
+      const uint2 packed = __ldg(reinterpret_cast<const uint2*>(argmax + o));
+      const uint32_t mine = 3 * (h - 2 * oh + 1) + (w - 2 * ow + 1);
+      float d[kVec];
+      load8(dy + o, d);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        const uint32_t a = ((k < 4 ? packed.x : packed.y) >> (8 * (k % 4))) & 0xff;
+        if (a == mine) g[k] += d[k];
+      }
+    }
+#pragma unroll
+  for (int k = 0; k < kVec; ++k)
+    if (!(xv[k] * scale[k] + shift[k] > 0.f)) g[k] = 0.f;
+}
+
+// scale and shift of the batch norm from its saved statistics (as the forward's finalize)
+__device__ __forceinline__ void scale_shift_of(const float* weight, const float* bias, const float* mean,
+                                               const float* invstd, int c, float (&scale)[kVec],
+                                               float (&shift)[kVec], float (&m)[kVec]) {
+  float w[kVec], b[kVec], is[kVec];
+  load8(weight + c, w);
+  load8(bias + c, b);
+  load8(mean + c, m);
+  load8(invstd + c, is);
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) scale[k] = w[k] * is[k], shift[k] = b[k] - m[k] * scale[k];
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) bn_relu_maxpool_backward_reduce(
+    const T* __restrict__ dy, const uint8_t* __restrict__ argmax, const T* __restrict__ x, int64_t rows, int C,
+    int64_t chunk, PoolShape s, const float* weight, const float* bias, const float* save_mean,
+    const float* save_invstd, float* __restrict__ partial) {
+  const Place at = place(rows, chunk);
+  float scale[kVec], shift[kVec], mean[kVec], sg[kVec] = {}, sgx[kVec] = {};
+  scale_shift_of(weight, bias, save_mean, save_invstd, at.c, scale, shift, mean);
+  for (int64_t r = at.begin; r < at.end; r += blockDim.y) {
+    float v[kVec], g[kVec];
+    load8(x + r * C + at.c, v);
+    pooled_grad(dy, argmax, r, C, at.c, s, v, scale, shift, g);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      sg[k] += g[k];
+      sgx[k] += g[k] * (v[k] - mean[k]);
+    }
+  }
+  store_block_sums(sg, sgx, partial, C);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) bn_relu_maxpool_backward_apply(
+    const T* __restrict__ dy, const uint8_t* __restrict__ argmax, const T* __restrict__ x, T* __restrict__ dx,
+    int64_t rows, int C, int64_t chunk, PoolShape s, const float* weight, const float* bias,
+    const float* save_mean, const float* save_invstd, const float* __restrict__ coef) {
+  const Place at = place(rows, chunk);
+  float scale[kVec], shift[kVec], mean[kVec], a[kVec], k_[kVec], b[kVec];
+  scale_shift_of(weight, bias, save_mean, save_invstd, at.c, scale, shift, mean);
+  load8(coef + at.c, a);
+  load8(coef + C + at.c, k_);
+  load8(coef + 2 * C + at.c, b);
+  for (int64_t r = at.begin; r < at.end; r += blockDim.y) {
+    float v[kVec], g[kVec];
+    load8(x + r * C + at.c, v);
+    pooled_grad(dy, argmax, r, C, at.c, s, v, scale, shift, g);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) v[k] = a[k] * g[k] + k_[k] * (v[k] - mean[k]) + b[k];
+    store8(dx + r * C + at.c, v);
+  }
+}
+
 // Block and grid for `rows` x `channels` with about blocks_per_sm blocks per multiprocessor.
 struct Tiling {
   dim3 block, grid;
@@ -446,7 +582,80 @@ void backward_typed(const void* dy, const void* y, const void* x, void* dx, void
   check_launch("batch norm backward");
 }
 
+PoolShape pool_shape(int64_t h, int64_t w) {
+  return {static_cast<int>(h), static_cast<int>(w), static_cast<int>((h - 1) / 2 + 1),
+          static_cast<int>((w - 1) / 2 + 1)};
+}
+
+template <typename T>
+void pool_forward_typed(const void* x, void* y, uint8_t* argmax, int64_t n, int64_t h, int64_t w, int C,
+                        const float* weight, const float* bias, float* running_mean, float* running_var,
+                        float momentum, float eps, float* save_mean, float* save_invstd, float* workspace,
+                        int sm_count, cudaStream_t stream) {
+  const int64_t rows = n * h * w;
+  const Tiling stats = tiling(rows, C, sm_count, kStatsBlocksPerSm);
+  const int chunks = static_cast<int>(stats.grid.x);
+  float* scale_shift = workspace + 2 * static_cast<int64_t>(chunks) * C;
+  bn_stats<T><<<stats.grid, stats.block, 0, stream>>>(static_cast<const T*>(x), rows, C, stats.chunk, workspace);
+  bn_finalize_forward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(workspace, chunks, rows, C, weight, bias, running_mean,
+                                                               running_var, momentum, eps, save_mean, save_invstd,
+                                                               scale_shift);
+  const PoolShape s = pool_shape(h, w);
+  const int64_t threads = n * s.OH * s.OW * (C / kVec);
+  bn_relu_maxpool<T><<<static_cast<unsigned>((threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      static_cast<const T*>(x), static_cast<T*>(y), argmax, n * s.OH * s.OW, C, s, scale_shift);
+  check_launch("batch norm + ReLU + max-pool forward");
+}
+
+template <typename T>
+void pool_backward_typed(const void* dy, const uint8_t* argmax, const void* x, void* dx, int64_t n, int64_t h,
+                         int64_t w, int C, const float* weight, const float* bias, const float* save_mean,
+                         const float* save_invstd, float* dweight, float* dbias, float* workspace, int sm_count,
+                         cudaStream_t stream) {
+  const int64_t rows = n * h * w;
+  const PoolShape s = pool_shape(h, w);
+  const Tiling stats = tiling(rows, C, sm_count, kStatsBlocksPerSm);
+  const int chunks = static_cast<int>(stats.grid.x);
+  float* coef = workspace + 2 * static_cast<int64_t>(chunks) * C;
+  const auto* dyt = static_cast<const T*>(dy);
+  const auto* xt = static_cast<const T*>(x);
+  bn_relu_maxpool_backward_reduce<T><<<stats.grid, stats.block, 0, stream>>>(
+      dyt, argmax, xt, rows, C, stats.chunk, s, weight, bias, save_mean, save_invstd, workspace);
+  bn_finalize_backward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(workspace, chunks, rows, C, weight, save_invstd,
+                                                                dweight, dbias, coef);
+  const Tiling apply = tiling(rows, C, sm_count, kApplyBlocksPerSm);
+  bn_relu_maxpool_backward_apply<T><<<apply.grid, apply.block, 0, stream>>>(
+      dyt, argmax, xt, static_cast<T*>(dx), rows, C, apply.chunk, s, weight, bias, save_mean, save_invstd, coef);
+  check_launch("batch norm + ReLU + max-pool backward");
+}
+
 }  // namespace
+
+void bn_relu_maxpool_forward(Half type, const void* x, void* y, uint8_t* argmax, int64_t n, int64_t h, int64_t w,
+                             int64_t channels, const float* weight, const float* bias, float* running_mean,
+                             float* running_var, float momentum, float eps, float* save_mean, float* save_invstd,
+                             float* workspace, int sm_count, CUstream_st* stream) {
+  const int C = static_cast<int>(channels);
+  if (type == Half::kBf16)
+    pool_forward_typed<__nv_bfloat16>(x, y, argmax, n, h, w, C, weight, bias, running_mean, running_var, momentum,
+                                      eps, save_mean, save_invstd, workspace, sm_count, stream);
+  else
+    pool_forward_typed<__half>(x, y, argmax, n, h, w, C, weight, bias, running_mean, running_var, momentum, eps,
+                               save_mean, save_invstd, workspace, sm_count, stream);
+}
+
+void bn_relu_maxpool_backward(Half type, const void* dy, const uint8_t* argmax, const void* x, void* dx, int64_t n,
+                              int64_t h, int64_t w, int64_t channels, const float* weight, const float* bias,
+                              const float* save_mean, const float* save_invstd, float* dweight, float* dbias,
+                              float* workspace, int sm_count, CUstream_st* stream) {
+  const int C = static_cast<int>(channels);
+  if (type == Half::kBf16)
+    pool_backward_typed<__nv_bfloat16>(dy, argmax, x, dx, n, h, w, C, weight, bias, save_mean, save_invstd, dweight,
+                                       dbias, workspace, sm_count, stream);
+  else
+    pool_backward_typed<__half>(dy, argmax, x, dx, n, h, w, C, weight, bias, save_mean, save_invstd, dweight, dbias,
+                                workspace, sm_count, stream);
+}
 
 int64_t bn_act_workspace_floats(int64_t rows, int64_t channels, int sm_count) {
   const Tiling stats = tiling(rows, channels, sm_count, kStatsBlocksPerSm);

@@ -54,6 +54,24 @@ void bn_apply(Half type, const void* x, const float* scale_shift, const void* re
 void bn_grad_apply(Half type, const void* g, const void* x, const float* coef, void* dx, int64_t rows,
                    int64_t channels, int sm_count, CUstream_st* stream);
 
+// --- the stem: batch norm + ReLU + 3x3 max-pool with stride 2 and padding 1 ---------------------
+// x is [n, h, w, channels] (NHWC; channels a multiple of 8; n * h * w < 2^31), y is
+// [n, (h - 1) / 2 + 1, (w - 1) / 2 + 1, channels]. Forward: batch statistics as bn_act_forward (saved
+// mean and 1/std, running statistics, same workspace), then y = maxpool(relu(x * scale + shift))
+// in one pass, without writing the ReLU's output; `argmax` (one byte per value of y, 8-byte
+// aligned) keeps where each maximum was: 3 * kh + kw in its window, the first in row-major order
+// (as PyTorch's max-pool; NaN wins).
+void bn_relu_maxpool_forward(Half type, const void* x, void* y, uint8_t* argmax, int64_t n, int64_t h, int64_t w,
+                             int64_t channels, const float* weight, const float* bias, float* running_mean,
+                             float* running_var, float momentum, float eps, float* save_mean, float* save_invstd,
+                             float* workspace, int sm_count, CUstream_st* stream);
+// Backward from dy (y's shape): the max-pool's gradient gathered at each input position from the
+// windows whose maximum it was, masked by the ReLU, through the batch norm: dx, d(weight), d(bias).
+void bn_relu_maxpool_backward(Half type, const void* dy, const uint8_t* argmax, const void* x, void* dx, int64_t n,
+                              int64_t h, int64_t w, int64_t channels, const float* weight, const float* bias,
+                              const float* save_mean, const float* save_invstd, float* dweight, float* dbias,
+                              float* workspace, int sm_count, CUstream_st* stream);
+
 // --- SGD with momentum and weight decay over many fp32 tensors ----------------------------------
 // torch.optim.SGD (dampening 0, no Nesterov), hyperparameters read on the device from
 // `hyper` = {learning rate, momentum, weight decay}: d = g / grad_scale + wd * p;

@@ -177,7 +177,8 @@ class Cache {
         candidate.workspace = ws;
         {
           std::lock_guard<std::mutex> log_lock(log_mutex);
-          built_log.push_back(key + describe(candidate));
+          built_log.push_back(key + describe(candidate) +
+                              (errors.empty() ? "" : " (declined before it: " + errors.substr(0, 400) + ")"));
         }
         return graphs_.emplace(key, std::move(candidate)).first->second;
       }
