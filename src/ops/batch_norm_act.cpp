@@ -119,7 +119,10 @@ class BatchNormReluMaxPool : public torch::autograd::Function<BatchNormReluMaxPo
 }  // namespace
 
 bool batch_norm_relu_maxpool_supported(const torch::Tensor& x, const BatchNormParams& bn) {
-  return batch_norm_act_supported(x, torch::Tensor(), bn) && x.size(0) * x.size(2) * x.size(3) < (int64_t{1} << 31);
+  if (!batch_norm_act_supported(x, torch::Tensor(), bn)) return false;
+  // the kernels' indexing: input rows and output threads (8 channels each) in 32 bits
+  const int64_t pixels = x.size(0) * ((x.size(2) - 1) / 2 + 1) * ((x.size(3) - 1) / 2 + 1);
+  return x.size(0) * x.size(2) * x.size(3) < (int64_t{1} << 31) && pixels * (x.size(1) / 8) < (int64_t{1} << 31);
 }
 
 torch::Tensor batch_norm_relu_maxpool(const torch::Tensor& x, const BatchNormParams& bn) {

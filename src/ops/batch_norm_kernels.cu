@@ -161,7 +161,7 @@ __device__ __forceinline__ bool sum_chunks(const float* partial, int chunks, int
 __global__ void bn_finalize_forward(const float* __restrict__ partial, int chunks, int64_t rows, int C,
                                     const float* weight, const float* bias, float* running_mean,
                                     float* running_var, float momentum, float eps, float* save_mean,
-                                    float* save_invstd, float* scale_shift) {
+                                    float* save_invstd, float* scale_shift, __half* scale_shift_half = nullptr) {
   double s, q;
   if (!sum_chunks(partial, chunks, C, s, q)) return;
   const int c = blockIdx.x * 32 + threadIdx.x;
@@ -174,6 +174,10 @@ __global__ void bn_finalize_forward(const float* __restrict__ partial, int chunk
   const float scale = (weight ? weight[c] : 1.f) * invstd;
   scale_shift[c] = scale;
   scale_shift[C + c] = (bias ? bias[c] : 0.f) - static_cast<float>(mean) * scale;
+  if (scale_shift_half) {
+    scale_shift_half[c] = __float2half_rn(scale);
+    scale_shift_half[C + c] = __float2half_rn(scale_shift[C + c]);
+  }
   if (running_mean)
     running_mean[c] = static_cast<float>((1.0 - momentum) * running_mean[c] + momentum * mean);
   if (running_var)
@@ -363,15 +367,15 @@ struct PoolShape {
 // and NaN wins, as PyTorch's max-pool. One thread: 8 channels of one output pixel.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) bn_relu_maxpool(const T* __restrict__ x, T* __restrict__ y,
-                                                            uint8_t* __restrict__ argmax, int64_t pixels, int C,
+                                                            uint8_t* __restrict__ argmax, uint32_t pixels, int C,
                                                             PoolShape s, const float* __restrict__ scale_shift) {
-  const int groups = C / kVec;
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  // 32-bit index arithmetic (the launcher checks that it fits): 64-bit division costs more than
+  // the loads
+  const uint32_t groups = C / kVec, i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= pixels * groups) return;
   const int c = static_cast<int>(i % groups) * kVec;
-  const int64_t pixel = i / groups;
-  const int ow = static_cast<int>(pixel % s.OW), oh = static_cast<int>((pixel / s.OW) % s.OH);
-  const int64_t n = pixel / (static_cast<int64_t>(s.OW) * s.OH);
+  const uint32_t pixel = i / groups, ow = pixel % s.OW, rest = pixel / s.OW, oh = rest % s.OH;
+  const int64_t n = rest / s.OH;
   float scale[kVec], shift[kVec], best[kVec];
   uint8_t at[kVec];
   load8(scale_shift + c, scale);
@@ -380,11 +384,11 @@ __global__ void __launch_bounds__(kThreads) bn_relu_maxpool(const T* __restrict_
   for (int k = 0; k < kVec; ++k) best[k] = -INFINITY, at[k] = 4;  // the centre is always inside
 #pragma unroll
   for (int kh = 0; kh < 3; ++kh) {
-    const int h = 2 * oh - 1 + kh;
+    const int h = 2 * static_cast<int>(oh) - 1 + kh;
     if (h < 0 || h >= s.H) continue;
 #pragma unroll
     for (int kw = 0; kw < 3; ++kw) {
-      const int w = 2 * ow - 1 + kw;
+      const int w = 2 * static_cast<int>(ow) - 1 + kw;
       if (w < 0 || w >= s.W) continue;
       float v[kVec];
       load8(x + ((n * s.H + h) * s.W + w) * C + c, v);
@@ -395,21 +399,37 @@ __global__ void __launch_bounds__(kThreads) bn_relu_maxpool(const T* __restrict_
       }
     }
   }
-  store8(y + pixel * C + c, best);
+  store8(y + static_cast<int64_t>(pixel) * C + c, best);
   uint2 packed;
   packed.x = at[0] | at[1] << 8 | at[2] << 16 | static_cast<uint32_t>(at[3]) << 24;
   packed.y = at[4] | at[5] << 8 | at[6] << 16 | static_cast<uint32_t>(at[7]) << 24;
-  *reinterpret_cast<uint2*>(argmax + pixel * C + c) = packed;
+  *reinterpret_cast<uint2*>(argmax + static_cast<int64_t>(pixel) * C + c) = packed;
 }
 
 // g at input row `row`: the output gradients of the windows whose maximum it was, zero where the
 // ReLU's output was 0 (x * scale + shift <= 0).
+// The input position of a row, kept up to date as a thread walks its rows (no division a row).
+struct Position {
+  int64_t n;
+  int h, w;
+  __device__ Position(int64_t row, PoolShape s)
+      : n(row / (static_cast<int64_t>(s.W) * s.H)), h(static_cast<int>((row / s.W) % s.H)),
+        w(static_cast<int>(row % s.W)) {}
+  __device__ void advance(int rows, PoolShape s) {
+    w += rows;
+    while (w >= s.W) {
+      w -= s.W;
+      if (++h == s.H) h = 0, ++n;
+    }
+  }
+};
+
 template <typename T>
-__device__ __forceinline__ void pooled_grad(const T* __restrict__ dy, const uint8_t* __restrict__ argmax, int64_t row,
-                                            int C, int c, PoolShape s, const float (&xv)[kVec],
+__device__ __forceinline__ void pooled_grad(const T* __restrict__ dy, const uint8_t* __restrict__ argmax,
+                                            const Position& at, int C, int c, PoolShape s, const float (&xv)[kVec],
                                             const float (&scale)[kVec], const float (&shift)[kVec], float (&g)[kVec]) {
-  const int w = static_cast<int>(row % s.W), h = static_cast<int>((row / s.W) % s.H);
-  const int64_t n = row / (static_cast<int64_t>(s.W) * s.H);
+  const int h = at.h, w = at.w;
+  const int64_t n = at.n;
 #pragma unroll
   for (int k = 0; k < kVec; ++k) g[k] = 0.f;
   const int oh_end = min((h + 1) / 2, s.OH - 1), ow_end = min((w + 1) / 2, s.OW - 1);
@@ -452,10 +472,11 @@ __global__ void __launch_bounds__(kThreads) bn_relu_maxpool_backward_reduce(
   const Place at = place(rows, chunk);
   float scale[kVec], shift[kVec], mean[kVec], sg[kVec] = {}, sgx[kVec] = {};
   scale_shift_of(weight, bias, save_mean, save_invstd, at.c, scale, shift, mean);
-  for (int64_t r = at.begin; r < at.end; r += blockDim.y) {
+  Position pos(at.begin, s);
+  for (int64_t r = at.begin; r < at.end; r += blockDim.y, pos.advance(blockDim.y, s)) {
     float v[kVec], g[kVec];
     load8(x + r * C + at.c, v);
-    pooled_grad(dy, argmax, r, C, at.c, s, v, scale, shift, g);
+    pooled_grad(dy, argmax, pos, C, at.c, s, v, scale, shift, g);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       sg[k] += g[k];
@@ -476,10 +497,11 @@ __global__ void __launch_bounds__(kThreads) bn_relu_maxpool_backward_apply(
   load8(coef + at.c, a);
   load8(coef + C + at.c, k_);
   load8(coef + 2 * C + at.c, b);
-  for (int64_t r = at.begin; r < at.end; r += blockDim.y) {
+  Position pos(at.begin, s);
+  for (int64_t r = at.begin; r < at.end; r += blockDim.y, pos.advance(blockDim.y, s)) {
     float v[kVec], g[kVec];
     load8(x + r * C + at.c, v);
-    pooled_grad(dy, argmax, r, C, at.c, s, v, scale, shift, g);
+    pooled_grad(dy, argmax, pos, C, at.c, s, v, scale, shift, g);
 #pragma unroll
     for (int k = 0; k < kVec; ++k) v[k] = a[k] * g[k] + k_[k] * (v[k] - mean[k]) + b[k];
     store8(dx + r * C + at.c, v);
@@ -601,9 +623,11 @@ void pool_forward_typed(const void* x, void* y, uint8_t* argmax, int64_t n, int6
                                                                running_var, momentum, eps, save_mean, save_invstd,
                                                                scale_shift);
   const PoolShape s = pool_shape(h, w);
-  const int64_t threads = n * s.OH * s.OW * (C / kVec);
+  const int64_t pixels = n * s.OH * s.OW, threads = pixels * (C / kVec);
+  if (threads >= (int64_t{1} << 32) - kThreads)
+    throw std::invalid_argument("batch norm + ReLU + max-pool: the output is too large for the kernel's indexing");
   bn_relu_maxpool<T><<<static_cast<unsigned>((threads + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<T*>(y), argmax, n * s.OH * s.OW, C, s, scale_shift);
+      static_cast<const T*>(x), static_cast<T*>(y), argmax, static_cast<uint32_t>(pixels), C, s, scale_shift);
   check_launch("batch norm + ReLU + max-pool forward");
 }
 
@@ -689,11 +713,11 @@ void bn_act_backward(Half type, const void* dy, const void* y, const void* x, vo
 
 void bn_finalize_sums(const float* sums, int64_t rows, int64_t channels, const float* weight, const float* bias,
                       float* running_mean, float* running_var, float momentum, float eps, float* save_mean,
-                      float* save_invstd, float* scale_shift, CUstream_st* stream) {
+                      float* save_invstd, float* scale_shift, void* scale_shift_half, CUstream_st* stream) {
   const int C = static_cast<int>(channels);
   bn_finalize_forward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(sums, 1, rows, C, weight, bias, running_mean,
                                                                running_var, momentum, eps, save_mean, save_invstd,
-                                                               scale_shift);
+                                                               scale_shift, static_cast<__half*>(scale_shift_half));
   check_launch("batch norm finalize");
 }
 

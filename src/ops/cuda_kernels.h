@@ -39,10 +39,11 @@ void bn_act_backward(Half type, const void* dy, const void* y, const void* x, vo
 // --- the fused convolution path (ops/fused_conv.h): cuDNN's convolutions give the statistics -----
 // From per-channel sums `sums` = {sum[C], sum of squares[C]} over `rows` values: the saved mean and
 // 1/std, scale_shift = {weight/std[C], bias - mean*weight/std[C]} and the running statistics, as
-// bn_act_forward does.
+// bn_act_forward does; scale_shift_half, where not null, gets the same in fp16 (for cuDNN's
+// prologues that take it so).
 void bn_finalize_sums(const float* sums, int64_t rows, int64_t channels, const float* weight, const float* bias,
                       float* running_mean, float* running_var, float momentum, float eps, float* save_mean,
-                      float* save_invstd, float* scale_shift, CUstream_st* stream);
+                      float* save_invstd, float* scale_shift, void* scale_shift_half, CUstream_st* stream);
 
 // y = act(x * scale + shift + r) with r = residual, residual * rscale + rshift where
 // residual_scale_shift = {rscale[C], rshift[C]} is given, or nothing where residual is null.

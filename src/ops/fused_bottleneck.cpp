@@ -27,7 +27,7 @@ int64_t rows_of(const torch::Tensor& t) { return t.numel() / t.size(1); }
 
 // One batch norm of the block after the forward: its statistics and the scale and shift they give.
 struct Norm {
-  torch::Tensor scale_shift, mean, invstd;
+  torch::Tensor scale_shift, mean, invstd, scale_shift_half;  // the last for cuDNN's fp16 prologues
 };
 
 // From the sums a convolution's epilogue gave: mean, 1/std, scale and shift, running statistics.
@@ -36,11 +36,11 @@ Norm finalize(const torch::Tensor& sums, int64_t rows, const torch::Tensor& weig
   RECORD_FUNCTION("resnet::batch_norm_finalize", std::vector<c10::IValue>());
   const int64_t C = weight.size(0);
   const auto f32 = weight.options();
-  Norm n{at::empty({2 * C}, f32), at::empty({C}, f32), at::empty({C}, f32)};
+  Norm n{at::empty({2 * C}, f32), at::empty({C}, f32), at::empty({C}, f32), at::empty({2 * C}, f32.dtype(at::kHalf))};
   cuda::bn_finalize_sums(sums.data_ptr<float>(), rows, C, weight.data_ptr<float>(), bias.data_ptr<float>(),
                          running_mean.data_ptr<float>(), running_var.data_ptr<float>(), static_cast<float>(momentum),
                          static_cast<float>(eps), n.mean.data_ptr<float>(), n.invstd.data_ptr<float>(),
-                         n.scale_shift.data_ptr<float>(), stream());
+                         n.scale_shift.data_ptr<float>(), n.scale_shift_half.data_ptr(), stream());
   return n;
 }
 
@@ -84,7 +84,7 @@ torch::Tensor grad_apply(const fused::DgradNorm& d, const torch::Tensor& x) {
 }
 
 InputNorm input_norm(const Norm& n, const torch::Tensor& weight, const torch::Tensor& bias) {
-  return InputNorm{n.scale_shift, n.mean, n.invstd, weight, bias};
+  return InputNorm{n.scale_shift, n.mean, n.invstd, weight, bias, n.scale_shift_half};
 }
 
 torch::Tensor half_nhwc(const torch::Tensor& w) {
@@ -120,7 +120,7 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     torch::Tensor out = block_end(c3.y, n3, ds ? cd.y : x, ds ? &nd : nullptr);
     std::vector<torch::Tensor> saved(in.begin(), in.end());
     for (const torch::Tensor& t : {c1.y, c2.y, c3.y, out, n1.scale_shift, n1.mean, n1.invstd, n2.scale_shift,
-                                   n2.mean, n2.invstd, n3.mean, n3.invstd})
+                                   n2.mean, n2.invstd, n3.mean, n3.invstd, n1.scale_shift_half, n2.scale_shift_half})
       saved.push_back(t);
     if (ds)
       for (const torch::Tensor& t : {cd.y, nd.mean, nd.invstd}) saved.push_back(t);
@@ -140,7 +140,7 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     const bool ds = inputs > kWd;
     const int64_t b = inputs;  // where the block's own saved tensors start
     const torch::Tensor &x = s[kX], &y1 = s[b], &y2 = s[b + 1], &y3 = s[b + 2], &out = s[b + 3];
-    const Norm n1{s[b + 4], s[b + 5], s[b + 6]}, n2{s[b + 7], s[b + 8], s[b + 9]};
+    const Norm n1{s[b + 4], s[b + 5], s[b + 6], s[b + 12]}, n2{s[b + 7], s[b + 8], s[b + 9], s[b + 13]};
     const torch::Tensor &mean3 = s[b + 10], &invstd3 = s[b + 11];
     const c10::cuda::CUDAGuard device_guard(x.device());
     const torch::Tensor dout = nhwc(grad_outputs[0]);
@@ -157,7 +157,7 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     const torch::Tensor dres = masked ? dout : g3.dresidual;
     torch::Tensor dx_shortcut = dres;
     if (ds) {
-      const torch::Tensor &yd = s[b + 12], &meand = s[b + 13], &invstdd = s[b + 14];
+      const torch::Tensor &yd = s[b + 14], &meand = s[b + 15], &invstdd = s[b + 16];
       BnGrads gd = batch_norm_backward(dres, torch::Tensor(), yd, s[kGd], meand, invstdd, false, false);
       grads[kGd] = gd.dweight;
       grads[kBd] = gd.dbias;

@@ -235,7 +235,9 @@ std::vector<int64_t> conv_out(at::IntArrayRef x, at::IntArrayRef w, ConvGeometry
 // ones; returned, to live until the graph has run).
 torch::Tensor bind_prologue(const Graph& graph, const InputNorm& in, int64_t channels,
                             std::unordered_map<int64_t, void*>& pointers) {
-  torch::Tensor params = graph.half_params ? in.scale_shift.to(at::kHalf) : in.scale_shift;
+  torch::Tensor params = !graph.half_params              ? in.scale_shift
+                         : in.scale_shift_half.defined() ? in.scale_shift_half
+                                                         : in.scale_shift.to(at::kHalf);
   pointers[kScale] = params.data_ptr();
   pointers[kShift] = static_cast<char*>(params.data_ptr()) + channels * params.element_size();
   return params;

@@ -31,6 +31,7 @@ bool fused_conv_supported(const torch::Device& device, std::string* why = nullpt
 struct InputNorm {
   torch::Tensor scale_shift;
   torch::Tensor mean, invstd, weight, bias;  // for backward (dgrad_relu_bn)
+  torch::Tensor scale_shift_half;  // scale_shift in fp16 where the caller has it (else cast where cuDNN wants fp16)
   bool defined() const { return scale_shift.defined(); }
 };
 
