@@ -53,7 +53,10 @@ TEST(Cli, TrainRefusesBadUsageBeforeAnyWork) {
       {"--lr-schedule onecycle --warmup-epochs 1", "leave --warmup-epochs out"},
       {"--nesterov --momentum 0", "--nesterov needs a --momentum above 0"},
       {"--label-smoothing 2", "--label-smoothing must be between 0 and 1 (got 2)"},
-      {"--lr-scale-batch -1", "--lr-scale-batch must be at least 0"}};
+      {"--lr-scale-batch -1", "--lr-scale-batch must be at least 0"},
+      {"--mixup -0.2", "--mixup must be an alpha of 0 (off) or more, e.g. 0.2 (got -0.2)"},
+      {"--cutmix nan", "--cutmix must be an alpha of 0 (off) or more"},
+      {"--clip-grad-norm -1", "--clip-grad-norm must be 0 (off) or a positive norm, e.g. 1 (got -1)"}};
   for (const auto& [flags, message] : recipe) {
     const auto r = run_resnet("train --model resnet18 --data /nonexistent --device cpu " + flags);
     EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.output;

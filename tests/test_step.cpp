@@ -8,6 +8,7 @@
 #include "io/state_dict.h"
 #include "models/registry.h"
 #include "train/cuda_graph.h"
+#include "train/mix.h"
 #include "train/step.h"
 #include "test_util.h"
 
@@ -121,6 +122,45 @@ TEST(TrainStep, LabelSmoothingLossFollowsItsFormula) {
     const double want = ((1 - e) * nll - e * logp.mean(1)).mean().item<double>();
     EXPECT_NEAR(got, want, 1e-5 * want) << "label smoothing " << e;
   }
+}
+
+TEST(TrainStep, MixedBatchesAndClippedGradients) {
+  // With --mixup/--cutmix the step's loss is the soft-target cross-entropy of the batch mix_batch
+  // draws from the default generator (the same draw when reseeded), and with --clip-grad-norm the
+  // update is SGD's on the clipped gradients.
+  const torch::Device cpu(torch::kCPU);
+  const auto data = random_batches(1, 6, 32, cpu);
+  resnet::MixOptions mix{0.4, 1.0};
+  auto model = seeded_model("resnet18", cpu);
+  torch::manual_seed(21);
+  const auto mixed = resnet::mix_batch(data.images[0], data.labels[0], model->num_classes(), mix, 0.1);
+  const auto logits = model->forward(mixed.images);
+  const double want = resnet::soft_cross_entropy(logits, mixed.targets).item<double>();
+  model->zero_grad();
+  resnet::soft_cross_entropy(logits, mixed.targets).backward();
+  std::vector<torch::Tensor> grads;
+  for (auto& p : model->parameters()) grads.push_back(p.grad().clone());
+  resnet::clip_grad_norm(grads, 0.5);
+  std::vector<torch::Tensor> want_params;
+  {
+    auto reference = seeded_model("resnet18", cpu);
+    const auto params = reference->parameters();
+    for (size_t i = 0; i < params.size(); ++i)  // the first SGD step: p -= lr * (g + wd * p)
+      want_params.push_back(params[i].detach() - 0.01 * (grads[i] + 1e-4 * params[i].detach()));
+  }
+
+  model = seeded_model("resnet18", cpu);
+  resnet::Sgd sgd(model->parameters(), {0.01, 0.9, 1e-4});
+  StepOptions options;
+  options.mix = mix;
+  options.label_smoothing = 0.1;
+  options.clip_grad_norm = 0.5;
+  resnet::TrainStep step(*model, sgd, options, cpu);
+  torch::manual_seed(21);
+  EXPECT_NEAR(step.run(data.images[0], data.labels[0]).item<double>(), want, 1e-5 * want);
+  const auto got = model->parameters();
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_LE(resnet::test::relative_error(got[i], want_params[i]), 1e-5) << i;
 }
 
 TEST(TrainStep, Bf16AndChannelsLastStayCloseToFp32OnTheCpu) {

@@ -84,9 +84,10 @@ try:
     check([r.split(',')[:5] for r in ma] == [r.split(',')[:5] for r in mb], f'same losses and accuracies in metrics.csv: {ma} {mb}')
 
     # A schedule (half an epoch of warm-up, then cosine) stopped at step 13 and resumed: the same
-    # rates and the same bits as never stopped, and the rates PyTorch's schedulers give.
+    # rates and the same bits as never stopped, and the rates PyTorch's schedulers give; with
+    # Mixup and CutMix drawn from the saved generator and the gradients clipped.
     sched = ['--lr', '0.05', '--lr-schedule', 'cosine', '--warmup-epochs', '0.5', '--min-lr', '0.0001',
-             '--ema-decay', '0.9']
+             '--ema-decay', '0.9', '--mixup', '0.2', '--cutmix', '1.0', '--clip-grad-norm', '2']
     c_dir, d_dir = os.path.join(tmp, 'c'), os.path.join(tmp, 'd')
     rc_c, out_c = run('train', *common, *sched, '--epochs', '2', '--checkpoint-dir', c_dir)
     rc_d1, out_d1 = run('train', *common, *sched, '--epochs', '2', '--checkpoint-dir', d_dir, '--max-steps', '13')

@@ -110,6 +110,16 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--label-smoothing", o->label_smoothing,
                   "train against (1 - e) x one-hot + e / classes (e.g. 0.1; the test loss stays plain)")
       ->capture_default_str();
+  cmd->add_option("--mixup", o->mix.mixup_alpha,
+                  "Mixup: blend each batch with a shuffled copy, weight ~ Beta(alpha, alpha) (e.g. 0.2; 0: off)")
+      ->capture_default_str();
+  cmd->add_option("--cutmix", o->mix.cutmix_alpha,
+                  "CutMix: paste a box of a shuffled copy into each batch, its area ~ Beta(alpha, alpha) (e.g. 1; 0: "
+                  "off; with --mixup: one or the other per batch)")
+      ->capture_default_str();
+  cmd->add_option("--clip-grad-norm", o->clip_grad_norm,
+                  "clip the gradients' total L2 norm to this before each step (0: off)")
+      ->capture_default_str();
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_flag("--nesterov", o->nesterov, "Nesterov momentum");
   cmd->add_option("--target-accuracy", o->target_accuracy,

@@ -2,6 +2,7 @@
 
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/_fused_sgd.h>
 #include <torch/autograd.h>
 
@@ -169,6 +170,17 @@ void Sgd::foreach_step(std::vector<torch::Tensor>& params, std::vector<torch::Te
     return;
   }
   at::_foreach_add_(params, buffers, -options_.learning_rate);
+}
+
+torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& grads, double max_norm, const torch::Tensor& scale) {
+  torch::NoGradGuard no_grad;
+  if (grads.empty()) return torch::zeros({});
+  const std::vector<torch::Tensor> norms = at::_foreach_norm(grads, 2);
+  const torch::Tensor total = torch::stack(norms).to(torch::kFloat).norm();
+  const torch::Tensor s = scale.defined() ? scale.to(torch::kFloat) : torch::ones({}, total.options());
+  const torch::Tensor coef = torch::clamp_max(s * max_norm / (total + s * 1e-6), 1.0);
+  at::_foreach_mul_(grads, coef);
+  return total;
 }
 
 }  // namespace resnet

@@ -74,4 +74,12 @@ class Sgd {
   torch::Tensor hyper_no_decay_;  // the same with weight decay 0, for the parameters that skip it
 };
 
+// Scales `grads` in place so that their total L2 norm is at most max_norm, as
+// torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), at most 1); where `scale`
+// is given the gradients are that many times the true ones (fp16's loss scale) and the limit
+// scales with it. On the device with no host sync (it runs in a CUDA graph). Returns the total norm
+// of the gradients as given (a 0-d fp32 tensor).
+torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& grads, double max_norm,
+                             const torch::Tensor& scale = torch::Tensor());
+
 }  // namespace resnet

@@ -104,14 +104,26 @@ torch::Tensor TrainStep::eager_step(const torch::Tensor& images, const torch::Te
   torch::Tensor loss;
   {
     AutocastGuard autocast(options_.amp, device_);
-    // Under autocast, cross-entropy runs in fp32 whatever the logits' precision.
-    loss = torch::nn::functional::cross_entropy(
-        model_.forward(images), labels,
-        torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing));
+    if (options_.mix.enabled()) {  // soft targets, label smoothing in them
+      const MixedBatch mixed =
+          mix_batch(images, labels, model_.num_classes(), options_.mix, options_.label_smoothing);
+      loss = soft_cross_entropy(model_.forward(mixed.images), mixed.targets);
+    } else {
+      // Under autocast, cross-entropy runs in fp32 whatever the logits' precision.
+      loss = torch::nn::functional::cross_entropy(
+          model_.forward(images), labels,
+          torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing));
+    }
   }
   if (sync_) sync_->before_backward();
   (scaler_ ? scaler_->scale(loss) : loss).backward();
   if (sync_) sync_->finish();
+  if (options_.clip_grad_norm > 0) {  // after the all-reduce: every process clips the same sum
+    std::vector<torch::Tensor> grads;
+    for (const auto& p : optimizer_.params())
+      if (p.grad().defined()) grads.push_back(p.grad());
+    clip_grad_norm(grads, options_.clip_grad_norm, scaler_ ? scaler_->current_scale() : torch::Tensor());
+  }
   if (scaler_) {
     scaler_->step(optimizer_);
   } else {

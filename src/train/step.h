@@ -21,6 +21,7 @@
 
 #include "models/classifier.h"
 #include "train/cuda_graph.h"
+#include "train/mix.h"
 #include "train/precision.h"
 #include "train/sgd.h"
 
@@ -41,6 +42,10 @@ struct StepOptions {
   bool fused = false;
   // Cross-entropy against (1 - e) * one-hot + e / classes (torch's label_smoothing); 0: the sample's.
   double label_smoothing = 0;
+  // Mixup / CutMix of each training batch (train/mix.h); none by default.
+  MixOptions mix = {};
+  // The gradients' total L2 norm clipped to this before the optimiser step (0: no clipping).
+  double clip_grad_norm = 0;
 };
 
 // StepOptions from the flags' spellings: --amp (bf16, fp16, off, auto), --channels-last and

@@ -46,7 +46,8 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 // Settings that must match for a resumed run to continue the same computation.
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
                              "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
-                             "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "ema_decay"};
+                             "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "ema_decay",
+                             "mixup", "cutmix", "clip_grad_norm"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
 std::string describe_schedule(const TrainOptions& o, double base_lr, int world) {
@@ -281,6 +282,8 @@ void Run::build_model() {
   model->to(device);
   step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size, o.fused);
   step_options.label_smoothing = o.label_smoothing;
+  step_options.mix = o.mix;
+  step_options.clip_grad_norm = o.clip_grad_norm;
   if (group && step_options.cuda_graphs) {
     step_options.cuda_graphs = false;
     reporter.message("CUDA graphs are off with several processes: the gradient all-reduce runs between backward and "
@@ -335,7 +338,8 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   for (const char* flag : {"nesterov", "no_decay_bn_bias"})
     if (!saved.settings.contains(flag)) saved.settings[flag] = false;
   if (!saved.settings.contains("crop_scale")) saved.settings["crop_scale"] = {0.08, 1.0};
-  if (!saved.settings.contains("ema_decay")) saved.settings["ema_decay"] = 0.0;
+  for (const char* key : {"ema_decay", "mixup", "cutmix", "clip_grad_norm"})
+    if (!saved.settings.contains(key)) saved.settings[key] = 0.0;
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -586,6 +590,10 @@ void validate(const TrainOptions& o) {
   require_at_least(o.lr_scale_batch, 0, "--lr-scale-batch");
   if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
     throw UsageError("--label-smoothing must be between 0 and 1 (got " + text({o.label_smoothing}) + ")");
+  check_mix_options(o.mix);
+  if (!(o.clip_grad_norm >= 0 && std::isfinite(o.clip_grad_norm)))
+    throw UsageError("--clip-grad-norm must be 0 (off) or a positive norm, e.g. 1 (got " + text({o.clip_grad_norm}) +
+                     ")");
   parse_step_options(o.amp, o.channels_last, o.cuda_graphs, parse_device(o.device), 0, o.fused);
 }
 
@@ -606,6 +614,9 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"no_decay_bn_bias", o.no_decay_bn_bias},
           {"crop_scale", o.crop_scale},
           {"ema_decay", o.ema_decay},
+          {"mixup", o.mix.mixup_alpha},
+          {"cutmix", o.mix.cutmix_alpha},
+          {"clip_grad_norm", o.clip_grad_norm},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
           {"cuda_graphs", o.cuda_graphs},

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dist/env.h"
+#include "train/mix.h"
 #include "train/report.h"
 #include "train/schedule.h"
 #include "train/sgd.h"
@@ -34,6 +35,8 @@ struct TrainOptions {
   ScheduleOptions schedule;
   int64_t lr_scale_batch = 0;
   double label_smoothing = 0;  // of the training loss (the test loss stays plain cross-entropy)
+  MixOptions mix = {};         // Mixup / CutMix of the training batches (train/mix.h)
+  double clip_grad_norm = 0;   // the gradients' total L2 norm at most this (0: no clipping)
   bool nesterov = false;          // Nesterov momentum
   bool no_decay_bn_bias = false;  // no weight decay for batch norms and biases (1-D parameters)
   // RandomResizedCrop's scale range (share of the image's area a training crop covers)
