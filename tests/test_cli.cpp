@@ -56,12 +56,18 @@ TEST(Cli, TrainRefusesBadUsageBeforeAnyWork) {
       {"--lr-scale-batch -1", "--lr-scale-batch must be at least 0"},
       {"--mixup -0.2", "--mixup must be an alpha of 0 (off) or more, e.g. 0.2 (got -0.2)"},
       {"--cutmix nan", "--cutmix must be an alpha of 0 (off) or more"},
-      {"--clip-grad-norm -1", "--clip-grad-norm must be 0 (off) or a positive norm, e.g. 1 (got -1)"}};
+      {"--clip-grad-norm -1", "--clip-grad-norm must be 0 (off) or a positive norm, e.g. 1 (got -1)"},
+      {"--recipe nope", "--recipe must be one of fast, sample (got 'nope')"},
+      {"--recipe fast --label-smoothing 3", "--label-smoothing must be between 0 and 1 (got 3)"}};
   for (const auto& [flags, message] : recipe) {
     const auto r = run_resnet("train --model resnet18 --data /nonexistent --device cpu " + flags);
     EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.output;
     EXPECT_NE(r.output.find(message), std::string::npos) << flags << ": " << r.output;
   }
+  // a recipe's own values pass the checks (its fp16 overridden for the CPU): the data is the first problem
+  const auto fast = run_resnet("train --model resnet18 --data /nonexistent --device cpu --recipe fast --amp auto");
+  EXPECT_EQ(fast.exit_code, 1) << fast.output;
+  EXPECT_NE(fast.output.find("/nonexistent: no such folder (--data)"), std::string::npos) << fast.output;
   const auto missing = run_resnet("predict --model resnet18 --checkpoint /nonexistent/checkpoint.pth --image x.jpg");
   EXPECT_EQ(missing.exit_code, 1) << missing.output;
   EXPECT_NE(missing.output.find("/nonexistent/checkpoint.pth: no such checkpoint"), std::string::npos) << missing.output;

@@ -120,6 +120,20 @@ try:
     want = [torch_lr[steps - 1], torch_lr[2 * steps - 1]]  # the rate of each epoch's last step
     check(lr_c == lr_d and all(abs(a - b) <= 1e-5 * b for a, b in zip(lr_c, want)),
           f'metrics.csv has the rates of PyTorch\'s LinearLR + CosineAnnealingLR: {lr_c} {lr_d} {want}')
+    # --recipe fast: its settings where the command line gives none, the command line's where it does.
+    r_dir = os.path.join(tmp, 'recipe')
+    rc_r, out_r = run('train', *common, '--recipe', 'fast', '--amp', 'off', '--epochs', '1', '--max-steps', '2',
+                      '--checkpoint-dir', r_dir)
+    check(rc_r == 0, 'a --recipe fast run exits 0: ' + out_r[-300:])
+    check('Learning rate: cosine from 0.2 to 0, after 2 warm-up epochs from 0.02' in out_r,
+          'the recipe\'s schedule is said: ' + next((l for l in out_r.splitlines() if 'Learning rate' in l), ''))
+    settings = torch.load(os.path.join(r_dir, 'resnet18', 'resume.pt'))['settings']
+    if isinstance(settings, str):
+        settings = json.loads(settings)
+    want = {'label_smoothing': 0.1, 'nesterov': True, 'no_decay_bn_bias': True, 'ema_decay': 0.999,
+            'weight_decay': 5e-4, 'crop_scale': [0.25, 1.0], 'amp': 'off', 'epochs': 1}
+    got = {k: settings.get(k) for k in want}
+    check(got == want, f'the recipe\'s values, overridden where given, are the run\'s settings: {got}')
     # Fine-tuning with an average: it starts from the weights read (--weights), not the random ones.
     f_dir = os.path.join(tmp, 'f')
     best = os.path.join(d, 'checkpoint.pth')
