@@ -160,6 +160,43 @@ TEST(Evaluate, CountsTopOneTopFiveAndPerClass) {
   EXPECT_NE(resnet::format_test_error(wrong).find("Test Error: \n Accuracy: 0.0%, Avg loss: "), std::string::npos);
 }
 
+TEST(Evaluate, FlipAveragesTheLogitsOfEachImageAndItsMirror) {
+  // A model that tells left from right: class 0's logit is the left half's mean, class 1's the
+  // right half's. With --tta-flip each image's logits are the mean of its own and its mirror's.
+  struct Sided : resnet::Classifier {
+    Sided() : Classifier("sided", 3) {}
+    torch::Tensor forward(torch::Tensor x) override {
+      const int64_t w = x.size(3);
+      const auto left = x.narrow(3, 0, w / 2).mean({1, 2, 3}), right = x.narrow(3, w - w / 2, w / 2).mean({1, 2, 3});
+      return torch::stack({left * 4, right * 4, torch::zeros_like(left)}, 1);
+    }
+  };
+  torch::manual_seed(6);
+  resnet::LabeledImages data;
+  data.labels = torch::randint(3, {12}, torch::kLong);
+  data.images = torch::randint(256, {12, 3, 8, 8}, torch::kUInt8);
+  data.classes = {"a", "b", "c"};
+  auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
+  resnet::Loader loader(source, {5, 8, /*train=*/false, 0, 0, 1, {}}, torch::kCPU);
+  Sided model;
+  // by hand, over the loader's own batches
+  double plain = 0, flipped = 0;
+  int batches = 0;
+  loader.start_epoch(0);
+  while (auto batch = loader.next()) {
+    const auto a = model.forward(batch->images), b = model.forward(batch->images.flip({3}));
+    plain += torch::nn::functional::cross_entropy(a, batch->labels).item<double>();
+    flipped += torch::nn::functional::cross_entropy((a + b) / 2, batch->labels).item<double>();
+    ++batches;
+  }
+  resnet::EvalStep step(model, resnet::StepOptions{}, torch::kCPU);
+  const auto without = resnet::evaluate(step, loader);
+  const auto with = resnet::evaluate(step, loader, nullptr, /*flip=*/true);
+  EXPECT_NEAR(without.loss, plain / batches, 1e-6);
+  EXPECT_NEAR(with.loss, flipped / batches, 1e-6);
+  EXPECT_GT(std::abs(with.loss - without.loss), 1e-4) << "the mirror changed nothing: is it flipped?";
+}
+
 TEST(Checkpoint, ResumeRefusesAnotherArchitecture) {
   resnet::test::TempDir dir;
   auto model = resnet::create_model("resnet18", 10);

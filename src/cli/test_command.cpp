@@ -24,6 +24,7 @@ struct TestOptions {
   TraceFlag trace;
   std::string amp = "auto", channels_last = "auto", cuda_graphs = "auto";
   CLI::Option* data_option = nullptr;
+  bool tta_flip = false;
 };
 
 void run_test(const TestOptions& o) {
@@ -41,6 +42,7 @@ void run_test(const TestOptions& o) {
   settings.data = o.data;
   settings.classes_from_data = !o.checkpoint.weights.empty() && o.checkpoint.classes.empty();
   settings.batch_size = o.batch_size;
+  settings.flip = o.tta_flip;
   settings.step = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device);
   if (o.trace.enabled()) settings.trace_path = (std::filesystem::path(path).parent_path() / "trace-test.json").string();
   std::cout << "Testing " << trained.info.arch << " from " << path << " (" << to_string(settings.step.amp)
@@ -71,6 +73,7 @@ void add_test_command(CLI::App& app) {
   add_batch_size_option(*cmd, o->batch_size);
   add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_trace_option(*cmd, o->trace);
+  cmd->add_flag("--tta-flip", o->tta_flip, "test-time augmentation: average the logits of each image and its mirror");
   cmd->callback([o] { run_test(*o); });
 }
 

@@ -137,6 +137,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--clip-grad-norm", o->clip_grad_norm,
                   "clip the gradients' total L2 norm to this before each step (0: off)")
       ->capture_default_str();
+  cmd->add_flag("--tta-flip", o->tta_flip,
+                "test each epoch with test-time augmentation: the logits of each image and its mirror averaged");
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_flag("--nesterov", o->nesterov, "Nesterov momentum");
   cmd->add_option("--target-accuracy", o->target_accuracy,

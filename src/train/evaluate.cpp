@@ -13,7 +13,7 @@ EvalResult evaluate(Classifier& model, Loader& loader) {
   return evaluate(step, loader);
 }
 
-EvalResult evaluate(EvalStep& step, Loader& loader, Group* group) {
+EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, bool flip) {
   Classifier& model = step.model();
   const bool was_training = model.is_training();
   model.eval();
@@ -26,7 +26,9 @@ EvalResult evaluate(EvalStep& step, Loader& loader, Group* group) {
   loader.start_epoch(0);
   while (auto batch = loader.next(step.input_buffer())) {
     if (step.captures_next()) loader.settle();
-    const auto logits = step.logits(batch->images);
+    torch::Tensor logits = step.logits(batch->images);
+    // the mirror's pass replays the same graph: its output buffer is the first pass's, so copy first
+    if (flip) logits = (logits.clone() + step.logits(batch->images.flip({3}))) / 2;
     const auto loss = torch::nn::functional::cross_entropy(logits, batch->labels).to(torch::kDouble);
     const auto topk = std::get<1>(logits.topk(k, 1));
     const auto match = topk.eq(batch->labels.unsqueeze(1));

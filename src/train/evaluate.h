@@ -23,8 +23,9 @@ struct EvalResult {
 
 // The whole split through `step` (its precision, memory format and graphs). With a `group`, each
 // process evaluates its loader's shard and the counts and losses are summed over the group: every
-// process gets the result of the whole split.
-EvalResult evaluate(EvalStep& step, Loader& loader, Group* group = nullptr);
+// process gets the result of the whole split. With `flip`, test-time augmentation: the logits are
+// the mean of the image's and its horizontal mirror's.
+EvalResult evaluate(EvalStep& step, Loader& loader, Group* group = nullptr, bool flip = false);
 // The same in fp32, eager, NCHW.
 EvalResult evaluate(Classifier& model, Loader& loader);
 

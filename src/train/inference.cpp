@@ -159,16 +159,16 @@ TestReport test_model(TrainedModel& trained, const TestSettings& settings, const
   step_options.main_batch = settings.batch_size;
   EvalStep step(*trained.model, step_options, device);
   if (settings.trace_path.empty()) {
-    report.result = evaluate(step, loader);
+    report.result = evaluate(step, loader, nullptr, settings.flip);
     return report;
   }
   // Profiled: a first pass autotunes cuDNN (and captures the graph); the second is measured, eager
   // so that the table shows operators rather than one graph launch.
-  evaluate(step, loader);
+  evaluate(step, loader, nullptr, settings.flip);
   step_options.cuda_graphs = false;
   EvalStep eager(*trained.model, step_options, device);
   Profiler profiler(device.is_cuda());
-  report.result = evaluate(eager, loader);
+  report.result = evaluate(eager, loader, nullptr, settings.flip);
   report.trace_table = profiler.finish(settings.trace_path);
   return report;
 }

@@ -61,6 +61,7 @@ struct TestSettings {
   int64_t batch_size = 32;
   StepOptions step;
   std::string trace_path;  // non-empty: profile a second pass and write a Chrome trace there
+  bool flip = false;       // test-time augmentation: logits averaged with the horizontal mirror's
   // Weights without class names of their own (--weights without --classes): take the split's
   // names, when their number matches the model's.
   bool classes_from_data = false;

@@ -512,7 +512,7 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
     // with --ema-decay the averaged weights are tested and kept as the best model
     std::optional<Ema::Swap> averaged;
     if (ema) averaged.emplace(*ema, *model);
-    e.test = evaluate(*eval_step, *test_loader, group.get());
+    e.test = evaluate(*eval_step, *test_loader, group.get(), o.tta_flip);
     if (e.test.accuracy > state.best_accuracy) {
       state.best_accuracy = e.test.accuracy;
       if (o.save_model && lead())
@@ -617,6 +617,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"mixup", o.mix.mixup_alpha},
           {"cutmix", o.mix.cutmix_alpha},
           {"clip_grad_norm", o.clip_grad_norm},
+          {"tta_flip", o.tta_flip},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
           {"cuda_graphs", o.cuda_graphs},

@@ -37,6 +37,7 @@ struct TrainOptions {
   double label_smoothing = 0;  // of the training loss (the test loss stays plain cross-entropy)
   MixOptions mix = {};         // Mixup / CutMix of the training batches (train/mix.h)
   double clip_grad_norm = 0;   // the gradients' total L2 norm at most this (0: no clipping)
+  bool tta_flip = false;       // the per-epoch test averages each image's logits with its mirror's
   bool nesterov = false;          // Nesterov momentum
   bool no_decay_bn_bias = false;  // no weight decay for batch norms and biases (1-D parameters)
   // RandomResizedCrop's scale range (share of the image's area a training crop covers)
