@@ -66,6 +66,17 @@ saved = torch.load(f'{nan_dir}/resnet18/resume.pt', weights_only=False)
 finite = all(torch.isfinite(v).all() for k, v in saved.items() if k.startswith('model.') and v.is_floating_point())
 check(finite and saved['step'] >= 1, f"resume.pt holds step {saved['step']} with finite weights")
 
+# 2b. --skip-nonfinite 3: steps with a non-finite loss are skipped, three of them; the fourth stops
+# the run with a message that says so.
+code, out = run('train', '--model', 'resnet18', '--data', args.sample, '--device', 'cpu', '--image-size', '32',
+                '--epochs', '1', '--lr', '1e12', '--skip-nonfinite', '3', '--log-every', '1',
+                '--checkpoint-dir', f'{tmp}/skip')
+last = out.strip().splitlines()[-1] if out.strip() else ''
+check(code == 1 and 'the training loss was not finite in 4 steps, more than --skip-nonfinite 3 allows' in last,
+      f'--skip-nonfinite 3 stops at the fourth non-finite loss (exit {code}): {last[:220]}')
+check("3 of the run's steps so far had a loss that was not finite; their updates were skipped" in out,
+      'the skipped steps are said as they happen')
+
 # 3. An image size whose batch cannot fit: a message with the flag and the size, before any work.
 code, out = run('train', '--model', 'resnet18', '--data', args.sample, '--device', 'cpu', '--image-size', '100000',
                 '--checkpoint-dir', f'{tmp}/big')

@@ -163,6 +163,34 @@ TEST(TrainStep, MixedBatchesAndClippedGradients) {
     EXPECT_LE(resnet::test::relative_error(got[i], want_params[i]), 1e-5) << i;
 }
 
+TEST(TrainStep, SkipNonFiniteLeavesTheWeightsOfABadStep) {
+  // --skip-nonfinite: a batch whose loss is NaN changes no weight; the next good one does.
+  const torch::Device cpu(torch::kCPU);
+  const auto data = random_batches(2, 4, 32, cpu);
+  auto model = seeded_model("resnet18", cpu);
+  resnet::Sgd sgd(model->parameters(), {0.01, 0.9, 1e-4});
+  StepOptions options;
+  options.skip_nonfinite = true;
+  resnet::TrainStep step(*model, sgd, options, cpu);
+  auto snapshot = [&] {  // copies: the state dict holds the model's own tensors
+    auto named = resnet::state_dict(*model);
+    for (auto& [name, t] : named) t = t.clone();
+    return named;
+  };
+  const auto before = snapshot();
+  auto bad = data.images[0].clone();
+  bad[0][0][0][0] = std::nan("");
+  EXPECT_TRUE(std::isnan(step.run(bad, data.labels[0]).item<double>()));
+  const auto after_bad = snapshot();
+  for (size_t i = 0; i < before.size(); ++i)
+    if (before[i].first.find("weight") != std::string::npos || before[i].first.find("bias") != std::string::npos) {
+      EXPECT_TRUE(torch::equal(before[i].second, after_bad[i].second)) << before[i].first;
+    }
+  EXPECT_TRUE(std::isfinite(step.run(data.images[1], data.labels[1]).item<double>()));
+  const auto after_good = snapshot();
+  EXPECT_FALSE(torch::equal(after_bad.front().second, after_good.front().second)) << "the good step updated nothing";
+}
+
 TEST(TrainStep, Bf16AndChannelsLastStayCloseToFp32OnTheCpu) {
   // Same weights and batches; the sample's learning rate. Step 0's loss is the forward pass alone,
   // later ones include the updates.

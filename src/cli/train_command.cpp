@@ -168,6 +168,10 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-steps", o->max_steps, "stop after N steps in all (0: no limit)")->capture_default_str();
   cmd->add_flag("--skip-bad-images", o->skip_bad_images, "warn about undecodable images instead of stopping");
+  cmd->add_option("--skip-nonfinite", o->skip_nonfinite,
+                  "skip the update of up to N steps whose loss is NaN or infinite before stopping (0: the first "
+                  "stops the run)")
+      ->capture_default_str();
   cmd->add_option("--log-every,--print-freq,-p", o->log_every, "batches between 'loss:' lines")->capture_default_str();
   add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_fused_option(*cmd, o->fused);

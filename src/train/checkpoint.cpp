@@ -55,6 +55,8 @@ void save_resume(const std::string& path, const TrainState& s, const Classifier&
                    {"epoch_loss_sum", s.epoch_loss_sum},
                    {"loss_scale", s.loss_scale},
                    {"loss_scale_growth", s.loss_scale_growth},
+                   {"epoch_skipped", s.epoch_skipped},
+                   {"skipped_steps", s.skipped_steps},
                    {"settings", s.settings.dump()},
                    {"classes", join(s.classes)}};
   for (const auto& [name, tensor] : state_dict(model)) e.emplace_back("model." + name, tensor);
@@ -95,6 +97,9 @@ TrainState ResumeFile::state() const {
   // Absent in files written before fp16 training existed: no scale.
   if (auto it = values_.find("loss_scale"); it != values_.end()) s.loss_scale = it->second.toDouble();
   if (auto it = values_.find("loss_scale_growth"); it != values_.end()) s.loss_scale_growth = it->second.toInt();
+  // Absent before --skip-nonfinite: none skipped.
+  if (auto it = values_.find("epoch_skipped"); it != values_.end()) s.epoch_skipped = it->second.toInt();
+  if (auto it = values_.find("skipped_steps"); it != values_.end()) s.skipped_steps = it->second.toInt();
   s.settings = nlohmann::json::parse(need("settings").toStringRef());
   s.classes = split_lines(need("classes").toStringRef());
   return s;

@@ -35,6 +35,9 @@ struct TrainState {
   double epoch_loss_sum = 0;  // sum of the batch losses of the epoch so far (for metrics.csv)
   double loss_scale = 0;        // fp16's dynamic loss scale (0: none)
   int64_t loss_scale_growth = 0;  // clean steps since the scale last changed
+  // --skip-nonfinite: steps whose loss was not finite (their updates skipped), in the epoch so far
+  // (left out of its mean loss) and in the whole run (against the flag's budget)
+  int64_t epoch_skipped = 0, skipped_steps = 0;
   nlohmann::json settings;  // the run's settings (model, batch size, ...)
   std::vector<std::string> classes;
 };

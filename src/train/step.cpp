@@ -1,5 +1,7 @@
 #include "train/step.h"
 
+#include <cmath>
+
 #include <ATen/ops/_amp_foreach_non_finite_check_and_unscale.h>
 #include <ATen/ops/_amp_update_scale.h>
 #include <torch/nn/functional/loss.h>
@@ -125,8 +127,10 @@ torch::Tensor TrainStep::eager_step(const torch::Tensor& images, const torch::Te
     clip_grad_norm(grads, options_.clip_grad_norm, scaler_ ? scaler_->current_scale() : torch::Tensor());
   }
   if (scaler_) {
-    scaler_->step(optimizer_);
-  } else {
+    scaler_->step(optimizer_);  // non-finite gradients skip the update there
+  } else if (options_.skip_nonfinite && device_.is_cuda()) {
+    optimizer_.step(std::nullopt, torch::isfinite(loss.detach()).logical_not().to(torch::kFloat));
+  } else if (!options_.skip_nonfinite || std::isfinite(loss.item<double>())) {  // the CPU: reading it costs nothing
     optimizer_.step();
   }
   return loss.detach();

@@ -46,6 +46,9 @@ struct StepOptions {
   MixOptions mix = {};
   // The gradients' total L2 norm clipped to this before the optimiser step (0: no clipping).
   double clip_grad_norm = 0;
+  // A step whose loss is not finite (NaN, inf) leaves the weights and momentum as they were (the
+  // decision on the device: no sync). fp16's loss scaling skips such steps anyway.
+  bool skip_nonfinite = false;
 };
 
 // StepOptions from the flags' spellings: --amp (bf16, fp16, off, auto), --channels-last and

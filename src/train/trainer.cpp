@@ -142,6 +142,8 @@ struct Run {
   TrainState state;
   int64_t run_start_step = 0;
   int64_t saved_step = -1;  // the step resume.pt holds (-1: this run has written none)
+  // --skip-nonfinite: steps skipped in the run before this epoch, and the count last said
+  int64_t skipped_before_epoch = 0, skipped_said = 0;
   std::unique_ptr<Profiler> profiler;
   bool traced = false;
   std::unique_ptr<Group> group;  // several processes: the job's
@@ -163,7 +165,10 @@ struct Run {
   // not finite where any weight is not.
   torch::Tensor parameter_sums() const;
   // The epoch's loss so far into `state` (the mean over processes), checked finite.
-  void settle_epoch_loss(const torch::Tensor& loss_sum, int64_t epoch);
+  void settle_epoch_loss(const torch::Tensor& loss_sum, int64_t epoch,
+                         const torch::Tensor& skipped = torch::Tensor());
+  // --skip-nonfinite: `skipped` (steps of this epoch whose loss was not finite) against the budget.
+  void check_skipped(const torch::Tensor& skipped, int64_t epoch);
   // A non-finite training loss ends the run, before any checkpoint holds its weights.
   void require_finite(double loss, int64_t epoch) const;
   [[noreturn]] void fail_non_finite(const std::string& what, int64_t epoch) const;
@@ -284,6 +289,9 @@ void Run::build_model() {
   step_options.label_smoothing = o.label_smoothing;
   step_options.mix = o.mix;
   step_options.clip_grad_norm = o.clip_grad_norm;
+  step_options.skip_nonfinite = o.skip_nonfinite > 0;
+  if (group && o.skip_nonfinite > 0)  // each process would decide on its own loss alone
+    throw UsageError("--skip-nonfinite does not work with several processes yet");
   if (group && step_options.cuda_graphs) {
     step_options.cuda_graphs = false;
     reporter.message("CUDA graphs are off with several processes: the gradient all-reduce runs between backward and "
@@ -402,9 +410,24 @@ void Run::require_finite(double loss, int64_t epoch) const {
     fail_non_finite(std::string("the training loss is ") + (std::isnan(loss) ? "NaN" : "infinite"), epoch);
 }
 
-void Run::settle_epoch_loss(const torch::Tensor& loss_sum, int64_t epoch) {
+void Run::settle_epoch_loss(const torch::Tensor& loss_sum, int64_t epoch, const torch::Tensor& skipped) {
+  if (skipped.defined()) check_skipped(skipped, epoch);
   state.epoch_loss_sum = global_mean(loss_sum);
   require_finite(state.epoch_loss_sum, epoch);
+}
+
+void Run::check_skipped(const torch::Tensor& skipped, int64_t epoch) {
+  state.epoch_skipped = static_cast<int64_t>(skipped.item<double>());
+  state.skipped_steps = skipped_before_epoch + state.epoch_skipped;
+  if (state.skipped_steps > o.skip_nonfinite)
+    fail_non_finite("the training loss was not finite in " + std::to_string(state.skipped_steps) +
+                        " steps, more than --skip-nonfinite " + std::to_string(o.skip_nonfinite) + " allows",
+                    epoch);
+  if (state.skipped_steps > skipped_said) {
+    reporter.message(std::to_string(state.skipped_steps) + " of the run's steps so far had a loss that was not finite; "
+                     "their updates were skipped (--skip-nonfinite " + std::to_string(o.skip_nonfinite) + ")");
+    skipped_said = state.skipped_steps;
+  }
 }
 
 void Run::fail_non_finite(const std::string& what, int64_t epoch) const {
@@ -443,6 +466,12 @@ bool Run::run_epoch(int64_t epoch) {
   report.dataset_size = train_source->size();
   // Summed on the device so that the loop never waits for the GPU except to print or save.
   auto loss_sum = torch::full({}, state.epoch_loss_sum, torch::TensorOptions().dtype(torch::kDouble).device(device));
+  // --skip-nonfinite: this epoch's steps with a non-finite loss, left out of its sum and mean
+  torch::Tensor skipped;
+  if (o.skip_nonfinite > 0) {
+    skipped = torch::full({}, static_cast<double>(state.epoch_skipped), loss_sum.options());
+    skipped_before_epoch = state.skipped_steps - state.epoch_skipped;
+  }
   while (auto batch = train_loader->next(step->input_buffer())) {
     start_trace();
     // Nothing else on the GPU while the step is captured (the loader prefetches on a thread).
@@ -457,13 +486,22 @@ bool Run::run_epoch(int64_t epoch) {
     const int64_t b = state.batch++;
     ++state.step;
     images += batch->labels.size(0) * world();
-    loss_sum += loss;
+    if (skipped.defined()) {
+      skipped += torch::isfinite(loss).logical_not();
+      loss_sum += torch::nan_to_num(loss, 0.0, 0.0, 0.0);
+    } else {
+      loss_sum += loss;
+    }
     finish_trace(/*now=*/false);
     report.batch = state.batch;
     report.seconds = seconds_since(t0);
     if (b % o.log_every == 0) {
       report.loss = global_mean(loss);
-      require_finite(report.loss, epoch);
+      if (skipped.defined()) {
+        check_skipped(skipped, epoch);
+      } else {
+        require_finite(report.loss, epoch);
+      }
       const double dt = seconds_since(last_log);
       report.img_per_s = dt > 0 && images > images_at_last_log ? static_cast<double>(images - images_at_last_log) / dt : 0;
       last_log = Clock::now();
@@ -474,7 +512,7 @@ bool Run::run_epoch(int64_t epoch) {
     const bool interrupted = stop_requested(b % o.log_every == 0);
     const bool stop = o.max_steps > 0 && state.step >= o.max_steps;
     if (interrupted || stop || (o.checkpoint_every > 0 && state.step % o.checkpoint_every == 0)) {
-      settle_epoch_loss(loss_sum, epoch);
+      settle_epoch_loss(loss_sum, epoch, skipped);
       save();
     }
     if (interrupted) {
@@ -494,7 +532,7 @@ bool Run::run_epoch(int64_t epoch) {
     }
   }
   finish_trace(/*now=*/true);  // the evaluation is not part of the profile
-  settle_epoch_loss(loss_sum, epoch);  // waits for the GPU too
+  settle_epoch_loss(loss_sum, epoch, skipped);  // waits for the GPU too
   finish_epoch(epoch, state.epoch_loss_sum, images, seconds_since(t0));
   return true;
 }
@@ -502,12 +540,13 @@ bool Run::run_epoch(int64_t epoch) {
 void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds) {
   EpochReport e;
   e.epoch = epoch + 1;
-  e.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch));
+  e.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch - state.epoch_skipped));
   e.seconds = seconds;
   e.img_per_s = static_cast<double>(images) / seconds;
   state.epoch = epoch + 1;
   state.batch = 0;
   state.epoch_loss_sum = 0;
+  state.epoch_skipped = 0;
   {
     // with --ema-decay the averaged weights are tested and kept as the best model
     std::optional<Ema::Swap> averaged;
@@ -591,6 +630,7 @@ void validate(const TrainOptions& o) {
   if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
     throw UsageError("--label-smoothing must be between 0 and 1 (got " + text({o.label_smoothing}) + ")");
   check_mix_options(o.mix);
+  require_at_least(o.skip_nonfinite, 0, "--skip-nonfinite");
   if (!(o.clip_grad_norm >= 0 && std::isfinite(o.clip_grad_norm)))
     throw UsageError("--clip-grad-norm must be 0 (off) or a positive norm, e.g. 1 (got " + text({o.clip_grad_norm}) +
                      ")");

@@ -38,6 +38,9 @@ struct TrainOptions {
   MixOptions mix = {};         // Mixup / CutMix of the training batches (train/mix.h)
   double clip_grad_norm = 0;   // the gradients' total L2 norm at most this (0: no clipping)
   bool tta_flip = false;       // the per-epoch test averages each image's logits with its mirror's
+  // Up to this many steps whose loss is not finite are skipped (weights unchanged) before a
+  // non-finite loss stops the run; 0: the first one stops it.
+  int64_t skip_nonfinite = 0;
   bool nesterov = false;          // Nesterov momentum
   bool no_decay_bn_bias = false;  // no weight decay for batch norms and biases (1-D parameters)
   // RandomResizedCrop's scale range (share of the image's area a training crop covers)
