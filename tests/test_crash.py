@@ -2,8 +2,10 @@
 wrote its first checkpoint), five times, starting it again each time. Every restart resumes (when a resume.pt was written), no checkpoint is ever
 unreadable (Python's torch.load opens every resume.pt and checkpoint.pth after each kill), no
 temporary file is mistaken for a checkpoint, and the run ends with the configured epochs, each
-in metrics.csv exactly once.
-Run by CTest: test_crash.py --resnet build/resnet --sample assets/cifar10-sample"""
+in metrics.csv exactly once, with the same weights and momentum, bit for bit, as a run never
+killed.
+Run by CTest: test_crash.py --resnet build/resnet --sample assets/cifar10-sample
+Longer (docs/RELIABILITY.md): --kills 20 --epochs 8"""
 import argparse, os, random, shutil, signal, subprocess, tempfile, time
 from harness import check, finish
 import torch
@@ -13,12 +15,14 @@ ap.add_argument('--resnet', required=True)
 ap.add_argument('--sample', required=True)
 ap.add_argument('--kills', type=int, default=5)
 ap.add_argument('--seed', type=int, default=None)
+# 10 steps an epoch: enough steps that every killed run gets through a checkpoint and more remain
+ap.add_argument('--epochs', type=int, default=4)
 a = ap.parse_args()
 seed = a.seed if a.seed is not None else random.randrange(1 << 30)
 rng = random.Random(seed)
 print('random seed', seed, flush=True)
 
-EPOCHS = 4  # 40 steps: more than five short-lived runs get through on this machine (about 0.6 s a step)
+EPOCHS = a.epochs  # 4: 40 steps, more than five short-lived runs get through (about 0.6 s a step here)
 tmp = tempfile.mkdtemp()
 d = os.path.join(tmp, 'ck', 'resnet18')
 cmd = [a.resnet, 'train', '--model', 'resnet18', '--data', a.sample, '--image-size', '32', '--batch-size', '100',
@@ -65,6 +69,16 @@ try:
     check(final['epoch'] == EPOCHS and final['step'] == EPOCHS * 10, f'ended at epoch {final["epoch"]}, step {final["step"]}')
     rows = open(os.path.join(d, 'metrics.csv')).read().splitlines()[1:]
     check([r.split(',')[0] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)], f'each epoch once in metrics.csv: {rows}')
+    # The same run never killed: the same weights and momentum buffers, bit for bit.
+    ref_dir = os.path.join(tmp, 'unbroken')
+    ref_cmd = [ref_dir if c == os.path.join(tmp, 'ck') else c for c in cmd]
+    r = subprocess.run(ref_cmd, capture_output=True, text=True, timeout=900)
+    check(r.returncode == 0, 'the unbroken run finishes: ' + r.stdout[-300:] + r.stderr[-300:])
+    ref = torch.load(os.path.join(ref_dir, 'resnet18', 'resume.pt'))
+    keys = [k for k in ref if k.startswith('model.') or k.startswith('momentum.')]
+    differ = [k for k in keys if not torch.equal(ref[k], final[k])]
+    check(len(keys) > 100 and not differ,
+          f'after {a.kills} kills the weights equal the unbroken run\'s ({len(keys)} tensors; differ: {differ[:5]})')
 finally:
     shutil.rmtree(tmp)
 print('random seed', seed)

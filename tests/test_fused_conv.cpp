@@ -121,15 +121,26 @@ void check_against(const std::string& what, const torch::Tensor& ours, const tor
   EXPECT_LE(e, std::max(2 * e_amp, 5e-3)) << what << " (autocast fp16: " << e_amp << ")";
 }
 
+// The GPU tests: skipped without a GPU where cuDNN fuses; TF32 off for the fp32 references.
+class FusedBottleneckGpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+    std::string why;
+    if (!resnet::fused::fused_conv_supported(cuda, &why)) GTEST_SKIP() << why;
+    tf32_ = at::globalContext().allowTF32CuDNN();
+    at::globalContext().setAllowTF32CuDNN(false);
+  }
+  void TearDown() override { at::globalContext().setAllowTF32CuDNN(tf32_); }
+  const torch::Device cuda{torch::kCUDA, 0};
+
+ private:
+  bool tf32_ = true;
+};
+
 }  // namespace
 
-TEST(FusedBottleneck, MatchesTheFp32BlockForwardAndBackward) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
-  const torch::Device cuda(torch::kCUDA, 0);
-  std::string why;
-  if (!resnet::fused::fused_conv_supported(cuda, &why)) GTEST_SKIP() << why;
-  const bool tf32 = at::globalContext().allowTF32CuDNN();
-  at::globalContext().setAllowTF32CuDNN(false);
+TEST_F(FusedBottleneckGpu, MatchesTheFp32BlockForwardAndBackward) {
   for (const BlockCase& c : {BlockCase{256, 64, 1, false}, BlockCase{64, 64, 1, true}, BlockCase{256, 128, 2, true}}) {
     SCOPED_TRACE(std::to_string(c.inplanes) + "->" + std::to_string(c.planes * 4) + " stride " +
                  std::to_string(c.stride) + (c.downsample ? " downsample" : ""));
@@ -172,18 +183,11 @@ TEST(FusedBottleneck, MatchesTheFp32BlockForwardAndBackward) {
       }
     }
   }
-  at::globalContext().setAllowTF32CuDNN(tf32);
 }
 
-TEST(FusedBottleneck, TwoBlocksInARowMatchTheFp32Chain) {
+TEST_F(FusedBottleneckGpu, TwoBlocksInARowMatchTheFp32Chain) {
   // The first block's output gradient as the second hands it back (masked in its conv1 dgrad's
   // epilogue) against the same two blocks in fp32 and in fp16 autocast.
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
-  const torch::Device cuda(torch::kCUDA, 0);
-  std::string why;
-  if (!resnet::fused::fused_conv_supported(cuda, &why)) GTEST_SKIP() << why;
-  const bool tf32 = at::globalContext().allowTF32CuDNN();
-  at::globalContext().setAllowTF32CuDNN(false);
   struct Pair {
     BlockCase first, second;
   };
@@ -217,7 +221,6 @@ TEST(FusedBottleneck, TwoBlocksInARowMatchTheFp32Chain) {
       if (name.find("num_batches_tracked") == std::string::npos)
         check_against(name, got.buffers.at(name), amp.buffers.at(name), w);
   }
-  at::globalContext().setAllowTF32CuDNN(tf32);
 }
 
 TEST(FusedBottleneck, DeclinesWhatItDoesNotTake) {

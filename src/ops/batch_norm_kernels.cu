@@ -556,10 +556,12 @@ void launch_apply(const T* x, const float* scale_shift, const T* residual, const
 #undef RESNET_BN_APPLY
 }
 
+// The forward's first two steps: per-chunk sums of x, then their finalize (saved statistics,
+// running statistics); returns where in the workspace scale_shift = {scale[C], shift[C]} is.
 template <typename T>
-void forward_typed(const void* x, const void* residual, void* y, int64_t rows, int C, const float* weight,
-                   const float* bias, float* running_mean, float* running_var, float momentum, float eps, bool relu,
-                   float* save_mean, float* save_invstd, float* workspace, int sm_count, cudaStream_t stream) {
+float* batch_statistics(const void* x, int64_t rows, int C, const float* weight, const float* bias,
+                        float* running_mean, float* running_var, float momentum, float eps, float* save_mean,
+                        float* save_invstd, float* workspace, int sm_count, cudaStream_t stream) {
   const Tiling stats = tiling(rows, C, sm_count, kStatsBlocksPerSm);
   const int chunks = static_cast<int>(stats.grid.x);
   float* scale_shift = workspace + 2 * static_cast<int64_t>(chunks) * C;
@@ -567,6 +569,15 @@ void forward_typed(const void* x, const void* residual, void* y, int64_t rows, i
   bn_finalize_forward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(workspace, chunks, rows, C, weight, bias, running_mean,
                                                                running_var, momentum, eps, save_mean, save_invstd,
                                                                scale_shift);
+  return scale_shift;
+}
+
+template <typename T>
+void forward_typed(const void* x, const void* residual, void* y, int64_t rows, int C, const float* weight,
+                   const float* bias, float* running_mean, float* running_var, float momentum, float eps, bool relu,
+                   float* save_mean, float* save_invstd, float* workspace, int sm_count, cudaStream_t stream) {
+  const float* scale_shift = batch_statistics<T>(x, rows, C, weight, bias, running_mean, running_var, momentum, eps,
+                                                 save_mean, save_invstd, workspace, sm_count, stream);
   const auto* xt = static_cast<const T*>(x);
   const auto* rt = static_cast<const T*>(residual);
   auto* yt = static_cast<T*>(y);
@@ -614,14 +625,8 @@ void pool_forward_typed(const void* x, void* y, uint8_t* argmax, int64_t n, int6
                         const float* weight, const float* bias, float* running_mean, float* running_var,
                         float momentum, float eps, float* save_mean, float* save_invstd, float* workspace,
                         int sm_count, cudaStream_t stream) {
-  const int64_t rows = n * h * w;
-  const Tiling stats = tiling(rows, C, sm_count, kStatsBlocksPerSm);
-  const int chunks = static_cast<int>(stats.grid.x);
-  float* scale_shift = workspace + 2 * static_cast<int64_t>(chunks) * C;
-  bn_stats<T><<<stats.grid, stats.block, 0, stream>>>(static_cast<const T*>(x), rows, C, stats.chunk, workspace);
-  bn_finalize_forward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(workspace, chunks, rows, C, weight, bias, running_mean,
-                                                               running_var, momentum, eps, save_mean, save_invstd,
-                                                               scale_shift);
+  const float* scale_shift = batch_statistics<T>(x, n * h * w, C, weight, bias, running_mean, running_var, momentum,
+                                                 eps, save_mean, save_invstd, workspace, sm_count, stream);
   const PoolShape s = pool_shape(h, w);
   const int64_t pixels = n * s.OH * s.OW, threads = pixels * (C / kVec);
   if (threads >= (int64_t{1} << 32) - kThreads)
