@@ -125,6 +125,8 @@ try:
     rc_r, out_r = run('train', *common, '--recipe', 'fast', '--amp', 'off', '--epochs', '1', '--max-steps', '2',
                       '--checkpoint-dir', r_dir)
     check(rc_r == 0, 'a --recipe fast run exits 0: ' + out_r[-300:])
+    check('Recipe fast: --amp fp16 --batch-size 256 --epochs 40' in out_r,
+          'the recipe is said: ' + next((l for l in out_r.splitlines() if 'Recipe' in l), ''))
     check('Learning rate: cosine from 0.2 to 0, after 2 warm-up epochs from 0.02' in out_r,
           'the recipe\'s schedule is said: ' + next((l for l in out_r.splitlines() if 'Learning rate' in l), ''))
     settings = torch.load(os.path.join(r_dir, 'resnet18', 'resume.pt'))['settings']

@@ -92,8 +92,7 @@ void add_train_command(CLI::App& app) {
                   "CIFAR-10 binary folder or image folder (default data/cifar10, downloaded when missing)");
   add_device_option(*cmd, o->device);
   add_max_image_pixels_option(*cmd);
-  auto recipe = std::make_shared<std::string>("sample");
-  cmd->add_option("--recipe", *recipe,
+  cmd->add_option("--recipe", o->recipe,
                   "a named set of settings that flags given beside it override: sample (the PyTorch sample's "
                   "job) or fast (toward 94% on CIFAR-10 in 15 minutes on one GPU; docs/RECIPES.md)")
       ->capture_default_str();
@@ -185,8 +184,8 @@ void add_train_command(CLI::App& app) {
   auto dist = std::make_shared<DistFlags>();
   add_dist_options(*cmd, *dist);
   cmd->add_flag("--sync-bn,--sync_bn", o->sync_bn, "with several processes: batch-norm statistics over all of them");
-  cmd->callback([cmd, o, trace, resume, dist, recipe] {
-    apply_recipe(*cmd, *recipe);
+  cmd->callback([cmd, o, trace, resume, dist] {
+    apply_recipe(*cmd, o->recipe);
     o->dist_timeout_s = dist->timeout_s;
     validate(*o);  // before --resume looks at files: a bad number is the first thing to hear about
     o->dist = join_or_launch(*dist);

@@ -29,6 +29,7 @@
 #include "train/inference.h"
 #include "train/metrics.h"
 #include "train/profile.h"
+#include "train/recipe.h"
 #include "train/step.h"
 
 #include <signal.h>
@@ -319,6 +320,12 @@ void Run::build_model() {
   for (const auto& p : model->parameters()) decay.push_back(!o.no_decay_bn_bias || p.dim() > 1);
   optimizer = std::make_unique<Sgd>(model->parameters(), sgd, decay);
   schedule = std::make_unique<LrSchedule>(o.schedule, base_lr, train_loader->batches_per_epoch(), o.epochs);
+  if (o.recipe != "sample") {
+    std::string flags;
+    for (const RecipeSetting& s : recipe_settings(o.recipe))
+      flags += " " + s.flag + (s.value.empty() ? "" : " " + s.value);
+    reporter.message("Recipe " + o.recipe + ":" + flags + " (where the command line gives none of these)");
+  }
   if (o.lr_scale_batch > 0 || schedule->varies()) reporter.message(describe_schedule(o, base_lr, world()));
   step = std::make_unique<TrainStep>(*model, *optimizer, step_options, device);
   eval_step = std::make_unique<EvalStep>(*model, step_options, device);
@@ -658,6 +665,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"cutmix", o.mix.cutmix_alpha},
           {"clip_grad_norm", o.clip_grad_norm},
           {"tta_flip", o.tta_flip},
+          {"recipe", o.recipe},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
           {"cuda_graphs", o.cuda_graphs},

@@ -41,6 +41,8 @@ struct TrainOptions {
   // Up to this many steps whose loss is not finite are skipped (weights unchanged) before a
   // non-finite loss stops the run; 0: the first one stops it.
   int64_t skip_nonfinite = 0;
+  // The --recipe the settings came from (train/recipe.h; the command line applied it), said at the start.
+  std::string recipe = "sample";
   bool nesterov = false;          // Nesterov momentum
   bool no_decay_bn_bias = false;  // no weight decay for batch norms and biases (1-D parameters)
   // RandomResizedCrop's scale range (share of the image's area a training crop covers)
