@@ -4,9 +4,11 @@
 # epochs, once per variant in VARIANTS (default: "fast" = the defaults, bf16 + channels-last +
 # CUDA graphs, fused batch norm; "unfused" = the same with --fused off; "fp32" = --amp off
 # --channels-last off --cuda-graphs off; "fp16" = --amp fp16, the fused-convolution path, and
-# "fp16-unfused" = --amp fp16 --fused off), then `resnet bench` at
-# the same settings for comparison, and the original sample's pipeline (peer_bench.py --mode
-# seed). Expects build-device/ built (bench/device_run.sh); .device/cifar-10-jpeg.tar.xz and
+# "fp16-unfused" = --amp fp16 --fused off; "recipe-fast" = --recipe fast, docs/RECIPES.md, and
+# "recipe-fast-fp32" = the same with --amp off), then `resnet bench` at the same settings for
+# comparison (SKIP_BENCH=1: none), and the original sample's pipeline (peer_bench.py --mode
+# seed; SKIP_SEED=1: not). Each run's wall time, process start to exit, goes to wall-VARIANT.txt.
+# Expects build-device/ built (bench/device_run.sh); .device/cifar-10-jpeg.tar.xz and
 # .device/peer_bench.py carried. Logs to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,11 +23,15 @@ for variant in ${VARIANTS:-fast fp32}; do
     fp32) flags=(--amp off --channels-last off --cuda-graphs off) ;;
     fp16) flags=(--amp fp16) ;;                        # every bottleneck over cuDNN's fused convolutions
     fp16-unfused) flags=(--amp fp16 --fused off) ;;
+    recipe-fast) flags=(--recipe fast) ;;
+    recipe-fast-fp32) flags=(--recipe fast --amp off) ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac
+  start=$(date +%s.%N)
   PYTHONUNBUFFERED=1 build-device/resnet train --data /tmp/cifar --epochs "$epochs" --save-model --restart \
     --checkpoint-dir "/tmp/ck-$variant" "${flags[@]}" 2>&1 | tee "$out/train-$variant.log"
+  echo "$variant: $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}") s wall" | tee "$out/wall-$variant.txt"
   cp "/tmp/ck-$variant/resnet50/metrics.csv" "$out/metrics-$variant.csv" 2>/dev/null
-  build-device/resnet bench --batch-size 32 --steps 200 "${flags[@]}" | tee -a "$out/bench-$variant.jsonl"
+  [ "${SKIP_BENCH:-0}" = 1 ] || build-device/resnet bench --batch-size 32 --steps 200 "${flags[@]}" | tee -a "$out/bench-$variant.jsonl"
 done
 [ "${SKIP_SEED:-0}" = 1 ] || python3 .device/peer_bench.py --mode seed --bs 32 | tee -a "$out/peer.jsonl"

@@ -141,6 +141,31 @@ TEST(BatchNormReluMaxPool, MatchesAtenForwardAndBackward) {
   }
 }
 
+TEST(BatchNormAct, ANaNInputGivesNaNAsAten) {
+  // A NaN in the input makes its channels' statistics NaN: ATen's batch norm + relu (and max-pool)
+  // then give NaN there, and so must ours (a ReLU written as fmaxf(x, 0) turned them into zeros,
+  // and a training step fed a bad image reported a finite loss).
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA, 0);
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  for (auto type : {at::kBFloat16, at::kHalf}) {
+    auto x = torch::randn({2, 16, 6, 6}, cuda).to(type).contiguous(cl);
+    x[1][3][2][4] = std::nan("");  // channel 3
+    resnet::BatchNormParams bn{torch::ones({16}, cuda), torch::zeros({16}, cuda), torch::zeros({16}, cuda),
+                               torch::ones({16}, cuda), 0.1, 1e-5};
+    const auto want = torch::batch_norm(x.to(torch::kFloat), bn.weight, bn.bias, bn.running_mean.clone(),
+                                        bn.running_var.clone(), true, 0.1, 1e-5, true)
+                          .relu();
+    const auto y = resnet::batch_norm_act(x, torch::Tensor(), bn, /*relu=*/true);
+    EXPECT_TRUE(torch::equal(torch::isnan(y), torch::isnan(want))) << torch::isnan(y).sum().item<int64_t>();
+    EXPECT_GT(torch::isnan(want).sum().item<int64_t>(), 0);
+    const auto pooled = resnet::batch_norm_relu_maxpool(x, bn);
+    const auto pooled_want = torch::max_pool2d(want, {3, 3}, {2, 2}, {1, 1});
+    EXPECT_TRUE(torch::equal(torch::isnan(pooled), torch::isnan(pooled_want)))
+        << torch::isnan(pooled).sum().item<int64_t>() << " vs " << torch::isnan(pooled_want).sum().item<int64_t>();
+  }
+}
+
 TEST(BatchNormAct, DeclinesWhatItsKernelsDoNotTake) {
   const auto cl = at::MemoryFormat::ChannelsLast;
   auto params = [](const torch::TensorOptions& o, int64_t c) {

@@ -72,9 +72,9 @@ code, out = run('train', '--model', 'resnet18', '--data', args.sample, '--device
                 '--epochs', '1', '--lr', '1e12', '--skip-nonfinite', '3', '--log-every', '1',
                 '--checkpoint-dir', f'{tmp}/skip')
 last = out.strip().splitlines()[-1] if out.strip() else ''
-check(code == 1 and 'the training loss was not finite in 4 steps, more than --skip-nonfinite 3 allows' in last,
+check(code == 1 and 'the training loss or gradients were not finite in 4 steps, more than --skip-nonfinite 3 allows' in last,
       f'--skip-nonfinite 3 stops at the fourth non-finite loss (exit {code}): {last[:220]}')
-check("3 of the run's steps so far had a loss that was not finite; their updates were skipped" in out,
+check("3 of the run's steps so far had a loss or gradients that were not finite; their updates were skipped" in out,
       'the skipped steps are said as they happen')
 
 # 3. An image size whose batch cannot fit: a message with the flag and the size, before any work.

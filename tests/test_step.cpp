@@ -349,6 +349,49 @@ TEST(CudaGraphs, ReplaysGiveTheEagerLossesOver20Steps) {
   at::globalContext().setBenchmarkCuDNN(benchmark);
 }
 
+TEST(CudaGraphs, MixingClippingAndSkippingRunInTheCapturedStep) {
+  // --mixup/--cutmix (randperm and Beta draws on the device), --clip-grad-norm and
+  // --skip-nonfinite inside the graph: captured (step_losses checks), the replays give the eager
+  // losses (the generator's offsets advance alike), and a replayed step with a NaN image is
+  // skipped in both (its loss NaN, the next ones still equal), with the fused kernels on.
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  const bool benchmark = at::globalContext().benchmarkCuDNN();
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setDeterministicCuDNN(true);
+  auto data = random_batches(resnet::kGraphWarmupSteps + 5, 16, 64, cuda);
+  const size_t bad = resnet::kGraphWarmupSteps + 2;  // a replay
+  data.images[bad][0][0][0][0] = std::nan("");
+  for (Amp amp : {Amp::kBf16, Amp::kFp16}) {
+    StepOptions eager{amp, true, false};
+    eager.fused = true;
+    eager.mix = {0.4, 1.0};
+    eager.label_smoothing = 0.1;
+    eager.clip_grad_norm = 1.0;
+    eager.skip_nonfinite = true;
+    StepOptions graphed = eager;
+    graphed.cuda_graphs = true;
+    std::shared_ptr<resnet::Classifier> a, b;
+    const auto le = step_losses("resnet50", data, eager, cuda, &a);
+    const auto lg = step_losses("resnet50", data, graphed, cuda, &b);
+    for (size_t i = 0; i < le.size(); ++i) {
+      if (i == bad) {
+        EXPECT_TRUE(std::isnan(le[i]) && std::isnan(lg[i])) << resnet::to_string(amp) << " " << le[i] << " " << lg[i];
+      } else {
+        EXPECT_TRUE(std::isfinite(lg[i])) << resnet::to_string(amp) << " step " << i;
+        EXPECT_LE(std::abs(lg[i] - le[i]), 1e-3 * std::abs(le[i])) << resnet::to_string(amp) << " step " << i;
+      }
+    }
+    const auto pa = a->parameters(), pb = b->parameters();
+    for (size_t i = 0; i < pa.size(); i += 20) {
+      EXPECT_TRUE(torch::isfinite(pb[i]).all().item<bool>()) << resnet::to_string(amp) << " parameter " << i;
+      EXPECT_LE(resnet::test::relative_error(pb[i], pa[i]), 1e-3) << resnet::to_string(amp) << " parameter " << i;
+    }
+  }
+  at::globalContext().setDeterministicCuDNN(false);
+  at::globalContext().setBenchmarkCuDNN(benchmark);
+}
+
 TEST(CudaGraphs, ANewLearningRateReachesTheCapturedStep) {
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
   const torch::Device cuda(torch::kCUDA, 0);

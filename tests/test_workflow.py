@@ -29,8 +29,12 @@ try:
     for f in ('checkpoint.pth', 'checkpoint.json', 'resume.pt', 'metrics.csv'):
         check(os.path.isfile(os.path.join(d, f)), f'{f} exists')
     rows = open(os.path.join(d, 'metrics.csv')).read().splitlines()
-    check(rows[0] == 'epoch,train_loss,test_loss,top1,top5,img_per_s,seconds,learning_rate' and len(rows) == 3,
+    check(rows[0] == 'epoch,train_loss,test_loss,top1,top5,img_per_s,seconds,learning_rate,elapsed_s' and len(rows) == 3,
           f'metrics.csv has a header and 2 rows: {rows}')
+    elapsed = [float(r.split(',')[8]) for r in rows[1:]]
+    seconds = [float(r.split(',')[6]) for r in rows[1:]]
+    check(elapsed[0] >= seconds[0] and elapsed[1] >= elapsed[0] + seconds[1],
+          f'elapsed_s is the wall time since the start, each epoch\'s training time in it: {rows}')
 
     rc, out = run('test', '--model', 'resnet18', '--checkpoint-dir', ck, '--data', a.sample, '--device', 'cpu')
     check(rc == 0 and 'Test Error: \n Accuracy: ' in out and 'Top-5 accuracy' in out and 'Accuracy per class' in out,

@@ -33,6 +33,9 @@ constexpr int kVec = 8;      // channels per thread: 16 bytes of a 16-bit type
 constexpr int kUnroll = 4;   // rows a thread loads before it uses them
 constexpr int kStatsBlocksPerSm = 4, kApplyBlocksPerSm = 8;
 
+// max(x, 0) that keeps a NaN, as torch.relu (fmaxf(NaN, 0) would hide a bad input as 0)
+__device__ __forceinline__ float relu(float x) { return x < 0.f ? 0.f : x; }
+
 template <typename T>
 struct Pair;
 template <>
@@ -219,7 +222,7 @@ __global__ void __launch_bounds__(kThreads) bn_apply(const T* __restrict__ x, co
         float o = v[u][k] * scale[k] + shift[k];
         if (kResidual == kAddResidual) o += w[u][k];
         if (kResidual == kAddNormalisedResidual) o += w[u][k] * rscale[k] + rshift[k];
-        if (kRelu) o = fmaxf(o, 0.f);
+        if (kRelu) o = relu(o);
         v[u][k] = o;
       }
       store8(y + row * C + at.c, v[u]);
@@ -394,7 +397,7 @@ __global__ void __launch_bounds__(kThreads) bn_relu_maxpool(const T* __restrict_
       load8(x + ((n * s.H + h) * s.W + w) * C + c, v);
 #pragma unroll
       for (int k = 0; k < kVec; ++k) {
-        const float a = fmaxf(v[k] * scale[k] + shift[k], 0.f);
+        const float a = relu(v[k] * scale[k] + shift[k]);
         if (a > best[k] || isnan(a)) best[k] = a, at[k] = static_cast<uint8_t>(3 * kh + kw);
       }
     }

@@ -57,6 +57,7 @@ void save_resume(const std::string& path, const TrainState& s, const Classifier&
                    {"loss_scale_growth", s.loss_scale_growth},
                    {"epoch_skipped", s.epoch_skipped},
                    {"skipped_steps", s.skipped_steps},
+                   {"elapsed_s", s.elapsed_s},
                    {"settings", s.settings.dump()},
                    {"classes", join(s.classes)}};
   for (const auto& [name, tensor] : state_dict(model)) e.emplace_back("model." + name, tensor);
@@ -100,6 +101,8 @@ TrainState ResumeFile::state() const {
   // Absent before --skip-nonfinite: none skipped.
   if (auto it = values_.find("epoch_skipped"); it != values_.end()) s.epoch_skipped = it->second.toInt();
   if (auto it = values_.find("skipped_steps"); it != values_.end()) s.skipped_steps = it->second.toInt();
+  // Absent before metrics.csv's elapsed_s: the time of those runs is unknown (counted as 0).
+  if (auto it = values_.find("elapsed_s"); it != values_.end()) s.elapsed_s = it->second.toDouble();
   s.settings = nlohmann::json::parse(need("settings").toStringRef());
   s.classes = split_lines(need("classes").toStringRef());
   return s;

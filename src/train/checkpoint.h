@@ -38,6 +38,9 @@ struct TrainState {
   // --skip-nonfinite: steps whose loss was not finite (their updates skipped), in the epoch so far
   // (left out of its mean loss) and in the whole run (against the flag's budget)
   int64_t epoch_skipped = 0, skipped_steps = 0;
+  // Wall-clock seconds the run has taken up to this state, over all its processes' lives (resumes
+  // add theirs): start-up, data, training and tests (metrics.csv's elapsed_s).
+  double elapsed_s = 0;
   nlohmann::json settings;  // the run's settings (model, batch size, ...)
   std::vector<std::string> classes;
 };

@@ -1,5 +1,5 @@
 // metrics.csv: one row per epoch (epoch, train loss, test loss, top-1, top-5, img/s, seconds,
-// learning rate), rewritten atomically with each new row.
+// learning rate, wall seconds since the run started), rewritten atomically with each new row.
 #pragma once
 
 #include <string>

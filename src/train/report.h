@@ -29,6 +29,7 @@ struct EpochReport {
   double best_accuracy = 0;
   double img_per_s = 0;
   double seconds = 0;
+  double elapsed = 0;  // wall seconds since the run started (its resumes' time added), test included
 };
 
 class TrainReporter {

@@ -172,11 +172,23 @@ void Sgd::foreach_step(std::vector<torch::Tensor>& params, std::vector<torch::Te
   at::_foreach_add_(params, buffers, -options_.learning_rate);
 }
 
+std::vector<torch::Tensor> Sgd::grads() const {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params_)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  return grads;
+}
+
+torch::Tensor grad_l2_norm(const std::vector<torch::Tensor>& grads) {
+  torch::NoGradGuard no_grad;
+  if (grads.empty()) return torch::zeros({});
+  return torch::stack(at::_foreach_norm(grads, 2)).to(torch::kFloat).norm();
+}
+
 torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& grads, double max_norm, const torch::Tensor& scale) {
   torch::NoGradGuard no_grad;
   if (grads.empty()) return torch::zeros({});
-  const std::vector<torch::Tensor> norms = at::_foreach_norm(grads, 2);
-  const torch::Tensor total = torch::stack(norms).to(torch::kFloat).norm();
+  const torch::Tensor total = grad_l2_norm(grads);
   const torch::Tensor s = scale.defined() ? scale.to(torch::kFloat) : torch::ones({}, total.options());
   const torch::Tensor coef = torch::clamp_max(s * max_norm / (total + s * 1e-6), 1.0);
   at::_foreach_mul_(grads, coef);

@@ -54,6 +54,8 @@ class Sgd {
   // One buffer per parameter, undefined until the first step; same layout as its parameter.
   std::vector<torch::Tensor>& momentum_buffers() { return buffers_; }
   const std::vector<torch::Tensor>& params() const { return params_; }
+  // The parameters' gradients that are defined (after a backward pass), in params()' order.
+  std::vector<torch::Tensor> grads() const;
 
  private:
   void set_options(const SgdOptions& options);
@@ -73,6 +75,10 @@ class Sgd {
   torch::Tensor hyper_;  // float32 {learning rate, momentum, weight decay} on the parameters' device
   torch::Tensor hyper_no_decay_;  // the same with weight decay 0, for the parameters that skip it
 };
+
+// The total L2 norm of `grads` (a 0-d fp32 tensor on their device; no host sync); inf or NaN
+// where one of them holds such a value.
+torch::Tensor grad_l2_norm(const std::vector<torch::Tensor>& grads);
 
 // Scales `grads` in place so that their total L2 norm is at most max_norm, as
 // torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), at most 1); where `scale`

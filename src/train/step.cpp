@@ -82,9 +82,7 @@ void LossScaler::restore(double scale, int64_t growth_tracker) {
 
 void LossScaler::step(Sgd& optimizer) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> grads;
-  for (const auto& p : optimizer.params())
-    if (p.grad().defined()) grads.push_back(p.grad());
+  std::vector<torch::Tensor> grads = optimizer.grads();
   found_inf_.zero_();
   // Only the check here (an inverse scale of one): the fused SGD kernel divides by the scale.
   at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf_, one_);
@@ -120,17 +118,27 @@ torch::Tensor TrainStep::eager_step(const torch::Tensor& images, const torch::Te
   if (sync_) sync_->before_backward();
   (scaler_ ? scaler_->scale(loss) : loss).backward();
   if (sync_) sync_->finish();
+  torch::NoGradGuard no_grad;
+  torch::Tensor grad_norm;  // the gradients' total L2 norm, where clipping or the skip needs it
   if (options_.clip_grad_norm > 0) {  // after the all-reduce: every process clips the same sum
-    std::vector<torch::Tensor> grads;
-    for (const auto& p : optimizer_.params())
-      if (p.grad().defined()) grads.push_back(p.grad());
-    clip_grad_norm(grads, options_.clip_grad_norm, scaler_ ? scaler_->current_scale() : torch::Tensor());
+    grad_norm = clip_grad_norm(optimizer_.grads(), options_.clip_grad_norm,
+                               scaler_ ? scaler_->current_scale() : torch::Tensor());
+  }
+  if (options_.skip_nonfinite) {
+    // fp16: overflowing gradients are the loss scaler's business (it skips and backs off), so only
+    // the loss counts; otherwise a non-finite gradient (with a finite loss) skips the step too.
+    skipped_ = torch::isfinite(loss.detach()).logical_not();
+    if (!scaler_) {
+      if (!grad_norm.defined()) grad_norm = grad_l2_norm(optimizer_.grads());
+      skipped_ = skipped_.logical_or(torch::isfinite(grad_norm).logical_not());
+    }
+    skipped_ = skipped_.to(torch::kFloat);
   }
   if (scaler_) {
     scaler_->step(optimizer_);  // non-finite gradients skip the update there
-  } else if (options_.skip_nonfinite && device_.is_cuda()) {
-    optimizer_.step(std::nullopt, torch::isfinite(loss.detach()).logical_not().to(torch::kFloat));
-  } else if (!options_.skip_nonfinite || std::isfinite(loss.item<double>())) {  // the CPU: reading it costs nothing
+  } else if (skipped_.defined() && device_.is_cuda()) {
+    optimizer_.step(std::nullopt, skipped_);  // decided on the device: no sync
+  } else if (!skipped_.defined() || skipped_.item<float>() == 0) {  // the CPU: reading it costs nothing
     optimizer_.step();
   }
   return loss.detach();
@@ -153,11 +161,15 @@ torch::Tensor TrainStep::run(const torch::Tensor& images, const torch::Tensor& l
   try {
     // eager_step sets the gradients to none first: inside the capture they are then allocated
     // from the graph's pool, and every replay writes them at the same addresses.
-    graph_->run([this] { static_loss_ = eager_step(static_images_, static_labels_); });
+    graph_->run([this] {
+      static_loss_ = eager_step(static_images_, static_labels_);
+      static_skipped_ = skipped_;
+    });
+    skipped_ = static_skipped_;  // an eager step of another batch size may have replaced it
   } catch (const std::exception& e) {
     graph_off_reason_ = std::string("capture failed: ") + e.what();
     graph_.reset();
-    static_images_ = static_labels_ = static_loss_ = torch::Tensor();
+    static_images_ = static_labels_ = static_loss_ = static_skipped_ = torch::Tensor();
     return eager_step(model_input(images, options_.channels_last), labels);
   }
   return static_loss_;

@@ -124,6 +124,10 @@ class TrainStep {
   // Gradients averaged across processes by `sync` (null: none) in every later step. Eager steps
   // only: the constructor's options must have CUDA graphs off.
   void set_gradient_sync(GradientSync* sync) { sync_ = sync; }
+  // With skip_nonfinite: a float scalar on the device, 1 where the last step's update was skipped
+  // (its loss, or without fp16 its gradients, not finite), else 0; valid until the next call.
+  // Undefined without skip_nonfinite.
+  const torch::Tensor& skipped() const { return skipped_; }
   // fp16's loss scale and its growth tracker (for resume.pt); {0, 0} without loss scaling.
   std::pair<double, int64_t> loss_scale_state() const;
   void set_loss_scale_state(double scale, int64_t growth_tracker);
@@ -138,6 +142,7 @@ class TrainStep {
   std::unique_ptr<LossScaler> scaler_;
   std::unique_ptr<CudaGraph> graph_;
   torch::Tensor static_images_, static_labels_, static_loss_;
+  torch::Tensor skipped_, static_skipped_;  // see skipped(); a graph replay rewrites the static one
   std::string graph_off_reason_;
   bool fused_ = false;
   GradientSync* sync_ = nullptr;

@@ -142,6 +142,10 @@ struct Run {
   std::string resume_path;
   TrainState state;
   int64_t run_start_step = 0;
+  // When this process started (train()'s first line) and the run's wall time before it (resume.pt)
+  Clock::time_point started = Clock::now();
+  double elapsed_before = 0;
+  double elapsed() const { return elapsed_before + seconds_since(started); }
   int64_t saved_step = -1;  // the step resume.pt holds (-1: this run has written none)
   // --skip-nonfinite: steps skipped in the run before this epoch, and the count last said
   int64_t skipped_before_epoch = 0, skipped_said = 0;
@@ -427,11 +431,11 @@ void Run::check_skipped(const torch::Tensor& skipped, int64_t epoch) {
   state.epoch_skipped = static_cast<int64_t>(skipped.item<double>());
   state.skipped_steps = skipped_before_epoch + state.epoch_skipped;
   if (state.skipped_steps > o.skip_nonfinite)
-    fail_non_finite("the training loss was not finite in " + std::to_string(state.skipped_steps) +
+    fail_non_finite("the training loss or gradients were not finite in " + std::to_string(state.skipped_steps) +
                         " steps, more than --skip-nonfinite " + std::to_string(o.skip_nonfinite) + " allows",
                     epoch);
   if (state.skipped_steps > skipped_said) {
-    reporter.message(std::to_string(state.skipped_steps) + " of the run's steps so far had a loss that was not finite; "
+    reporter.message(std::to_string(state.skipped_steps) + " of the run's steps so far had a loss or gradients that were not finite; "
                      "their updates were skipped (--skip-nonfinite " + std::to_string(o.skip_nonfinite) + ")");
     skipped_said = state.skipped_steps;
   }
@@ -453,6 +457,7 @@ void Run::save() {
     fail_non_finite("the weights are not finite (NaN or infinite)", state.epoch);
   saved_step = state.step;
   if (!lead()) return;
+  state.elapsed_s = elapsed();
   std::tie(state.loss_scale, state.loss_scale_growth) = step->loss_scale_state();
   NamedTensors extra;
   if (ema)
@@ -493,9 +498,10 @@ bool Run::run_epoch(int64_t epoch) {
     const int64_t b = state.batch++;
     ++state.step;
     images += batch->labels.size(0) * world();
-    if (skipped.defined()) {
-      skipped += torch::isfinite(loss).logical_not();
-      loss_sum += torch::nan_to_num(loss, 0.0, 0.0, 0.0);
+    if (skipped.defined()) {  // the step's own verdict (its loss or gradients not finite)
+      const torch::Tensor skip = step->skipped();
+      skipped += skip;
+      loss_sum += torch::nan_to_num(loss, 0.0, 0.0, 0.0) * (1 - skip);
     } else {
       loss_sum += loss;
     }
@@ -567,6 +573,7 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
     }
   }
   e.best_accuracy = state.best_accuracy;
+  e.elapsed = elapsed();
   reporter.epoch_end(e);
   if (lead()) write_metrics_row((dir / "metrics.csv").string(), e, optimizer->learning_rate());
   save();
@@ -717,6 +724,8 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
   run.share_weights();
   run.start_ema();
   run.run_start_step = run.state.step;
+  run.started = started;
+  run.elapsed_before = run.state.elapsed_s;
   run.reporter.message("Training " + o.model + " (" + std::to_string(count_parameters(*run.model)) + " parameters) on " +
                    describe_device(run.device) + ": " + run.train_source->description() + ", " +
                    std::to_string(run.train_source->size()) + " training and " +
