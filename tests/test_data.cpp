@@ -259,6 +259,47 @@ std::shared_ptr<resnet::ImageSource> numbered_images(int64_t n) {
   return resnet::in_memory_source(data, torch::kCPU, "toy");
 }
 
+TEST(HoldOut, PartsASplitByClassTheSameWayEveryTime) {
+  // 3 classes of 50, 30 and 20 images (label = i % 10 sorted into them), pixel = index.
+  const int64_t n = 100;
+  resnet::LabeledImages data;
+  data.images = torch::arange(n).to(torch::kUInt8).view({n, 1, 1, 1}).expand({n, 3, 2, 2}).contiguous();
+  data.labels = torch::arange(n).remainder(10).lt(5).logical_not().to(torch::kLong) +
+                torch::arange(n).remainder(10).ge(8).to(torch::kLong);  // 0: 50, 1: 30, 2: 20
+  data.classes = {"a", "b", "c"};
+  auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
+  const auto [rest, held] = resnet::hold_out(source, 11);
+  ASSERT_EQ(held->size(), 11);
+  ASSERT_EQ(rest->size(), 89);
+  EXPECT_EQ(held->classes(), source->classes());
+  // shares 5.5, 3.3, 2.2: 5 + 3 + 2 and the one left to the largest remainder (class a)
+  const auto counts = torch::bincount(held->labels(), {}, 3);
+  EXPECT_EQ(counts[0].item<int64_t>(), 6);
+  EXPECT_EQ(counts[1].item<int64_t>(), 3);
+  EXPECT_EQ(counts[2].item<int64_t>(), 2);
+  // Disjoint, together the whole split, labels and pixels those of the images they map to.
+  auto indices_of = [](resnet::ImageSource& s) {
+    const auto batch = s.gather(torch::arange(s.size()), torch::kCPU);
+    return batch.images.select(1, 0).select(1, 0).select(1, 0).to(torch::kLong);
+  };
+  const auto h = indices_of(*held), r = indices_of(*rest);
+  EXPECT_TRUE(torch::equal(std::get<0>(torch::cat({h, r}).sort()), torch::arange(n)));
+  EXPECT_TRUE(torch::equal(held->labels(), data.labels.index_select(0, h)));
+  EXPECT_TRUE(torch::equal(rest->labels(), data.labels.index_select(0, r)));
+  EXPECT_TRUE(torch::equal(std::get<0>(h.sort()), h)) << "the split's order is kept";
+  // The same images whatever the global generator's state (--seed).
+  torch::manual_seed(99);
+  const auto again = resnet::hold_out(source, 11);
+  EXPECT_TRUE(torch::equal(indices_of(*again.second), h));
+  EXPECT_THROW(resnet::hold_out(source, 0), resnet::UsageError);
+  EXPECT_THROW(resnet::hold_out(source, 100), resnet::UsageError);
+  try {
+    resnet::hold_out(source, 100);
+  } catch (const resnet::UsageError& e) {
+    expect_contains(e.what(), "--holdout");
+  }
+}
+
 TEST(Loader, ShufflesPerEpochFromTheSeedAndKeepsTheLastPartialBatch) {
   const int64_t n = 10;
   auto source = numbered_images(n);

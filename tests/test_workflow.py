@@ -3,7 +3,7 @@ train 2 epochs of resnet18 -> checkpoint.pth, resume.pt, metrics.csv -> `test` p
 accuracy block -> `predict` prints 5 classes -> Python's torch.load + torchvision's
 load_state_dict(strict=True) of checkpoint.pth gives the probabilities `resnet predict` printed.
 Then: a run stopped mid-epoch (--max-steps) and resumed ends with the same weights, bit for bit,
-as one that was never stopped.
+as one that was never stopped; --recipe, --holdout, fine-tuning with an average.
 Run by CTest: test_workflow.py --resnet build/resnet --sample assets/cifar10-sample"""
 import json, os, re, shutil, tempfile
 from harness import check, finish, resnet_and_sample, test_transform
@@ -140,6 +140,16 @@ try:
             'weight_decay': 5e-4, 'crop_scale': [0.25, 1.0], 'amp': 'off', 'epochs': 1}
     got = {k: settings.get(k) for k in want}
     check(got == want, f'the recipe\'s values, overridden where given, are the run\'s settings: {got}')
+    # --holdout: training images held out and tested on instead of the test split.
+    h_dir = os.path.join(tmp, 'holdout')
+    rc_h, out_h = run('train', *common, '--holdout', '200', '--epochs', '1', '--checkpoint-dir', h_dir)
+    check(rc_h == 0 and 'each epoch is tested on 200 images held out of' in out_h and
+          '800 training and 200 held-out images' in out_h, 'a --holdout 200 run tests on 200 training images: ' + out_h[-500:])
+    h_rows = open(os.path.join(h_dir, 'resnet18', 'metrics.csv')).read().splitlines()
+    check(len(h_rows) == 2, f'and writes its row: {h_rows}')
+    rc_h, out_h = run('train', *common, '--holdout', '1000', '--epochs', '1', '--checkpoint-dir', h_dir, '--restart')
+    check(rc_h == 2 and '--holdout must be between 1 and the training images less one (999' in out_h,
+          'a --holdout as large as the split is refused: ' + out_h.strip().splitlines()[-1])
     # Fine-tuning with an average: it starts from the weights read (--weights), not the random ones.
     f_dir = os.path.join(tmp, 'f')
     best = os.path.join(d, 'checkpoint.pth')

@@ -136,6 +136,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--clip-grad-norm", o->clip_grad_norm,
                   "clip the gradients' total L2 norm to this before each step (0: off)")
       ->capture_default_str();
+  cmd->add_option("--holdout", o->holdout,
+                  "hold N training images out of training and test each epoch on them instead of the test split "
+                  "(the same N on every run; for choosing settings without the test set; 0: off)")
+      ->capture_default_str();
   cmd->add_flag("--tta-flip", o->tta_flip,
                 "test each epoch with test-time augmentation: the logits of each image and its mirror averaged");
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace resnet {
@@ -48,5 +49,14 @@ struct LabeledImages {
 // (the GPU, when they fit there: then a batch never crosses the bus).
 std::shared_ptr<ImageSource> in_memory_source(LabeledImages data, const torch::Device& device,
                                               std::string description);
+
+// A split parted in two for model selection (`train --holdout N`): {the rest, the held-out part},
+// each an ImageSource over the same images (nothing copied). `count` images are held out, each
+// class in proportion to its share of the split (largest remainders, ties to the lower class
+// index), chosen by a fixed generator: the same images on every run, whatever --seed, so runs
+// with different settings are compared on one validation set. Both parts keep the split's order.
+// UsageError unless 0 < count < size.
+std::pair<std::shared_ptr<ImageSource>, std::shared_ptr<ImageSource>> hold_out(std::shared_ptr<ImageSource> source,
+                                                                               int64_t count);
 
 }  // namespace resnet

@@ -48,7 +48,7 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
                              "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
                              "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "ema_decay",
-                             "mixup", "cutmix", "clip_grad_norm"};
+                             "mixup", "cutmix", "clip_grad_norm", "holdout"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
 std::string describe_schedule(const TrainOptions& o, double base_lr, int world) {
@@ -273,7 +273,13 @@ void Run::open_data() {
   DataOptions data_options;
   data_options.skip_bad_images = o.skip_bad_images;
   train_source = open_split(path, Split::kTrain, device, data_options);
-  test_source = open_split(path, Split::kTest, device, data_options);
+  if (o.holdout > 0) {  // the test split is not read: choices are made on training images
+    std::tie(train_source, test_source) = hold_out(train_source, o.holdout);
+    reporter.message("--holdout " + std::to_string(o.holdout) + ": each epoch is tested on " +
+                     test_source->description() + " (the same images on every run), not on the test split");
+  } else {
+    test_source = open_split(path, Split::kTest, device, data_options);
+  }
   if (train_source->classes() != test_source->classes())
     throw InputError(path + ": the train and test splits have different classes");
   const int rank = group ? group->rank() : 0;
@@ -359,6 +365,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   if (!saved.settings.contains("crop_scale")) saved.settings["crop_scale"] = {0.08, 1.0};
   for (const char* key : {"ema_decay", "mixup", "cutmix", "clip_grad_norm"})
     if (!saved.settings.contains(key)) saved.settings[key] = 0.0;
+  if (!saved.settings.contains("holdout")) saved.settings["holdout"] = 0;
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -645,6 +652,7 @@ void validate(const TrainOptions& o) {
     throw UsageError("--label-smoothing must be between 0 and 1 (got " + text({o.label_smoothing}) + ")");
   check_mix_options(o.mix);
   require_at_least(o.skip_nonfinite, 0, "--skip-nonfinite");
+  require_at_least(o.holdout, 0, "--holdout");
   if (!(o.clip_grad_norm >= 0 && std::isfinite(o.clip_grad_norm)))
     throw UsageError("--clip-grad-norm must be 0 (off) or a positive norm, e.g. 1 (got " + text({o.clip_grad_norm}) +
                      ")");
@@ -671,6 +679,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"mixup", o.mix.mixup_alpha},
           {"cutmix", o.mix.cutmix_alpha},
           {"clip_grad_norm", o.clip_grad_norm},
+          {"holdout", o.holdout},
           {"tta_flip", o.tta_flip},
           {"recipe", o.recipe},
           {"amp", o.amp},
@@ -729,7 +738,7 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
   run.reporter.message("Training " + o.model + " (" + std::to_string(count_parameters(*run.model)) + " parameters) on " +
                    describe_device(run.device) + ": " + run.train_source->description() + ", " +
                    std::to_string(run.train_source->size()) + " training and " +
-                   std::to_string(run.test_source->size()) + " test images, " +
+                   std::to_string(run.test_source->size()) + (o.holdout > 0 ? " held-out" : " test") + " images, " +
                    std::to_string(run.train_source->classes().size()) + " classes; " +
                    to_string(run.step_options.amp) + (run.step_options.channels_last ? ", channels-last" : "") +
                    (run.step_options.cuda_graphs ? ", CUDA graphs" : "") + (run.step->fused() ? ", " + run.step->fused_description() : "") +

@@ -50,6 +50,9 @@ struct TrainOptions {
   // A moving average of the weights, updated every step with this decay (0: none); the per-epoch
   // test and checkpoint.pth then use it.
   double ema_decay = 0;
+  // Images of the training split held out of training (data/dataset.h's hold_out) and tested on
+  // after each epoch instead of the test split, for choosing settings; 0: none (the test split).
+  int64_t holdout = 0;
   // Stop after the first epoch whose test top-1 reaches this percentage (0: train all --epochs).
   double target_accuracy = 0;
   int64_t image_size = 224;
