@@ -572,6 +572,20 @@ TEST(Md5, KnownDigests) {
             "57edf4a22be3c955ac49da2e2107b67a");
 }
 
+TEST(Archive, FormerFuzzCrashesAreRefusedInOurWords) {
+  // Inputs fuzz/fuzz_archive found (fuzz/regressions/archive/): a damaged zip for which libarchive
+  // has no error text (a NULL message once crashed the error's formatting).
+  const std::filesystem::path dir = std::filesystem::path(RESNET_SOURCE_DIR) / "fuzz/regressions/archive";
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    ++files;
+    resnet::test::TempDir out;
+    const std::string path = entry.path().string();
+    expect_contains(input_error_of([&] { resnet::extract_archive(path, (out.path() / "x").string()); }), path + ": ");
+  }
+  EXPECT_GT(files, 0);
+}
+
 TEST(Archive, UnpacksAGoodOneAndRefusesEscapesAndCorruption) {
   resnet::test::TempDir dir;
   resnet::extract_archive(fixture("archives/good.tar.gz"), (dir.path() / "good").string());

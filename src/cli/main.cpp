@@ -4,7 +4,9 @@
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 
+#include <filesystem>
 #include <iostream>
+#include <new>
 
 #include "cli/commands.h"
 #include "cli/console_reporter.h"
@@ -152,10 +154,19 @@ int main(int argc, char** argv) {
     if (what.find("can't allocate memory") != std::string::npos)
       std::cerr << "error: out of memory; try a smaller --batch-size (or --image-size). LibTorch said: "
                 << first_line(what) << "\n";
-    else
-      std::cerr << "error: " << what << "\n";
+    else  // our checks come first everywhere we know of: one reaching here is ours to fix
+      std::cerr << "error: LibTorch refused an operation (" << first_line(what)
+                << "); with valid input this is a bug in resnet.cpp: please report the command line\n";
     return 1;
-  } catch (const std::exception& e) {  // InputError, DownloadError, file system errors
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: out of memory; try a smaller --batch-size (or --image-size)\n";
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {  // the C++ library's wording: the path and the reason
+    std::cerr << "error: " << (e.path1().empty() ? std::string("a file operation") : e.path1().string())
+              << (e.path2().empty() ? "" : " -> " + e.path2().string()) << ": " << e.code().message()
+              << " (check that the folder exists, has room and can be written)\n";
+    return 1;
+  } catch (const std::exception& e) {  // InputError, DownloadError and our other messages
     std::cerr << "error: " << e.what() << "\n";
     return 1;
   }

@@ -185,8 +185,8 @@ class Unpickler {
         case 'q': memo(next_byte()); break;                                      // BINPUT
         case 'r': memo(read_le<uint32_t>()); break;                              // LONG_BINPUT
         case 0x94: memo(memo_.size()); break;                                    // MEMOIZE
-        case 'h': push(memo_.at(next_byte())); break;                            // BINGET
-        case 'j': push(memo_.at(read_le<uint32_t>())); break;                    // LONG_BINGET
+        case 'h': push(memo_get(next_byte())); break;                            // BINGET
+        case 'j': push(memo_get(read_le<uint32_t>())); break;                    // LONG_BINGET
         case '(': marks_.push_back(stack_.size()); break;                        // MARK
         case ')': push(c10::ivalue::Tuple::create({})); break;                   // EMPTY_TUPLE
         case 't': push(c10::ivalue::Tuple::create(pop_mark())); break;           // TUPLE
@@ -195,9 +195,9 @@ class Unpickler {
         case 0x87: tuple_of(3); break;                                           // TUPLE3
         case '}': push(empty_dict()); break;                                     // EMPTY_DICT
         case ']': push(c10::impl::GenericList(c10::AnyType::get())); break;      // EMPTY_LIST
-        case 'e': { auto items = pop_mark(); auto list = top().toList();         // APPENDS
+        case 'e': { auto items = pop_mark(); auto list = top_list();             // APPENDS
                     for (auto& v : items) { list.push_back(v); } break; }
-        case 'a': { auto v = pop(); top().toList().push_back(v); break; }         // APPEND
+        case 'a': { auto v = pop(); top_list().push_back(v); break; }             // APPEND
         case 's': { auto v = pop(); auto k = pop(); set_item(k, v); break; }      // SETITEM
         case 'u': { auto items = pop_mark();                                     // SETITEMS
                     for (size_t i = 0; i + 1 < items.size(); i += 2) { set_item(items[i], items[i + 1]); } break; }
@@ -265,8 +265,19 @@ class Unpickler {
     push(c10::ivalue::Tuple::create(std::move(items)));
   }
   void memo(size_t index) {
-    if (memo_.size() <= index) memo_.resize(index + 1);
+    // Python numbers its memo entries in order: a larger index is a damaged file (and would
+    // allocate up to 2^32 entries)
+    if (index > memo_.size()) fail("memo entry " + std::to_string(index) + " out of order");
+    if (index == memo_.size()) memo_.emplace_back();
     memo_[index] = top();
+  }
+  const c10::IValue& memo_get(size_t index) {
+    if (index >= memo_.size()) fail("memo entry " + std::to_string(index) + " read before it was written");
+    return memo_[index];
+  }
+  c10::List<c10::IValue> top_list() {
+    if (!top().isList()) fail("APPEND to a " + std::string(top().tagKind()) + ", not a list");
+    return top().toList();
   }
   static c10::IValue empty_dict() { return c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get()); }
   void set_item(const c10::IValue& key, const c10::IValue& value) {
@@ -280,6 +291,7 @@ class Unpickler {
     if (!id.isTuple() || id.toTupleRef().elements().size() < 5) fail("a persistent id that is not a storage");
     // a copy: indexing the tuple's inline storage past 3 makes GCC 12 warn (-Warray-bounds)
     const std::vector<c10::IValue> e = id.toTupleRef().elements().vec();
+    if (!e[1].isString() || !e[2].isString() || !e[4].isInt()) fail("a storage id of the wrong types");
     const std::string type = e[1].toStringRef(), key = e[2].toStringRef();
     const int64_t numel = e[4].toInt();
     static const std::map<std::string, c10::ScalarType> kTypes = {
@@ -294,19 +306,42 @@ class Unpickler {
     return storages_(t->second, key, numel);
   }
 
-  static std::vector<int64_t> ints(const c10::IValue& tuple) {
+  std::vector<int64_t> ints(const c10::IValue& tuple) {
+    if (!tuple.isTuple()) fail("a tensor's sizes or strides are not a tuple");
     std::vector<int64_t> out;
-    for (const auto& v : tuple.toTupleRef().elements()) out.push_back(v.toInt());
+    for (const auto& v : tuple.toTupleRef().elements()) {
+      if (!v.isInt() || v.toInt() < 0) fail("a tensor's sizes or strides are not counts");
+      out.push_back(v.toInt());
+    }
     return out;
   }
 
   c10::IValue reduce(const c10::IValue& fn, const c10::IValue& args) {
     const std::string name = fn.isString() ? fn.toStringRef() : "";
     if (name == "global:collections.OrderedDict") return empty_dict();
+    if (!args.isTuple())
+      fail("the arguments of " + (name.empty() ? std::string("a call") : name.substr(7)) + " are not a tuple");
     const auto& a = args.toTupleRef().elements();
     if (name == "global:torch._utils._rebuild_tensor_v2" && a.size() >= 4) {
+      if (!a[0].isTensor() || !a[1].isInt()) fail("a tensor without its storage or offset");
       const auto storage = a[0].toTensor();
-      return storage.as_strided(ints(a[2]), ints(a[3]), a[1].toInt());
+      const auto sizes = ints(a[2]), strides = ints(a[3]);
+      const int64_t offset = a[1].toInt();
+      if (sizes.size() != strides.size()) fail("a tensor with " + std::to_string(sizes.size()) + " sizes and " +
+                                                std::to_string(strides.size()) + " strides");
+      // The view must lie inside its storage: offset + sum((size - 1) * stride) < numel.
+      bool empty = false;
+      int64_t last = offset;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        empty = empty || sizes[i] == 0;
+        int64_t span = 0;
+        if (sizes[i] > 0 && (__builtin_mul_overflow(sizes[i] - 1, strides[i], &span) ||
+                             __builtin_add_overflow(last, span, &last)))
+          fail("a tensor too large to index");
+      }
+      if (offset < 0 || (!empty && last >= storage.numel()))
+        fail("a tensor that reaches past its storage (" + std::to_string(storage.numel()) + " elements)");
+      return storage.as_strided(sizes, strides, offset);
     }
     if (name == "global:torch._utils._rebuild_parameter" && !a.empty()) return a[0];
     fail("cannot rebuild " + (name.empty() ? std::string("a non-global") : name.substr(7)) +
@@ -327,10 +362,11 @@ c10::IValue load_zip(const std::string& path) {
   auto [data, size] = zip.getRecord("data.pkl");
   auto storage = [&](c10::ScalarType type, const std::string& key, int64_t numel) {
     auto [bytes, n] = zip.getRecord("data/" + key);
-    auto t = torch::empty({numel}, type);
-    if (n != t.nbytes())
+    const size_t want = static_cast<size_t>(numel) * c10::elementSize(type);  // numel < 2^63; a huge one fails below
+    if (numel > static_cast<int64_t>(n) || n != want)
       throw InputError(path + ": storage " + key + " holds " + std::to_string(n) + " bytes, expected " +
-                       std::to_string(t.nbytes()));
+                       std::to_string(numel) + " elements of " + std::to_string(c10::elementSize(type)) + " bytes");
+    auto t = torch::empty({numel}, type);
     std::memcpy(t.data_ptr(), bytes.get(), n);
     return t;
   };
@@ -353,7 +389,13 @@ c10::IValue load_legacy(const std::string& path, const std::vector<uint8_t>& fil
   std::map<std::string, torch::Tensor> storages;  // filled after the pickles
   auto storage = [&](c10::ScalarType type, const std::string& key, int64_t numel) {
     auto [it, fresh] = storages.emplace(key, torch::Tensor());
-    if (fresh) it->second = torch::empty({numel}, type);
+    if (fresh) {
+      // its bytes come after the pickles, inside the file: a larger count is a damaged file
+      if (numel > static_cast<int64_t>(file.size() / c10::elementSize(type)))
+        throw InputError(path + ": storage " + key + " of " + std::to_string(numel) +
+                         " elements is larger than the file");
+      it->second = torch::empty({numel}, type);
+    }
     return it->second;
   };
   auto none = [&](c10::ScalarType, const std::string&, int64_t) -> torch::Tensor {
@@ -415,7 +457,11 @@ std::vector<std::pair<std::string, c10::IValue>> load_torch_dict(const std::stri
     const std::vector<uint8_t> file = read_file_bytes(path);
     if (!is_legacy(file))
       throw InputError(path + ": not a torch.save file (neither a zip archive nor the legacy format's magic number)");
-    value = load_legacy(path, file);
+    try {
+      value = load_legacy(path, file);
+    } catch (const c10::Error& e) {  // a value of another type than the format puts there
+      throw InputError(path + ": cannot read it as a torch.save file (damaged?): " + e.what_without_backtrace());
+    }
   }
   if (!value.isGenericDict()) throw InputError(path + ": expected a dict, found " + value.tagKind());
   std::vector<std::pair<std::string, c10::IValue>> out;

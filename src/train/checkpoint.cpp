@@ -37,9 +37,6 @@ std::vector<std::string> split_lines(const std::string& text) {
   return out;
 }
 
-fs::path json_beside(const std::string& checkpoint_path) {
-  return fs::path(checkpoint_path).replace_extension(".json");
-}
 
 }  // namespace
 
@@ -162,30 +159,7 @@ void save_best_model(const std::string& dir, const Classifier& model, const Best
                             {"image_size", info.image_size},
                             {"accuracy", info.accuracy},
                             {"epoch", info.epoch}};
-  write_file_atomically(json_beside(pth).string(), j.dump(1) + "\n");
-}
-
-BestModelInfo read_best_model_info(const std::string& checkpoint_path) {
-  const auto path = json_beside(checkpoint_path);
-  std::ifstream in(path);
-  if (!in)
-    throw InputError(path.string() + ": missing; it holds the architecture, class names and image size of " +
-                     checkpoint_path + " (train writes it beside checkpoint.pth). For a state dict saved elsewhere, "
-                     "write it by hand, e.g. {\"arch\": \"resnet18\", \"classes\": [\"airplane\", ...], "
-                     "\"image_size\": 224}");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-    BestModelInfo info;
-    info.arch = j.at("arch").get<std::string>();
-    info.classes = j.at("classes").get<std::vector<std::string>>();
-    info.image_size = j.value("image_size", int64_t{224});
-    info.accuracy = j.value("accuracy", 0.0);
-    info.epoch = j.value("epoch", int64_t{0});
-    return info;
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(path.string() + ": not a checkpoint description: " + e.what());
-  }
+  write_file_atomically(best_model_info_path(pth), j.dump(1) + "\n");
 }
 
 }  // namespace resnet

@@ -21,6 +21,7 @@
 
 #include "io/torch_save.h"
 #include "models/classifier.h"
+#include "train/checkpoint_info.h"
 #include "train/sgd.h"
 
 namespace resnet {
@@ -72,17 +73,7 @@ class ResumeFile {
 // ResumeFile(path).restore(model, optimizer).
 TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimizer);
 
-struct BestModelInfo {
-  std::string arch;
-  std::vector<std::string> classes;
-  int64_t image_size = 224;
-  double accuracy = 0;
-  int64_t epoch = 0;
-};
-
+// checkpoint.pth and checkpoint.json (train/checkpoint_info.h) in `dir`.
 void save_best_model(const std::string& dir, const Classifier& model, const BestModelInfo& info);
-
-// Reads checkpoint.json beside `checkpoint_path` (file.pth -> file.json); InputError if absent.
-BestModelInfo read_best_model_info(const std::string& checkpoint_path);
 
 }  // namespace resnet

@@ -1,0 +1,31 @@
+// checkpoint.json, the description train writes beside checkpoint.pth: architecture, class names,
+// input side, accuracy and epoch. Its reader is apart from checkpoint.h's so that it builds without
+// the models (fuzz/fuzz_checkpoint_json.cpp feeds it arbitrary text).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace resnet {
+
+struct BestModelInfo {
+  std::string arch;
+  std::vector<std::string> classes;
+  int64_t image_size = 224;
+  double accuracy = 0;
+  int64_t epoch = 0;
+};
+
+// checkpoint.json beside `checkpoint_path` (file.pth -> file.json).
+std::string best_model_info_path(const std::string& checkpoint_path);
+
+// The description in `text`, read from `path` (named in errors): InputError unless it is a JSON
+// object with "arch" (a string), "classes" (1 to 100,000 strings) and, where present, "image_size"
+// (an integer from 1 to 65,536), "accuracy" (a number) and "epoch" (an integer, not negative).
+BestModelInfo parse_best_model_info(const std::string& text, const std::string& path);
+
+// Reads checkpoint.json beside `checkpoint_path`; InputError if absent or malformed.
+BestModelInfo read_best_model_info(const std::string& checkpoint_path);
+
+}  // namespace resnet
