@@ -254,6 +254,7 @@ class Unpickler {
     if (marks_.empty()) fail("no mark");
     const size_t m = marks_.back();
     marks_.pop_back();
+    if (m > stack_.size()) fail("a mark above the stack (values taken from under it)");
     std::vector<c10::IValue> items(std::make_move_iterator(stack_.begin() + m), std::make_move_iterator(stack_.end()));
     stack_.resize(m);
     return items;
