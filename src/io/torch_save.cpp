@@ -287,22 +287,28 @@ class Unpickler {
   }
   // A global is kept as its dotted name; REDUCE decides what it means.
   static c10::IValue global(const std::string& name) { return c10::IValue("global:" + name); }
+  // The dotted name of a global pushed by global(); "" for any other value (a plain string too).
+  static std::string global_name(const c10::IValue& v) {
+    if (!v.isString() || v.toStringRef().rfind("global:", 0) != 0) return "";
+    return v.toStringRef().substr(7);
+  }
 
   c10::IValue persistent(const c10::IValue& id) {
     if (!id.isTuple() || id.toTupleRef().elements().size() < 5) fail("a persistent id that is not a storage");
     // a copy: indexing the tuple's inline storage past 3 makes GCC 12 warn (-Warray-bounds)
     const std::vector<c10::IValue> e = id.toTupleRef().elements().vec();
-    if (!e[1].isString() || !e[2].isString() || !e[4].isInt()) fail("a storage id of the wrong types");
-    const std::string type = e[1].toStringRef(), key = e[2].toStringRef();
+    const std::string type = global_name(e[1]);
+    if (type.empty() || !e[2].isString() || !e[4].isInt()) fail("a storage id of the wrong types");
+    const std::string key = e[2].toStringRef();
     const int64_t numel = e[4].toInt();
     static const std::map<std::string, c10::ScalarType> kTypes = {
-        {"global:torch.FloatStorage", torch::kFloat}, {"global:torch.DoubleStorage", torch::kDouble},
-        {"global:torch.HalfStorage", torch::kHalf},   {"global:torch.BFloat16Storage", torch::kBFloat16},
-        {"global:torch.LongStorage", torch::kLong},   {"global:torch.IntStorage", torch::kInt},
-        {"global:torch.ShortStorage", torch::kShort}, {"global:torch.CharStorage", torch::kChar},
-        {"global:torch.ByteStorage", torch::kByte},   {"global:torch.BoolStorage", torch::kBool}};
+        {"torch.FloatStorage", torch::kFloat}, {"torch.DoubleStorage", torch::kDouble},
+        {"torch.HalfStorage", torch::kHalf},   {"torch.BFloat16Storage", torch::kBFloat16},
+        {"torch.LongStorage", torch::kLong},   {"torch.IntStorage", torch::kInt},
+        {"torch.ShortStorage", torch::kShort}, {"torch.CharStorage", torch::kChar},
+        {"torch.ByteStorage", torch::kByte},   {"torch.BoolStorage", torch::kBool}};
     const auto t = kTypes.find(type);
-    if (t == kTypes.end()) fail("storage type " + type.substr(7) + " is not supported");
+    if (t == kTypes.end()) fail("storage type " + type + " is not supported");
     if (numel < 0) fail("storage " + key + " has a negative size");
     return storages_(t->second, key, numel);
   }
@@ -318,12 +324,12 @@ class Unpickler {
   }
 
   c10::IValue reduce(const c10::IValue& fn, const c10::IValue& args) {
-    const std::string name = fn.isString() ? fn.toStringRef() : "";
-    if (name == "global:collections.OrderedDict") return empty_dict();
+    const std::string name = global_name(fn);
+    if (name == "collections.OrderedDict") return empty_dict();
     if (!args.isTuple())
-      fail("the arguments of " + (name.empty() ? std::string("a call") : name.substr(7)) + " are not a tuple");
+      fail("the arguments of " + (name.empty() ? std::string("a call") : name) + " are not a tuple");
     const auto& a = args.toTupleRef().elements();
-    if (name == "global:torch._utils._rebuild_tensor_v2" && a.size() >= 4) {
+    if (name == "torch._utils._rebuild_tensor_v2" && a.size() >= 4) {
       if (!a[0].isTensor() || !a[1].isInt()) fail("a tensor without its storage or offset");
       const auto storage = a[0].toTensor();
       const auto sizes = ints(a[2]), strides = ints(a[3]);
@@ -344,8 +350,8 @@ class Unpickler {
         fail("a tensor that reaches past its storage (" + std::to_string(storage.numel()) + " elements)");
       return storage.as_strided(sizes, strides, offset);
     }
-    if (name == "global:torch._utils._rebuild_parameter" && !a.empty()) return a[0];
-    fail("cannot rebuild " + (name.empty() ? std::string("a non-global") : name.substr(7)) +
+    if (name == "torch._utils._rebuild_parameter" && !a.empty()) return a[0];
+    fail("cannot rebuild " + (name.empty() ? std::string("a non-global") : name) +
          " (only dicts of tensors and plain values are read)");
   }
 
