@@ -82,7 +82,7 @@ class BatchNormReluMaxPool : public torch::autograd::Function<BatchNormReluMaxPo
     RECORD_FUNCTION("resnet::batch_norm_relu_maxpool", std::vector<c10::IValue>());
     const c10::cuda::CUDAGuard device_guard(x.device());
     const int64_t n = x.size(0), channels = x.size(1), h = x.size(2), w = x.size(3);
-    torch::Tensor y = at::empty({n, channels, (h - 1) / 2 + 1, (w - 1) / 2 + 1}, x.options(),
+    torch::Tensor y = at::empty({n, channels, cuda::stem_pooled_side(h), cuda::stem_pooled_side(w)}, x.options(),
                                 at::MemoryFormat::ChannelsLast);
     torch::Tensor argmax = at::empty(y.sizes(), x.options().dtype(at::kByte), at::MemoryFormat::ChannelsLast);
     const auto f32 = x.options().dtype(at::kFloat);
@@ -121,7 +121,7 @@ class BatchNormReluMaxPool : public torch::autograd::Function<BatchNormReluMaxPo
 bool batch_norm_relu_maxpool_supported(const torch::Tensor& x, const BatchNormParams& bn) {
   if (!batch_norm_act_supported(x, torch::Tensor(), bn)) return false;
   // the kernels' indexing: input rows and output threads (8 channels each) in 32 bits
-  const int64_t pixels = x.size(0) * ((x.size(2) - 1) / 2 + 1) * ((x.size(3) - 1) / 2 + 1);
+  const int64_t pixels = x.size(0) * cuda::stem_pooled_side(x.size(2)) * cuda::stem_pooled_side(x.size(3));
   return x.size(0) * x.size(2) * x.size(3) < (int64_t{1} << 31) && pixels * (x.size(1) / 8) < (int64_t{1} << 31);
 }
 

@@ -619,8 +619,8 @@ void backward_typed(const void* dy, const void* y, const void* x, void* dx, void
 }
 
 PoolShape pool_shape(int64_t h, int64_t w) {
-  return {static_cast<int>(h), static_cast<int>(w), static_cast<int>((h - 1) / 2 + 1),
-          static_cast<int>((w - 1) / 2 + 1)};
+  return {static_cast<int>(h), static_cast<int>(w), static_cast<int>(stem_pooled_side(h)),
+          static_cast<int>(stem_pooled_side(w))};
 }
 
 template <typename T>

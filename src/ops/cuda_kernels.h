@@ -56,6 +56,9 @@ void bn_grad_apply(Half type, const void* g, const void* x, const float* coef, v
                    int64_t channels, int sm_count, CUstream_st* stream);
 
 // --- the stem: batch norm + ReLU + 3x3 max-pool with stride 2 and padding 1 ---------------------
+// The pooled output's side for an input side (3x3 windows, stride 2, padding 1).
+constexpr int64_t stem_pooled_side(int64_t side) { return (side - 1) / 2 + 1; }
+
 // x is [n, h, w, channels] (NHWC; channels a multiple of 8; n * h * w < 2^31), y is
 // [n, (h - 1) / 2 + 1, (w - 1) / 2 + 1, channels]. Forward: batch statistics as bn_act_forward (saved
 // mean and 1/std, running statistics, same workspace), then y = maxpool(relu(x * scale + shift))

@@ -50,6 +50,16 @@ torch::Tensor cutmix_box(const torch::Tensor& lam, const torch::Tensor& centre, 
   return torch::stack({y0, y1, x0, x1});
 }
 
+namespace {
+
+// `t` in channels-last where `like` is (the model's input layout; a no-op when it already is).
+torch::Tensor in_layout_of(const torch::Tensor& t, const torch::Tensor& like) {
+  const bool channels_last = like.is_contiguous(at::MemoryFormat::ChannelsLast) && !like.is_contiguous();
+  return channels_last ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
+}
+
+}  // namespace
+
 std::pair<torch::Tensor, torch::Tensor> cutmix_images(const torch::Tensor& images, const torch::Tensor& perm,
                                                       const torch::Tensor& box) {
   const int64_t H = images.size(2), W = images.size(3);
@@ -57,9 +67,7 @@ std::pair<torch::Tensor, torch::Tensor> cutmix_images(const torch::Tensor& image
   const torch::Tensor rows = torch::arange(H, longs), cols = torch::arange(W, longs);
   const torch::Tensor in_rows = (rows >= box[0]) & (rows < box[1]), in_cols = (cols >= box[2]) & (cols < box[3]);
   const torch::Tensor inside = (in_rows.unsqueeze(1) & in_cols.unsqueeze(0)).view({1, 1, H, W});
-  torch::Tensor mixed = torch::where(inside, images.index_select(0, perm), images);
-  if (images.is_contiguous(at::MemoryFormat::ChannelsLast) && !images.is_contiguous())
-    mixed = mixed.contiguous(at::MemoryFormat::ChannelsLast);
+  const torch::Tensor mixed = in_layout_of(torch::where(inside, images.index_select(0, perm), images), images);
   const torch::Tensor area = ((box[1] - box[0]) * (box[3] - box[2])).to(torch::kFloat);
   return {mixed, 1 - area / static_cast<double>(H * W)};
 }
@@ -99,9 +107,7 @@ MixedBatch mix_batch(const torch::Tensor& images, const torch::Tensor& labels, i
       lam = kept;
     }
   }
-  if (images.is_contiguous(at::MemoryFormat::ChannelsLast) && !images.is_contiguous())
-    mixed = mixed.contiguous(at::MemoryFormat::ChannelsLast);
-  return {mixed, mixed_targets(labels, perm, lam, classes, smoothing)};
+  return {in_layout_of(mixed, images), mixed_targets(labels, perm, lam, classes, smoothing)};
 }
 
 torch::Tensor soft_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets) {
