@@ -235,9 +235,7 @@ StepRun train_steps(const std::string& arch, resnet::StepOptions options, int st
 TEST(FusedResNet, TrainStepsMatchTheAutogradPath) {
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
   const torch::Device cuda(torch::kCUDA, 0);
-  const bool benchmark = at::globalContext().benchmarkCuDNN();
-  at::globalContext().setBenchmarkCuDNN(false);
-  at::globalContext().setDeterministicCuDNN(true);
+  const resnet::test::DeterministicCudnn deterministic;
   for (const std::string arch : {"resnet50", "resnet18"}) {
     SCOPED_TRACE(arch);
     const resnet::StepOptions autograd{resnet::Amp::kBf16, true, false, 0, false};
@@ -260,8 +258,6 @@ TEST(FusedResNet, TrainStepsMatchTheAutogradPath) {
       }
     }
   }
-  at::globalContext().setDeterministicCuDNN(false);
-  at::globalContext().setBenchmarkCuDNN(benchmark);
 }
 
 TEST(FusedResNet, Fp16ConvolutionPathTrainSteps) {
@@ -269,9 +265,7 @@ TEST(FusedResNet, Fp16ConvolutionPathTrainSteps) {
   // (ops/fused_bottleneck.h); the stem keeps our batch-norm kernels.
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
   const torch::Device cuda(torch::kCUDA, 0);
-  const bool benchmark = at::globalContext().benchmarkCuDNN();
-  at::globalContext().setBenchmarkCuDNN(false);
-  at::globalContext().setDeterministicCuDNN(true);
+  const resnet::test::DeterministicCudnn deterministic;
   const resnet::StepOptions autograd{resnet::Amp::kFp16, true, false, 0, false};
   const resnet::StepOptions fused{resnet::Amp::kFp16, true, false, 0, true};
   const resnet::StepOptions fused_graph{resnet::Amp::kFp16, true, true, 0, true};
@@ -293,8 +287,6 @@ TEST(FusedResNet, Fp16ConvolutionPathTrainSteps) {
     if (item.key().find("num_batches_tracked") != std::string::npos) {
       EXPECT_EQ(item.value().item<int64_t>(), 6) << item.key();
     }
-  at::globalContext().setDeterministicCuDNN(false);
-  at::globalContext().setBenchmarkCuDNN(benchmark);
 }
 
 TEST(FusedResNet, OnlyResNetsHaveFusedKernels) {

@@ -326,9 +326,7 @@ TEST(LossScaler, SkipsAStepWithInfAndBacksOff) {
 TEST(CudaGraphs, ReplaysGiveTheEagerLossesOver20Steps) {
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
   const torch::Device cuda(torch::kCUDA, 0);
-  const bool benchmark = at::globalContext().benchmarkCuDNN();
-  at::globalContext().setBenchmarkCuDNN(false);
-  at::globalContext().setDeterministicCuDNN(true);
+  const resnet::test::DeterministicCudnn deterministic;
   const auto data = random_batches(20, 16, 64, cuda);
   for (Amp amp : {Amp::kOff, Amp::kBf16, Amp::kFp16}) {
     const StepOptions eager{amp, true, false}, graphed{amp, true, true};
@@ -345,8 +343,6 @@ TEST(CudaGraphs, ReplaysGiveTheEagerLossesOver20Steps) {
     for (size_t i = 0; i < pa.size(); i += 20)
       EXPECT_LE(resnet::test::relative_error(pb[i], pa[i]), 1e-3) << resnet::to_string(amp) << " parameter " << i;
   }
-  at::globalContext().setDeterministicCuDNN(false);
-  at::globalContext().setBenchmarkCuDNN(benchmark);
 }
 
 TEST(CudaGraphs, MixingClippingAndSkippingRunInTheCapturedStep) {
@@ -356,9 +352,7 @@ TEST(CudaGraphs, MixingClippingAndSkippingRunInTheCapturedStep) {
   // skipped in both (its loss NaN, the next ones still equal).
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
   const torch::Device cuda(torch::kCUDA, 0);
-  const bool benchmark = at::globalContext().benchmarkCuDNN();
-  at::globalContext().setBenchmarkCuDNN(false);
-  at::globalContext().setDeterministicCuDNN(true);
+  const resnet::test::DeterministicCudnn deterministic;
   auto data = random_batches(resnet::kGraphWarmupSteps + 5, 16, 64, cuda);
   const size_t bad = resnet::kGraphWarmupSteps + 2;  // a replay
   data.images[bad][0][0][0][0] = std::nan("");
@@ -390,8 +384,6 @@ TEST(CudaGraphs, MixingClippingAndSkippingRunInTheCapturedStep) {
       EXPECT_LE(resnet::test::relative_error(pb[i], pa[i]), 1e-3) << resnet::to_string(amp) << " parameter " << i;
     }
   }
-  at::globalContext().setDeterministicCuDNN(false);
-  at::globalContext().setBenchmarkCuDNN(benchmark);
 }
 
 TEST(CudaGraphs, ANewLearningRateReachesTheCapturedStep) {

@@ -39,6 +39,26 @@ class TempDir {
 };
 
 // The message of the InputError that `f` throws, or "(no InputError)".
+// cuDNN deterministic and not autotuned for a scope (GPU parity tests that compare two runs),
+// the previous settings back at its end, also when an assertion returns early.
+class DeterministicCudnn {
+ public:
+  DeterministicCudnn()
+      : benchmark_(at::globalContext().benchmarkCuDNN()), deterministic_(at::globalContext().deterministicCuDNN()) {
+    at::globalContext().setBenchmarkCuDNN(false);
+    at::globalContext().setDeterministicCuDNN(true);
+  }
+  ~DeterministicCudnn() {
+    at::globalContext().setDeterministicCuDNN(deterministic_);
+    at::globalContext().setBenchmarkCuDNN(benchmark_);
+  }
+  DeterministicCudnn(const DeterministicCudnn&) = delete;
+  DeterministicCudnn& operator=(const DeterministicCudnn&) = delete;
+
+ private:
+  bool benchmark_, deterministic_;
+};
+
 inline std::string input_error_of(const std::function<void()>& f) {
   try {
     f();
