@@ -11,6 +11,11 @@
 #include "models/registry.h"
 #include "models/resnet.h"
 #include "ops/batch_norm_act.h"
+#include "ops/half_copies.h"
+#ifdef RESNET_WITH_CUDA
+#include "ops/cuda_kernels.h"
+#include "ops/cuda_tensors.h"
+#endif
 #include "train/precision.h"
 #include "train/step.h"
 #include "test_util.h"
@@ -94,6 +99,105 @@ TEST(BatchNormAct, MatchesAtenForwardAndBackward) {
     EXPECT_LE(relative_error(dw, weight.grad()), 1e-3);
     EXPECT_LE(relative_error(bn.running_mean, rm), 1e-5);
     EXPECT_LE(relative_error(bn.running_var, rv), 1e-5);
+  }
+}
+
+#ifdef RESNET_WITH_CUDA
+TEST(BatchNormPairBackward, EqualsTwoSingleBackwardsBitwise) {
+  // A downsample block's end, relu(bn(x1) + bn(x2)): the pair kernels (one read of dy per pass)
+  // against bn_act_backward for the first batch norm (ReLU mask, residual gradient) and then for
+  // the second on that residual gradient. Same sums in the same order: equal bit for bit.
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  using namespace resnet::cuda_tensors;
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA, 0);
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  torch::manual_seed(4);
+  for (const Case& k : {Case{4, 64, 10, 10, at::kHalf, true, true}, Case{4, 64, 10, 10, at::kHalf, false, true},
+                        Case{3, 520, 5, 7, at::kBFloat16, true, true}, Case{16, 256, 28, 28, at::kHalf, false, true}}) {
+    SCOPED_TRACE(name(k));
+    const int64_t C = k.c, rows = k.n * k.h * k.w;
+    auto act = [&] { return (torch::randn({k.n, k.c, k.h, k.w}, cuda) * 2 + 1).to(k.type).contiguous(cl); };
+    auto vec = [&](double shift) { return torch::rand({C}, cuda) + shift; };
+    const auto x1 = act(), x2 = act(), dy = act(), y = act();  // y: only its sign (the ReLU's mask) counts
+    const auto w1 = vec(0.5), w2 = vec(0.5), mean1 = vec(0.5), mean2 = vec(0.5), invstd1 = vec(1), invstd2 = vec(1);
+    const int sms = sm_count();
+
+    std::vector<torch::Tensor> want;  // dx1, dx2, dw1, db1, dw2, db2
+    for (int i = 0; i < 6; ++i) want.push_back(i < 2 ? torch::empty_like(x1, cl) : torch::empty({C}, cuda));
+    const auto dres = torch::empty_like(x1, cl);
+    auto scratch = torch::empty({resnet::cuda::bn_act_workspace_floats(rows, C, sms)}, cuda);
+    const auto type = half_type(x1);
+    resnet::cuda::bn_act_backward(type, dy.data_ptr(), y.data_ptr(), x1.data_ptr(), want[0].data_ptr(),
+                                  k.relu ? dres.data_ptr() : nullptr, rows, C, w1.data_ptr<float>(),
+                                  mean1.data_ptr<float>(), invstd1.data_ptr<float>(), k.relu, want[2].data_ptr<float>(),
+                                  want[3].data_ptr<float>(), scratch.data_ptr<float>(), sms, stream());
+    resnet::cuda::bn_act_backward(type, (k.relu ? dres : dy).data_ptr(), nullptr, x2.data_ptr(), want[1].data_ptr(),
+                                  nullptr, rows, C, w2.data_ptr<float>(), mean2.data_ptr<float>(),
+                                  invstd2.data_ptr<float>(), false, want[4].data_ptr<float>(),
+                                  want[5].data_ptr<float>(), scratch.data_ptr<float>(), sms, stream());
+
+    std::vector<torch::Tensor> got;
+    for (const auto& t : want) got.push_back(torch::full_like(t, 7));
+    auto pair_scratch = torch::empty({resnet::cuda::bn_pair_backward_workspace_floats(rows, C, sms)}, cuda);
+    const resnet::cuda::BnBackwardSide first{x1.data_ptr(),           got[0].data_ptr(),         w1.data_ptr<float>(),
+                                             mean1.data_ptr<float>(), invstd1.data_ptr<float>(), got[2].data_ptr<float>(),
+                                             got[3].data_ptr<float>()};
+    const resnet::cuda::BnBackwardSide second{x2.data_ptr(),           got[1].data_ptr(),         w2.data_ptr<float>(),
+                                              mean2.data_ptr<float>(), invstd2.data_ptr<float>(), got[4].data_ptr<float>(),
+                                              got[5].data_ptr<float>()};
+    resnet::cuda::bn_pair_backward(type, dy.data_ptr(), k.relu ? y.data_ptr() : nullptr, first, second, rows, C,
+                                   k.relu, pair_scratch.data_ptr<float>(), sms, stream());
+    const char* names[] = {"dx1", "dx2", "dweight1", "dbias1", "dweight2", "dbias2"};
+    for (int i = 0; i < 6; ++i) EXPECT_TRUE(torch::equal(got[i], want[i])) << names[i];
+    EXPECT_GT(want[0].abs().sum().item<double>(), 0.0);  // not a pair of empty results
+  }
+}
+#endif
+
+TEST(HalfCopies, EqualToHalfAndTheirGradientsToFloat) {
+  // On the CPU (and in a build without CUDA): never taken.
+  EXPECT_FALSE(resnet::half_copies_supported({torch::randn({4, 4})}));
+  EXPECT_THROW(resnet::half_copies({torch::randn({4, 4})}), std::invalid_argument);
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA, 0);
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  EXPECT_FALSE(resnet::half_copies_supported({}));
+  EXPECT_FALSE(resnet::half_copies_supported({torch::randn({4, 4}, cuda).to(torch::kHalf)}));  // not fp32
+  EXPECT_FALSE(resnet::half_copies_supported({torch::randn({4, 8}, cuda).narrow(1, 0, 4)}));  // not dense
+  // More tensors than one launch takes (160), sizes from one element to past a block's 4,096, 3x3
+  // convolution weights channels-last and 1x1 ones, values past fp16's range.
+  torch::manual_seed(6);
+  std::vector<torch::Tensor> weights;
+  for (int i = 0; i < 170; ++i) {
+    torch::Tensor w;
+    if (i % 3 == 0) w = torch::randn({8 * (1 + i % 5), 16, 3, 3}, cuda).contiguous(cl);
+    else if (i % 3 == 1) w = torch::randn({1 + i % 7, 24, 1, 1}, cuda);
+    else w = torch::randn({1 + i * 37}, cuda);
+    if (i == 5) w.view(-1)[0] = 1e6;  // inf in fp16
+    weights.push_back(w.requires_grad_());
+  }
+  ASSERT_TRUE(resnet::half_copies_supported(weights));
+  const auto copies = resnet::half_copies(weights);
+  ASSERT_EQ(copies.size(), weights.size());
+  std::vector<torch::Tensor> reference_weights, reference_copies, upstream;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(copies[i].scalar_type(), torch::kHalf);
+    EXPECT_EQ(copies[i].strides(), weights[i].strides());
+    EXPECT_TRUE(torch::equal(copies[i], weights[i].to(torch::kHalf)));
+    reference_weights.push_back(weights[i].detach().clone().requires_grad_());
+    reference_copies.push_back(reference_weights.back().to(torch::kHalf));
+    upstream.push_back(torch::randn_like(copies[i]));  // fp16 gradients, as the fused ops give
+  }
+  EXPECT_TRUE(torch::isinf(copies[5].view(-1)[0]).item<bool>());
+  torch::autograd::backward(copies, upstream);
+  torch::autograd::backward(reference_copies, upstream);
+  for (size_t i = 0; i < weights.size(); ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(weights[i].grad().defined());
+    EXPECT_EQ(weights[i].grad().scalar_type(), torch::kFloat);
+    EXPECT_EQ(weights[i].grad().strides(), weights[i].strides());
+    EXPECT_TRUE(torch::equal(weights[i].grad(), reference_weights[i].grad()));
   }
 }
 

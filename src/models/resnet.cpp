@@ -6,6 +6,7 @@
 #include "ops/batch_norm_act.h"
 #include "ops/fused_bottleneck.h"
 #include "ops/fused_conv.h"
+#include "ops/half_copies.h"
 
 namespace resnet {
 namespace {
@@ -28,10 +29,39 @@ std::optional<BatchNormParams> batch_stats_params(const nn::BatchNorm2d& bn) {
   return BatchNormParams{bn->weight, bn->bias, bn->running_mean, bn->running_var, *o.momentum(), o.eps()};
 }
 
+// The batch counters our batch norms advance during one ResNet::forward (53 in a ResNet-50 step),
+// added to at its end in one kernel rather than a launch each; null outside it.
+thread_local std::vector<torch::Tensor>* pending_counts = nullptr;
+
 void count_batch(nn::BatchNorm2d& bn) {
+  if (pending_counts) {
+    pending_counts->push_back(bn->num_batches_tracked);
+    return;
+  }
   torch::NoGradGuard no_grad;
   bn->num_batches_tracked.add_(1);  // as BatchNorm2d's forward does
 }
+
+// Collects count_batch's counters for its lifetime; add() advances them all by one. A forward pass
+// that throws advances none.
+class BatchCounts {
+ public:
+  BatchCounts() : outer_(pending_counts) { pending_counts = &counts_; }
+  ~BatchCounts() { pending_counts = outer_; }
+  BatchCounts(const BatchCounts&) = delete;
+  BatchCounts& operator=(const BatchCounts&) = delete;
+  void add() {
+    pending_counts = outer_;
+    if (counts_.empty()) return;
+    torch::NoGradGuard no_grad;
+    torch::_foreach_add_(counts_, 1);
+    counts_.clear();
+  }
+
+ private:
+  std::vector<torch::Tensor> counts_;
+  std::vector<torch::Tensor>* outer_;
+};
 
 // act(bn(x) [+ residual]): a replacement batch norm where the model was given one (training
 // only); our fused kernels where `mode.fused` and they take the input (training on CUDA in
@@ -97,20 +127,26 @@ std::optional<BottleneckParams> BottleneckImpl::fused_params() {
   if (!mode.fused || mode.replace || conv2->options.groups() != 1) return std::nullopt;
   auto b1 = batch_stats_params(bn1), b2 = batch_stats_params(bn2), b3 = batch_stats_params(bn3);
   if (!b1 || !b2 || !b3) return std::nullopt;
-  BottleneckParams p{conv1->weight, conv2->weight, conv3->weight, *b1, *b2, *b3, conv2->options.stride()->at(0),
-                     std::nullopt, std::nullopt};
+  const std::vector<torch::Tensor> w = half_weights.empty() ? conv_weights() : half_weights;
+  BottleneckParams p{w[0], w[1], w[2], *b1, *b2, *b3, conv2->options.stride()->at(0), std::nullopt, std::nullopt};
   if (downsample) {
     auto conv = std::dynamic_pointer_cast<nn::Conv2dImpl>(downsample->ptr(0));
     auto bn = nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(downsample->ptr(1)));
     auto bd = batch_stats_params(bn);
     if (!bd || conv->options.stride()->at(0) != p.stride) return std::nullopt;
-    p.downsample_conv = conv->weight;
+    p.downsample_conv = w[3];
     p.downsample_bn = *bd;
   }
   // everything but the input's type and layout, so that ResNet::forward can tell which blocks fuse
   if (!fused_bottleneck_params_supported(p, conv1->weight.size(1), conv1->weight.device())) return std::nullopt;
   p.output_grad_masked = output_grad_masked;
   return p;
+}
+
+std::vector<torch::Tensor> BottleneckImpl::conv_weights() const {
+  std::vector<torch::Tensor> w{conv1->weight, conv2->weight, conv3->weight};
+  if (downsample) w.push_back(std::dynamic_pointer_cast<nn::Conv2dImpl>(downsample->ptr(0))->weight);
+  return w;
 }
 
 torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
@@ -214,6 +250,37 @@ torch::Tensor ResNet::stem(const torch::Tensor& x) {
   return maxpool(bn_act(bn1, x, torch::Tensor(), true, mode_));
 }
 
+torch::Tensor ResNet::run_layer(nn::Sequential& layer, const torch::Tensor& x) {
+  std::vector<BottleneckImpl*> blocks;
+  std::vector<torch::Tensor> weights;
+  bool fused = mode_.fused;
+  for (auto& child : layer->children()) {
+    auto* block = child->as<BottleneckImpl>();
+    const auto p = block ? block->fused_params() : std::nullopt;
+    // the first block's input is x; the others' the output of a fused block, which they take
+    if (!p || (blocks.empty() && !fused_bottleneck_supported(x, *p))) fused = false;
+    if (!fused) break;
+    blocks.push_back(block);
+    for (const torch::Tensor& w : block->conv_weights()) weights.push_back(w);
+  }
+  if (!fused || !half_copies_supported(weights)) return layer->forward(x);
+  // the copies live for this forward pass only (autograd keeps what backward needs)
+  struct Clear {
+    std::vector<BottleneckImpl*>& blocks;
+    ~Clear() {
+      for (auto* block : blocks) block->half_weights.clear();
+    }
+  } clear{blocks};
+  const std::vector<torch::Tensor> halves = half_copies(weights);
+  size_t next = 0;
+  for (auto* block : blocks) {
+    const size_t n = block->conv_weights().size();
+    block->half_weights.assign(halves.begin() + next, halves.begin() + next + n);
+    next += n;
+  }
+  return layer->forward(x);
+}
+
 torch::Tensor ResNet::forward(torch::Tensor x) {
   if (mode_.fused) {
     // A fused bottleneck hands back its input's gradient masked by the ReLU (fused_bottleneck.h):
@@ -226,10 +293,13 @@ torch::Tensor ResNet::forward(torch::Tensor x) {
     for (size_t i = 0; i < blocks.size(); ++i)
       blocks[i]->output_grad_masked = i + 1 < blocks.size() && blocks[i + 1]->fused_params().has_value();
   }
+  BatchCounts counts;
   x = stem(conv1(x));
-  x = layer4->forward(layer3->forward(layer2->forward(layer1->forward(x))));
+  for (auto* layer : {&layer1, &layer2, &layer3, &layer4}) x = run_layer(*layer, x);
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-  return fc(x);
+  x = fc(x);
+  counts.add();
+  return x;
 }
 
 }  // namespace resnet

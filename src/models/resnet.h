@@ -64,6 +64,12 @@ class BottleneckImpl : public torch::nn::Module {
   // The block's parameters for fused_bottleneck where all but the input allows it (fused mode,
   // training, a GPU where cuDNN fuses, ...); fused_bottleneck_supported then checks the input.
   std::optional<BottleneckParams> fused_params();
+  // conv1, conv2, conv3 [, the downsample convolution]: the weights fused_params hands on.
+  std::vector<torch::Tensor> conv_weights() const;
+  // Set by ResNet::forward for one forward pass: fp16 copies of conv_weights() made with the rest
+  // of the layer's (ops/half_copies.h), which fused_params hands on in their place; empty
+  // otherwise.
+  std::vector<torch::Tensor> half_weights;
 
  private:
 
@@ -88,6 +94,8 @@ class ResNet : public Classifier {
   torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride);
   void set_mode(const BatchNormMode& mode);  // on this model and every block
   torch::Tensor stem(const torch::Tensor& x);  // bn1 + ReLU + max-pool of conv1's output
+  // A layer's forward; where all its blocks are fused bottlenecks, their weights cast in one op.
+  torch::Tensor run_layer(torch::nn::Sequential& layer, const torch::Tensor& x);
 
   ResNetConfig config_;
   int64_t inplanes_ = 64;

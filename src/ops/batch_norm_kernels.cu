@@ -327,6 +327,90 @@ __global__ void __launch_bounds__(kThreads) bn_backward_apply(const T* __restric
   }
 }
 
+// Two batch norms whose outputs were summed before the (optional) ReLU, as a downsample block's
+// end, relu(bn3(y3) + bnd(yd)): both take the same gradient g, so one pass reads it once for both.
+// Sums: g, g * (x1 - mean1), g * (x2 - mean2); partial1 and partial2 get the layout
+// bn_finalize_backward reads (the sums of g written to both).
+template <typename T, bool kRelu>
+__global__ void __launch_bounds__(kThreads) bn_pair_backward_reduce(
+    const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ x1, const T* __restrict__ x2,
+    int64_t rows, int C, int64_t chunk, const float* __restrict__ mean1, const float* __restrict__ mean2,
+    float* __restrict__ partial1, float* __restrict__ partial2) {
+  const Place at = place(rows, chunk);
+  float m1[kVec], m2[kVec], sg[kVec] = {}, s1[kVec] = {}, s2[kVec] = {};
+  load8(mean1 + at.c, m1);
+  load8(mean2 + at.c, m2);
+  const int step = blockDim.y;
+  for (int64_t r = at.begin; r < at.end; r += kBackwardUnroll * step) {
+    float g[kBackwardUnroll][kVec], v1[kBackwardUnroll][kVec], v2[kBackwardUnroll][kVec];
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row < at.end) {
+        load_grad<T, kRelu>(dy, y, row * C + at.c, g[u]);
+        load8(x1 + row * C + at.c, v1[u]);
+        load8(x2 + row * C + at.c, v2[u]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) g[u][k] = v1[u][k] = v2[u][k] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u)
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        sg[k] += g[u][k];
+        s1[k] += g[u][k] * (v1[u][k] - m1[k]);
+        s2[k] += g[u][k] * (v2[u][k] - m2[k]);
+      }
+  }
+  store_block_sums(sg, s1, partial1, C);
+  __syncthreads();  // the shared buffers again
+  store_block_sums(sg, s2, partial2, C);
+}
+
+// dx1 and dx2 from one read of g, as bn_backward_apply does for each.
+template <typename T, bool kRelu>
+__global__ void __launch_bounds__(kThreads) bn_pair_backward_apply(
+    const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ x1, const T* __restrict__ x2,
+    T* __restrict__ dx1, T* __restrict__ dx2, int64_t rows, int C, int64_t chunk, const float* __restrict__ coef1,
+    const float* __restrict__ coef2, const float* __restrict__ mean1, const float* __restrict__ mean2) {
+  const Place at = place(rows, chunk);
+  float a1[kVec], k1[kVec], b1[kVec], m1[kVec], a2[kVec], k2[kVec], b2[kVec], m2[kVec];
+  load8(coef1 + at.c, a1);
+  load8(coef1 + C + at.c, k1);
+  load8(coef1 + 2 * C + at.c, b1);
+  load8(mean1 + at.c, m1);
+  load8(coef2 + at.c, a2);
+  load8(coef2 + C + at.c, k2);
+  load8(coef2 + 2 * C + at.c, b2);
+  load8(mean2 + at.c, m2);
+  const int step = blockDim.y;
+  for (int64_t r = at.begin; r < at.end; r += kBackwardUnroll * step) {
+    float g[kBackwardUnroll][kVec], v1[kBackwardUnroll][kVec], v2[kBackwardUnroll][kVec];
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row >= at.end) continue;
+      load_grad<T, kRelu>(dy, y, row * C + at.c, g[u]);
+      load8(x1 + row * C + at.c, v1[u]);
+      load8(x2 + row * C + at.c, v2[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kBackwardUnroll; ++u) {
+      const int64_t row = r + u * step;
+      if (row >= at.end) continue;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        v1[u][k] = a1[k] * g[u][k] + k1[k] * (v1[u][k] - m1[k]) + b1[k];
+        v2[u][k] = a2[k] * g[u][k] + k2[k] * (v2[u][k] - m2[k]) + b2[k];
+      }
+      store8(dx1 + row * C + at.c, v1[u]);
+      store8(dx2 + row * C + at.c, v2[u]);
+    }
+  }
+}
+
 // dx = a * g + b * x + c per channel, coef = {a, b, c}: the batch norm's input gradient from the
 // masked gradient g and the coefficients cuDNN's dbn_weight gives (the fused convolution path).
 template <typename T>
@@ -618,6 +702,41 @@ void backward_typed(const void* dy, const void* y, const void* x, void* dx, void
   check_launch("batch norm backward");
 }
 
+template <typename T>
+void pair_backward_typed(const void* dy, const void* y, const BnBackwardSide& s1, const BnBackwardSide& s2,
+                         int64_t rows, int C, bool relu, float* workspace, int sm_count, cudaStream_t stream) {
+  const Tiling stats = tiling(rows, C, sm_count, kStatsBlocksPerSm);
+  const int chunks = static_cast<int>(stats.grid.x);
+  float* partial1 = workspace;
+  float* partial2 = workspace + 2 * static_cast<int64_t>(chunks) * C;
+  float* coef1 = workspace + 4 * static_cast<int64_t>(chunks) * C;
+  float* coef2 = coef1 + 3 * C;
+  const auto* dyt = static_cast<const T*>(dy);
+  const auto* yt = static_cast<const T*>(y);
+  const auto* x1 = static_cast<const T*>(s1.x);
+  const auto* x2 = static_cast<const T*>(s2.x);
+  if (relu)
+    bn_pair_backward_reduce<T, true><<<stats.grid, stats.block, 0, stream>>>(
+        dyt, yt, x1, x2, rows, C, stats.chunk, s1.save_mean, s2.save_mean, partial1, partial2);
+  else
+    bn_pair_backward_reduce<T, false><<<stats.grid, stats.block, 0, stream>>>(
+        dyt, yt, x1, x2, rows, C, stats.chunk, s1.save_mean, s2.save_mean, partial1, partial2);
+  bn_finalize_backward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(partial1, chunks, rows, C, s1.weight,
+                                                                s1.save_invstd, s1.dweight, s1.dbias, coef1);
+  bn_finalize_backward<<<(C + 31) / 32, dim3(32, 8), 0, stream>>>(partial2, chunks, rows, C, s2.weight,
+                                                                s2.save_invstd, s2.dweight, s2.dbias, coef2);
+  const Tiling apply = tiling(rows, C, sm_count, kApplyBlocksPerSm);
+  auto* dx1 = static_cast<T*>(s1.dx);
+  auto* dx2 = static_cast<T*>(s2.dx);
+  if (relu)
+    bn_pair_backward_apply<T, true><<<apply.grid, apply.block, 0, stream>>>(
+        dyt, yt, x1, x2, dx1, dx2, rows, C, apply.chunk, coef1, coef2, s1.save_mean, s2.save_mean);
+  else
+    bn_pair_backward_apply<T, false><<<apply.grid, apply.block, 0, stream>>>(
+        dyt, yt, x1, x2, dx1, dx2, rows, C, apply.chunk, coef1, coef2, s1.save_mean, s2.save_mean);
+  check_launch("batch norm pair backward");
+}
+
 PoolShape pool_shape(int64_t h, int64_t w) {
   return {static_cast<int>(h), static_cast<int>(w), static_cast<int>(stem_pooled_side(h)),
           static_cast<int>(stem_pooled_side(w))};
@@ -717,6 +836,21 @@ void bn_act_backward(Half type, const void* dy, const void* y, const void* x, vo
   else
     backward_typed<__half>(dy, y, x, dx, dresidual, rows, C, weight, save_mean, save_invstd, relu, dweight, dbias,
                            workspace, sm_count, stream);
+}
+
+int64_t bn_pair_backward_workspace_floats(int64_t rows, int64_t channels, int sm_count) {
+  const Tiling stats = tiling(rows, channels, sm_count, kStatsBlocksPerSm);
+  return 4 * static_cast<int64_t>(stats.grid.x) * channels + 6 * channels;
+}
+
+void bn_pair_backward(Half type, const void* dy, const void* y, const BnBackwardSide& first,
+                      const BnBackwardSide& second, int64_t rows, int64_t channels, bool relu, float* workspace,
+                      int sm_count, CUstream_st* stream) {
+  const int C = static_cast<int>(channels);
+  if (type == Half::kBf16)
+    pair_backward_typed<__nv_bfloat16>(dy, y, first, second, rows, C, relu, workspace, sm_count, stream);
+  else
+    pair_backward_typed<__half>(dy, y, first, second, rows, C, relu, workspace, sm_count, stream);
 }
 
 void bn_finalize_sums(const float* sums, int64_t rows, int64_t channels, const float* weight, const float* bias,

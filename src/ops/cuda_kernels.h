@@ -36,6 +36,20 @@ void bn_act_backward(Half type, const void* dy, const void* y, const void* x, vo
                      const float* save_invstd, bool relu, float* dweight, float* dbias, float* workspace,
                      int sm_count, CUstream_st* stream);
 
+// Two batch norms whose outputs were added before the ReLU (a downsample block's end:
+// relu(bn1(x1) + bn2(x2)), y its output, read only with `relu`): the gradients of both from one
+// read of dy per pass, as two bn_act_backward calls give them (same sums, same order).
+struct BnBackwardSide {
+  const void* x;
+  void* dx;
+  const float *weight, *save_mean, *save_invstd;
+  float *dweight, *dbias;
+};
+int64_t bn_pair_backward_workspace_floats(int64_t rows, int64_t channels, int sm_count);
+void bn_pair_backward(Half type, const void* dy, const void* y, const BnBackwardSide& first,
+                      const BnBackwardSide& second, int64_t rows, int64_t channels, bool relu, float* workspace,
+                      int sm_count, CUstream_st* stream);
+
 // --- the fused convolution path (ops/fused_conv.h): cuDNN's convolutions give the statistics -----
 // From per-channel sums `sums` = {sum[C], sum of squares[C]} over `rows` values: the saved mean and
 // 1/std, scale_shift = {weight/std[C], bias - mean*weight/std[C]} and the running statistics, as
@@ -90,5 +104,14 @@ struct SgdTensor {
 };
 void sgd_step(const SgdTensor* tensors, int count, const float* hyper, const float* grad_scale,
               const float* found_inf, int sm_count, CUstream_st* stream);
+
+// --- many tensors cast between fp32 and fp16 in one launch (each dense, dst laid out as src) -----
+enum class Cast { kFloatToHalf, kHalfToFloat };
+struct CastTensor {
+  const void* src;
+  void* dst;
+  int64_t numel;
+};
+void cast_tensors(const CastTensor* tensors, int count, Cast kind, int sm_count, CUstream_st* stream);
 
 }  // namespace resnet::cuda

@@ -1,6 +1,7 @@
 #include "ops/fused_bottleneck.h"
 
 #include <stdexcept>
+#include <utility>
 
 #ifdef RESNET_WITH_CUDA
 #include <ATen/record_function.h>
@@ -71,6 +72,32 @@ BnGrads batch_norm_backward(const torch::Tensor& dy, const torch::Tensor& y, con
                         mean.data_ptr<float>(), invstd.data_ptr<float>(), relu, g.dweight.data_ptr<float>(),
                         g.dbias.data_ptr<float>(), bn_workspace(rows_of(x), C, x).data_ptr<float>(), sm_count(),
                         stream());
+  return g;
+}
+
+// The same for a downsample block's end, relu(bn3(y3) + bnd(yd)): both batch norms' gradients from
+// one read of dy (masked by the ReLU of y where relu).
+struct SavedNorm {
+  const torch::Tensor &x, &weight, &mean, &invstd;
+};
+std::pair<BnGrads, BnGrads> batch_norm_pair_backward(const torch::Tensor& dy, const torch::Tensor& y,
+                                                     const SavedNorm& first, const SavedNorm& second, bool relu) {
+  RECORD_FUNCTION("resnet::batch_norm_pair_backward", std::vector<c10::IValue>());
+  const int64_t C = first.x.size(1), rows = rows_of(first.x);
+  auto grads = [&](const SavedNorm& n) {
+    return BnGrads{at::empty_like(n.x, at::MemoryFormat::ChannelsLast), torch::Tensor(),
+                   at::empty({C}, n.weight.options()), at::empty({C}, n.weight.options())};
+  };
+  std::pair<BnGrads, BnGrads> g{grads(first), grads(second)};
+  auto side = [](const SavedNorm& n, BnGrads& d) {
+    return cuda::BnBackwardSide{n.x.data_ptr(),           d.dx.data_ptr(),          n.weight.data_ptr<float>(),
+                                n.mean.data_ptr<float>(), n.invstd.data_ptr<float>(), d.dweight.data_ptr<float>(),
+                                d.dbias.data_ptr<float>()};
+  };
+  torch::Tensor scratch =
+      at::empty({cuda::bn_pair_backward_workspace_floats(rows, C, sm_count())}, first.weight.options());
+  cuda::bn_pair_backward(cuda::Half::kFp16, dy.data_ptr(), relu ? y.data_ptr() : nullptr, side(first, g.first),
+                         side(second, g.second), rows, C, relu, scratch.data_ptr<float>(), sm_count(), stream());
   return g;
 }
 
@@ -148,22 +175,27 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     tensor_list grads(inputs + buffers + 4);
 
     // bn3 + residual + ReLU: dy3, and the gradient that reaches the residual (dout masked by the
-    // ReLU; the next block masked it already where output_grad_masked)
-    BnGrads g3 = batch_norm_backward(dout, out, y3, s[kG3], mean3, invstd3, /*relu=*/!masked,
-                                     /*want_dresidual=*/!masked);
-    grads[kG3] = g3.dweight;
-    grads[kB3] = g3.dbias;
-    const torch::Tensor& dy3 = g3.dx;
-    const torch::Tensor dres = masked ? dout : g3.dresidual;
-    torch::Tensor dx_shortcut = dres;
+    // ReLU; the next block masked it already where output_grad_masked
+    // ReLU; with a downsample shortcut bnd's gradients come from the same pass over dout)
+    BnGrads g3;
+    torch::Tensor dx_shortcut;
     if (ds) {
       const torch::Tensor &yd = s[b + 14], &meand = s[b + 15], &invstdd = s[b + 16];
-      BnGrads gd = batch_norm_backward(dres, torch::Tensor(), yd, s[kGd], meand, invstdd, false, false);
+      const auto both = batch_norm_pair_backward(dout, out, {y3, s[kG3], mean3, invstd3},
+                                                 {yd, s[kGd], meand, invstdd}, /*relu=*/!masked);
+      g3 = both.first;
+      const BnGrads& gd = both.second;
       grads[kGd] = gd.dweight;
       grads[kBd] = gd.dbias;
       grads[kWd] = fused::wgrad(gd.dx, x, {}, s[kWd].sizes(), {stride, 0});
       dx_shortcut = fused::dgrad(gd.dx, s[kWd], x.sizes(), {stride, 0});
+    } else {
+      g3 = batch_norm_backward(dout, out, y3, s[kG3], mean3, invstd3, /*relu=*/!masked, /*want_dresidual=*/!masked);
+      dx_shortcut = masked ? dout : g3.dresidual;
     }
+    grads[kG3] = g3.dweight;
+    grads[kB3] = g3.dbias;
+    const torch::Tensor& dy3 = g3.dx;
     // conv3, whose input was relu(bn2(y2)); then bn2's input gradient
     const InputNorm in2 = input_norm(n2, s[kG2], s[kB2]);
     grads[kW3] = fused::wgrad(dy3, y2, in2, s[kW3].sizes(), {1, 0});
