@@ -2,10 +2,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "core/error.h"
+#include "io/background_writer.h"
 #include "io/file.h"
 #include "io/state_dict.h"
 #include "io/torch_save.h"
@@ -202,6 +206,83 @@ TEST(File, AtomicWritesKeepTheOldFileOnFailureAndReadsNameFolders) {
             std::string::npos);
   EXPECT_NE(resnet::test::input_error_of([&] { resnet::read_file_bytes(path + ".missing"); }).find("cannot open"),
             std::string::npos);
+}
+
+TEST(TorchSave, AFileTakenApartWritesTheValuesOfItsMomentWhateverChangesAfter) {
+  // What train's background checkpoints rely on: the tensors are copied when the file is made,
+  // so the weights may change (even on the CPU, where a copy to the CPU would be no copy) before
+  // it is written.
+  resnet::test::TempDir dir;
+  auto weight = torch::arange(12, torch::kFloat).reshape({3, 4});
+  const auto view = weight.narrow(0, 1, 2);  // a view: its own storage offset
+  const resnet::TorchFile file({{"weight", weight}, {"view", view}, {"step", int64_t{7}}}, /*ordered=*/false);
+  const auto want_weight = weight.clone(), want_view = view.clone();
+  weight.add_(100);
+  const std::string path = (dir.path() / "snapshot.pt").string();
+  file.write(path);
+  file.write(path);  // a second write of the same file: the same bytes
+  const auto dict = resnet::load_torch_dict(path);
+  ASSERT_EQ(dict.size(), 3u);
+  EXPECT_TRUE(torch::equal(dict[0].second.toTensor(), want_weight));
+  EXPECT_TRUE(torch::equal(dict[1].second.toTensor(), want_view));
+  EXPECT_EQ(dict[2].second.toInt(), 7);
+}
+
+TEST(BackgroundWriter, RunsJobsInOrderBesideTheCallerAndReportsAFailureOnce) {
+  std::vector<int> done;
+  std::atomic<bool> release{false};
+  {
+    resnet::BackgroundWriter writer;
+    writer.submit([&] {
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      done.push_back(1);
+    });
+    writer.submit([&] { done.push_back(2); });  // waits behind the first, which still runs
+    EXPECT_TRUE(done.empty());                  // the caller was not held up by either
+    release = true;
+    writer.wait();
+    EXPECT_EQ(done, (std::vector<int>{1, 2}));
+    // A third submit while one waits: held until there is room (one running, one waiting at most).
+    release = false;
+    writer.submit([&] {
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      done.push_back(3);
+    });
+    writer.submit([&] { done.push_back(4); });
+    std::atomic<bool> fifth_submitted{false};
+    std::thread later([&] {
+      writer.submit([&] { done.push_back(5); });
+      fifth_submitted = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_FALSE(fifth_submitted);
+    release = true;
+    later.join();
+    writer.wait();
+    EXPECT_EQ(done, (std::vector<int>{1, 2, 3, 4, 5}));
+
+    // A job that fails: the jobs behind it are dropped; the next wait() throws its error, once.
+    release = false;
+    writer.submit([&] {
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      throw resnet::InputError("resume.pt.tmp: write failed (disk full?)");
+    });
+    writer.submit([&] { done.push_back(6); });
+    release = true;
+    EXPECT_EQ(resnet::test::input_error_of([&] { writer.wait(); }), "resume.pt.tmp: write failed (disk full?)");
+    writer.wait();  // reported already
+    EXPECT_EQ(done.size(), 5u);
+    // The writer still works after a failure, and submit() reports one as wait() does: the second
+    // submit below waits until the failing job runs, the third (if the second got in) until it ends.
+    writer.submit([] { throw resnet::InputError("second failure"); });
+    const auto why = resnet::test::input_error_of([&] {
+      writer.submit([&] { done.push_back(7); });
+      writer.submit([&] { done.push_back(7); });
+    });
+    EXPECT_EQ(why, "second failure");
+    writer.wait();
+    EXPECT_EQ(done.size(), 5u);  // job 6 and any 7 were dropped behind the failures
+  }
 }
 
 TEST(CheckpointInfo, ParsesWhatTrainWritesAndRefusesTheRestByName) {

@@ -82,9 +82,8 @@ const char* storage_class(c10::ScalarType t) {
 
 }  // namespace
 
-void save_torch_file(const std::string& path, const SaveEntries& entries, bool ordered) {
+TorchFile::TorchFile(const SaveEntries& entries, bool ordered) {
   Pickler p;
-  std::vector<torch::Tensor> storages;
   p.op('\x80');
   p.op(2);
   if (ordered) {
@@ -98,13 +97,15 @@ void save_torch_file(const std::string& path, const SaveEntries& entries, bool o
   for (const auto& [key, value] : entries) {
     p.string(key);
     if (const auto* t = std::get_if<torch::Tensor>(&value)) {
-      const auto cpu = t->detach().to(torch::kCPU).contiguous();
+      // a copy of its own, whatever the device: the file may be written while training goes on
+      torch::Tensor cpu = t->detach().to(torch::kCPU).contiguous();
+      if (cpu.storage().is_alias_of(t->storage())) cpu = cpu.clone();
       p.global("torch._utils", "_rebuild_tensor_v2");
       p.op('(');
       p.op('(');  // persistent id: ('storage', class, key, location, numel)
       p.string("storage");
       p.global("torch", storage_class(cpu.scalar_type()));
-      p.string(std::to_string(storages.size()));
+      p.string(std::to_string(storages_.size()));
       p.string("cpu");
       p.integer(cpu.numel());
       p.op('t');
@@ -118,7 +119,7 @@ void save_torch_file(const std::string& path, const SaveEntries& entries, bool o
       p.op('R');
       p.op('t');
       p.op('R');
-      storages.push_back(cpu);
+      storages_.push_back(cpu);
     } else if (const auto* i = std::get_if<int64_t>(&value)) {
       p.integer(*i);
     } else if (const auto* d = std::get_if<double>(&value)) {
@@ -131,21 +132,28 @@ void save_torch_file(const std::string& path, const SaveEntries& entries, bool o
   }
   p.op('u');
   p.op('.');
+  pickle_ = p.bytes();
+}
 
+void TorchFile::write(const std::string& path) const {
   write_file_atomically(path, [&](std::FILE* f) {
     bool ok = true;
     caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
       if (std::fwrite(data, 1, n, f) != n) ok = false;
       return n;
     });
-    writer.writeRecord("data.pkl", p.bytes().data(), p.bytes().size());
+    writer.writeRecord("data.pkl", pickle_.data(), pickle_.size());
     writer.writeRecord(".format_version", "1", 1);
     writer.writeRecord("byteorder", "little", 6);
-    for (size_t i = 0; i < storages.size(); ++i)
-      writer.writeRecord("data/" + std::to_string(i), storages[i].data_ptr(), storages[i].nbytes());
+    for (size_t i = 0; i < storages_.size(); ++i)
+      writer.writeRecord("data/" + std::to_string(i), storages_[i].data_ptr(), storages_[i].nbytes());
     writer.writeEndOfFile();
     return ok;
   });
+}
+
+void save_torch_file(const std::string& path, const SaveEntries& entries, bool ordered) {
+  TorchFile(entries, ordered).write(path);
 }
 
 void save_state_dict(const std::string& path, const NamedTensors& tensors) {

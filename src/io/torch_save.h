@@ -39,6 +39,19 @@ using SaveEntries = std::vector<std::pair<std::string, SaveValue>>;
 // `ordered`: an OrderedDict (what state_dict() returns in Python); else a plain dict.
 void save_torch_file(const std::string& path, const SaveEntries& entries, bool ordered);
 
+// save_torch_file in two halves: the constructor copies the tensors to host memory (waiting for
+// the device) and pickles; write() makes the file, atomically, on any thread, while the caller
+// goes on changing the tensors it was made from (train's checkpoints in the background).
+class TorchFile {
+ public:
+  TorchFile(const SaveEntries& entries, bool ordered);
+  void write(const std::string& path) const;
+
+ private:
+  std::string pickle_;
+  std::vector<torch::Tensor> storages_;  // host copies of their own
+};
+
 // A state dict as Python's torch.save(model.state_dict()) writes it.
 void save_state_dict(const std::string& path, const NamedTensors& tensors);
 

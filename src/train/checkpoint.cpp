@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -40,8 +41,8 @@ std::vector<std::string> split_lines(const std::string& text) {
 
 }  // namespace
 
-void save_resume(const std::string& path, const TrainState& s, const Classifier& model, Sgd& optimizer,
-                 const NamedTensors& extra) {
+std::function<void()> resume_writer(const std::string& path, const TrainState& s, const Classifier& model,
+                                    Sgd& optimizer, const NamedTensors& extra) {
   SaveEntries e = {{"format_version", kResumeFormatVersion},
                    {"arch", model.arch()},
                    {"num_classes", model.num_classes()},
@@ -68,7 +69,13 @@ void save_resume(const std::string& path, const TrainState& s, const Classifier&
   for (int64_t d = 0; d < static_cast<int64_t>(torch::cuda::device_count()); ++d)
     e.emplace_back("rng.cuda." + std::to_string(d), at::cuda::detail::getDefaultCUDAGenerator(d).get_state());
 #endif
-  save_torch_file(path, e, /*ordered=*/false);
+  auto file = std::make_shared<const TorchFile>(e, /*ordered=*/false);
+  return [path, file] { file->write(path); };
+}
+
+void save_resume(const std::string& path, const TrainState& state, const Classifier& model, Sgd& optimizer,
+                 const NamedTensors& extra) {
+  resume_writer(path, state, model, optimizer, extra)();
 }
 
 ResumeFile::ResumeFile(const std::string& path)
@@ -150,16 +157,25 @@ TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimize
   return ResumeFile(path).restore(model, optimizer);
 }
 
-void save_best_model(const std::string& dir, const Classifier& model, const BestModelInfo& info) {
+std::function<void()> best_model_writer(const std::string& dir, const Classifier& model, const BestModelInfo& info) {
   const std::string pth = (fs::path(dir) / "checkpoint.pth").string();
-  save_state_dict(pth, state_dict(model));
+  SaveEntries weights;
+  for (const auto& [name, tensor] : state_dict(model)) weights.emplace_back(name, tensor);
+  auto file = std::make_shared<const TorchFile>(weights, /*ordered=*/true);
   const nlohmann::json j = {{"arch", info.arch},
                             {"num_classes", model.num_classes()},
                             {"classes", info.classes},
                             {"image_size", info.image_size},
                             {"accuracy", info.accuracy},
                             {"epoch", info.epoch}};
-  write_file_atomically(best_model_info_path(pth), j.dump(1) + "\n");
+  return [pth, file, text = j.dump(1) + "\n"] {
+    file->write(pth);
+    write_file_atomically(best_model_info_path(pth), text);
+  };
+}
+
+void save_best_model(const std::string& dir, const Classifier& model, const BestModelInfo& info) {
+  best_model_writer(dir, model, info)();
 }
 
 }  // namespace resnet

@@ -14,6 +14,7 @@
 #include <ATen/core/ivalue.h>
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -49,6 +50,10 @@ struct TrainState {
 // `extra`: more tensors to keep under their own names (the weights' moving average, "ema.*").
 void save_resume(const std::string& path, const TrainState& state, const Classifier& model, Sgd& optimizer,
                  const NamedTensors& extra = {});
+// save_resume in two halves: the tensors are copied off the device now, and the returned job
+// writes the file, on any thread (io/background_writer.h), while training changes them.
+std::function<void()> resume_writer(const std::string& path, const TrainState& state, const Classifier& model,
+                                    Sgd& optimizer, const NamedTensors& extra = {});
 
 // resume.pt, read once: the run's progress and settings (state(), without a model), then the
 // model's weights, the momentum buffers and the RNG states (restore()). InputError naming the file
@@ -73,7 +78,9 @@ class ResumeFile {
 // ResumeFile(path).restore(model, optimizer).
 TrainState load_resume(const std::string& path, Classifier& model, Sgd& optimizer);
 
-// checkpoint.pth and checkpoint.json (train/checkpoint_info.h) in `dir`.
+// checkpoint.pth and checkpoint.json (train/checkpoint_info.h) in `dir`; best_model_writer: the
+// same in two halves, as resume_writer.
 void save_best_model(const std::string& dir, const Classifier& model, const BestModelInfo& info);
+std::function<void()> best_model_writer(const std::string& dir, const Classifier& model, const BestModelInfo& info);
 
 }  // namespace resnet

@@ -21,6 +21,7 @@
 #include "dist/group.h"
 #include "dist/reducer.h"
 #include "dist/sync_bn.h"
+#include "io/background_writer.h"
 #include "io/state_dict.h"
 #include "models/registry.h"
 #include "train/checkpoint.h"
@@ -153,6 +154,9 @@ struct Run {
   bool traced = false;
   std::unique_ptr<Group> group;  // several processes: the job's
   std::unique_ptr<GradientReducer> reducer;
+  // The epochs' checkpoints, written beside the next epoch (the last member: it finishes its
+  // writes before the rest goes)
+  BackgroundWriter writer;
 
   Run(const TrainOptions& options, TrainReporter& r) : o(options), reporter(r), device(device_for_process(options.device, options.dist)) {}
 
@@ -193,8 +197,9 @@ struct Run {
   // kTraceSteps steps, or earlier (`now`) when the run or the epoch ends first.
   void start_trace();
   void finish_trace(bool now);
-  // Writes resume.pt, with fp16's loss scale.
-  void save();
+  // Writes resume.pt, with fp16's loss scale, after any write still in the background; or, with
+  // `background`, copies it off the device and leaves the writing to `writer`.
+  void save(bool background = false);
 };
 
 void Run::connect() {
@@ -458,7 +463,7 @@ void Run::fail_non_finite(const std::string& what, int64_t epoch) const {
                            ": training stopped (is --learning-rate " + lr + " too high?); " + last);
 }
 
-void Run::save() {
+void Run::save(bool background) {
   // Weights that overflowed while the loss still looked finite are never written over good ones.
   if (!torch::isfinite(parameter_sums()).all().item<bool>())
     fail_non_finite("the weights are not finite (NaN or infinite)", state.epoch);
@@ -469,7 +474,12 @@ void Run::save() {
   NamedTensors extra;
   if (ema)
     for (const auto& [name, t] : ema->named()) extra.emplace_back("ema." + name, t);
-  save_resume(resume_path, state, *model, *optimizer, extra);
+  if (background) {
+    writer.submit(resume_writer(resume_path, state, *model, *optimizer, extra));
+  } else {
+    writer.wait();
+    save_resume(resume_path, state, *model, *optimizer, extra);
+  }
 }
 
 bool Run::run_epoch(int64_t epoch) {
@@ -575,15 +585,15 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
     if (e.test.accuracy > state.best_accuracy) {
       state.best_accuracy = e.test.accuracy;
       if (o.save_model && lead())
-        save_best_model(dir.string(), *model,
-                        {o.model, train_source->classes(), o.image_size, e.test.accuracy, state.epoch});
+        writer.submit(best_model_writer(dir.string(), *model,
+                                        {o.model, train_source->classes(), o.image_size, e.test.accuracy, state.epoch}));
     }
   }
   e.best_accuracy = state.best_accuracy;
   e.elapsed = elapsed();
   reporter.epoch_end(e);
   if (lead()) write_metrics_row((dir / "metrics.csv").string(), e, optimizer->learning_rate());
-  save();
+  save(/*background=*/true);
 }
 
 // Whether resume.pt's run already reached --epochs; if so, says it.
@@ -759,6 +769,7 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
       break;
     }
   }
+  run.writer.wait();  // the last epoch's checkpoints are on disk before train returns
   if (run.step_options.cuda_graphs) run.reporter.message("Training step: " + run.step->describe());
   run.check_replicas();
   return run.state.best_accuracy;
