@@ -176,7 +176,8 @@ struct Run {
   // The epoch's loss so far into `state` (the mean over processes), checked finite.
   void settle_epoch_loss(const torch::Tensor& loss_sum, int64_t epoch,
                          const torch::Tensor& skipped = torch::Tensor());
-  // --skip-nonfinite: `skipped` (steps of this epoch whose loss was not finite) against the budget.
+  // --skip-nonfinite: `skipped` (steps of this epoch the step itself skipped: a loss, or gradients
+  // outside fp16, not finite) against the budget.
   void check_skipped(const torch::Tensor& skipped, int64_t epoch);
   // A non-finite training loss ends the run, before any checkpoint holds its weights.
   void require_finite(double loss, int64_t epoch) const;
