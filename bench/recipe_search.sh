@@ -7,8 +7,13 @@
 # `resnet` (bench/device_run.sh), unpacks .device/cifar-10-jpeg.tar.xz once, and writes each
 # run's log, metrics.csv and wall time (process start to exit) to $OUT as train-NAME.log and
 # metrics-NAME.csv. COMMON adds flags to every run.
+# A run longer than one device call (10 minutes) goes on in the next, on the same machine while it
+# is still warm (its files in /tmp kept): STOP_AFTER=SECONDS sends each run SIGTERM after that long
+# (it writes resume.pt at the next step and exits 143), and RESUME=1 in the next call continues the
+# runs from /tmp/ck-NAME instead of starting them over (same arguments). metrics.csv's elapsed_s
+# then adds up the parts' wall times.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-device-out}
 mkdir -p "$out" /tmp/cifar
 TARGETS=resnet TESTS=none SKIP_DATA=1 SKIP_PEER=1 bash bench/device_run.sh || exit 1
@@ -24,8 +29,12 @@ for spec in "$@"; do
   flags=(${spec#*=} ${COMMON:-})
   (
     start=$(date +%s.%N)
-    CUDA_VISIBLE_DEVICES=$i build-device/resnet train --data /tmp/cifar --recipe fast "${flags[@]}" --restart \
-      --checkpoint-dir "/tmp/ck-$name" > "$out/train-$name.log" 2>&1
+    restart=(--restart)
+    [ "${RESUME:-0}" = 1 ] && restart=()
+    limit=()
+    [ -n "${STOP_AFTER:-}" ] && limit=(timeout -s TERM "$STOP_AFTER")
+    CUDA_VISIBLE_DEVICES=$i "${limit[@]}" build-device/resnet train --data /tmp/cifar --recipe fast "${flags[@]}" \
+      "${restart[@]}" --checkpoint-dir "/tmp/ck-$name" > "$out/train-$name.log" 2>&1
     rc=$?
     echo "$name: exit $rc, $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}") s wall" >> "$out/train-$name.log"
     cp /tmp/ck-"$name"/*/metrics.csv "$out/metrics-$name.csv" 2>/dev/null
