@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "io/background_writer.h"
 #include "io/file.h"
 #include "io/state_dict.h"
+#include "io/tfrecord.h"
 #include "io/torch_save.h"
 #include "models/registry.h"
 #include "test_util.h"
@@ -226,6 +228,24 @@ TEST(TorchSave, AFileTakenApartWritesTheValuesOfItsMomentWhateverChangesAfter) {
   EXPECT_TRUE(torch::equal(dict[0].second.toTensor(), want_weight));
   EXPECT_TRUE(torch::equal(dict[1].second.toTensor(), want_view));
   EXPECT_EQ(dict[2].second.toInt(), 7);
+}
+
+TEST(TfRecord, FramesWithTensorFlowsMaskedCrc32c) {
+  // CRC-32C's check value (RFC 3720's and every implementation's "123456789"), its mask, and a
+  // record: length, masked CRC of the length, data, masked CRC of the data.
+  EXPECT_EQ(resnet::crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(resnet::crc32c("", 0), 0u);
+  const uint32_t c = 0xE3069283u;
+  EXPECT_EQ(resnet::masked_crc32c("123456789", 9), ((c >> 15) | (c << 17)) + 0xa282ead8u);
+  const std::string record = resnet::tfrecord("abc");
+  ASSERT_EQ(record.size(), 8u + 4 + 3 + 4);
+  EXPECT_EQ(record.substr(0, 8), std::string("\x03\0\0\0\0\0\0\0", 8));
+  uint32_t length_crc = 0, data_crc = 0;
+  std::memcpy(&length_crc, record.data() + 8, 4);
+  std::memcpy(&data_crc, record.data() + 15, 4);
+  EXPECT_EQ(length_crc, resnet::masked_crc32c(record.data(), 8));
+  EXPECT_EQ(record.substr(12, 3), "abc");
+  EXPECT_EQ(data_crc, resnet::masked_crc32c("abc", 3));
 }
 
 TEST(BackgroundWriter, RunsJobsInOrderBesideTheCallerAndReportsAFailureOnce) {

@@ -18,10 +18,6 @@
 #include "train/sgd.h"
 #include "train/step.h"
 
-#ifdef RESNET_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
-
 namespace resnet {
 namespace {
 
@@ -29,18 +25,6 @@ void synchronize(const c10::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
 
-double peak_memory_mib(const c10::Device& device) {
-#ifdef RESNET_WITH_CUDA
-  if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-    return static_cast<double>(stats.allocated_bytes[aggregate].peak) / (1024.0 * 1024.0);
-  }
-#else
-  (void)device;
-#endif
-  return 0.0;
-}
 
 }  // namespace
 

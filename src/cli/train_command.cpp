@@ -188,7 +188,12 @@ void add_train_command(CLI::App& app) {
   auto dist = std::make_shared<DistFlags>();
   add_dist_options(*cmd, *dist);
   cmd->add_flag("--sync-bn,--sync_bn", o->sync_bn, "with several processes: batch-norm statistics over all of them");
-  cmd->callback([cmd, o, trace, resume, dist] {
+  auto logdir = std::make_shared<std::string>();
+  CLI::Option* logdir_option = cmd->add_option(
+      "--logdir", *logdir,
+      "write TensorBoard event files here (default: the checkpoint folder, DIR/<model>/; '': none)");
+  cmd->callback([cmd, o, trace, resume, dist, logdir, logdir_option] {
+    if (logdir_option->count() > 0) o->logdir = *logdir;
     apply_recipe(*cmd, o->recipe);
     o->dist_timeout_s = dist->timeout_s;
     validate(*o);  // before --resume looks at files: a bad number is the first thing to hear about

@@ -11,6 +11,7 @@
 
 #ifdef RESNET_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
 namespace resnet {
@@ -68,6 +69,19 @@ void enable_cudnn_autotuning() {
     throw UsageError(std::string("RESNET_CUDNN_BENCHMARK_LIMIT must be a number of kernels, 0 or more (got '") + limit +
                      "')");
   at::globalContext().setBenchmarkLimitCuDNN(static_cast<int>(n));
+}
+
+double peak_memory_mib(const c10::Device& device) {
+#ifdef RESNET_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    return static_cast<double>(stats.allocated_bytes[aggregate].peak) / (1024.0 * 1024.0);
+  }
+#else
+  (void)device;
+#endif
+  return 0.0;
 }
 
 }  // namespace resnet

@@ -23,4 +23,8 @@ std::string describe_device(const c10::Device& device);
 // anything but a number >= 0.
 void enable_cudnn_autotuning();
 
+// The most memory the CUDA caching allocator has handed out on `device` (MiB, since the process
+// started or the last reset); 0 on the CPU.
+double peak_memory_mib(const c10::Device& device);
+
 }  // namespace resnet

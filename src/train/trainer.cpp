@@ -22,6 +22,8 @@
 #include "dist/reducer.h"
 #include "dist/sync_bn.h"
 #include "io/background_writer.h"
+#include "io/event_proto.h"
+#include "io/event_writer.h"
 #include "io/state_dict.h"
 #include "models/registry.h"
 #include "train/checkpoint.h"
@@ -154,6 +156,7 @@ struct Run {
   bool traced = false;
   std::unique_ptr<Group> group;  // several processes: the job's
   std::unique_ptr<GradientReducer> reducer;
+  std::unique_ptr<EventWriter> events;  // TensorBoard's (--logdir), rank 0's
   // The epochs' checkpoints, written beside the next epoch (the last member: it finishes its
   // writes before the rest goes)
   BackgroundWriter writer;
@@ -198,6 +201,11 @@ struct Run {
   // kTraceSteps steps, or earlier (`now`) when the run or the epoch ends first.
   void start_trace();
   void finish_trace(bool now);
+  // TensorBoard's event file (--logdir; rank 0): a new file each run, which starts at the run's
+  // next step, so that TensorBoard drops what an interrupted run logged past its resume.pt.
+  void open_events();
+  void log_events(const StepReport& step);
+  void log_events(const EpochReport& epoch);
   // Writes resume.pt, with fp16's loss scale, after any write still in the background; or, with
   // `background`, copies it off the device and leaves the writing to `writer`.
   void save(bool background = false);
@@ -464,6 +472,36 @@ void Run::fail_non_finite(const std::string& what, int64_t epoch) const {
                            ": training stopped (is --learning-rate " + lr + " too high?); " + last);
 }
 
+void Run::open_events() {
+  const std::string logdir = o.logdir.value_or(dir.string());
+  if (logdir.empty() || !lead() || !tensorboard_supported()) return;
+  events = std::make_unique<EventWriter>(logdir);
+  events->start(state.step == 0 ? 0 : state.step + 1);  // steps up to resume.pt's stay
+  if (state.step == 0) events->text("settings", "```\n" + state.settings.dump(2) + "\n```", 0);
+  reporter.message("TensorBoard: " + events->path() + " (watch with: tensorboard --logdir " + logdir + ")");
+}
+
+void Run::log_events(const StepReport& r) {
+  if (!events) return;
+  events->scalar("train/loss", r.loss, state.step);
+  events->scalar("train/learning_rate", optimizer->learning_rate(), state.step);
+  if (r.img_per_s > 0) events->scalar("train/img_per_s", r.img_per_s, state.step);
+}
+
+void Run::log_events(const EpochReport& e) {
+  if (!events) return;
+  const std::pair<const char*, double> values[] = {{"epoch/epoch", static_cast<double>(e.epoch)},
+                                                   {"epoch/train_loss", e.train_loss},
+                                                   {"epoch/test_loss", e.test.loss},
+                                                   {"epoch/top1", e.test.accuracy},
+                                                   {"epoch/top5", e.test.top5},
+                                                   {"epoch/learning_rate", optimizer->learning_rate()},
+                                                   {"epoch/img_per_s", e.img_per_s},
+                                                   {"epoch/elapsed_s", e.elapsed}};
+  for (const auto& [tag, value] : values) events->scalar(tag, value, state.step);
+  if (device.is_cuda()) events->scalar("epoch/peak_gpu_memory_mib", peak_memory_mib(device), state.step);
+}
+
 void Run::save(bool background) {
   // Weights that overflowed while the loss still looked finite are never written over good ones.
   if (!torch::isfinite(parameter_sums()).all().item<bool>())
@@ -538,6 +576,7 @@ bool Run::run_epoch(int64_t epoch) {
       last_log = Clock::now();
       images_at_last_log = images;
       reporter.log_step(report);
+      log_events(report);
     }
     reporter.progress(report);
     const bool interrupted = stop_requested(b % o.log_every == 0);
@@ -593,6 +632,7 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   e.best_accuracy = state.best_accuracy;
   e.elapsed = elapsed();
   reporter.epoch_end(e);
+  log_events(e);
   if (lead()) write_metrics_row((dir / "metrics.csv").string(), e, optimizer->learning_rate());
   save(/*background=*/true);
 }
@@ -654,6 +694,10 @@ void validate(const TrainOptions& o) {
   };
   if (!(o.target_accuracy >= 0 && o.target_accuracy <= 100))
     throw UsageError("--target-accuracy must be a percentage between 0 and 100 (got " + text({o.target_accuracy}) + ")");
+  if (o.logdir && !o.logdir->empty() && !tensorboard_supported())
+    throw UsageError("--logdir " + *o.logdir + ": this build writes no TensorBoard files (it found no protobuf "
+                     "compiler and library, or no Python tensorboard package; scripts/install-deps installs them, "
+                     "then rebuild)");
   check_ema_decay(o.ema_decay);
   if (o.crop_scale.size() != 2 || !(o.crop_scale[0] > 0 && o.crop_scale[0] <= o.crop_scale[1] && o.crop_scale[1] <= 1))
     throw UsageError("--crop-scale must be MIN,MAX with 0 < MIN <= MAX <= 1 (got " + text(o.crop_scale) + ")");
@@ -744,6 +788,7 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
   run.share_weights();
   run.start_ema();
   run.run_start_step = run.state.step;
+  run.open_events();
   run.started = started;
   run.elapsed_before = run.state.elapsed_s;
   run.reporter.message("Training " + o.model + " (" + std::to_string(count_parameters(*run.model)) + " parameters) on " +

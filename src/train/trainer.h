@@ -6,6 +6,7 @@
 // (src/train/report.h) hears what happens and decides what the user sees.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -62,6 +63,9 @@ struct TrainOptions {
   std::string cuda_graphs = "auto";    // on | off | auto (on for CUDA)
   std::string fused = "auto";          // on | off | auto (on where the fused kernels run)
   std::string checkpoint_dir = "checkpoints";
+  // TensorBoard event files go here (rank 0); unset: the run's checkpoint folder, beside
+  // metrics.csv; "": none.
+  std::optional<std::string> logdir;
   bool save_model = false;
   bool restart = false;
   int64_t checkpoint_every = 0;  // steps between mid-epoch resume.pt writes; 0: at epoch ends only
