@@ -154,9 +154,22 @@ TEST(Evaluate, CountsTopOneTopFiveAndPerClass) {
   EXPECT_DOUBLE_EQ(right.accuracy, 1.0);
   EXPECT_DOUBLE_EQ(right.top5, 1.0);
   for (double c : right.per_class) EXPECT_DOUBLE_EQ(c, 1.0);
+  ASSERT_EQ(right.confusion.size(), 100u);  // the diagonal: 2 images of each class, each right
+  for (int t = 0; t < 10; ++t)
+    for (int p = 0; p < 10; ++p) EXPECT_EQ(right.confusion[t * 10 + p], t == p ? 2 : 0) << t << " -> " << p;
   oracle.shift = 1;  // always one class off: top-1 wrong (top-5 among tied zeros is arbitrary: not checked)
   auto wrong = resnet::evaluate(oracle, loader);
   EXPECT_DOUBLE_EQ(wrong.accuracy, 0.0);
+  for (int t = 0; t < 10; ++t)  // each class taken for the next
+    for (int p = 0; p < 10; ++p) EXPECT_EQ(wrong.confusion[t * 10 + p], p == (t + 1) % 10 ? 2 : 0) << t << " -> " << p;
+  std::vector<std::string> names = {"plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck, big"};
+  const std::string csv = resnet::confusion_csv(wrong, names);
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "true\\predicted,plane,car,bird,cat,deer,dog,frog,horse,ship,\"truck, big\"");
+  EXPECT_NE(csv.find("\nplane,0,2,0,0,0,0,0,0,0,0\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\n\"truck, big\",2,0,0,0,0,0,0,0,0,0\n"), std::string::npos) << csv;
+  const std::string table = resnet::format_confusion(wrong, names);
+  EXPECT_NE(table.find("  0 plane     "), std::string::npos) << table;
+  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 12) << table;  // title, header, 10 rows
   EXPECT_NE(resnet::format_test_error(wrong).find("Test Error: \n Accuracy: 0.0%, Avg loss: "), std::string::npos);
 }
 

@@ -41,6 +41,24 @@ try:
           'test prints the accuracy block: ' + out)
 
     rc, out = run('test', '--model', 'resnet18', '--checkpoint-dir', ck, '--data', a.sample, '--device', 'cpu',
+                  '--confusion')
+    confusion = os.path.join(d, 'confusion.csv')
+    check(rc == 0 and 'Confusion matrix (rows: true class' in out and confusion in out and os.path.isfile(confusion),
+          'test --confusion prints the matrix and says where its CSV is: ' + out[-400:])
+    if os.path.isfile(confusion):
+        table = [r.split(',') for r in open(confusion).read().splitlines()]
+        counts = [[int(x) for x in r[1:]] for r in table[1:]]
+        accuracy = float(re.search(r'Accuracy: (\d+\.\d)%', out).group(1))
+        total = sum(map(sum, counts))
+        right = sum(counts[i][i] for i in range(len(counts)))
+        classes = sorted(os.listdir(os.path.join(a.sample, 'test')))
+        check(table[0] == ['true\\predicted'] + classes and [r[0] for r in table[1:]] == classes and
+              total == 200 and abs(100.0 * right / total - accuracy) <= 0.05 + 1e-9 and
+              all(sum(r) == 20 for r in counts),
+              f'confusion.csv: classes by name, 20 test images a class, its diagonal the accuracy printed '
+              f'({right}/{total} against {accuracy}%)')
+
+    rc, out = run('test', '--model', 'resnet18', '--checkpoint-dir', ck, '--data', a.sample, '--device', 'cpu',
                   '--trace', 'True')
     trace = os.path.join(d, 'trace-test.json')
     check(rc == 0 and re.search(r'Name +# calls +CPU total', out) and 'aten::' in out and trace in out,

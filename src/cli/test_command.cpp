@@ -8,6 +8,7 @@
 #include "cli/options.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "io/file.h"
 #include "train/inference.h"
 #include "train/precision.h"
 
@@ -25,6 +26,7 @@ struct TestOptions {
   std::string amp = "auto", channels_last = "auto", cuda_graphs = "auto";
   CLI::Option* data_option = nullptr;
   bool tta_flip = false;
+  bool confusion = false;
 };
 
 void run_test(const TestOptions& o) {
@@ -58,6 +60,12 @@ void run_test(const TestOptions& o) {
   for (size_t c = 0; c < r.per_class.size(); ++c)
     std::printf("  %-20s %5.1f%%  (%lld images)\n", trained.info.classes[c].c_str(),
                 std::isnan(r.per_class[c]) ? 0.0 : 100.0 * r.per_class[c], static_cast<long long>(r.per_class_count[c]));
+  if (o.confusion) {
+    const std::string csv = (std::filesystem::path(path).parent_path() / "confusion.csv").string();
+    std::cout << "\n" << format_confusion(r, trained.info.classes);
+    write_file_atomically(csv, confusion_csv(r, trained.info.classes));
+    std::cout << "Confusion matrix (CSV): " << csv << std::endl;
+  }
 }
 
 }  // namespace
@@ -74,6 +82,8 @@ void add_test_command(CLI::App& app) {
   add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_trace_option(*cmd, o->trace);
   cmd->add_flag("--tta-flip", o->tta_flip, "test-time augmentation: average the logits of each image and its mirror");
+  cmd->add_flag("--confusion", o->confusion,
+                "also print the confusion matrix and write it as confusion.csv beside the model file");
   cmd->callback([o] { run_test(*o); });
 }
 

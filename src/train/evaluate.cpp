@@ -2,9 +2,12 @@
 
 #include <torch/nn/functional/loss.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
 #include <numeric>
+#include <sstream>
 
 namespace resnet {
 
@@ -21,8 +24,11 @@ EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, bool flip) {
   const auto classes = static_cast<int64_t>(loader.source().classes().size());
   const int64_t k = std::min<int64_t>(5, model.num_classes());
   // Summed on the device, no sync per batch: [loss sum, batches, top-1, top-5, hits per class,
-  // images per class], in fp64 (exact for counts).
-  auto sums = torch::zeros({4 + 2 * classes}, torch::TensorOptions().dtype(torch::kDouble).device(loader.device()));
+  // images per class, the confusion matrix (true class x top-1 answer)], in fp64 (exact for counts).
+  const bool confusion = model.num_classes() == classes;
+  const int64_t matrix = confusion ? classes * classes : 0;
+  auto sums = torch::zeros({4 + 2 * classes + matrix},
+                           torch::TensorOptions().dtype(torch::kDouble).device(loader.device()));
   loader.start_epoch(0);
   while (auto batch = loader.next(step.input_buffer())) {
     if (step.captures_next()) loader.settle();
@@ -39,6 +45,9 @@ EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, bool flip) {
     sums[3] += match.any(1).to(torch::kDouble).sum();
     sums.narrow(0, 4, classes).index_add_(0, batch->labels, top1);
     sums.narrow(0, 4 + classes, classes).index_add_(0, batch->labels, torch::ones_like(top1));
+    if (confusion)
+      sums.narrow(0, 4 + 2 * classes, matrix)
+          .index_add_(0, batch->labels * classes + topk.select(1, 0), torch::ones_like(top1));
   }
   if (was_training) model.train();
   if (group) group->all_reduce(sums);
@@ -56,6 +65,7 @@ EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, bool flip) {
     r.per_class_count.push_back(static_cast<int64_t>(n));
     r.per_class.push_back(n > 0 ? v[4 + i] / n : std::nan(""));
   }
+  for (int64_t i = 0; i < matrix; ++i) r.confusion.push_back(static_cast<int64_t>(v[4 + 2 * classes + i]));
   return r;
 }
 
@@ -63,6 +73,49 @@ std::string format_test_error(const EvalResult& r) {
   char buf[128];
   std::snprintf(buf, sizeof buf, "Test Error: \n Accuracy: %.1f%%, Avg loss: %8f \n", 100.0 * r.accuracy, r.loss);
   return buf;
+}
+
+std::string format_confusion(const EvalResult& r, const std::vector<std::string>& classes) {
+  const size_t n = classes.size();
+  if (r.confusion.size() != n * n) return "";
+  size_t name_width = 4;
+  for (const auto& c : classes) name_width = std::max(name_width, c.size());
+  int64_t most = 1;
+  for (int64_t v : r.confusion) most = std::max(most, v);
+  const int width = std::max<int>(3, static_cast<int>(std::to_string(most).size())) + 1;
+  const int index_width = static_cast<int>(std::to_string(n - 1).size());
+  std::ostringstream out;
+  out << "Confusion matrix (rows: true class; columns: the model's answer, by number):\n";
+  out << std::string(index_width + 3 + name_width, ' ');
+  for (size_t p = 0; p < n; ++p) out << std::setw(width) << p;
+  out << "\n";
+  for (size_t t = 0; t < n; ++t) {
+    out << "  " << std::setw(index_width) << t << " " << std::left << std::setw(static_cast<int>(name_width))
+        << classes[t] << std::right;
+    for (size_t p = 0; p < n; ++p) out << std::setw(width) << r.confusion[t * n + p];
+    out << "\n";
+  }
+  return out.str();
+}
+
+std::string confusion_csv(const EvalResult& r, const std::vector<std::string>& classes) {
+  const size_t n = classes.size();
+  if (r.confusion.size() != n * n) return "";
+  auto field = [](const std::string& s) {  // RFC 4180: quoted where a comma, quote or newline is in it
+    if (s.find_first_of(",\"\n") == std::string::npos) return s;
+    std::string q = "\"";
+    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+  };
+  std::string out = "true\\predicted";
+  for (const auto& c : classes) out += "," + field(c);
+  out += "\n";
+  for (size_t t = 0; t < n; ++t) {
+    out += field(classes[t]);
+    for (size_t p = 0; p < n; ++p) out += "," + std::to_string(r.confusion[t * n + p]);
+    out += "\n";
+  }
+  return out;
 }
 
 }  // namespace resnet

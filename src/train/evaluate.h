@@ -19,6 +19,9 @@ struct EvalResult {
   int64_t images = 0;
   std::vector<double> per_class;  // accuracy per class (NaN where a class has no test image)
   std::vector<int64_t> per_class_count;
+  // confusion[t * classes + p]: images of class t whose top-1 answer was p (when the model has as
+  // many classes as the split; empty otherwise)
+  std::vector<int64_t> confusion;
 };
 
 // The whole split through `step` (its precision, memory format and graphs). With a `group`, each
@@ -31,5 +34,10 @@ EvalResult evaluate(Classifier& model, Loader& loader);
 
 // The sample's block: "Test Error: \n Accuracy: 28.6%, Avg loss: 1.862064 \n"
 std::string format_test_error(const EvalResult& result);
+
+// The confusion matrix as a table for the terminal (rows: the true class, by number and name;
+// columns: the answer, by number) and as CSV (a header of class names, one row per true class).
+std::string format_confusion(const EvalResult& result, const std::vector<std::string>& classes);
+std::string confusion_csv(const EvalResult& result, const std::vector<std::string>& classes);
 
 }  // namespace resnet
