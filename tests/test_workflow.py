@@ -8,6 +8,7 @@ Run by CTest: test_workflow.py --resnet build/resnet --sample assets/cifar10-sam
 import json, os, re, shutil, tempfile
 from harness import check, finish, resnet_and_sample, test_transform
 import torch, torchvision
+from PIL import Image
 
 a, run = resnet_and_sample()
 
@@ -57,6 +58,43 @@ try:
               all(sum(r) == 20 for r in counts),
               f'confusion.csv: classes by name, 20 test images a class, its diagonal the accuracy printed '
               f'({right}/{total} against {accuracy}%)')
+
+    # The confusion matrix's PNG: each cell shaded by its share of its row (plot/chart.h's geometry:
+    # 60-pixel cells from (150, 150) for 10 classes; red = 255 * (1 - 0.88 * share)).
+    png = os.path.join(d, 'confusion.png')
+    check('Confusion matrix (PNG): ' + png in out and os.path.isfile(png), 'test --confusion writes confusion.png')
+    if os.path.isfile(png) and os.path.isfile(confusion):
+        image = Image.open(png).convert('RGB')
+        worst = max(abs(image.getpixel((150 + 60 * p + 6, 150 + 60 * t + 6))[0] -
+                        255 * (1 - 0.88 * counts[t][p] / max(1, sum(counts[t]))))
+                    for t in range(10) for p in range(10))
+        check(image.size == (150 + 600 + 30, 150 + 600 + 60) and worst <= 2.5,
+              f'confusion.png: {image.size}, each cell shaded by its row share (worst {worst:.1f} of 255 off)')
+
+    # resnet plot: the run's curves from metrics.csv (4 panels with elapsed_s, 2 without), and the
+    # errors of a file that is not train's.
+    rc, out = run('plot', '--checkpoint-dir', ck, '--model', 'resnet18')
+    curves = os.path.join(d, 'curves.png')
+    check(rc == 0 and curves in out and os.path.isfile(curves), 'resnet plot writes curves.png beside metrics.csv: ' + out)
+    if os.path.isfile(curves):
+        image = Image.open(curves).convert('RGB')
+        pixels = list(image.getdata())
+        near = lambda c: sum(1 for q in pixels if sum(abs(q[i] - c[i]) for i in range(3)) < 30)
+        check(image.size == (1200, 800) and near((31, 120, 181)) > 200 and near((255, 127, 13)) > 200,
+              f'curves.png: 2x2 panels of 600x400, the first and second series drawn ({image.size})')
+    old_csv = os.path.join(tmp, 'old.csv')
+    with open(old_csv, 'w') as f:  # without elapsed_s (an older run's file): the epoch panels only
+        f.write('epoch,train_loss,test_loss,top1,top5\n1,2.0,1.9,0.3,0.8\n2,1.5,1.4,0.5,0.9\n')
+    rc, out = run('plot', '--metrics', old_csv, '--output', os.path.join(tmp, 'old.png'))
+    check(rc == 0 and Image.open(os.path.join(tmp, 'old.png')).size == (1200, 400), 'an older metrics.csv: 2 panels')
+    with open(old_csv, 'w') as f:
+        f.write('epoch,train_loss,top1\n1,2.0,0.3\n')
+    rc, out = run('plot', '--metrics', old_csv)
+    check(rc == 1 and out.strip() == f'error: {old_csv}: no column test_loss (is it train\'s metrics.csv?)', out)
+    with open(old_csv, 'w') as f:
+        f.write('epoch,train_loss,test_loss,top1,top5\n1,2.0,abc,0.3,0.8\n')
+    rc, out = run('plot', '--metrics', old_csv)
+    check(rc == 1 and "line 2: test_loss = 'abc' is not a number" in out, out)
 
     rc, out = run('test', '--model', 'resnet18', '--checkpoint-dir', ck, '--data', a.sample, '--device', 'cpu',
                   '--trace', 'True')

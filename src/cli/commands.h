@@ -12,5 +12,6 @@ void add_train_command(CLI::App& app);
 void add_test_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
 void add_export_command(CLI::App& app);
+void add_plot_command(CLI::App& app);
 
 }  // namespace resnet::cli

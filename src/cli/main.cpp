@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
   resnet::cli::add_predict_command(app);
   resnet::cli::add_export_command(app);
   resnet::cli::add_bench_command(app);
+  resnet::cli::add_plot_command(app);
 
   // The command comes first: `resnet help [COMMAND]`, or a word that is no command.
   CLI::App* command = nullptr;

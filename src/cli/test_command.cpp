@@ -9,6 +9,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "io/file.h"
+#include "plot/chart.h"
 #include "train/inference.h"
 #include "train/precision.h"
 
@@ -65,6 +66,12 @@ void run_test(const TestOptions& o) {
     std::cout << "\n" << format_confusion(r, trained.info.classes);
     write_file_atomically(csv, confusion_csv(r, trained.info.classes));
     std::cout << "Confusion matrix (CSV): " << csv << std::endl;
+    if (plotting_supported()) {
+      const std::string png = (std::filesystem::path(path).parent_path() / "confusion.png").string();
+      write_confusion_png(png, r.confusion, trained.info.classes,
+                          "Confusion matrix, " + trained.info.arch + " on " + o.data);
+      std::cout << "Confusion matrix (PNG): " << png << std::endl;
+    }
   }
 }
 
@@ -83,7 +90,7 @@ void add_test_command(CLI::App& app) {
   add_trace_option(*cmd, o->trace);
   cmd->add_flag("--tta-flip", o->tta_flip, "test-time augmentation: average the logits of each image and its mirror");
   cmd->add_flag("--confusion", o->confusion,
-                "also print the confusion matrix and write it as confusion.csv beside the model file");
+                "also print the confusion matrix and write it as confusion.csv and confusion.png beside the model file");
   cmd->callback([o] { run_test(*o); });
 }
 
