@@ -87,6 +87,18 @@ try:
     check(len(settings) == 1 and '"model": "resnet18"' in text and '"batch_size": 100' in text,
           f'the run\'s settings once, as text: {text[:200]}')
 
+    # On a GPU: the peak memory the caching allocator handed out, at every logged step and epoch end.
+    import torch
+    if torch.cuda.is_available():
+        gpu = os.path.join(tmp, 'gpu')
+        rc, out = run('train', *[f if f != 'cpu' else 'cuda' for f in common], '--checkpoint-dir', gpu, '--epochs', '1')
+        _, s3 = scalars(os.path.join(gpu, 'resnet18'))
+        check(rc == 0 and len(s3.get('train/peak_gpu_memory_mib', [])) == 4 and
+              all(v > 1 for _, v in s3.get('train/peak_gpu_memory_mib', []) + s3.get('epoch/peak_gpu_memory_mib', [])) and
+              len(s3.get('epoch/peak_gpu_memory_mib', [])) == 1, f'peak GPU memory logged on CUDA: {s3.get("epoch/peak_gpu_memory_mib")}')
+    else:
+        print('skip the GPU part: no CUDA GPU visible')
+
     # --logdir elsewhere; --logdir '' none.
     other = os.path.join(tmp, 'tb')
     rc, out = run('train', *common, '--checkpoint-dir', os.path.join(tmp, 'ck2'), '--logdir', other, '--max-steps', '4')

@@ -486,6 +486,7 @@ void Run::log_events(const StepReport& r) {
   events->scalar("train/loss", r.loss, state.step);
   events->scalar("train/learning_rate", optimizer->learning_rate(), state.step);
   if (r.img_per_s > 0) events->scalar("train/img_per_s", r.img_per_s, state.step);
+  if (device.is_cuda()) events->scalar("train/peak_gpu_memory_mib", peak_memory_mib(device), state.step);
 }
 
 void Run::log_events(const EpochReport& e) {
