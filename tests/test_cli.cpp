@@ -226,11 +226,11 @@ TEST(CliFirstContact, UnknownCommandsAndHelp) {
   EXPECT_TRUE(contains(typo.output, "error: unknown command 'trian' (did you mean 'train'?)")) << typo.output;
   const auto far = run_resnet("frobnicate");
   EXPECT_EQ(far.exit_code, 2) << far.output;
-  EXPECT_TRUE(contains(far.output, "error: unknown command 'frobnicate' (the commands are data, train, test, predict, export or bench)"))
+  EXPECT_TRUE(contains(far.output, "error: unknown command 'frobnicate' (the commands are data, train, test, predict, export, bench or plot)"))
       << far.output;
   const auto none = run_resnet("");
   EXPECT_EQ(none.exit_code, 2) << none.output;
-  EXPECT_TRUE(contains(none.output, "error: a command is required: data, train, test, predict, export or bench")) << none.output;
+  EXPECT_TRUE(contains(none.output, "error: a command is required: data, train, test, predict, export, bench or plot")) << none.output;
 
   const auto help = run_resnet("help train");
   EXPECT_EQ(help.exit_code, 0) << help.output;

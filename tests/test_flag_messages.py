@@ -18,7 +18,7 @@ ap.add_argument('--sample', required=True)
 a = ap.parse_args()
 
 FLAG = re.compile(r'(?<![\w-])--[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*')
-COMMANDS = ['data', 'train', 'test', 'predict', 'bench', 'export']
+COMMANDS = ['data', 'train', 'test', 'predict', 'bench', 'export', 'plot']
 
 
 def run(*args):
@@ -84,6 +84,7 @@ CASES = [
     ('export', '--output', os.path.join(tmp, 'x.onnx'), '--weights', text),
     ('export', '--output', os.path.join(tmp, 'x.onnx'), '--format', 'tflite'),
     ('export', '--format', 'onnx'),
+    ('plot', '--checkpoint-dir', missing_dir),
 ]
 QUOTED = re.compile(r'`resnet (\w+)([^`]*)`')  # a command line in a message: its flags are its command's
 for case in CASES:
