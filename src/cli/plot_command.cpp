@@ -19,9 +19,7 @@ struct PlotOptions {
 };
 
 void run_plot(const PlotOptions& o) {
-  if (!plotting_supported())
-    throw UsageError("this build draws no charts (it found no cairo; scripts/install-deps installs libcairo2-dev, "
-                     "then rebuild)");
+  if (!plotting_supported()) throw UsageError(kNoCharts);
   const std::filesystem::path metrics =
       o.metrics.empty() ? std::filesystem::path(o.checkpoint_dir) / o.model / "metrics.csv"
                         : std::filesystem::path(o.metrics);

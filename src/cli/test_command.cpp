@@ -47,7 +47,8 @@ void run_test(const TestOptions& o) {
   settings.batch_size = o.batch_size;
   settings.flip = o.tta_flip;
   settings.step = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device);
-  if (o.trace.enabled()) settings.trace_path = (std::filesystem::path(path).parent_path() / "trace-test.json").string();
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();  // the model file's
+  if (o.trace.enabled()) settings.trace_path = (folder / "trace-test.json").string();
   std::cout << "Testing " << trained.info.arch << " from " << path << " (" << to_string(settings.step.amp)
             << (settings.step.channels_last ? ", channels-last" : "") << (settings.step.cuda_graphs ? ", CUDA graphs" : "")
             << ")" << std::endl;
@@ -62,12 +63,12 @@ void run_test(const TestOptions& o) {
     std::printf("  %-20s %5.1f%%  (%lld images)\n", trained.info.classes[c].c_str(),
                 std::isnan(r.per_class[c]) ? 0.0 : 100.0 * r.per_class[c], static_cast<long long>(r.per_class_count[c]));
   if (o.confusion) {
-    const std::string csv = (std::filesystem::path(path).parent_path() / "confusion.csv").string();
+    const std::string csv = (folder / "confusion.csv").string();
     std::cout << "\n" << format_confusion(r, trained.info.classes);
     write_file_atomically(csv, confusion_csv(r, trained.info.classes));
     std::cout << "Confusion matrix (CSV): " << csv << std::endl;
     if (plotting_supported()) {
-      const std::string png = (std::filesystem::path(path).parent_path() / "confusion.png").string();
+      const std::string png = (folder / "confusion.png").string();
       write_confusion_png(png, r.confusion, trained.info.classes,
                           "Confusion matrix, " + trained.info.arch + " on " + o.data);
       std::cout << "Confusion matrix (PNG): " << png << std::endl;

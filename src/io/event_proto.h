@@ -11,6 +11,10 @@
 namespace resnet {
 
 bool tensorboard_supported();
+// What a build without it says (where TensorBoard files are asked for).
+inline constexpr const char* kNoTensorBoard =
+    "this build writes no TensorBoard files (it found no protobuf compiler and library, or no Python tensorboard "
+    "package; scripts/install-deps installs them, then rebuild)";
 
 // wall_time: seconds since the epoch. The first event of a file names the format version.
 std::string event_file_version(double wall_time);

@@ -7,10 +7,7 @@
 namespace resnet {
 namespace {
 
-[[noreturn]] void missing() {
-  throw std::runtime_error("this build writes no TensorBoard files (it found no protobuf compiler and library, or "
-                           "no Python tensorboard package; scripts/install-deps installs them, then rebuild)");
-}
+[[noreturn]] void missing() { throw std::runtime_error(kNoTensorBoard); }
 
 }  // namespace
 

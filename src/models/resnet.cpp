@@ -253,6 +253,7 @@ torch::Tensor ResNet::stem(const torch::Tensor& x) {
 torch::Tensor ResNet::run_layer(nn::Sequential& layer, const torch::Tensor& x) {
   std::vector<BottleneckImpl*> blocks;
   std::vector<torch::Tensor> weights;
+  std::vector<size_t> ends;  // where each block's weights end in `weights`
   bool fused = mode_.fused;
   for (auto& child : layer->children()) {
     auto* block = child->as<BottleneckImpl>();
@@ -262,6 +263,7 @@ torch::Tensor ResNet::run_layer(nn::Sequential& layer, const torch::Tensor& x) {
     if (!fused) break;
     blocks.push_back(block);
     for (const torch::Tensor& w : block->conv_weights()) weights.push_back(w);
+    ends.push_back(weights.size());
   }
   if (!fused || !half_copies_supported(weights)) return layer->forward(x);
   // the copies live for this forward pass only (autograd keeps what backward needs)
@@ -272,12 +274,8 @@ torch::Tensor ResNet::run_layer(nn::Sequential& layer, const torch::Tensor& x) {
     }
   } clear{blocks};
   const std::vector<torch::Tensor> halves = half_copies(weights);
-  size_t next = 0;
-  for (auto* block : blocks) {
-    const size_t n = block->conv_weights().size();
-    block->half_weights.assign(halves.begin() + next, halves.begin() + next + n);
-    next += n;
-  }
+  for (size_t i = 0; i < blocks.size(); ++i)
+    blocks[i]->half_weights.assign(halves.begin() + (i ? ends[i - 1] : 0), halves.begin() + ends[i]);
   return layer->forward(x);
 }
 

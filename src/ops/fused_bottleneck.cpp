@@ -175,8 +175,8 @@ class FusedBottleneck : public torch::autograd::Function<FusedBottleneck> {
     tensor_list grads(inputs + buffers + 4);
 
     // bn3 + residual + ReLU: dy3, and the gradient that reaches the residual (dout masked by the
-    // ReLU; the next block masked it already where output_grad_masked
-    // ReLU; with a downsample shortcut bnd's gradients come from the same pass over dout)
+    // ReLU; the next block masked it already where output_grad_masked). With a downsample
+    // shortcut, bnd's gradients come from the same pass over dout.
     BnGrads g3;
     torch::Tensor dx_shortcut;
     if (ds) {

@@ -22,6 +22,9 @@ struct Panel {
 };
 
 bool plotting_supported();
+// What a build without cairo says.
+inline constexpr const char* kNoCharts =
+    "this build draws no charts (it found no cairo; scripts/install-deps installs libcairo2-dev, then rebuild)";
 
 // The panels on a grid `columns` wide, each panel_width x panel_height pixels; the file written
 // atomically. InputError naming `path` when it cannot be written.

@@ -6,10 +6,7 @@
 namespace resnet {
 
 namespace {
-[[noreturn]] void missing() {
-  throw std::runtime_error("this build draws no charts (it found no cairo; scripts/install-deps installs "
-                           "libcairo2-dev, then rebuild)");
-}
+[[noreturn]] void missing() { throw std::runtime_error(kNoCharts); }
 }  // namespace
 
 bool plotting_supported() { return false; }

@@ -5,9 +5,9 @@
 
 #include <cstring>
 #include <filesystem>
-#include <memory>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "core/error.h"

@@ -22,13 +22,12 @@ EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, bool flip) {
   model.eval();
   torch::InferenceMode guard;
   const auto classes = static_cast<int64_t>(loader.source().classes().size());
-  const int64_t k = std::min<int64_t>(5, model.num_classes());
-  // Summed on the device, no sync per batch: [loss sum, batches, top-1, top-5, hits per class,
-  // images per class, the confusion matrix (true class x top-1 answer)], in fp64 (exact for counts).
-  const bool confusion = model.num_classes() == classes;
-  const int64_t matrix = confusion ? classes * classes : 0;
-  auto sums = torch::zeros({4 + 2 * classes + matrix},
-                           torch::TensorOptions().dtype(torch::kDouble).device(loader.device()));
+  const int64_t answers = model.num_classes();
+  const int64_t k = std::min<int64_t>(5, answers);
+  // Summed on the device, no sync per batch: [loss sum, batches, top-5 hits, then the images of
+  // each true class by its top-1 answer (classes x answers)], in fp64 (exact for counts); top-1
+  // and the per-class figures come from that matrix.
+  auto sums = torch::zeros({3 + classes * answers}, torch::TensorOptions().dtype(torch::kDouble).device(loader.device()));
   loader.start_epoch(0);
   while (auto batch = loader.next(step.input_buffer())) {
     if (step.captures_next()) loader.settle();
@@ -37,35 +36,35 @@ EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, bool flip) {
     if (flip) logits = (logits.clone() + step.logits(batch->images.flip({3}))) / 2;
     const auto loss = torch::nn::functional::cross_entropy(logits, batch->labels).to(torch::kDouble);
     const auto topk = std::get<1>(logits.topk(k, 1));
-    const auto match = topk.eq(batch->labels.unsqueeze(1));
-    const auto top1 = match.select(1, 0).to(torch::kDouble);
     sums[0] += loss;
     sums[1] += 1;
-    sums[2] += top1.sum();
-    sums[3] += match.any(1).to(torch::kDouble).sum();
-    sums.narrow(0, 4, classes).index_add_(0, batch->labels, top1);
-    sums.narrow(0, 4 + classes, classes).index_add_(0, batch->labels, torch::ones_like(top1));
-    if (confusion)
-      sums.narrow(0, 4 + 2 * classes, matrix)
-          .index_add_(0, batch->labels * classes + topk.select(1, 0), torch::ones_like(top1));
+    sums[2] += topk.eq(batch->labels.unsqueeze(1)).any(1).to(torch::kDouble).sum();
+    sums.narrow(0, 3, classes * answers)
+        .index_add_(0, batch->labels * answers + topk.select(1, 0),
+                    torch::ones({batch->labels.size(0)}, sums.options()));
   }
   if (was_training) model.train();
   if (group) group->all_reduce(sums);
   const auto s = sums.cpu();
   const auto* v = s.data_ptr<double>();
+  const double* matrix = v + 3;
   EvalResult r;
   if (v[1] == 0) return r;
   r.loss = v[0] / v[1];
-  const double images = std::accumulate(v + 4 + classes, v + 4 + 2 * classes, 0.0);
-  r.images = static_cast<int64_t>(images);
-  r.accuracy = v[2] / images;
-  r.top5 = v[3] / images;
-  for (int64_t i = 0; i < classes; ++i) {
-    const double n = v[4 + classes + i];
+  double images = 0, hits = 0;
+  for (int64_t t = 0; t < classes; ++t) {
+    const double n = std::accumulate(matrix + t * answers, matrix + (t + 1) * answers, 0.0);
+    const double right = t < answers ? matrix[t * answers + t] : 0.0;
+    images += n;
+    hits += right;
     r.per_class_count.push_back(static_cast<int64_t>(n));
-    r.per_class.push_back(n > 0 ? v[4 + i] / n : std::nan(""));
+    r.per_class.push_back(n > 0 ? right / n : std::nan(""));
   }
-  for (int64_t i = 0; i < matrix; ++i) r.confusion.push_back(static_cast<int64_t>(v[4 + 2 * classes + i]));
+  r.images = static_cast<int64_t>(images);
+  r.accuracy = hits / images;
+  r.top5 = v[2] / images;
+  if (answers == classes)
+    for (int64_t i = 0; i < classes * answers; ++i) r.confusion.push_back(static_cast<int64_t>(matrix[i]));
   return r;
 }
 

@@ -696,9 +696,7 @@ void validate(const TrainOptions& o) {
   if (!(o.target_accuracy >= 0 && o.target_accuracy <= 100))
     throw UsageError("--target-accuracy must be a percentage between 0 and 100 (got " + text({o.target_accuracy}) + ")");
   if (o.logdir && !o.logdir->empty() && !tensorboard_supported())
-    throw UsageError("--logdir " + *o.logdir + ": this build writes no TensorBoard files (it found no protobuf "
-                     "compiler and library, or no Python tensorboard package; scripts/install-deps installs them, "
-                     "then rebuild)");
+    throw UsageError("--logdir " + *o.logdir + ": " + kNoTensorBoard);
   check_ema_decay(o.ema_decay);
   if (o.crop_scale.size() != 2 || !(o.crop_scale[0] > 0 && o.crop_scale[0] <= o.crop_scale[1] && o.crop_scale[1] <= 1))
     throw UsageError("--crop-scale must be MIN,MAX with 0 < MIN <= MAX <= 1 (got " + text(o.crop_scale) + ")");
