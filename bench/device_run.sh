@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, run the whole test suite (CUDA parity included), and the
 # side-by-side benchmark against the Python peer. Logs go to $OUT (or ./device-out).
-# Expects .deps/ (../shared/tools/device-deps.sh libgtest-dev libgmock-dev) and
+# Expects .deps/ (../shared/tools/device-deps.sh libgtest-dev libgmock-dev libgloo-dev
+# protobuf-compiler libprotoc32, cudnn-frontend's headers in .deps/usr/include), .whl/
+# (bench/fetch_device_wheels.sh) and
 # .device/peer_bench.py carried along (and .device/cifar-10-jpeg.tar.xz for the decode timing).
 # SKIP_PEER=1 leaves out the side-by-side model benchmark; TESTS=REGEX runs only the matching
 # tests (TESTS=none: no tests); TARGETS="resnet fused_conv_probe" builds only those; ROWS="graph-32 bf16-256" picks rows of compare_peer.py.
@@ -11,6 +13,11 @@ out=${OUT:-device-out}
 mkdir -p "$out"
 export CPATH=$PWD/.deps/usr/include/x86_64-linux-gnu
 export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# Python wheels the machine lacks (bench/fetch_device_wheels.sh: tensorboard), if carried in .whl/
+if ls .whl/*.whl > /dev/null 2>&1; then
+  pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl > "$out/wheels.log" 2>&1 || tail -5 "$out/wheels.log"
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/gpu.txt"
 torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
