@@ -47,7 +47,7 @@ const int kTensorsMoved[] = {3, 3, 3, 5, 4, 6, 3};
 int current_blocks_per_sm(Kind kind) {
   return kind == kEndReduce || kind == kPairReduce ? k::kStatsBlocksPerSm : k::kApplyBlocksPerSm;
 }
-int current_unroll(Kind kind) { return kind == kEndAdd || kind == kEndNorm ? k::kUnroll : k::kBackwardUnroll; }
+int current_unroll(Kind) { return k::kUnroll; }
 
 struct Shape {
   Kind kind;

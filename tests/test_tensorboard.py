@@ -92,7 +92,9 @@ try:
     if torch.cuda.is_available():
         gpu = os.path.join(tmp, 'gpu')
         rc, out = run('train', *[f if f != 'cpu' else 'cuda' for f in common], '--checkpoint-dir', gpu, '--epochs', '1')
-        _, s3 = scalars(os.path.join(gpu, 'resnet18'))
+        ran = rc == 0 and os.path.isdir(os.path.join(gpu, 'resnet18'))
+        check(ran, f'train on CUDA (exit {rc}): {out[-800:]}')
+        _, s3 = scalars(os.path.join(gpu, 'resnet18')) if ran else (None, {})
         check(rc == 0 and len(s3.get('train/peak_gpu_memory_mib', [])) == 4 and
               all(v > 1 for _, v in s3.get('train/peak_gpu_memory_mib', []) + s3.get('epoch/peak_gpu_memory_mib', [])) and
               len(s3.get('epoch/peak_gpu_memory_mib', [])) == 1, f'peak GPU memory logged on CUDA: {s3.get("epoch/peak_gpu_memory_mib")}')

@@ -16,8 +16,15 @@ namespace {  // each translation unit its own copy: kernels are instantiated whe
 
 constexpr int kThreads = 256;
 constexpr int kVec = 8;      // channels per thread: 16 bytes of a 16-bit type
-constexpr int kUnroll = 4;   // rows a thread loads before it uses them (forward kernels' default)
-constexpr int kStatsBlocksPerSm = 4, kApplyBlocksPerSm = 8;
+// Rows a thread loads before it uses them (U), and the grid: blocks per multiprocessor for the
+// passes that sum over rows (one wave: a chunk's sums wait for its last row) and for those that
+// only stream (many small chunks balance the load). Measured per ResNet-50 shape on an H200
+// (bench/bn_tiling_probe, docs/PERFORMANCE.md): registers, not loads in flight, bound these
+// kernels, so a row at a time with more blocks resident beat 2-4 rows a thread by 8-25%; the
+// reductions hold 3 blocks per SM (the pair reduce's 77 registers a thread) and fill one wave.
+constexpr int kUnroll = 1;
+constexpr int kStatsUnroll = 4;  // bn_stats, not probed (the fused path takes its sums from cuDNN)
+constexpr int kStatsBlocksPerSm = 3, kApplyBlocksPerSm = 24;
 
 // max(x, 0) that keeps a NaN, as torch.relu (fmaxf(NaN, 0) would hide a bad input as 0)
 __device__ __forceinline__ float relu(float x) { return x < 0.f ? 0.f : x; }
@@ -100,7 +107,7 @@ __device__ void store_block_sums(const float (&a)[kVec], const float (&b)[kVec],
   }
 }
 
-template <typename T, int U = kUnroll>
+template <typename T, int U = kStatsUnroll>
 __global__ void __launch_bounds__(kThreads) bn_stats(const T* __restrict__ x, int64_t rows, int C, int64_t chunk,
                                                      float* __restrict__ partial) {
   const Place at = place(rows, chunk);
@@ -228,9 +235,7 @@ __device__ __forceinline__ void load_grad(const T* dy, const T* y, int64_t offse
   }
 }
 
-constexpr int kBackwardUnroll = 2;  // three loads a row: the backward kernels' default
-
-template <typename T, bool kRelu, int U = kBackwardUnroll>
+template <typename T, bool kRelu, int U = kUnroll>
 __global__ void __launch_bounds__(kThreads) bn_backward_reduce(const T* __restrict__ dy, const T* __restrict__ y,
                                                                const T* __restrict__ x, int64_t rows, int C,
                                                                int64_t chunk, const float* __restrict__ save_mean,
@@ -279,7 +284,7 @@ __global__ void bn_finalize_backward(const float* __restrict__ partial, int chun
   coef[2 * C + c] = static_cast<float>(-a * sg / n);
 }
 
-template <typename T, bool kRelu, bool kResidual, int U = kBackwardUnroll>
+template <typename T, bool kRelu, bool kResidual, int U = kUnroll>
 __global__ void __launch_bounds__(kThreads) bn_backward_apply(const T* __restrict__ dy, const T* __restrict__ y,
                                                               const T* __restrict__ x, T* __restrict__ dx,
                                                               T* __restrict__ dresidual, int64_t rows, int C,
@@ -317,7 +322,7 @@ __global__ void __launch_bounds__(kThreads) bn_backward_apply(const T* __restric
 // end, relu(bn3(y3) + bnd(yd)): both take the same gradient g, so one pass reads it once for both.
 // Sums: g, g * (x1 - mean1), g * (x2 - mean2); partial1 and partial2 get the layout
 // bn_finalize_backward reads (the sums of g written to both).
-template <typename T, bool kRelu, int U = kBackwardUnroll>
+template <typename T, bool kRelu, int U = kUnroll>
 __global__ void __launch_bounds__(kThreads) bn_pair_backward_reduce(
     const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ x1, const T* __restrict__ x2,
     int64_t rows, int C, int64_t chunk, const float* __restrict__ mean1, const float* __restrict__ mean2,
@@ -356,7 +361,7 @@ __global__ void __launch_bounds__(kThreads) bn_pair_backward_reduce(
 }
 
 // dx1 and dx2 from one read of g, as bn_backward_apply does for each.
-template <typename T, bool kRelu, int U = kBackwardUnroll>
+template <typename T, bool kRelu, int U = kUnroll>
 __global__ void __launch_bounds__(kThreads) bn_pair_backward_apply(
     const T* __restrict__ dy, const T* __restrict__ y, const T* __restrict__ x1, const T* __restrict__ x2,
     T* __restrict__ dx1, T* __restrict__ dx2, int64_t rows, int C, int64_t chunk, const float* __restrict__ coef1,
@@ -399,7 +404,7 @@ __global__ void __launch_bounds__(kThreads) bn_pair_backward_apply(
 
 // dx = a * g + b * x + c per channel, coef = {a, b, c}: the batch norm's input gradient from the
 // masked gradient g and the coefficients cuDNN's dbn_weight gives (the fused convolution path).
-template <typename T, int U = kBackwardUnroll>
+template <typename T, int U = kUnroll>
 __global__ void __launch_bounds__(kThreads) bn_grad_apply(const T* __restrict__ g, const T* __restrict__ x,
                                                           T* __restrict__ dx, int64_t rows, int C, int64_t chunk,
                                                           const float* __restrict__ coef) {
