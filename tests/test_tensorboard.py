@@ -91,7 +91,9 @@ try:
     import torch
     if torch.cuda.is_available():
         gpu = os.path.join(tmp, 'gpu')
-        rc, out = run('train', *[f if f != 'cpu' else 'cuda' for f in common], '--checkpoint-dir', gpu, '--epochs', '1')
+        on_gpu = [f if f != 'cpu' else 'cuda' for f in common]
+        on_gpu[on_gpu.index('--epochs') + 1] = '1'
+        rc, out = run('train', *on_gpu, '--checkpoint-dir', gpu)
         ran = rc == 0 and os.path.isdir(os.path.join(gpu, 'resnet18'))
         check(ran, f'train on CUDA (exit {rc}): {out[-800:]}')
         _, s3 = scalars(os.path.join(gpu, 'resnet18')) if ran else (None, {})
