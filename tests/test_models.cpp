@@ -4,10 +4,12 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "core/error.h"
 #include "io/state_dict.h"
 #include "models/registry.h"
+#include "models/resnet.h"
 
 namespace {
 
@@ -109,4 +111,46 @@ TEST(Models, DefaultInitialisationFollowsTorchvision) {
   EXPECT_GT(squeeze.abs().max().item<double>(), 0.9 * std::sqrt(6.0 / 64));
   EXPECT_TRUE(param(*s, "features.3.squeeze.bias").eq(0).all().item<bool>());
   EXPECT_NEAR(param(*s, "classifier.1.weight").std().item<double>(), 0.01, 0.002);
+}
+
+// torchvision's zero_init_residual=True: bn3.weight of every Bottleneck, bn2.weight of every
+// BasicBlock, and nothing else; an identity block then passes its (non-negative) input through.
+TEST(Models, ZeroInitResidualStartsEachBlockAsItsShortcut) {
+  for (const auto& [name, last, blocks] : {std::tuple<std::string, std::string, int>{"resnet18", ".bn2.weight", 8},
+                                           {"resnet50", ".bn3.weight", 16}}) {
+    torch::manual_seed(0);
+    auto model = resnet::create_model(name, 10);
+    ASSERT_TRUE(model->zero_init_residual()) << name;
+    int zeroed = 0;
+    for (const auto& p : model->named_parameters()) {
+      const std::string& key = p.key();
+      const bool is_last = key.rfind("layer", 0) == 0 && key.size() > last.size() &&
+                           key.compare(key.size() - last.size(), last.size(), last) == 0;
+      if (is_last) {
+        EXPECT_TRUE(p.value().eq(0).all().item<bool>()) << key;
+        ++zeroed;
+      } else if ((key.find(".bn") != std::string::npos || key.rfind("bn1.", 0) == 0) && key.size() > 7 &&
+                 key.compare(key.size() - 7, 7, ".weight") == 0) {
+        EXPECT_TRUE(p.value().eq(1).all().item<bool>()) << key << " kept torchvision's 1";
+      } else if (key.find("conv") != std::string::npos) {
+        EXPECT_GT(p.value().abs().sum().item<double>(), 0) << key << " kept its random weights";
+      }
+    }
+    EXPECT_EQ(zeroed, blocks) << name;
+  }
+  // resnet50's layer1.1 (256 -> 256, no downsample), training mode: relu(0 + x) = x for x >= 0
+  torch::manual_seed(1);
+  auto model = resnet::create_model("resnet50", 10);
+  model->zero_init_residual();
+  model->train();
+  std::shared_ptr<torch::nn::Module> block;
+  for (const auto& m : model->named_modules())
+    if (m.key() == "layer1.1") block = m.value();
+  ASSERT_TRUE(block);
+  auto* bottleneck = block->as<resnet::BottleneckImpl>();
+  ASSERT_NE(bottleneck, nullptr);
+  const torch::Tensor x = torch::relu(torch::randn({2, 256, 6, 6}));
+  EXPECT_TRUE(torch::equal(bottleneck->forward(x), x));
+  auto squeezenet = resnet::create_model("squeezenet1_1", 10);
+  EXPECT_FALSE(squeezenet->zero_init_residual());
 }

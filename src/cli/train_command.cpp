@@ -156,6 +156,9 @@ void add_train_command(CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_flag("--no-decay-bn-bias", o->no_decay_bn_bias, "no weight decay for batch norms and biases");
+  cmd->add_flag("--zero-init-residual", o->zero_init_residual,
+                "start the last batch norm of each residual block at zero weight, so that every block begins as its "
+                "shortcut (torchvision's zero_init_residual)");
   cmd->add_option("--weight-decay,--weight_decay,--wd", o->weight_decay, "SGD weight decay")->capture_default_str();
   add_image_size_option(*cmd, o->image_size);
   cmd->add_option("--seed", o->seed, "seed for weights, shuffling and augmentation")->capture_default_str();

@@ -43,6 +43,11 @@ class Classifier : public torch::nn::Module {
     return false;
   }
 
+  // Starts the last batch norm of every residual block at zero weight, so that each block begins
+  // as its shortcut (torchvision's zero_init_residual=True; Goyal et al., "Accurate, Large
+  // Minibatch SGD", 2017). False where the model has no residual blocks.
+  virtual bool zero_init_residual() { return false; }
+
   // The registry name this model was built from ("resnet50").
   const std::string& arch() const { return arch_; }
   int64_t num_classes() const { return num_classes_; }

@@ -239,6 +239,18 @@ bool ResNet::set_batch_norm(BatchNormFn fn) {
   return true;
 }
 
+bool ResNet::zero_init_residual() {
+  const std::string last = config_.block == BlockKind::kBottleneck ? ".bn3.weight" : ".bn2.weight";
+  torch::NoGradGuard no_grad;
+  for (auto& p : named_parameters()) {
+    const std::string& name = p.key();
+    if (name.rfind("layer", 0) == 0 && name.size() > last.size() &&
+        name.compare(name.size() - last.size(), last.size(), last) == 0)
+      p.value().zero_();
+  }
+  return true;
+}
+
 // bn1 + ReLU + max-pool: in one op of our kernels where the fused kernels run (training on CUDA
 // in bf16/fp16, channels-last), else as bn_act and the module's max-pool.
 torch::Tensor ResNet::stem(const torch::Tensor& x) {

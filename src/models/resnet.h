@@ -89,6 +89,7 @@ class ResNet : public Classifier {
   // With fp16 on a GPU where cuDNN fuses, bottleneck ResNets run fused convolutions too.
   std::string fused_description(bool fp16, const c10::Device& device) const override;
   bool set_batch_norm(BatchNormFn fn) override;
+  bool zero_init_residual() override;  // bn3 of each bottleneck, bn2 of each basic block
 
  private:
   torch::nn::Sequential make_layer(int64_t planes, int64_t blocks, int64_t stride);

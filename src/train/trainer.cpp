@@ -309,6 +309,9 @@ void Run::build_model() {
   torch::manual_seed(o.seed);
   enable_cudnn_autotuning();
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
+  // A resumed run's weights replace these; --weights' are checked against it in load_initial_weights.
+  if (o.zero_init_residual && !model->zero_init_residual())
+    throw UsageError("--zero-init-residual: " + o.model + " has no residual blocks");
   model->to(device);
   step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size, o.fused);
   step_options.label_smoothing = o.label_smoothing;
@@ -405,6 +408,8 @@ void Run::resume_or_restart(const ResumeFile* resume) {
 
 void Run::load_initial_weights() {
   if (o.weights.empty()) return;
+  if (o.zero_init_residual)  // the file's batch norms would replace the zeros: say so rather than ignore it
+    throw UsageError("--zero-init-residual starts a model from scratch; it does not go with --weights");
   NamedTensors tensors = read_weights(o.weights);
   const NamedTensors own = state_dict(*model);
   std::string replaced;
@@ -728,6 +733,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"label_smoothing", o.label_smoothing},
           {"nesterov", o.nesterov},
           {"no_decay_bn_bias", o.no_decay_bn_bias},
+          {"zero_init_residual", o.zero_init_residual},
           {"crop_scale", o.crop_scale},
           {"ema_decay", o.ema_decay},
           {"mixup", o.mix.mixup_alpha},

@@ -46,6 +46,8 @@ struct TrainOptions {
   std::string recipe = "sample";
   bool nesterov = false;          // Nesterov momentum
   bool no_decay_bn_bias = false;  // no weight decay for batch norms and biases (1-D parameters)
+  // Each residual block's last batch norm starts at zero weight (a fresh model only; models/classifier.h).
+  bool zero_init_residual = false;
   // RandomResizedCrop's scale range (share of the image's area a training crop covers)
   std::vector<double> crop_scale{0.08, 1.0};
   // A moving average of the weights, updated every step with this decay (0: none); the per-epoch
