@@ -523,6 +523,93 @@ TEST(Transforms, CropBoxesFollowTorchvisionsDistribution) {
   }
 }
 
+TEST(Transforms, ErasingBoxesFollowTorchvisionsDistribution) {
+  // RandomErasing.get_params at its defaults (p = 1 here): two-sample KS against torchvision's
+  // draws for the box's area share, log aspect (height / width) and top offset, as the crops.
+  constexpr double kMaxKs = 0.03;
+  constexpr int kDraws = 10000;
+  const resnet::RandomErasingOptions always{1.0};
+  for (const auto& [key, tv] : resnet::load_tensor_dict(fixture("erase_draws.pt"))) {
+    const auto hw = key.substr(6);  // "draws.HxW"
+    const int64_t h = std::stoll(hw.substr(0, hw.find('x'))), w = std::stoll(hw.substr(hw.find('x') + 1));
+    std::mt19937_64 rng(321);
+    std::vector<double> area_ours, aspect_ours, top_ours, area_tv, aspect_tv, top_tv;
+    int none_ours = 0, none_tv = 0;
+    for (int i = 0; i < kDraws; ++i) {
+      const auto b = resnet::random_erasing_box(h, w, rng, always);
+      if (b.height == 0) {
+        ++none_ours;
+        continue;
+      }
+      ASSERT_TRUE(b.top >= 0 && b.left >= 0 && b.top + b.height <= h && b.left + b.width <= w) << key;
+      ASSERT_TRUE(b.height < h && b.width < w) << key;
+      area_ours.push_back(double(b.height * b.width) / (h * w));
+      aspect_ours.push_back(std::log(double(b.height) / b.width));
+      top_ours.push_back(double(b.top) / (h - b.height));
+    }
+    const auto t = tv.contiguous();
+    for (int64_t i = 0; i < t.size(0); ++i) {
+      const double top = t[i][0].item<double>(), eh = t[i][2].item<double>(), ew = t[i][3].item<double>();
+      if (eh == h && ew == w) {  // torchvision's "no box": the whole image back
+        ++none_tv;
+        continue;
+      }
+      area_tv.push_back(eh * ew / (h * w));
+      aspect_tv.push_back(std::log(eh / ew));
+      top_tv.push_back(top / (h - eh));
+    }
+    EXPECT_LE(ks_statistic(area_ours, area_tv), kMaxKs) << key << " area";
+    EXPECT_LE(ks_statistic(aspect_ours, aspect_tv), kMaxKs) << key << " aspect";
+    EXPECT_LE(ks_statistic(top_ours, top_tv), kMaxKs) << key << " top offset";
+    EXPECT_NEAR(double(none_ours) / kDraws, double(none_tv) / t.size(0), 0.01) << key << " no-box rate";
+  }
+}
+
+TEST(Transforms, RandomErasingZeroesItsBoxAndLeavesTheRest) {
+  // Each image's box is the one its own generator gives after the crop and the flip; inside it
+  // every channel is 0, outside the image is what the transform gives without erasing; p = 0 is
+  // no erasing at all, p = 0.5 erases about half the images.
+  const int64_t n = 64, size = 16;
+  const auto images = torch::randint(1, 256, {n, 3, 20, 24}, torch::TensorOptions().dtype(torch::kUInt8));
+  const resnet::RawBatch batch{images, torch::tensor({20, 24}).repeat({n, 1}), torch::zeros({n}, torch::kLong)};
+  std::vector<uint64_t> seeds;
+  for (int64_t i = 0; i < n; ++i) seeds.push_back(1000 + static_cast<uint64_t>(i));
+  const auto plain = resnet::train_transform(batch, size, seeds);
+  resnet::RandomErasingOptions erase{1.0};
+  const auto erased = resnet::train_transform(batch, size, seeds, {}, {}, erase);
+  int boxes = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    std::mt19937_64 rng(seeds[static_cast<size_t>(i)]);
+    resnet::random_resized_crop_box(20, 24, rng);
+    std::bernoulli_distribution(0.5)(rng);
+    const auto box = resnet::random_erasing_box(size, size, rng, erase);
+    auto inside = torch::zeros({size, size}, torch::kBool);
+    if (box.height > 0) {
+      inside.narrow(0, box.top, box.height).narrow(1, box.left, box.width).fill_(true);
+      ++boxes;
+    }
+    const auto in = inside.unsqueeze(0).expand({3, size, size});
+    EXPECT_TRUE(erased[i].masked_select(in).eq(0).all().item<bool>()) << i;
+    EXPECT_TRUE(torch::equal(erased[i].masked_select(in.logical_not()), plain[i].masked_select(in.logical_not())))
+        << i;
+  }
+  EXPECT_GT(boxes, n * 9 / 10);  // at p = 1 ten tries rarely all miss on a 16 x 16 image
+  EXPECT_TRUE(torch::equal(resnet::train_transform(batch, size, seeds, {}, {}, resnet::RandomErasingOptions{0.0}), plain));
+  const auto half = resnet::train_transform(batch, size, seeds, {}, {}, resnet::RandomErasingOptions{0.5});
+  std::vector<uint64_t> more;
+  for (int i = 0; i < 400; ++i) more.push_back(7 + static_cast<uint64_t>(i));
+  int hit = 0;
+  for (uint64_t s : more) {
+    std::mt19937_64 rng(s);
+    resnet::random_resized_crop_box(20, 24, rng);
+    std::bernoulli_distribution(0.5)(rng);
+    hit += resnet::random_erasing_box(size, size, rng, resnet::RandomErasingOptions{0.5}).height > 0;
+  }
+  EXPECT_GT(hit, 160);
+  EXPECT_LT(hit, 240);
+  EXPECT_FALSE(torch::equal(half, plain));
+}
+
 TEST(Transforms, CropScaleBoundsTheCropsArea) {
   // --crop-scale 0.5,0.9 on a 32x32 image: every crop sampled in range covers 0.5-0.9 of the
   // area (up to rounding its sides to whole pixels); the default's range reaches far below 0.5.

@@ -155,6 +155,10 @@ void add_train_command(CLI::App& app) {
                   "MIN,MAX: the share of an image's area a training crop covers (RandomResizedCrop's scale)")
       ->delimiter(',')
       ->capture_default_str();
+  cmd->add_option("--random-erase", o->random_erase,
+                  "RandomErasing: the share of training images that get a random box (2-33% of the image) set to 0 "
+                  "after normalisation (e.g. 0.25; 0: off)")
+      ->capture_default_str();
   cmd->add_flag("--no-decay-bn-bias", o->no_decay_bn_bias, "no weight decay for batch norms and biases");
   cmd->add_flag("--zero-init-residual", o->zero_init_residual,
                 "start the last batch norm of each residual block at zero weight, so that every block begins as its "

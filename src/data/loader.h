@@ -28,6 +28,7 @@ struct LoaderOptions {
   uint64_t seed = 0;
   int rank = 0, world_size = 1;  // this process's shard
   RandomResizedCropOptions crop;  // the train transform's crop (--crop-scale)
+  RandomErasingOptions erase;     // and its random erasing (--random-erase)
 };
 
 struct Batch {

@@ -91,6 +91,26 @@ CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& 
   return {(height - h) / 2, (width - w) / 2, h, w};
 }
 
+CropBox random_erasing_box(int64_t height, int64_t width, std::mt19937_64& rng, const RandomErasingOptions& o) {
+  if (!(std::uniform_real_distribution<double>(0, 1)(rng) < o.p)) return {};
+  const double area = static_cast<double>(height * width);
+  std::uniform_real_distribution<double> scale(o.scale_min, o.scale_max);
+  std::uniform_real_distribution<double> log_ratio(std::log(o.ratio_min), std::log(o.ratio_max));
+  constexpr int kTries = 10;  // torchvision's attempts; then the image stays as it is
+  for (int attempt = 0; attempt < kTries; ++attempt) {
+    const double erase_area = area * scale(rng);
+    const double aspect = std::exp(log_ratio(rng));
+    // torchvision's own rule (h from area x ratio), not RandomResizedCrop's (w from it)
+    const auto h = static_cast<int64_t>(std::nearbyint(std::sqrt(erase_area * aspect)));
+    const auto w = static_cast<int64_t>(std::nearbyint(std::sqrt(erase_area / aspect)));
+    if (!(h < height && w < width)) continue;
+    const int64_t top = std::uniform_int_distribution<int64_t>(0, height - h)(rng);
+    const int64_t left = std::uniform_int_distribution<int64_t>(0, width - w)(rng);
+    return {top, left, h, w};
+  }
+  return {};
+}
+
 int64_t test_resize_size(int64_t size) { return size * 256 / 224; }
 
 CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resize_to, int64_t size) {
@@ -111,33 +131,52 @@ CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resi
 
 namespace {
 
+// Zeroes boxes[b] of image b (channels alike) of the normalised batch, in place: one mask, one pass.
+void erase_boxes(torch::Tensor& images, const std::vector<CropBox>& boxes) {
+  std::vector<double> top, bottom, left, right;
+  for (const CropBox& box : boxes) {
+    top.push_back(static_cast<double>(box.top)), bottom.push_back(static_cast<double>(box.top + box.height));
+    left.push_back(static_cast<double>(box.left)), right.push_back(static_cast<double>(box.left + box.width));
+  }
+  const auto device = images.device();
+  const auto at = torch::arange(images.size(2), torch::TensorOptions().dtype(torch::kFloat).device(device));
+  const auto rows = at.unsqueeze(0).ge(column(top, device)) & at.unsqueeze(0).lt(column(bottom, device));  // [B, H]
+  const auto cols = at.unsqueeze(0).ge(column(left, device)) & at.unsqueeze(0).lt(column(right, device));  // [B, W]
+  images.masked_fill_((rows.unsqueeze(2) & cols.unsqueeze(1)).unsqueeze(1), 0.0);
+}
+
 // The train transform's geometry, image b's random numbers from `rng_of(b)`.
 template <typename RngOf>
 torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& rng_of, const torch::Tensor& into,
-                                   const RandomResizedCropOptions& crop) {
+                                   const RandomResizedCropOptions& crop, const RandomErasingOptions& erase) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
   std::bernoulli_distribution flip(0.5);
   Geometry g;
+  std::vector<CropBox> erased;
   for (int64_t b = 0; b < sizes.size(0); ++b) {
     std::mt19937_64& rng = rng_of(b);
     const CropBox box = random_resized_crop_box(hw[2 * b], hw[2 * b + 1], rng, crop);
     const double sy = static_cast<double>(box.height) / size, sx = static_cast<double>(box.width) / size;
     g.add(box.top, sy, box.top, box.top + box.height - 1, box.left, sx, box.left, box.left + box.width - 1,
           flip(rng));
+    if (erase.p > 0) erased.push_back(random_erasing_box(size, size, rng, erase));
   }
-  return resample(batch, g, size, into);
+  torch::Tensor images = resample(batch, g, size, into);
+  if (erase.p > 0) erase_boxes(images, erased);
+  return images;
 }
 
 }  // namespace
 
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng, const torch::Tensor& into,
                               const RandomResizedCropOptions& crop) {
-  return train_transform_with(batch, size, [&](int64_t) -> std::mt19937_64& { return rng; }, into, crop);
+  return train_transform_with(batch, size, [&](int64_t) -> std::mt19937_64& { return rng; }, into, crop, {});
 }
 
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
-                              const torch::Tensor& into, const RandomResizedCropOptions& crop) {
+                              const torch::Tensor& into, const RandomResizedCropOptions& crop,
+                              const RandomErasingOptions& erase) {
   std::mt19937_64 rng;
   return train_transform_with(
       batch, size,
@@ -145,7 +184,7 @@ torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::ve
         rng.seed(seeds.at(static_cast<size_t>(b)));
         return rng;
       },
-      into, crop);
+      into, crop, erase);
 }
 
 torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into) {

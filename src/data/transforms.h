@@ -1,7 +1,9 @@
 // The sample's image transforms, done for a whole batch at once on the batch's device.
 //
 // Train: RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3)) with torchvision's sampling
-// (ten tries, then its centre-crop fallback), RandomHorizontalFlip(p=0.5), ImageNet mean/std.
+// (ten tries, then its centre-crop fallback), RandomHorizontalFlip(p=0.5), ImageNet mean/std, and
+// where asked (--random-erase) RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0)
+// after the normalisation, as torchvision's transform placed last.
 // Test: Resize(256 * size / 224) of the shorter side, CenterCrop(size), the same normalisation.
 //
 // How: crop boxes and flips are drawn per image on the CPU (cheap), then one affine sampling grid
@@ -39,6 +41,16 @@ struct RandomResizedCropOptions {
 CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& rng,
                                 const RandomResizedCropOptions& options = {});
 
+struct RandomErasingOptions {
+  double p = 0;  // share of images that get a box erased (0: off)
+  double scale_min = 0.02, scale_max = 0.33;
+  double ratio_min = 0.3, ratio_max = 3.3;
+};
+
+// torchvision's RandomErasing.get_params (ten tries) for an image of height x width, after the
+// draw of whether to erase at all (probability p): a box of zero height where nothing is erased.
+CropBox random_erasing_box(int64_t height, int64_t width, std::mt19937_64& rng, const RandomErasingOptions& options);
+
 // Resize(resize_to) of the shorter side then CenterCrop(size), expressed as a box in the
 // source image; `scale` is source pixels per output pixel.
 struct CenterCropBox {
@@ -54,8 +66,10 @@ torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_
 
 // The same with image b's crop and flip drawn from its own generator, seeded with seeds[b]: an
 // image's augmentation then depends on its seed alone, not on the batch it comes in.
+// Random erasing, where erase.p > 0, draws from the same generator after the crop and the flip.
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
-                              const torch::Tensor& into = {}, const RandomResizedCropOptions& crop = {});
+                              const torch::Tensor& into = {}, const RandomResizedCropOptions& crop = {},
+                              const RandomErasingOptions& erase = {});
 
 // Test transform: Resize(256 * size / 224) + CenterCrop(size) + normalisation; `into` as above.
 torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into = {});

@@ -152,7 +152,7 @@ TestReport test_model(TrainedModel& trained, const TestSettings& settings, const
   }
   if (source->classes() != trained.info.classes)
     throw InputError(settings.data + ": its classes differ from those the model was trained on");
-  Loader loader(source, {settings.batch_size, trained.info.image_size, /*train=*/false, 0, 0, 1, {}}, device);
+  Loader loader(source, {settings.batch_size, trained.info.image_size, /*train=*/false, 0, 0, 1, {}, {}}, device);
   enable_cudnn_autotuning();
   if (settings.step.channels_last) to_channels_last(*trained.model);
   StepOptions step_options = settings.step;

@@ -50,6 +50,8 @@ struct TrainOptions {
   bool zero_init_residual = false;
   // RandomResizedCrop's scale range (share of the image's area a training crop covers)
   std::vector<double> crop_scale{0.08, 1.0};
+  // RandomErasing's probability after the normalisation (torchvision's scale and ratio; 0: off)
+  double random_erase = 0;
   // A moving average of the weights, updated every step with this decay (0: none); the per-epoch
   // test and checkpoint.pth then use it.
   double ema_decay = 0;

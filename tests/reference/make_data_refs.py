@@ -8,6 +8,8 @@
                  writes it (PIL Resize + CenterCrop + ToTensor + Normalize): test.S.K for S = 224, 64
   crop_draws.pt  torchvision RandomResizedCrop.get_params draws (top, left, height, width) for
                  images of H x W: draws.HxW, int64 [N, 4]
+  erase_draws.pt torchvision RandomErasing.get_params draws (top, left, height, width; the whole
+                 image where ten tries found no box) at its default scale and ratio: draws.HxW
   archives/      good.tar.gz (a small CIFAR-10 binary release), dotdot.tar.gz (an entry
                  '../escape.txt'), absolute.tar.gz ('/tmp/...'), corrupt.tar.gz (cut short)
 """
@@ -95,6 +97,13 @@ for h, w in ((32, 32), (20, 50), (224, 160)):
     rows = [T.RandomResizedCrop.get_params(img, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3]) for _ in range(a.draws)]
     draws[f'draws.{h}x{w}'] = torch.tensor(rows, dtype=torch.long)
 torch.save(draws, os.path.join(out, 'crop_draws.pt'))
+
+draws = {}
+for h, w in ((32, 32), (224, 224)):
+    img = torch.zeros(3, h, w)
+    rows = [T.RandomErasing.get_params(img, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=[0])[:4] for _ in range(a.draws)]
+    draws[f'draws.{h}x{w}'] = torch.tensor(rows, dtype=torch.long)
+torch.save(draws, os.path.join(out, 'erase_draws.pt'))
 
 # --- archives ---------------------------------------------------------------------------------
 arch = os.path.join(out, 'archives')
