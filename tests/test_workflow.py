@@ -145,9 +145,11 @@ try:
 
     # A schedule (half an epoch of warm-up, then cosine) stopped at step 13 and resumed: the same
     # rates and the same bits as never stopped, and the rates PyTorch's schedulers give; with
-    # Mixup and CutMix drawn from the saved generator and the gradients clipped.
+    # Mixup and CutMix drawn from the saved generator, the gradients clipped, random erasing and
+    # the residual blocks' last batch norms started at zero.
     sched = ['--lr', '0.05', '--lr-schedule', 'cosine', '--warmup-epochs', '0.5', '--min-lr', '0.0001',
-             '--ema-decay', '0.9', '--mixup', '0.2', '--cutmix', '1.0', '--clip-grad-norm', '2']
+             '--ema-decay', '0.9', '--mixup', '0.2', '--cutmix', '1.0', '--clip-grad-norm', '2',
+             '--random-erase', '0.5', '--zero-init-residual']
     c_dir, d_dir = os.path.join(tmp, 'c'), os.path.join(tmp, 'd')
     rc_c, out_c = run('train', *common, *sched, '--epochs', '2', '--checkpoint-dir', c_dir)
     rc_d1, out_d1 = run('train', *common, *sched, '--epochs', '2', '--checkpoint-dir', d_dir, '--max-steps', '13')
