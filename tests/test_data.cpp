@@ -64,6 +64,12 @@ double ks_statistic(std::vector<double> a, std::vector<double> b) {
   return d;
 }
 
+// The image shape of a fixture's draws: "draws.HxW" -> {H, W}.
+std::pair<int64_t, int64_t> draws_shape(const std::string& key) {
+  const auto hw = key.substr(6);
+  return {std::stoll(hw.substr(0, hw.find('x'))), std::stoll(hw.substr(hw.find('x') + 1))};
+}
+
 }  // namespace
 
 // ---- decoding ---------------------------------------------------------------------------------
@@ -491,8 +497,7 @@ TEST(Transforms, CropBoxesFollowTorchvisionsDistribution) {
   constexpr int kDraws = 10000;
   const auto ref = resnet::load_tensor_dict(fixture("crop_draws.pt"));
   for (const auto& [key, tv] : ref) {
-    const auto hw = key.substr(6);  // "draws.HxW"
-    const int64_t h = std::stoll(hw.substr(0, hw.find('x'))), w = std::stoll(hw.substr(hw.find('x') + 1));
+    const auto [h, w] = draws_shape(key);
     std::mt19937_64 rng(123);
     std::vector<double> area_ours, ratio_ours, top_ours, area_tv, ratio_tv, top_tv;
     int fallback_ours = 0, fallback_tv = 0;
@@ -530,8 +535,7 @@ TEST(Transforms, ErasingBoxesFollowTorchvisionsDistribution) {
   constexpr int kDraws = 10000;
   const resnet::RandomErasingOptions always{1.0};
   for (const auto& [key, tv] : resnet::load_tensor_dict(fixture("erase_draws.pt"))) {
-    const auto hw = key.substr(6);  // "draws.HxW"
-    const int64_t h = std::stoll(hw.substr(0, hw.find('x'))), w = std::stoll(hw.substr(hw.find('x') + 1));
+    const auto [h, w] = draws_shape(key);
     std::mt19937_64 rng(321);
     std::vector<double> area_ours, aspect_ours, top_ours, area_tv, aspect_tv, top_tv;
     int none_ours = 0, none_tv = 0;
