@@ -147,7 +147,7 @@ TEST(Evaluate, CountsTopOneTopFiveAndPerClass) {
   data.images = data.labels.to(torch::kUInt8).view({20, 1, 1, 1}).expand({20, 3, 8, 8}).contiguous();
   data.classes = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
   auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
-  resnet::Loader loader(source, {8, 8, /*train=*/false, 0, 0, 1, {}}, torch::kCPU);
+  resnet::Loader loader(source, {8, 8, /*train=*/false, 0, 0, 1, {}, {}}, torch::kCPU);
   Oracle oracle;
   auto right = resnet::evaluate(oracle, loader);
   EXPECT_EQ(right.images, 20);
@@ -190,7 +190,7 @@ TEST(Evaluate, FlipAveragesTheLogitsOfEachImageAndItsMirror) {
   data.images = torch::randint(256, {12, 3, 8, 8}, torch::kUInt8);
   data.classes = {"a", "b", "c"};
   auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
-  resnet::Loader loader(source, {5, 8, /*train=*/false, 0, 0, 1, {}}, torch::kCPU);
+  resnet::Loader loader(source, {5, 8, /*train=*/false, 0, 0, 1, {}, {}}, torch::kCPU);
   Sided model;
   // by hand, over the loader's own batches
   double plain = 0, flipped = 0;
