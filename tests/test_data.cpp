@@ -74,6 +74,7 @@ std::pair<int64_t, int64_t> draws_shape(const std::string& key) {
 
 // ---- decoding ---------------------------------------------------------------------------------
 
+// Also CMYK JPEGs (PIL's conversion to RGB), a progressive JPEG and a PNG named .JPEG (kinds/).
 TEST(Decode, MatchesPilForJpegPngGreyRgbaAndPalette) {
   const auto expected = resnet::load_tensor_dict(fixture("expected.pt"));
   ASSERT_GE(expected.size(), 10u);

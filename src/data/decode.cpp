@@ -64,22 +64,45 @@ void with_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, Body&
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
-  const bool ok = body(cinfo);  // no C++ objects with destructors may live across a longjmp here
+  body(cinfo);  // no C++ objects with destructors may live across a longjmp here
   jpeg_destroy_decompress(&cinfo);
-  if (!ok) throw InputError(path + ": cannot decode JPEG: unsupported colour space (CMYK/YCCK)");
+}
+
+// PIL's CMYK -> RGB for a row of `width` pixels as libjpeg gives them. PIL reads every 4-channel
+// JPEG as Adobe's inverted CMYK ("CMYK;I"), then its cmyk2rgb takes R = (255 - K) - C (255 - K) / 255
+// (rounded as its MULDIV255): with the stored values s = 255 - C, that is s_K - (255 - s_C) s_K / 255.
+void cmyk_row_to_rgb(const JSAMPLE* cmyk, uint8_t* rgb, JDIMENSION width) {
+  for (JDIMENSION x = 0; x < width; ++x, cmyk += 4, rgb += 3) {
+    const int nk = cmyk[3];
+    for (int c = 0; c < 3; ++c) {
+      const int t = (255 - cmyk[c]) * nk + 128;
+      const int v = nk - (((t >> 8) + t) >> 8);
+      rgb[c] = static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+  }
 }
 
 void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc) {
   with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
-    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) return false;
-    cinfo.out_color_space = JCS_RGB;
+    // CMYK and YCCK (Adobe's; ImageNet's training set holds a few): libjpeg gives CMYK, made RGB
+    // here as PIL makes it; grey, RGB and YCbCr it turns into RGB itself.
+    const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+    cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     jpeg_start_decompress(&cinfo);
+    // a CMYK row from libjpeg's own pool, freed with the decompressor (a longjmp skips destructors)
+    JSAMPARRAY cmyk_row = cmyk ? (*cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo), JPOOL_IMAGE,
+                                                           cinfo.output_width * 4, 1)
+                               : nullptr;
     while (cinfo.output_scanline < cinfo.output_height) {
       JSAMPROW row = hwc + static_cast<size_t>(cinfo.output_scanline) * cinfo.output_width * 3;
-      jpeg_read_scanlines(&cinfo, &row, 1);
+      if (!cmyk) {
+        jpeg_read_scanlines(&cinfo, &row, 1);
+        continue;
+      }
+      jpeg_read_scanlines(&cinfo, cmyk_row, 1);
+      cmyk_row_to_rgb(cmyk_row[0], row, cinfo.output_width);
     }
     jpeg_finish_decompress(&cinfo);
-    return true;
   });
 }
 
@@ -121,10 +144,7 @@ std::atomic<int64_t> g_max_image_pixels{kDefaultMaxImagePixels};
 ImageSize header_size(const std::vector<uint8_t>& bytes, const std::string& path) {
   if (is_jpeg(bytes)) {
     ImageSize size;
-    with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
-      size = {cinfo.image_height, cinfo.image_width};
-      return true;
-    });
+    with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) { size = {cinfo.image_height, cinfo.image_width}; });
     return size;
   }
   if (is_png(bytes)) {

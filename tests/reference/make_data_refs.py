@@ -1,6 +1,9 @@
 """Fixtures for the data tests (tests/test_data.cpp), written with PIL and torchvision:
 
   folder/        an image folder: JPEG and PNG, RGB, grey, RGBA and palette images, mixed sizes
+  kinds/         other files PIL opens: CMYK JPEGs as PIL writes them (Adobe-marked, inverted; one
+                 converted from RGB, one with a K channel of its own), a progressive JPEG, a PNG
+                 named .JPEG
   bad/           train/a holds a truncated JPEG and a text file named .jpg; train/b one good JPEG
   empty_class/   train/a holds an image, train/b nothing
   expected.pt    path (relative to the fixture folder) -> PIL's decoding, convert('RGB'), uint8 [3, H, W]
@@ -64,6 +67,11 @@ for split, n in (('train', 3), ('test', 1)):
 add(Image.fromarray(smooth_image(40, 30)).convert('RGBA'), 'folder/train/cat/rgba.png')
 add(Image.fromarray(smooth_image(20, 24)[:, :, 1]), 'folder/train/dog/grey.png')
 add(Image.fromarray(smooth_image(16, 16)).convert('P'), 'folder/train/bird/palette.png')
+add(Image.fromarray(smooth_image(36, 28)).convert('CMYK'), 'kinds/cmyk.jpg', quality=90)
+cmyk = Image.fromarray(np.concatenate([smooth_image(24, 40), smooth_image(24, 40)[:, :, :1]], -1), 'CMYK')
+add(cmyk, 'kinds/cmyk_black.jpg', quality=85)
+add(Image.fromarray(smooth_image(40, 44)), 'kinds/progressive.jpg', quality=90, progressive=True)
+add(Image.fromarray(smooth_image(20, 30)), 'kinds/png.JPEG', format='PNG')
 with open(os.path.join(out, 'folder/train/bird/notes.txt'), 'w') as f:
     f.write('not an image, and not named like one: ignored\n')
 
