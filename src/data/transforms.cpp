@@ -1,5 +1,6 @@
 #include "data/transforms.h"
 
+#include <torch/nn/functional/upsampling.h>
 #include <torch/nn/functional/vision.h>
 
 #include <cmath>
@@ -126,7 +127,14 @@ CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resi
   const double crop_top = std::nearbyint((new_h - size) / 2.0);
   const double crop_left = std::nearbyint((new_w - size) / 2.0);
   const double sy = static_cast<double>(height) / new_h, sx = static_cast<double>(width) / new_w;
-  return {crop_top * sy, crop_left * sx, sy, sx};
+  return {crop_top * sy,
+          crop_left * sx,
+          sy,
+          sx,
+          new_h,
+          new_w,
+          static_cast<int64_t>(crop_top),
+          static_cast<int64_t>(crop_left)};
 }
 
 namespace {
@@ -191,12 +199,32 @@ torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::T
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
   Geometry g;
+  std::vector<std::pair<int64_t, CenterCropBox>> shrunk;
   for (int64_t b = 0; b < sizes.size(0); ++b) {
     const int64_t h = hw[2 * b], w = hw[2 * b + 1];
     const CenterCropBox box = resize_center_crop_box(h, w, test_resize_size(size), size);
     g.add(box.top, box.scale_y, 0, h - 1, box.left, box.scale_x, 0, w - 1, false);
+    if (box.resized_height < h || box.resized_width < w) shrunk.emplace_back(b, box);
   }
-  return resample(batch, g, size, into);
+  torch::Tensor images = resample(batch, g, size, into);
+  // Shrinking: torchvision's Resize (PIL's bilinear) widens its filter by the factor, as ATen's
+  // antialiased bilinear does; such images are redone one at a time (in float, as resample).
+  namespace F = torch::nn::functional;
+  for (const auto& [b, box] : shrunk) {
+    const auto image = batch.images[b].narrow(1, 0, hw[2 * b]).narrow(2, 0, hw[2 * b + 1]).unsqueeze(0);
+    const auto resized = F::interpolate(image.to(torch::kFloat), F::InterpolateFuncOptions()
+                                                                     .size(std::vector<int64_t>{box.resized_height,
+                                                                                                box.resized_width})
+                                                                     .mode(torch::kBilinear)
+                                                                     .align_corners(false)
+                                                                     .antialias(true));
+    const auto crop = resized[0].narrow(1, box.crop_top, size).narrow(2, box.crop_left, size);
+    const auto opts = crop.options();
+    const auto mean = torch::tensor({kImageNetMean[0], kImageNetMean[1], kImageNetMean[2]}, opts).view({3, 1, 1});
+    const auto std = torch::tensor({kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]}, opts).view({3, 1, 1});
+    images[b].copy_((crop / 255.0 - mean) / std);
+  }
+  return images;
 }
 
 }  // namespace resnet

@@ -10,8 +10,9 @@
 // per image and a single grid_sample (bilinear, half-pixel centres) read every output pixel
 // from the uint8 batch, with coordinates clamped to the crop (train: torchvision crops, then
 // resizes) or to the image (test: it resizes, then crops). Upsampling, as for CIFAR-10's 32-pixel
-// images, matches torchvision's bilinear resize; shrinking is plain bilinear without
-// antialiasing (torchvision antialiases), a known difference for large images.
+// images, matches torchvision's bilinear resize. Where the test transform shrinks an image
+// (ImageNet's), that image is resized on its own with ATen's antialiased bilinear filter (PIL's,
+// which the sample's Resize uses) and then cropped; the train crop's shrinking is not antialiased.
 #pragma once
 
 #include <torch/types.h>
@@ -52,9 +53,11 @@ struct RandomErasingOptions {
 CropBox random_erasing_box(int64_t height, int64_t width, std::mt19937_64& rng, const RandomErasingOptions& options);
 
 // Resize(resize_to) of the shorter side then CenterCrop(size), expressed as a box in the
-// source image; `scale` is source pixels per output pixel.
+// source image; `scale` is source pixels per output pixel. Also the resized image's size and
+// where the crop starts in it.
 struct CenterCropBox {
   double top = 0, left = 0, scale_y = 1, scale_x = 1;
+  int64_t resized_height = 0, resized_width = 0, crop_top = 0, crop_left = 0;
 };
 CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resize_to, int64_t size);
 
