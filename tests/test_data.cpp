@@ -452,21 +452,23 @@ TEST(Transforms, TestTransformMatchesTorchvision) {
 }
 
 TEST(Transforms, BatchedEqualsOneImageAtATime) {
-  // Mixed sizes in one padded batch give what each image gives alone.
+  // Mixed sizes in one padded batch give what each image gives alone; the 300x200 one is shrunk
+  // by the test transform (resized alone, antialiased) while the others are sampled together.
   const auto ref = resnet::load_tensor_dict(fixture("transforms.pt"));
   std::vector<torch::Tensor> images;
-  for (int k : {0, 4, 5}) images.push_back(resnet::find_tensor(ref, "image." + std::to_string(k), "t"));
-  auto padded = torch::zeros({3, 3, 40, 50}, torch::kUInt8);
-  auto sizes = torch::empty({3, 2}, torch::kLong);
-  for (int b = 0; b < 3; ++b) {
+  for (int k : {0, 4, 5, 6}) images.push_back(resnet::find_tensor(ref, "image." + std::to_string(k), "t"));
+  const int n = static_cast<int>(images.size());
+  auto padded = torch::zeros({n, 3, 300, 200}, torch::kUInt8);
+  auto sizes = torch::empty({n, 2}, torch::kLong);
+  for (int b = 0; b < n; ++b) {
     padded[b].slice(1, 0, images[b].size(1)).slice(2, 0, images[b].size(2)).copy_(images[b]);
     sizes[b][0] = images[b].size(1);
     sizes[b][1] = images[b].size(2);
   }
-  const auto together = resnet::test_transform({padded, sizes, torch::zeros({3}, torch::kLong)}, 64);
+  const auto together = resnet::test_transform({padded, sizes, torch::zeros({n}, torch::kLong)}, 64);
   std::mt19937_64 rng_a(5), rng_b(5);
-  const auto train_together = resnet::train_transform({padded, sizes, torch::zeros({3}, torch::kLong)}, 48, rng_a);
-  for (int b = 0; b < 3; ++b) {
+  const auto train_together = resnet::train_transform({padded, sizes, torch::zeros({n}, torch::kLong)}, 48, rng_a);
+  for (int b = 0; b < n; ++b) {
     resnet::RawBatch one{images[b].unsqueeze(0), sizes[b].view({1, 2}), torch::zeros({1}, torch::kLong)};
     EXPECT_LE((together[b] - resnet::test_transform(one, 64)[0]).abs().max().item<double>(), 1e-4) << b;
     EXPECT_LE((train_together[b] - resnet::train_transform(one, 48, rng_b)[0]).abs().max().item<double>(), 1e-4) << b;

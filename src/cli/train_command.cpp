@@ -160,9 +160,6 @@ void add_train_command(CLI::App& app) {
                   "after normalisation (e.g. 0.25; 0: off)")
       ->capture_default_str();
   cmd->add_flag("--no-decay-bn-bias", o->no_decay_bn_bias, "no weight decay for batch norms and biases");
-  cmd->add_flag("--zero-init-residual", o->zero_init_residual,
-                "start the last batch norm of each residual block at zero weight, so that every block begins as its "
-                "shortcut (torchvision's zero_init_residual)");
   cmd->add_option("--weight-decay,--weight_decay,--wd", o->weight_decay, "SGD weight decay")->capture_default_str();
   add_image_size_option(*cmd, o->image_size);
   cmd->add_option("--seed", o->seed, "seed for weights, shuffling and augmentation")->capture_default_str();
@@ -191,6 +188,11 @@ void add_train_command(CLI::App& app) {
                   "from the weights when --model is not given)");
   cmd->add_flag("--freeze-backbone,--freeze_backbone", o->freeze_backbone, "train the classifier alone (with --weights)")
       ->needs("--weights");
+  // a fresh model's initialisation: --weights' batch norms would replace its zeros
+  cmd->add_flag("--zero-init-residual", o->zero_init_residual,
+                "start the last batch norm of each residual block at zero weight, so that every block begins as its "
+                "shortcut (torchvision's zero_init_residual; not with --weights)")
+      ->excludes("--weights");
   add_trace_option(*cmd, *trace);
   auto dist = std::make_shared<DistFlags>();
   add_dist_options(*cmd, *dist);

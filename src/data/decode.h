@@ -2,7 +2,8 @@
 //
 // The format is told by the file's first bytes, not its name, so a text file called x.jpg gets
 // "not a JPEG or PNG image". Grey and palette images become RGB by repeating or looking up the
-// values; CMYK and YCCK JPEGs as PIL converts them (Adobe's inverted CMYK, then its cmyk2rgb); an alpha channel is dropped (as PIL's convert('RGB'), which torchvision's ImageFolder
+// values; CMYK and YCCK JPEGs as PIL converts them (Adobe's inverted CMYK, then its cmyk2rgb);
+// an alpha channel is dropped (as PIL's convert('RGB'), which torchvision's ImageFolder
 // uses). A truncated JPEG is an error (libjpeg would otherwise fill the rest with grey). Every
 // error is an InputError that names the file.
 #pragma once

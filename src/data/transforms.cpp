@@ -33,23 +33,29 @@ torch::Tensor axis_grid(const torch::Tensor& out, const torch::Tensor& origin, c
   return (2.0 * src + 1.0) / static_cast<double>(extent) - 1.0;
 }
 
-torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size, const torch::Tensor& into) {
-  const auto device = batch.images.device();
-  const int64_t n = batch.images.size(0);
+// The pixels (float, 0-255) [B, 3, size, size] that g's grids read from `images`, bilinear.
+torch::Tensor sample(const torch::Tensor& images, const Geometry& g, int64_t size) {
+  const auto device = images.device();
+  const int64_t n = images.size(0);
   const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(device);
   const auto out = torch::arange(size, opts).unsqueeze(0);  // [1, size]
   const auto flip = torch::tensor(std::vector<int64_t>(g.flip.begin(), g.flip.end()), torch::kLong)
                         .to(torch::kBool).unsqueeze(1).to(device, /*non_blocking=*/true);
   const auto out_x = torch::where(flip, (size - 1) - out, out);
   const auto gy = axis_grid(out, column(g.y0, device), column(g.ystep, device), column(g.ylo, device),
-                            column(g.yhi, device), batch.images.size(2));
+                            column(g.yhi, device), images.size(2));
   const auto gx = axis_grid(out_x, column(g.x0, device), column(g.xstep, device), column(g.xlo, device),
-                            column(g.xhi, device), batch.images.size(3));
+                            column(g.xhi, device), images.size(3));
   const auto grid = torch::stack({gx.unsqueeze(1).expand({n, size, size}), gy.unsqueeze(2).expand({n, size, size})}, 3);
   namespace F = torch::nn::functional;
-  auto result = F::grid_sample(batch.images.to(torch::kFloat), grid,
-                               F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kBorder).align_corners(false));
-  // (x / 255 - mean) / std as one multiply-add per element.
+  return F::grid_sample(images.to(torch::kFloat), grid,
+                        F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kBorder).align_corners(false));
+}
+
+// (x / 255 - mean) / std of the pixels, as one multiply-add per element.
+torch::Tensor normalise(const torch::Tensor& result, const torch::Tensor& into) {
+  const auto device = result.device();
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat);
   const auto scale = torch::tensor({1.0 / (255.0 * kImageNetStd[0]), 1.0 / (255.0 * kImageNetStd[1]),
                                     1.0 / (255.0 * kImageNetStd[2])}, opts.device(torch::kCPU)).view({1, 3, 1, 1});
   const auto shift = torch::tensor({kImageNetMean[0] / kImageNetStd[0], kImageNetMean[1] / kImageNetStd[1],
@@ -60,6 +66,10 @@ torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size, c
                     into.scalar_type() == torch::kFloat;
   auto normalised = fits ? into : torch::empty_like(result);
   return torch::addcmul_out(normalised, shift.neg().to(device, true), result, scale.to(device, true));
+}
+
+torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size, const torch::Tensor& into) {
+  return normalise(sample(batch.images, g, size), into);
 }
 
 }  // namespace
@@ -198,17 +208,28 @@ torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::ve
 torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
-  Geometry g;
+  const int64_t n = sizes.size(0);
+  Geometry g;  // of the images the resize does not shrink (all of CIFAR-10's)
+  std::vector<int64_t> sampled;
   std::vector<std::pair<int64_t, CenterCropBox>> shrunk;
-  for (int64_t b = 0; b < sizes.size(0); ++b) {
+  for (int64_t b = 0; b < n; ++b) {
     const int64_t h = hw[2 * b], w = hw[2 * b + 1];
     const CenterCropBox box = resize_center_crop_box(h, w, test_resize_size(size), size);
+    if (box.resized_height < h || box.resized_width < w) {
+      shrunk.emplace_back(b, box);
+      continue;
+    }
     g.add(box.top, box.scale_y, 0, h - 1, box.left, box.scale_x, 0, w - 1, false);
-    if (box.resized_height < h || box.resized_width < w) shrunk.emplace_back(b, box);
+    sampled.push_back(b);
   }
-  torch::Tensor images = resample(batch, g, size, into);
+  if (shrunk.empty()) return resample(batch, g, size, into);
   // Shrinking: torchvision's Resize (PIL's bilinear) widens its filter by the factor, as ATen's
-  // antialiased bilinear does; such images are redone one at a time (in float, as resample).
+  // antialiased bilinear does; such images are resized one at a time, the rest sampled together.
+  auto pixels = torch::empty({n, 3, size, size}, torch::TensorOptions().dtype(torch::kFloat).device(batch.images.device()));
+  if (!sampled.empty()) {
+    const auto index = torch::tensor(sampled, torch::kLong).to(batch.images.device());
+    pixels.index_copy_(0, index, sample(batch.images.index_select(0, index), g, size));
+  }
   namespace F = torch::nn::functional;
   for (const auto& [b, box] : shrunk) {
     const auto image = batch.images[b].narrow(1, 0, hw[2 * b]).narrow(2, 0, hw[2 * b + 1]).unsqueeze(0);
@@ -218,13 +239,9 @@ torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::T
                                                                      .mode(torch::kBilinear)
                                                                      .align_corners(false)
                                                                      .antialias(true));
-    const auto crop = resized[0].narrow(1, box.crop_top, size).narrow(2, box.crop_left, size);
-    const auto opts = crop.options();
-    const auto mean = torch::tensor({kImageNetMean[0], kImageNetMean[1], kImageNetMean[2]}, opts).view({3, 1, 1});
-    const auto std = torch::tensor({kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]}, opts).view({3, 1, 1});
-    images[b].copy_((crop / 255.0 - mean) / std);
+    pixels[b].copy_(resized[0].narrow(1, box.crop_top, size).narrow(2, box.crop_left, size));
   }
-  return images;
+  return normalise(pixels, into);
 }
 
 }  // namespace resnet

@@ -309,7 +309,7 @@ void Run::build_model() {
   torch::manual_seed(o.seed);
   enable_cudnn_autotuning();
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
-  // A resumed run's weights replace these; --weights' are checked against it in load_initial_weights.
+  // A resumed run's weights replace these (the command line refuses it beside --weights).
   if (o.zero_init_residual && !model->zero_init_residual())
     throw UsageError("--zero-init-residual: " + o.model + " has no residual blocks");
   model->to(device);
@@ -408,8 +408,6 @@ void Run::resume_or_restart(const ResumeFile* resume) {
 
 void Run::load_initial_weights() {
   if (o.weights.empty()) return;
-  if (o.zero_init_residual)  // the file's batch norms would replace the zeros: say so rather than ignore it
-    throw UsageError("--zero-init-residual starts a model from scratch; it does not go with --weights");
   NamedTensors tensors = read_weights(o.weights);
   const NamedTensors own = state_dict(*model);
   std::string replaced;
