@@ -494,6 +494,75 @@ TEST(Transforms, TrainCropEqualsCropThenResize) {
   EXPECT_LE((fast - simple).abs().max().item<double>(), 1e-4);
 }
 
+TEST(Transforms, PadCropEqualsEdgePadThenCropThenResize) {
+  // --crop-pad: the fast path against torchvision's steps done one by one on a non-square image:
+  // pad every side with the edge pixels, crop the image's own size at the drawn offset, resize,
+  // flip, normalise.
+  namespace F = torch::nn::functional;
+  const int64_t h = 32, w = 24, pad = 4, size = 40;
+  const auto image = torch::randint(0, 256, {1, 3, h, w}, torch::kUInt8);
+  resnet::RawBatch batch{image, torch::tensor({h, w}).view({1, 2}), torch::zeros({1}, torch::kLong)};
+  resnet::TrainCropOptions crop;
+  crop.pad = pad;
+  const auto mean = torch::tensor({0.485, 0.456, 0.406}, torch::kFloat).view({3, 1, 1});
+  const auto std = torch::tensor({0.229, 0.224, 0.225}, torch::kFloat).view({3, 1, 1});
+  const auto padded = F::pad(image.to(torch::kFloat), F::PadFuncOptions({pad, pad, pad, pad}).mode(torch::kReplicate));
+  int shifted_out = 0;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    const auto fast = resnet::train_transform(batch, size, std::vector<uint64_t>{seed}, {}, crop)[0];
+    std::mt19937_64 replay(seed);
+    const auto box = resnet::random_crop_box(h, w, pad, replay);
+    ASSERT_EQ(box.height, h);
+    ASSERT_EQ(box.width, w);
+    shifted_out += box.top != 0 || box.left != 0;
+    const bool flip = std::bernoulli_distribution(0.5)(replay);
+    const auto cut = padded.slice(2, box.top + pad, box.top + pad + h).slice(3, box.left + pad, box.left + pad + w);
+    auto simple = F::interpolate(cut, F::InterpolateFuncOptions()
+                                          .size(std::vector<int64_t>{size, size})
+                                          .mode(torch::kBilinear)
+                                          .align_corners(false))[0];
+    if (flip) simple = simple.flip({2});
+    simple = (simple / 255.0 - mean) / std;
+    EXPECT_LE((fast - simple).abs().max().item<double>(), 1e-4) << "seed " << seed << " box " << box.top << ","
+                                                                 << box.left;
+  }
+  EXPECT_GT(shifted_out, 30);  // 80 of 81 offsets shift the image
+}
+
+TEST(Transforms, PadCropOffsetsAreUniformOverThePadding) {
+  // RandomCrop.get_params on the padded image: each of the 2 * pad + 1 offsets per axis alike.
+  std::mt19937_64 rng(9);
+  const int64_t pad = 4, draws = 18000;
+  std::vector<int> tops(2 * pad + 1), lefts(2 * pad + 1);
+  for (int64_t i = 0; i < draws; ++i) {
+    const auto box = resnet::random_crop_box(32, 32, pad, rng);
+    ASSERT_GE(box.top, -pad);
+    ASSERT_LE(box.top, pad);
+    ASSERT_GE(box.left, -pad);
+    ASSERT_LE(box.left, pad);
+    ++tops[static_cast<size_t>(box.top + pad)];
+    ++lefts[static_cast<size_t>(box.left + pad)];
+  }
+  for (size_t k = 0; k < tops.size(); ++k) {  // 2,000 expected each; 5 standard deviations is 212
+    EXPECT_NEAR(tops[k], 2000, 212) << "top offset " << int64_t(k) - pad;
+    EXPECT_NEAR(lefts[k], 2000, 212) << "left offset " << int64_t(k) - pad;
+  }
+}
+
+TEST(Transforms, TestCropPctSetsTheResize) {
+  // timm's floor(size / crop_pct); 1 keeps the whole of a square image (a 32-pixel image at 32 is itself).
+  EXPECT_EQ(resnet::test_resize_size(224), 256);
+  EXPECT_EQ(resnet::test_resize_size(224, 1.0), 224);
+  EXPECT_EQ(resnet::test_resize_size(224, 0.9), 248);
+  const auto image = torch::randint(0, 256, {2, 3, 32, 32}, torch::kUInt8);
+  const resnet::RawBatch batch{image, torch::tensor({32, 32}).repeat({2, 1}), torch::zeros({2}, torch::kLong)};
+  const auto mean = torch::tensor({0.485, 0.456, 0.406}, torch::kFloat).view({1, 3, 1, 1});
+  const auto std = torch::tensor({0.229, 0.224, 0.225}, torch::kFloat).view({1, 3, 1, 1});
+  const auto whole = (image.to(torch::kFloat) / 255.0 - mean) / std;
+  EXPECT_LE((resnet::test_transform(batch, 32, {}, 1.0) - whole).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((resnet::test_transform(batch, 32) - whole).abs().max().item<double>(), 0.1);  // 0.875 zooms in
+}
+
 TEST(Transforms, CropBoxesFollowTorchvisionsDistribution) {
   // Two-sample KS between 10,000 of our draws and 20,000 of torchvision's, for the crop's area
   // fraction, log aspect ratio and offsets. 0.03 is above the 0.1% critical value (~0.024).
@@ -622,7 +691,7 @@ TEST(Transforms, CropScaleBoundsTheCropsArea) {
   // --crop-scale 0.5,0.9 on a 32x32 image: every crop sampled in range covers 0.5-0.9 of the
   // area (up to rounding its sides to whole pixels); the default's range reaches far below 0.5.
   std::mt19937_64 rng(5);
-  resnet::RandomResizedCropOptions crop;
+  resnet::TrainCropOptions crop;
   crop.scale_min = 0.5;
   crop.scale_max = 0.9;
   double smallest = 1, largest = 0, smallest_default = 1;
@@ -649,6 +718,15 @@ TEST(Transforms, CudaGivesWhatTheCpuGives) {
   resnet::RawBatch gpu{images.cuda(), sizes, torch::zeros({16}, torch::kLong).cuda()};
   std::mt19937_64 a(3), b(3);
   EXPECT_LE((resnet::train_transform(cpu, 224, a) - resnet::train_transform(gpu, 224, b).cpu()).abs().max().item<double>(), 1e-4);
+  resnet::TrainCropOptions pad;
+  pad.pad = 4;
+  EXPECT_LE((resnet::train_transform(cpu, 224, a, {}, pad) - resnet::train_transform(gpu, 224, b, {}, pad).cpu())
+                .abs().max().item<double>(), 1e-4);
+  const std::vector<uint64_t> seeds{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  const resnet::RandomErasingOptions erase{1.0};  // the erasing mask is built on the batch's device
+  EXPECT_LE((resnet::train_transform(cpu, 224, seeds, {}, {}, erase) -
+             resnet::train_transform(gpu, 224, seeds, {}, {}, erase).cpu())
+                .abs().max().item<double>(), 1e-4);
   EXPECT_LE((resnet::test_transform(cpu, 224) - resnet::test_transform(gpu, 224).cpu()).abs().max().item<double>(), 1e-4);
 }
 

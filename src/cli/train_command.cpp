@@ -155,6 +155,15 @@ void add_train_command(CLI::App& app) {
                   "MIN,MAX: the share of an image's area a training crop covers (RandomResizedCrop's scale)")
       ->delimiter(',')
       ->capture_default_str();
+  cmd->add_option("--crop-pad", o->crop_pad,
+                  "train on the whole image shifted by up to P source pixels each way, edges repeated "
+                  "(CIFAR's pad-and-crop: torchvision's RandomCrop(padding=P, padding_mode=\"edge\")) instead of "
+                  "RandomResizedCrop; --crop-scale is then unused (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--test-crop-pct", o->test_crop_pct,
+                  "the per-epoch test resizes to image size / this and keeps the centre (0.875: the sample's 256 "
+                  "then 224; 1: the whole image)")
+      ->capture_default_str();
   cmd->add_option("--random-erase", o->random_erase,
                   "RandomErasing: the share of training images that get a random box (2-33% of the image) set to 0 "
                   "after normalisation (e.g. 0.25; 0: off)")

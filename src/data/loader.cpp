@@ -88,7 +88,7 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
     for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = mix(options_.seed, epoch_, static_cast<uint64_t>(index[i]));
     out.images = train_transform(raw, options_.image_size, seeds, into, options_.crop, options_.erase);
   } else {
-    out.images = test_transform(raw, options_.image_size, into);
+    out.images = test_transform(raw, options_.image_size, into, options_.test_crop_pct);
   }
   return out;
 }

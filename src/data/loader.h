@@ -27,8 +27,9 @@ struct LoaderOptions {
   bool train = true;  // shuffle and the train transform; else in order with the test transform
   uint64_t seed = 0;
   int rank = 0, world_size = 1;  // this process's shard
-  RandomResizedCropOptions crop;  // the train transform's crop (--crop-scale)
-  RandomErasingOptions erase;     // and its random erasing (--random-erase)
+  TrainCropOptions crop;       // the train transform's crop (--crop-scale, --crop-pad)
+  RandomErasingOptions erase;  // and its random erasing (--random-erase)
+  double test_crop_pct = kTestCropPct;  // the test transform's centre crop (--test-crop-pct)
 };
 
 struct Batch {

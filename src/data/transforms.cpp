@@ -3,6 +3,7 @@
 #include <torch/nn/functional/upsampling.h>
 #include <torch/nn/functional/vision.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace resnet {
@@ -75,7 +76,7 @@ torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size, c
 }  // namespace
 
 CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& rng,
-                                const RandomResizedCropOptions& o) {
+                                const TrainCropOptions& o) {
   const double area = static_cast<double>(height * width);
   std::uniform_real_distribution<double> scale(o.scale_min, o.scale_max);
   std::uniform_real_distribution<double> log_ratio(std::log(o.ratio_min), std::log(o.ratio_max));
@@ -102,6 +103,13 @@ CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& 
   return {(height - h) / 2, (width - w) / 2, h, w};
 }
 
+CropBox random_crop_box(int64_t height, int64_t width, int64_t pad, std::mt19937_64& rng) {
+  std::uniform_int_distribution<int64_t> offset(0, 2 * pad);
+  const int64_t top = offset(rng) - pad;  // torchvision draws the row first
+  const int64_t left = offset(rng) - pad;
+  return {top, left, height, width};
+}
+
 CropBox random_erasing_box(int64_t height, int64_t width, std::mt19937_64& rng, const RandomErasingOptions& o) {
   if (!(std::uniform_real_distribution<double>(0, 1)(rng) < o.p)) return {};
   const double area = static_cast<double>(height * width);
@@ -122,7 +130,9 @@ CropBox random_erasing_box(int64_t height, int64_t width, std::mt19937_64& rng, 
   return {};
 }
 
-int64_t test_resize_size(int64_t size) { return size * 256 / 224; }
+int64_t test_resize_size(int64_t size, double crop_pct) {
+  return static_cast<int64_t>(std::floor(static_cast<double>(size) / crop_pct));
+}
 
 CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resize_to, int64_t size) {
   // torchvision's Resize(int): the shorter side becomes resize_to, the longer int(resize_to * long / short).
@@ -166,7 +176,7 @@ void erase_boxes(torch::Tensor& images, const std::vector<CropBox>& boxes) {
 // The train transform's geometry, image b's random numbers from `rng_of(b)`.
 template <typename RngOf>
 torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& rng_of, const torch::Tensor& into,
-                                   const RandomResizedCropOptions& crop, const RandomErasingOptions& erase) {
+                                   const TrainCropOptions& crop, const RandomErasingOptions& erase) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
   std::bernoulli_distribution flip(0.5);
@@ -174,10 +184,13 @@ torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& 
   std::vector<CropBox> erased;
   for (int64_t b = 0; b < sizes.size(0); ++b) {
     std::mt19937_64& rng = rng_of(b);
-    const CropBox box = random_resized_crop_box(hw[2 * b], hw[2 * b + 1], rng, crop);
+    const int64_t h = hw[2 * b], w = hw[2 * b + 1];
+    const CropBox box = crop.pad > 0 ? random_crop_box(h, w, crop.pad, rng) : random_resized_crop_box(h, w, rng, crop);
     const double sy = static_cast<double>(box.height) / size, sx = static_cast<double>(box.width) / size;
-    g.add(box.top, sy, box.top, box.top + box.height - 1, box.left, sx, box.left, box.left + box.width - 1,
-          flip(rng));
+    // Reads clamp to the crop (the resize's edges) and to the image (a shifted crop's padding
+    // repeats the edge pixels, as bilinear reads of edge padding do).
+    g.add(box.top, sy, std::max<int64_t>(box.top, 0), std::min(box.top + box.height, h) - 1, box.left, sx,
+          std::max<int64_t>(box.left, 0), std::min(box.left + box.width, w) - 1, flip(rng));
     if (erase.p > 0) erased.push_back(random_erasing_box(size, size, rng, erase));
   }
   torch::Tensor images = resample(batch, g, size, into);
@@ -188,12 +201,12 @@ torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& 
 }  // namespace
 
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng, const torch::Tensor& into,
-                              const RandomResizedCropOptions& crop) {
+                              const TrainCropOptions& crop) {
   return train_transform_with(batch, size, [&](int64_t) -> std::mt19937_64& { return rng; }, into, crop, {});
 }
 
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
-                              const torch::Tensor& into, const RandomResizedCropOptions& crop,
+                              const torch::Tensor& into, const TrainCropOptions& crop,
                               const RandomErasingOptions& erase) {
   std::mt19937_64 rng;
   return train_transform_with(
@@ -205,7 +218,7 @@ torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::ve
       into, crop, erase);
 }
 
-torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into) {
+torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into, double crop_pct) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
   const int64_t n = sizes.size(0);
@@ -214,7 +227,7 @@ torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::T
   std::vector<std::pair<int64_t, CenterCropBox>> shrunk;
   for (int64_t b = 0; b < n; ++b) {
     const int64_t h = hw[2 * b], w = hw[2 * b + 1];
-    const CenterCropBox box = resize_center_crop_box(h, w, test_resize_size(size), size);
+    const CenterCropBox box = resize_center_crop_box(h, w, test_resize_size(size, crop_pct), size);
     if (box.resized_height < h || box.resized_width < w) {
       shrunk.emplace_back(b, box);
       continue;

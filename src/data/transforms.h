@@ -1,10 +1,13 @@
 // The sample's image transforms, done for a whole batch at once on the batch's device.
 //
 // Train: RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3)) with torchvision's sampling
-// (ten tries, then its centre-crop fallback), RandomHorizontalFlip(p=0.5), ImageNet mean/std, and
+// (ten tries, then its centre-crop fallback) or, where asked (--crop-pad P), CIFAR's translation:
+// RandomCrop(the image's own size, padding=P, padding_mode="edge") then Resize(size);
+// RandomHorizontalFlip(p=0.5), ImageNet mean/std, and
 // where asked (--random-erase) RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0)
 // after the normalisation, as torchvision's transform placed last.
-// Test: Resize(256 * size / 224) of the shorter side, CenterCrop(size), the same normalisation.
+// Test: Resize(floor(size / crop_pct)) of the shorter side, CenterCrop(size), the same normalisation
+// (crop_pct 0.875: the sample's Resize(256) and CenterCrop(224); 1: the whole of a square image).
 //
 // How: crop boxes and flips are drawn per image on the CPU (cheap), then one affine sampling grid
 // per image and a single grid_sample (bilinear, half-pixel centres) read every output pixel
@@ -33,14 +36,22 @@ struct CropBox {
   int64_t top = 0, left = 0, height = 0, width = 0;
 };
 
-struct RandomResizedCropOptions {
+struct TrainCropOptions {
+  // RandomResizedCrop's
   double scale_min = 0.08, scale_max = 1.0;
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
+  // > 0: instead, the whole image shifted by up to `pad` source pixels each way, its edge pixels
+  // repeated into the gap (torchvision's RandomCrop(image size, padding=pad, padding_mode="edge")).
+  int64_t pad = 0;
 };
 
 // torchvision's RandomResizedCrop.get_params for an image of height x width.
 CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& rng,
-                                const RandomResizedCropOptions& options = {});
+                                const TrainCropOptions& options = {});
+
+// torchvision's RandomCrop.get_params for a crop of the image's own size from the image padded by
+// `pad` on every side, as a box in the unpadded image (top and left in [-pad, pad]).
+CropBox random_crop_box(int64_t height, int64_t width, int64_t pad, std::mt19937_64& rng);
 
 struct RandomErasingOptions {
   double p = 0;  // share of images that get a box erased (0: off)
@@ -65,19 +76,24 @@ CenterCropBox resize_center_crop_box(int64_t height, int64_t width, int64_t resi
 // The crops and flips come from `rng`. Written into `into` (and `into` returned) where it is a
 // float tensor of that shape on that device, in any memory format; else into a new tensor.
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng,
-                              const torch::Tensor& into = {}, const RandomResizedCropOptions& crop = {});
+                              const torch::Tensor& into = {}, const TrainCropOptions& crop = {});
 
 // The same with image b's crop and flip drawn from its own generator, seeded with seeds[b]: an
 // image's augmentation then depends on its seed alone, not on the batch it comes in.
 // Random erasing, where erase.p > 0, draws from the same generator after the crop and the flip.
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
-                              const torch::Tensor& into = {}, const RandomResizedCropOptions& crop = {},
+                              const torch::Tensor& into = {}, const TrainCropOptions& crop = {},
                               const RandomErasingOptions& erase = {});
 
-// Test transform: Resize(256 * size / 224) + CenterCrop(size) + normalisation; `into` as above.
-torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into = {});
+// The sample's share of the resized image the test transform keeps (224 of 256).
+constexpr double kTestCropPct = 0.875;
 
-// The shorter side the test transform resizes to: 256 for 224, as the sample.
-int64_t test_resize_size(int64_t size);
+// Test transform: Resize(floor(size / crop_pct)) + CenterCrop(size) + normalisation; `into` as above.
+torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into = {},
+                             double crop_pct = kTestCropPct);
+
+// The shorter side the test transform resizes to, as timm's floor(size / crop_pct): 256 for 224 at
+// the sample's 0.875.
+int64_t test_resize_size(int64_t size, double crop_pct = kTestCropPct);
 
 }  // namespace resnet

@@ -50,7 +50,7 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 // Settings that must match for a resumed run to continue the same computation.
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
                              "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
-                             "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "random_erase", "ema_decay",
+                             "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "crop_pad", "random_erase", "ema_decay",
                              "mixup", "cutmix", "clip_grad_norm", "holdout"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
@@ -297,12 +297,13 @@ void Run::open_data() {
   if (train_source->classes() != test_source->classes())
     throw InputError(path + ": the train and test splits have different classes");
   const int rank = group ? group->rank() : 0;
-  const RandomResizedCropOptions crop{o.crop_scale[0], o.crop_scale[1]};
+  TrainCropOptions crop{o.crop_scale[0], o.crop_scale[1]};
+  crop.pad = o.crop_pad;
   const RandomErasingOptions erase{o.random_erase};
   train_loader = std::make_unique<Loader>(
-      train_source, LoaderOptions{o.batch_size, o.image_size, true, o.seed, rank, world(), crop, erase}, device);
+      train_source, LoaderOptions{o.batch_size, o.image_size, true, o.seed, rank, world(), crop, erase, o.test_crop_pct}, device);
   test_loader = std::make_unique<Loader>(
-      test_source, LoaderOptions{o.batch_size, o.image_size, false, o.seed, rank, world(), {}, {}}, device);
+      test_source, LoaderOptions{o.batch_size, o.image_size, false, o.seed, rank, world(), {}, {}, o.test_crop_pct}, device);
 }
 
 void Run::build_model() {
@@ -382,7 +383,8 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   if (!saved.settings.contains("crop_scale")) saved.settings["crop_scale"] = {0.08, 1.0};
   for (const char* key : {"ema_decay", "mixup", "cutmix", "clip_grad_norm", "random_erase"})
     if (!saved.settings.contains(key)) saved.settings[key] = 0.0;
-  if (!saved.settings.contains("holdout")) saved.settings["holdout"] = 0;
+  for (const char* key : {"holdout", "crop_pad"})
+    if (!saved.settings.contains(key)) saved.settings[key] = 0;
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -703,6 +705,10 @@ void validate(const TrainOptions& o) {
   check_ema_decay(o.ema_decay);
   if (o.crop_scale.size() != 2 || !(o.crop_scale[0] > 0 && o.crop_scale[0] <= o.crop_scale[1] && o.crop_scale[1] <= 1))
     throw UsageError("--crop-scale must be MIN,MAX with 0 < MIN <= MAX <= 1 (got " + text(o.crop_scale) + ")");
+  require_at_least(o.crop_pad, 0, "--crop-pad");
+  if (!(o.test_crop_pct > 0 && o.test_crop_pct <= 1))
+    throw UsageError("--test-crop-pct must be the share of the resized image kept, above 0 and at most 1 (got " +
+                     text({o.test_crop_pct}) + ")");
   if (!(o.random_erase >= 0 && o.random_erase <= 1))
     throw UsageError("--random-erase must be a probability between 0 and 1 (got " + text({o.random_erase}) + ")");
   check_schedule(o.schedule);
@@ -735,6 +741,8 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"no_decay_bn_bias", o.no_decay_bn_bias},
           {"zero_init_residual", o.zero_init_residual},
           {"crop_scale", o.crop_scale},
+          {"crop_pad", o.crop_pad},
+          {"test_crop_pct", o.test_crop_pct},
           {"random_erase", o.random_erase},
           {"ema_decay", o.ema_decay},
           {"mixup", o.mix.mixup_alpha},

@@ -50,6 +50,11 @@ struct TrainOptions {
   bool zero_init_residual = false;
   // RandomResizedCrop's scale range (share of the image's area a training crop covers)
   std::vector<double> crop_scale{0.08, 1.0};
+  // > 0: the training crop is instead the whole image shifted by up to this many source pixels
+  // (data/transforms.h: CIFAR's pad-and-crop); crop_scale is then unused
+  int64_t crop_pad = 0;
+  // The test transform's centre crop: the share of the resized image kept (0.875: the sample's 224 of 256)
+  double test_crop_pct = 0.875;
   // RandomErasing's probability after the normalisation (torchvision's scale and ratio; 0: off)
   double random_erase = 0;
   // A moving average of the weights, updated every step with this decay (0: none); the per-epoch
