@@ -313,7 +313,10 @@ TEST(CheckpointInfo, ParsesWhatTrainWritesAndRefusesTheRestByName) {
   EXPECT_EQ(info.classes, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(info.image_size, 32);
   EXPECT_EQ(info.epoch, 3);
+  EXPECT_EQ(info.test_crop_pct, 0.875);  // absent: the sample's
   EXPECT_EQ(resnet::parse_best_model_info(R"({"arch": "resnet50", "classes": ["x"]})", "ck.json").image_size, 224);
+  EXPECT_EQ(resnet::parse_best_model_info(R"({"arch": "r", "classes": ["x"], "test_crop_pct": 1})", "ck.json").test_crop_pct,
+            1.0);
   // Each refused with the file's name and what was wrong (a size of 0, a negative epoch and a
   // size of 1e30, converted to an integer out of range, were taken before).
   const std::pair<const char*, const char*> bad[] = {
@@ -323,6 +326,8 @@ TEST(CheckpointInfo, ParsesWhatTrainWritesAndRefusesTheRestByName) {
       {"{\"arch\": \"resnet18\", \"classes\": [\"a\"], \"image_size\": 0}",
        "\"image_size\" must be 1 to 65,536 pixels (found 0)"},
       {"{\"arch\": \"resnet18\", \"classes\": [\"a\"], \"epoch\": -1}", "\"epoch\" must not be negative"},
+      {"{\"arch\": \"r\", \"classes\": [\"a\"], \"test_crop_pct\": 0}", "\"test_crop_pct\" must be above 0 and at most 1 (found 0)"},
+      {"{\"arch\": \"r\", \"classes\": [\"a\"], \"test_crop_pct\": \"1\"}", "type must be number"},
       {"{\"arch\": 5, \"classes\": [\"a\"]}", "type must be string"},
       {"{\"arch\": \"r\", \"classes\": [\"a\"], \"image_size\": 1e30}", "\"image_size\" must be an integer (found 1e+30)"},
       {"{", "parse error"},

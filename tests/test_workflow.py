@@ -187,17 +187,26 @@ try:
     rc_r, out_r = run('train', *common, '--recipe', 'fast', '--amp', 'off', '--epochs', '1', '--max-steps', '2',
                       '--checkpoint-dir', r_dir)
     check(rc_r == 0, 'a --recipe fast run exits 0: ' + out_r[-300:])
-    check('Recipe fast: --amp fp16 --batch-size 256 --epochs 40' in out_r,
+    check('Recipe fast: --amp fp16 --batch-size 256 --epochs 110' in out_r,
           'the recipe is said: ' + next((l for l in out_r.splitlines() if 'Recipe' in l), ''))
     check('Learning rate: cosine from 0.2 to 0, after 2 warm-up epochs from 0.02' in out_r,
           'the recipe\'s schedule is said: ' + next((l for l in out_r.splitlines() if 'Learning rate' in l), ''))
     settings = torch.load(os.path.join(r_dir, 'resnet18', 'resume.pt'))['settings']
     if isinstance(settings, str):
         settings = json.loads(settings)
-    want = {'label_smoothing': 0.1, 'nesterov': True, 'no_decay_bn_bias': True, 'ema_decay': 0.999,
-            'weight_decay': 5e-4, 'crop_scale': [0.25, 1.0], 'amp': 'off', 'epochs': 1}
+    want = {'label_smoothing': 0.1, 'nesterov': True, 'no_decay_bn_bias': True, 'ema_decay': 0.0,
+            'weight_decay': 5e-4, 'crop_pad': 4, 'test_crop_pct': 1.0, 'random_erase': 0.25, 'mixup': 0.2,
+            'zero_init_residual': True, 'tta_flip': True, 'amp': 'off', 'epochs': 1}
     got = {k: settings.get(k) for k in want}
     check(got == want, f'the recipe\'s values, overridden where given, are the run\'s settings: {got}')
+    # A recipe setting that a flag given excludes is left out (--zero-init-residual beside --weights).
+    rc_w, out_w = run('train', *common, '--recipe', 'fast', '--amp', 'off', '--epochs', '1', '--max-steps', '1',
+                      '--weights', os.path.join(d, 'checkpoint.pth'), '--checkpoint-dir', os.path.join(tmp, 'recipe-w'))
+    w_settings = torch.load(os.path.join(tmp, 'recipe-w', 'resnet18', 'resume.pt'))['settings']
+    if isinstance(w_settings, str):
+        w_settings = json.loads(w_settings)
+    check(rc_w == 0 and w_settings.get('zero_init_residual') is False and w_settings.get('mixup') == 0.2,
+          'the recipe beside --weights runs without its --zero-init-residual: ' + out_w[-300:])
     # --holdout: training images held out and tested on instead of the test split.
     h_dir = os.path.join(tmp, 'holdout')
     rc_h, out_h = run('train', *common, '--holdout', '200', '--epochs', '1', '--checkpoint-dir', h_dir)
@@ -208,6 +217,17 @@ try:
     rc_h, out_h = run('train', *common, '--holdout', '1000', '--epochs', '1', '--checkpoint-dir', h_dir, '--restart')
     check(rc_h == 2 and '--holdout must be between 1 and the training images less one (999' in out_h,
           'a --holdout as large as the split is refused: ' + out_h.strip().splitlines()[-1])
+    # --test-crop-pct goes into checkpoint.json; `test` transforms the images as the run tested them.
+    c_dir = os.path.join(tmp, 'crop')
+    rc_c, out_c = run('train', *common, '--epochs', '1', '--test-crop-pct', '1', '--save_model', '--checkpoint-dir', c_dir)
+    c_info = json.load(open(os.path.join(c_dir, 'resnet18', 'checkpoint.json')))
+    rc_t, out_t = run('test', '--model', 'resnet18', '--checkpoint-dir', c_dir, '--data', a.sample, '--device', 'cpu',
+                      '--batch-size', str(BATCH))  # the loss is a mean of the batches' (the sample's)
+    said = re.findall(r'Accuracy: (\d+\.\d)%, Avg loss: (\d\.\d{6})', out_c)
+    tested = re.findall(r'Accuracy: (\d+\.\d)%, Avg loss: (\d\.\d{6})', out_t)
+    check(rc_c == 0 and rc_t == 0 and c_info.get('test_crop_pct') == 1 and said and tested and said[-1] == tested[0],
+          f'checkpoint.json has test_crop_pct 1 and test repeats train\'s figures: {c_info.get("test_crop_pct")} '
+          f'{said[-1:]} {tested[:1]}')
     # Fine-tuning with an average: it starts from the weights read (--weights), not the random ones.
     f_dir = os.path.join(tmp, 'f')
     best = os.path.join(d, 'checkpoint.pth')

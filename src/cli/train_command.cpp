@@ -54,14 +54,21 @@ void apply_resume(const ResumeFlag& flag, TrainOptions& o) {
 }
 
 // --recipe: the recipe's settings for the flags the command line leaves out, parsed as CLI11
-// parses the user's (the user's own value wins).
-void apply_recipe(CLI::App& cmd, const std::string& name) {
+// parses the user's (the user's own value wins, and a setting that a given flag excludes, such
+// as --zero-init-residual beside --weights, is left out). Returns the flags it set.
+std::vector<std::string> apply_recipe(CLI::App& cmd, const std::string& name) {
+  std::vector<std::string> applied;
   for (const RecipeSetting& setting : recipe_settings(name)) {
     CLI::Option* option = cmd.get_option(setting.flag);
     if (option->count() > 0) continue;
+    const auto& excludes = option->get_excludes();
+    if (std::any_of(excludes.begin(), excludes.end(), [](const CLI::Option* other) { return other->count() > 0; }))
+      continue;
     option->add_result(setting.value.empty() ? std::string("true") : setting.value);
     option->run_callback();
+    applied.push_back(setting.flag);
   }
+  return applied;
 }
 
 extern "C" void on_stop_signal(int sig) {
@@ -212,7 +219,7 @@ void add_train_command(CLI::App& app) {
       "write TensorBoard event files here (default: the checkpoint folder, DIR/<model>/; '': none)");
   cmd->callback([cmd, o, trace, resume, dist, logdir, logdir_option] {
     if (logdir_option->count() > 0) o->logdir = *logdir;
-    apply_recipe(*cmd, o->recipe);
+    o->recipe_applied = apply_recipe(*cmd, o->recipe);
     o->dist_timeout_s = dist->timeout_s;
     validate(*o);  // before --resume looks at files: a bad number is the first thing to hear about
     o->dist = join_or_launch(*dist);

@@ -166,6 +166,7 @@ std::function<void()> best_model_writer(const std::string& dir, const Classifier
                             {"num_classes", model.num_classes()},
                             {"classes", info.classes},
                             {"image_size", info.image_size},
+                            {"test_crop_pct", info.test_crop_pct},
                             {"accuracy", info.accuracy},
                             {"epoch", info.epoch}};
   return [pth, file, text = j.dump(1) + "\n"] {

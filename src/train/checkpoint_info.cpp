@@ -36,6 +36,9 @@ BestModelInfo parse_best_model_info(const std::string& text, const std::string& 
     info.image_size = integer("image_size", 224);
     if (info.image_size < 1 || info.image_size > 65536)
       throw bad("\"image_size\" must be 1 to 65,536 pixels (found " + std::to_string(info.image_size) + ")");
+    info.test_crop_pct = j.value("test_crop_pct", info.test_crop_pct);
+    if (!(info.test_crop_pct > 0 && info.test_crop_pct <= 1))
+      throw bad("\"test_crop_pct\" must be above 0 and at most 1 (found " + j["test_crop_pct"].dump() + ")");
     info.accuracy = j.value("accuracy", 0.0);
     info.epoch = integer("epoch", 0);
     if (info.epoch < 0) throw bad("\"epoch\" must not be negative (found " + std::to_string(info.epoch) + ")");

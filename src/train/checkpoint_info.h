@@ -13,6 +13,8 @@ struct BestModelInfo {
   std::string arch;
   std::vector<std::string> classes;
   int64_t image_size = 224;
+  // The test transform's centre crop the model was tested with (data/transforms.h; 0.875: the sample's)
+  double test_crop_pct = 0.875;
   double accuracy = 0;
   int64_t epoch = 0;
 };
@@ -22,7 +24,8 @@ std::string best_model_info_path(const std::string& checkpoint_path);
 
 // The description in `text`, read from `path` (named in errors): InputError unless it is a JSON
 // object with "arch" (a string), "classes" (1 to 100,000 strings) and, where present, "image_size"
-// (an integer from 1 to 65,536), "accuracy" (a number) and "epoch" (an integer, not negative).
+// (an integer from 1 to 65,536), "test_crop_pct" (a number above 0, at most 1), "accuracy" (a
+// number) and "epoch" (an integer, not negative).
 BestModelInfo parse_best_model_info(const std::string& text, const std::string& path);
 
 // Reads checkpoint.json beside `checkpoint_path`; InputError if absent or malformed.

@@ -129,7 +129,7 @@ std::vector<Prediction> predict_files(const TrainedModel& trained, const std::ve
     const auto image = decode_image_file(file);
     RawBatch batch{image.unsqueeze(0).to(device), torch::tensor({image.size(1), image.size(2)}).view({1, 2}),
                    torch::zeros({1}, torch::kLong)};
-    const auto input = test_transform(batch, trained.info.image_size);
+    const auto input = test_transform(batch, trained.info.image_size, {}, trained.info.test_crop_pct);
     const auto probs = torch::softmax(step.logits(input), 1)[0].cpu();
     const auto [values, indices] = probs.topk(k);
     Prediction p;
@@ -152,7 +152,9 @@ TestReport test_model(TrainedModel& trained, const TestSettings& settings, const
   }
   if (source->classes() != trained.info.classes)
     throw InputError(settings.data + ": its classes differ from those the model was trained on");
-  Loader loader(source, {settings.batch_size, trained.info.image_size, /*train=*/false, 0, 0, 1, {}, {}}, device);
+  Loader loader(source,
+                {settings.batch_size, trained.info.image_size, /*train=*/false, 0, 0, 1, {}, {}, trained.info.test_crop_pct},
+                device);
   enable_cudnn_autotuning();
   if (settings.step.channels_last) to_channels_last(*trained.model);
   StepOptions step_options = settings.step;

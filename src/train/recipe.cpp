@@ -14,7 +14,7 @@ const std::map<std::string, std::vector<RecipeSetting>>& recipes() {
       {"fast",
        {{"--amp", "fp16"},
         {"--batch-size", "256"},
-        {"--epochs", "40"},
+        {"--epochs", "110"},
         {"--lr", "0.2"},
         {"--momentum", "0.9"},
         {"--nesterov", ""},
@@ -23,8 +23,12 @@ const std::map<std::string, std::vector<RecipeSetting>>& recipes() {
         {"--lr-schedule", "cosine"},
         {"--warmup-epochs", "2"},
         {"--label-smoothing", "0.1"},
-        {"--crop-scale", "0.25,1"},
-        {"--ema-decay", "0.999"}}},
+        {"--crop-pad", "4"},
+        {"--test-crop-pct", "1"},
+        {"--random-erase", "0.25"},
+        {"--mixup", "0.2"},
+        {"--zero-init-residual", ""},
+        {"--tta-flip", ""}}},
   };
   return table;
 }

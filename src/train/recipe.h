@@ -4,8 +4,9 @@
 //   sample  the PyTorch sample's job: no settings (today's defaults, and the default recipe)
 //   fast    toward 94% test top-1 on CIFAR-10 with ResNet-50 in 15 minutes on one H100/H200
 //           (issue 12): fp16 fused convolutions at batch 256, Nesterov SGD with linear warm-up and
-//           cosine decay, label smoothing, no weight decay on batch norms and biases, a moving
-//           average of the weights. A first choice of values, not yet measured end to end: see
+//           cosine decay, label smoothing, no weight decay on batch norms and biases, CIFAR's
+//           pad-and-crop, random erasing, Mixup, zero-initialised residual branches, tests of
+//           the whole image with its mirror. Values chosen on held-out training images; see
 //           docs/RECIPES.md for what has been run.
 #pragma once
 

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -311,8 +312,12 @@ void Run::build_model() {
   enable_cudnn_autotuning();
   model = create_model(o.model, static_cast<int64_t>(train_source->classes().size()));
   // A resumed run's weights replace these (the command line refuses it beside --weights).
-  if (o.zero_init_residual && !model->zero_init_residual())
-    throw UsageError("--zero-init-residual: " + o.model + " has no residual blocks");
+  if (o.zero_init_residual && !model->zero_init_residual()) {
+    const auto& by_recipe = o.recipe_applied;
+    if (std::find(by_recipe.begin(), by_recipe.end(), "--zero-init-residual") == by_recipe.end())
+      throw UsageError("--zero-init-residual: " + o.model + " has no residual blocks");
+    reporter.message("--recipe " + o.recipe + "'s --zero-init-residual left out: " + o.model + " has no residual blocks");
+  }
   model->to(device);
   step_options = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device, o.batch_size, o.fused);
   step_options.label_smoothing = o.label_smoothing;
@@ -632,7 +637,8 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
       state.best_accuracy = e.test.accuracy;
       if (o.save_model && lead())
         writer.submit(best_model_writer(dir.string(), *model,
-                                        {o.model, train_source->classes(), o.image_size, e.test.accuracy, state.epoch}));
+                                        {o.model, train_source->classes(), o.image_size, o.test_crop_pct, e.test.accuracy,
+                                         state.epoch}));
     }
   }
   e.best_accuracy = state.best_accuracy;

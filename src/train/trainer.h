@@ -44,6 +44,7 @@ struct TrainOptions {
   int64_t skip_nonfinite = 0;
   // The --recipe the settings came from (train/recipe.h; the command line applied it), said at the start.
   std::string recipe = "sample";
+  std::vector<std::string> recipe_applied;  // the flags the recipe set (the command line gave none of them)
   bool nesterov = false;          // Nesterov momentum
   bool no_decay_bn_bias = false;  // no weight decay for batch norms and biases (1-D parameters)
   // Each residual block's last batch norm starts at zero weight (a fresh model only; models/classifier.h).
