@@ -1,6 +1,9 @@
 // Data pipeline throughput, for docs/PERFORMANCE.md:
 //   data_bench decode --folder DIR          decode every image of DIR/train and DIR/test on all cores
 //   data_bench transform --device cuda      train and test transforms, uint8 32x32 -> float 224x224
+//   data_bench loader --folder DIR --device cuda   the training loader alone on DIR's train split:
+//                                           read + decode + crop + flip + normalise + transfer, as
+//                                           `resnet train` gets its batches (issue 15)
 // Prints one JSON line per measurement.
 #include <torch/cuda.h>
 #include <torch/utils.h>
@@ -8,11 +11,15 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <iostream>
 
 #include "core/device.h"
 #include "data/image_folder.h"
+#include "data/loader.h"
+#include "data/open.h"
 #include "data/transforms.h"
 
 namespace {
@@ -61,6 +68,43 @@ void transform(const std::string& device_name, int64_t batch_size, int64_t size,
   }
 }
 
+// Peak resident memory of this process so far, MiB.
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+void loader(const std::string& folder, const std::string& device_name, int64_t batch_size, int64_t size,
+            int64_t batches) {
+  const auto device = resnet::parse_device(device_name);
+  const auto source = resnet::open_split(folder, resnet::Split::kTrain, device);
+  resnet::LoaderOptions options;
+  options.batch_size = batch_size;
+  options.image_size = size;
+  resnet::Loader loader(source, options, device);
+  const int64_t warmup = 3;
+  batches = std::min(batches, loader.batches_per_epoch() - warmup);
+  if (batches < 1) throw std::runtime_error(folder + ": too few training images for a measurement");
+  loader.start_epoch(0);
+  auto finish = [&](const resnet::Batch& b) {  // as the step would: the batch complete on the device
+    if (device.is_cuda()) torch::cuda::synchronize();
+    return b.images.size(0);
+  };
+  for (int64_t i = 0; i < warmup; ++i) finish(*loader.next());
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t images = 0;
+  for (int64_t i = 0; i < batches; ++i) images += finish(*loader.next());
+  const double s = seconds_since(t0);
+  std::cout << nlohmann::json{{"bench", "loader"}, {"source", source->description()},
+                              {"device", resnet::describe_device(device)}, {"batch_size", batch_size},
+                              {"image_size", size}, {"threads", at::get_num_threads()}, {"batches", batches},
+                              {"img_per_s", images / s}, {"ms_per_batch", 1000 * s / batches},
+                              {"peak_rss_mib", peak_rss_mib()}}
+                   .dump()
+            << std::endl;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -75,8 +119,15 @@ int main(int argc, char** argv) {
   tf->add_option("--batch-size", batch_size);
   tf->add_option("--image-size", size);
   tf->add_option("--steps", steps);
+  auto* ld = app.add_subcommand("loader", "the training loader on an image folder's train split");
+  ld->add_option("--folder", folder)->required();
+  ld->add_option("--device", device);
+  ld->add_option("--batch-size", batch_size);
+  ld->add_option("--image-size", size);
+  ld->add_option("--batches", steps, "batches timed (after 3 more)");
   CLI11_PARSE(app, argc, argv);
   if (dec->parsed()) decode(folder);
   if (tf->parsed()) transform(device, batch_size, size, steps);
+  if (ld->parsed()) loader(folder, device, batch_size, size, steps);
   return 0;
 }
