@@ -76,9 +76,11 @@ double peak_rss_mib() {
 }
 
 void loader(const std::string& folder, const std::string& device_name, int64_t batch_size, int64_t size,
-            int64_t batches) {
+            int64_t batches, bool gpu_decode) {
   const auto device = resnet::parse_device(device_name);
-  const auto source = resnet::open_split(folder, resnet::Split::kTrain, device);
+  resnet::DataOptions data;
+  data.gpu_decode = gpu_decode;
+  const auto source = resnet::open_split(folder, resnet::Split::kTrain, device, data);
   resnet::LoaderOptions options;
   options.batch_size = batch_size;
   options.image_size = size;
@@ -93,7 +95,7 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
   };
   for (int64_t i = 0; i < warmup; ++i) finish(*loader.next());
   const auto t0 = std::chrono::steady_clock::now();
-  int64_t images = 0;
+  int64_t images = 0;  // (the source's description says the decoder after its first batch)
   for (int64_t i = 0; i < batches; ++i) images += finish(*loader.next());
   const double s = seconds_since(t0);
   std::cout << nlohmann::json{{"bench", "loader"}, {"source", source->description()},
@@ -125,9 +127,11 @@ int main(int argc, char** argv) {
   ld->add_option("--batch-size", batch_size);
   ld->add_option("--image-size", size);
   ld->add_option("--batches", steps, "batches timed (after 3 more)");
+  bool gpu_decode = false;
+  ld->add_flag("--gpu-decode", gpu_decode, "JPEGs decoded with nvJPEG");
   CLI11_PARSE(app, argc, argv);
   if (dec->parsed()) decode(folder);
   if (tf->parsed()) transform(device, batch_size, size, steps);
-  if (ld->parsed()) loader(folder, device, batch_size, size, steps);
+  if (ld->parsed()) loader(folder, device, batch_size, size, steps, gpu_decode);
   return 0;
 }

@@ -20,7 +20,9 @@ if ls .whl/*.whl > /dev/null 2>&1; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/gpu.txt"
 torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release \
+nvjpeg=()  # nvJPEG from the carried wheel (bench/fetch_device_wheels.sh)
+[ -f /tmp/site/nvidia/cu13/include/nvjpeg.h ] && nvjpeg=(-DNVJPEG_ROOT=/tmp/site/nvidia/cu13)
+cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release "${nvjpeg[@]}" \
   -DCMAKE_PREFIX_PATH="$PWD/.deps/usr;$torch_prefix" > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 grep -A6 'resnet.cpp configuration' "$out/configure.log"
 targets=(); for t in ${TARGETS:-}; do targets+=(--target "$t"); done

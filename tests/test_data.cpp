@@ -13,6 +13,7 @@
 #include "data/archive.h"
 #include "data/cifar10.h"
 #include "data/decode.h"
+#include "data/gpu_jpeg.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/md5.h"
@@ -728,6 +729,47 @@ TEST(Transforms, CudaGivesWhatTheCpuGives) {
              resnet::train_transform(gpu, 224, seeds, {}, {}, erase).cpu())
                 .abs().max().item<double>(), 1e-4);
   EXPECT_LE((resnet::test_transform(cpu, 224) - resnet::test_transform(gpu, 224).cpu()).abs().max().item<double>(), 1e-4);
+}
+
+// ---- GPU JPEG decoding ------------------------------------------------------------------------
+
+TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
+  // The same batch of gpu/ (colour JPEGs of three subsamplings, and files that stay on the CPU)
+  // gathered with and without --gpu-decode: the same sizes and labels; the files nvJPEG does not
+  // take bitwise equal; the ones it does within the difference of two JPEG decoders (their IDCT
+  // and chroma upsampling differ), stated per file.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  if (!resnet::make_gpu_jpeg_decoder(0, why)) GTEST_SKIP() << why;
+  const auto index = resnet::index_image_folder(fixture("gpu/train"));
+  const auto n = static_cast<int64_t>(index.files.size());
+  const auto all = torch::arange(n);
+  const torch::Device cuda(torch::kCUDA, 0);
+  const auto cpu = resnet::streaming_source(index, false, false)->gather(all, cuda);
+  const auto gpu_source = resnet::streaming_source(index, false, true);
+  const auto gpu = gpu_source->gather(all, cuda);
+  std::cout << gpu_source->description() << "\n";
+  EXPECT_NE(gpu_source->description().find("nvJPEG"), std::string::npos);
+  ASSERT_TRUE(torch::equal(cpu.sizes, gpu.sizes));
+  EXPECT_TRUE(torch::equal(cpu.labels.cpu(), gpu.labels.cpu()));
+  int on_gpu = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t h = cpu.sizes[i][0].item<int64_t>(), w = cpu.sizes[i][1].item<int64_t>();
+    const auto a = cpu.images[i].narrow(1, 0, h).narrow(2, 0, w).to(torch::kFloat).cpu();
+    const auto b = gpu.images[i].narrow(1, 0, h).narrow(2, 0, w).to(torch::kFloat).cpu();
+    const auto diff = (a - b).abs();
+    const double mean = diff.mean().item<double>(), max = diff.max().item<double>();
+    const std::string name = std::filesystem::path(index.files[i]).filename().string();
+    std::cout << name << ": mean abs difference " << mean << ", max " << max << "\n";
+    if (name.rfind("s", 0) == 0) {  // the colour baseline JPEGs: nvJPEG's
+      ++on_gpu;
+      EXPECT_LE(mean, 2.0) << name;
+      EXPECT_LE(max, 64.0) << name;
+    } else if (name != "progressive.JPEG") {  // progressive: the hybrid decoder takes it, the engines do not
+      EXPECT_EQ(max, 0.0) << name;
+    }
+  }
+  EXPECT_EQ(on_gpu, 4);
 }
 
 // ---- MD5 and archives -------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "data/decode.h"
+#include "data/gpu_jpeg.h"
 
 #ifdef RESNET_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -69,31 +70,24 @@ torch::Tensor to_device_beside_compute(const torch::Tensor& host, const torch::D
 
 class StreamingSource : public ImageSource {
  public:
-  StreamingSource(ImageFolderIndex index, bool skip_bad)
-      : index_(std::move(index)), skip_bad_(skip_bad),
+  StreamingSource(ImageFolderIndex index, bool skip_bad, bool gpu_decode)
+      : index_(std::move(index)), skip_bad_(skip_bad), gpu_decode_(gpu_decode),
         labels_(torch::tensor(index_.labels, torch::kLong)) {}
   int64_t size() const override { return static_cast<int64_t>(index_.files.size()); }
   const std::vector<std::string>& classes() const override { return index_.classes; }
   torch::Tensor labels() const override { return labels_; }
-  std::string description() const override { return index_.dir + " (image folder, streamed)"; }
+  std::string description() const override {
+    return index_.dir + " (image folder, streamed" + (decoder_ ? ", JPEGs decoded on the GPU: nvJPEG " + decoder_->backend() : "") + ")";
+  }
 
   RawBatch gather(const torch::Tensor& indices, const torch::Device& device) override {
     const auto idx = indices.to(torch::kCPU, torch::kLong).contiguous();
     std::vector<std::string> files;
     for (int64_t i = 0; i < idx.size(0); ++i) files.push_back(index_.files.at(idx[i].item<int64_t>()));
+    if (device.is_cuda() && gpu_decode_ && start_decoder(device)) return gather_on_gpu(files, idx, device);
     std::vector<std::string> errors;
     std::vector<torch::Tensor> images = decode_all(files, errors);
-    std::vector<int64_t> keep;
-    for (size_t i = 0; i < files.size(); ++i) {
-      if (errors[i].empty()) {
-        keep.push_back(static_cast<int64_t>(i));
-      } else if (!skip_bad_) {
-        throw InputError(errors[i] + " (or pass --skip-bad-images to leave such files out)");
-      } else {
-        log_warning("skipping " + errors[i]);
-      }
-    }
-    if (keep.empty()) throw InputError(index_.dir + ": no image of a batch could be decoded");
+    const std::vector<int64_t> keep = kept(errors);
     int64_t max_h = 0, max_w = 0;
     for (int64_t k : keep) {
       max_h = std::max(max_h, images[k].size(1));
@@ -104,22 +98,146 @@ class StreamingSource : public ImageSource {
     auto host = torch::zeros({n, 3, max_h, max_w},
                              torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(device.is_cuda()));
     auto sizes = torch::empty({n, 2}, torch::kLong);
-    auto labels = torch::empty({n}, torch::kLong);
     using torch::indexing::Slice;
     for (int64_t b = 0; b < n; ++b) {
       const auto& img = images[keep[b]];
       host[b].index({Slice(), Slice(0, img.size(1)), Slice(0, img.size(2))}).copy_(img);
       sizes[b][0] = img.size(1);
       sizes[b][1] = img.size(2);
-      labels[b] = index_.labels[idx[keep[b]].item<int64_t>()];
     }
-    return {to_device_beside_compute(host, device), sizes, to_device_beside_compute(labels, device)};
+    return {to_device_beside_compute(host, device), sizes, to_device_beside_compute(labels_of(idx, keep), device)};
   }
 
  private:
+  // The positions of the files that decoded; the others' errors thrown, or with --skip-bad-images warned of.
+  std::vector<int64_t> kept(const std::vector<std::string>& errors) const {
+    std::vector<int64_t> keep;
+    for (size_t i = 0; i < errors.size(); ++i) {
+      if (errors[i].empty()) {
+        keep.push_back(static_cast<int64_t>(i));
+      } else if (!skip_bad_) {
+        throw InputError(errors[i] + " (or pass --skip-bad-images to leave such files out)");
+      } else {
+        log_warning("skipping " + errors[i]);
+      }
+    }
+    if (keep.empty()) throw InputError(index_.dir + ": no image of a batch could be decoded");
+    return keep;
+  }
+
+  torch::Tensor labels_of(const torch::Tensor& idx, const std::vector<int64_t>& keep) const {
+    auto labels = torch::empty({static_cast<int64_t>(keep.size())}, torch::kLong);
+    for (size_t b = 0; b < keep.size(); ++b) labels[static_cast<int64_t>(b)] = index_.labels[idx[keep[b]].item<int64_t>()];
+    return labels;
+  }
+
+  // The GPU decoder, started on the first batch; false (with a warning, once) where there is none.
+  bool start_decoder(const torch::Device& device) {
+    if (!decoder_tried_) {
+      decoder_tried_ = true;
+      std::string why;
+      decoder_ = make_gpu_jpeg_decoder(device.index(), why);
+      if (!decoder_) log_warning("--gpu-decode: " + why + "; decoding on the CPU");
+    }
+    return decoder_ != nullptr;
+  }
+
+  // Files read on all cores; the JPEGs nvJPEG takes decoded by it straight into the padded batch on
+  // the GPU, the rest (PNG, grey, CMYK, and what the hardware engines refuse) on the CPU as above
+  // and copied in.
+  RawBatch gather_on_gpu(const std::vector<std::string>& files, const torch::Tensor& idx, const torch::Device& device) {
+#ifdef RESNET_WITH_CUDA
+    const auto n = static_cast<int64_t>(files.size());
+    std::vector<std::vector<uint8_t>> bytes(files.size());
+    std::vector<std::string> errors(files.size());
+    std::vector<ImageSize> size(files.size());
+    std::vector<uint8_t> on_gpu(files.size(), 0);
+    for (int64_t i = 0; i < n; ++i) {  // headers: cheap, and nvJPEG's parse state is one per decoder
+      try {
+        bytes[i] = read_file_bytes(files[i]);
+        if (decoder_->accepts(bytes[i], size[i].height, size[i].width) &&
+            (max_image_pixels() == 0 || size[i].height * size[i].width <= max_image_pixels()))
+          on_gpu[i] = 1;
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    }
+    std::vector<torch::Tensor> cpu(files.size());
+    auto decode_on_cpu = [&](const std::vector<int64_t>& which) {
+      at::parallel_for(0, static_cast<int64_t>(which.size()), /*grain_size=*/4, [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+          const int64_t i = which[k];
+          try {
+            cpu[i] = decode_image(bytes[i], files[i]);
+            size[i] = {cpu[i].size(1), cpu[i].size(2)};
+          } catch (const std::exception& e) {
+            errors[i] = e.what();
+          }
+        }
+      });
+    };
+    std::vector<int64_t> rest;
+    for (int64_t i = 0; i < n; ++i)
+      if (!on_gpu[i] && errors[i].empty()) rest.push_back(i);
+    decode_on_cpu(rest);
+    const std::vector<int64_t> keep = kept(errors);
+    int64_t max_h = 0, max_w = 0;
+    for (int64_t k : keep) {
+      max_h = std::max(max_h, size[k].height);
+      max_w = std::max(max_w, size[k].width);
+    }
+    const auto b = static_cast<int64_t>(keep.size());
+    auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+    torch::Tensor images;
+    {
+      c10::cuda::CUDAStreamGuard guard(side);
+      images = torch::zeros({b, 3, max_h, max_w}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
+      // nvJPEG's hardware path has been seen to write without waiting for work queued before it
+      // on its stream (torchvision and torchcodec work round it the same way): the zeros first.
+      side.synchronize();
+      std::vector<const std::vector<uint8_t>*> gpu_files;
+      std::vector<int64_t> slots;
+      for (int64_t s = 0; s < b; ++s)
+        if (on_gpu[keep[s]]) gpu_files.push_back(&bytes[keep[s]]), slots.push_back(s);
+      if (!decoder_->decode(gpu_files, slots, images, side.stream())) {
+        // nvJPEG refused the batch (a file whose header passed but whose data is bad): the CPU path
+        // decodes those files instead, and names any that fail.
+        side.synchronize();
+        std::vector<int64_t> again;
+        for (int64_t s : slots) again.push_back(keep[s]);
+        decode_on_cpu(again);
+        for (int64_t i : again)
+          if (!errors[i].empty()) throw InputError(errors[i] + " (or pass --skip-bad-images to leave such files out)");
+        for (int64_t i : again) on_gpu[i] = 0;
+      }
+      using torch::indexing::Slice;
+      for (int64_t s = 0; s < b; ++s) {
+        const int64_t i = keep[s];
+        if (on_gpu[i]) continue;
+        images[s].index({Slice(), Slice(0, size[i].height), Slice(0, size[i].width)}).copy_(cpu[i].to(device));
+      }
+    }
+    side.synchronize();
+    c10::cuda::CUDACachingAllocator::recordStream(images.storage().data_ptr(),
+                                                  c10::cuda::getDefaultCUDAStream(device.index()));
+    auto sizes = torch::empty({b, 2}, torch::kLong);
+    for (int64_t s = 0; s < b; ++s) {
+      sizes[s][0] = size[keep[s]].height;
+      sizes[s][1] = size[keep[s]].width;
+    }
+    return {images, sizes, to_device_beside_compute(labels_of(idx, keep), device)};
+#else
+    (void)files, (void)idx, (void)device;
+    throw std::logic_error("gather_on_gpu without CUDA");
+#endif
+  }
+
   ImageFolderIndex index_;
   bool skip_bad_;
+  bool gpu_decode_;
   torch::Tensor labels_;
+  bool decoder_tried_ = false;
+  std::unique_ptr<GpuJpegDecoder> decoder_;
 };
 
 }  // namespace
@@ -183,8 +301,8 @@ DecodeResult decode_image_folder(const ImageFolderIndex& index, bool skip_bad_im
   return result;
 }
 
-std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images) {
-  return std::make_shared<StreamingSource>(std::move(index), skip_bad_images);
+std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images, bool gpu_decode) {
+  return std::make_shared<StreamingSource>(std::move(index), skip_bad_images, gpu_decode);
 }
 
 }  // namespace resnet

@@ -19,6 +19,7 @@ namespace resnet {
 
 struct DataOptions {
   bool skip_bad_images = false;
+  bool gpu_decode = false;  // streamed folders: JPEGs decoded with nvJPEG where it runs (data/gpu_jpeg.h)
   int64_t memory_limit_mib = 8192;
   int64_t gpu_limit_mib = 4096;
 };

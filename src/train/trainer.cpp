@@ -287,6 +287,7 @@ void Run::open_data() {
   const std::string path = data_path(o, reporter);
   DataOptions data_options;
   data_options.skip_bad_images = o.skip_bad_images;
+  data_options.gpu_decode = o.gpu_decode;
   train_source = open_split(path, Split::kTrain, device, data_options);
   if (o.holdout > 0) {  // the test split is not read: choices are made on training images
     std::tie(train_source, test_source) = hold_out(train_source, o.holdout);

@@ -81,6 +81,7 @@ struct TrainOptions {
   int64_t checkpoint_every = 0;  // steps between mid-epoch resume.pt writes; 0: at epoch ends only
   int64_t max_steps = 0;         // stop after this many steps in all (smoke tests); 0: no limit
   bool skip_bad_images = false;
+  bool gpu_decode = false;  // streamed image folders' JPEGs decoded with nvJPEG (data/gpu_jpeg.h)
   bool trace = false;
   int64_t log_every = 100;  // batches between the sample's "loss:" lines
   // Fine-tuning: start from this state dict (torch.save, either format) instead of random weights;

@@ -4,6 +4,8 @@
   kinds/         other files PIL opens: CMYK JPEGs as PIL writes them (Adobe-marked, inverted; one
                  converted from RGB, one with a K channel of its own), a progressive JPEG, a PNG
                  named .JPEG
+  gpu/           an image folder for GPU decoding: colour JPEGs at 4:4:4, 4:2:2 and 4:2:0 of odd
+                 sizes, and the kinds that stay on the CPU (progressive, grey, CMYK, PNG named .JPEG)
   bad/           train/a holds a truncated JPEG and a text file named .jpg; train/b one good JPEG
   empty_class/   train/a holds an image, train/b nothing
   expected.pt    path (relative to the fixture folder) -> PIL's decoding, convert('RGB'), uint8 [3, H, W]
@@ -72,6 +74,12 @@ cmyk = Image.fromarray(np.concatenate([smooth_image(24, 40), smooth_image(24, 40
 add(cmyk, 'kinds/cmyk_black.jpg', quality=85)
 add(Image.fromarray(smooth_image(40, 44)), 'kinds/progressive.jpg', quality=90, progressive=True)
 add(Image.fromarray(smooth_image(20, 30)), 'kinds/png.JPEG', format='PNG')
+for sub, (h, w) in ((0, (97, 131)), (1, (160, 240)), (2, (61, 45)), (2, (200, 150))):
+    add(Image.fromarray(smooth_image(h, w)), f'gpu/train/a/s{sub}_{h}x{w}.JPEG', quality=90, subsampling=sub)
+add(Image.fromarray(smooth_image(50, 70)), 'gpu/train/b/progressive.JPEG', quality=90, progressive=True)
+add(Image.fromarray(smooth_image(33, 47)[:, :, 0]), 'gpu/train/b/grey.JPEG', quality=90)
+add(Image.fromarray(smooth_image(36, 28)).convert('CMYK'), 'gpu/train/b/cmyk.JPEG', quality=90)
+add(Image.fromarray(smooth_image(20, 30)), 'gpu/train/b/png.JPEG', format='PNG')
 with open(os.path.join(out, 'folder/train/bird/notes.txt'), 'w') as f:
     f.write('not an image, and not named like one: ignored\n')
 

@@ -1,0 +1,144 @@
+#include "data/gpu_jpeg.h"
+
+#ifdef RESNET_WITH_NVJPEG
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
+#include <nvjpeg.h>
+#endif
+
+namespace resnet {
+
+#ifdef RESNET_WITH_NVJPEG
+namespace {
+
+std::string status_text(nvjpegStatus_t s) {
+  switch (s) {
+    case NVJPEG_STATUS_NOT_INITIALIZED: return "not initialised";
+    case NVJPEG_STATUS_INVALID_PARAMETER: return "invalid parameter";
+    case NVJPEG_STATUS_BAD_JPEG: return "bad JPEG";
+    case NVJPEG_STATUS_JPEG_NOT_SUPPORTED: return "JPEG not supported";
+    case NVJPEG_STATUS_ALLOCATOR_FAILURE: return "allocation failed";
+    case NVJPEG_STATUS_EXECUTION_FAILED: return "execution failed";
+    case NVJPEG_STATUS_ARCH_MISMATCH: return "not supported on this GPU";
+    case NVJPEG_STATUS_INTERNAL_ERROR: return "internal error";
+    case NVJPEG_STATUS_IMPLEMENTATION_NOT_SUPPORTED: return "not implemented by this backend";
+    default: return "status " + std::to_string(static_cast<int>(s));
+  }
+}
+
+class NvjpegDecoder final : public GpuJpegDecoder {
+ public:
+  NvjpegDecoder(int device, nvjpegHandle_t handle, bool hardware) : device_(device), handle_(handle), hardware_(hardware) {}
+  ~NvjpegDecoder() override {
+    if (jpeg_stream_) nvjpegJpegStreamDestroy(jpeg_stream_);
+    if (state_) nvjpegJpegStateDestroy(state_);
+    nvjpegDestroy(handle_);
+  }
+  NvjpegDecoder(const NvjpegDecoder&) = delete;
+  NvjpegDecoder& operator=(const NvjpegDecoder&) = delete;
+
+  // The rest of construction; the reason in `why` where it fails.
+  bool start(std::string& why) {
+    nvjpegStatus_t s = nvjpegJpegStateCreate(handle_, &state_);
+    if (s == NVJPEG_STATUS_SUCCESS) s = nvjpegJpegStreamCreate(handle_, &jpeg_stream_);
+    if (s != NVJPEG_STATUS_SUCCESS) why = "nvJPEG could not start: " + status_text(s);
+    return s == NVJPEG_STATUS_SUCCESS;
+  }
+
+  bool accepts(const std::vector<uint8_t>& bytes, int64_t& height, int64_t& width) override {
+    int components = 0;
+    nvjpegChromaSubsampling_t subsampling = NVJPEG_CSS_UNKNOWN;
+    int widths[NVJPEG_MAX_COMPONENT] = {}, heights[NVJPEG_MAX_COMPONENT] = {};
+    if (nvjpegGetImageInfo(handle_, bytes.data(), bytes.size(), &components, &subsampling, widths, heights) !=
+        NVJPEG_STATUS_SUCCESS)
+      return false;  // PNG, or a JPEG nvJPEG cannot read: the CPU path decodes it or names the error
+    // Colour JPEGs only: grey and CMYK/YCCK ones stay with the CPU path's PIL-equal conversions.
+    if (components != 3 || subsampling == NVJPEG_CSS_UNKNOWN || subsampling == NVJPEG_CSS_GRAY) return false;
+    if (hardware_) {  // the engines take baseline, single-scan files of the common subsamplings
+      int unsupported = 1;
+      if (nvjpegJpegStreamParseHeader(handle_, bytes.data(), bytes.size(), jpeg_stream_) != NVJPEG_STATUS_SUCCESS ||
+          nvjpegDecodeBatchedSupported(handle_, jpeg_stream_, &unsupported) != NVJPEG_STATUS_SUCCESS || unsupported != 0)
+        return false;
+    }
+    height = heights[0];
+    width = widths[0];
+    return height > 0 && width > 0;
+  }
+
+  bool decode(const std::vector<const std::vector<uint8_t>*>& files, const std::vector<int64_t>& slots,
+              torch::Tensor& images, void* stream) override {
+    const int n = static_cast<int>(files.size());
+    if (n == 0) return true;
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
+    if (n != batch_) {  // "once for batches of this size, and to reset a failed batch"
+      if (nvjpegDecodeBatchedInitialize(handle_, state_, n, 1, NVJPEG_OUTPUT_RGB) != NVJPEG_STATUS_SUCCESS) return false;
+      batch_ = n;
+    }
+    const int64_t height = images.size(2), width = images.size(3);
+    uint8_t* base = images.data_ptr<uint8_t>();
+    std::vector<const unsigned char*> data(n);
+    std::vector<size_t> lengths(n);
+    std::vector<nvjpegImage_t> out(n);
+    for (int i = 0; i < n; ++i) {
+      data[i] = files[i]->data();
+      lengths[i] = files[i]->size();
+      out[i] = nvjpegImage_t{};
+      for (int c = 0; c < 3; ++c) {  // planar RGB into the padded batch: a plane's rows are `width` apart
+        out[i].channel[c] = base + (slots[i] * 3 + c) * height * width;
+        out[i].pitch[c] = static_cast<size_t>(width);
+      }
+    }
+    if (nvjpegDecodeBatched(handle_, state_, data.data(), lengths.data(), out.data(),
+                            static_cast<cudaStream_t>(stream)) != NVJPEG_STATUS_SUCCESS) {
+      batch_ = 0;  // initialise again before the next batch
+      return false;
+    }
+    return true;
+  }
+
+  std::string backend() const override { return hardware_ ? "hardware" : "hybrid"; }
+
+ private:
+  int device_;
+  nvjpegHandle_t handle_;
+  bool hardware_;
+  nvjpegJpegState_t state_ = nullptr;
+  nvjpegJpegStream_t jpeg_stream_ = nullptr;
+  int batch_ = 0;  // the batch size the state was initialised for
+};
+
+}  // namespace
+
+bool gpu_jpeg_built() { return true; }
+
+std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why) {
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_index));
+  nvjpegHandle_t handle = nullptr;
+  bool hardware = true;
+  // The hardware engines where the GPU has them (the call fails where it has none), else hybrid.
+  if (nvjpegCreateEx(NVJPEG_BACKEND_HARDWARE, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &handle) != NVJPEG_STATUS_SUCCESS) {
+    hardware = false;
+    handle = nullptr;
+    const nvjpegStatus_t s = nvjpegCreateEx(NVJPEG_BACKEND_DEFAULT, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &handle);
+    if (s != NVJPEG_STATUS_SUCCESS) {
+      why = "nvJPEG could not start on GPU " + std::to_string(device_index) + ": " + status_text(s);
+      return nullptr;
+    }
+  }
+  auto decoder = std::make_unique<NvjpegDecoder>(device_index, handle, hardware);
+  if (!decoder->start(why)) return nullptr;
+  return decoder;
+}
+
+#else
+
+bool gpu_jpeg_built() { return false; }
+
+std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int, std::string& why) {
+  why = "this build has no nvJPEG (scripts/install-deps installs PyPI's nvidia-nvjpeg for a CUDA build)";
+  return nullptr;
+}
+
+#endif
+
+}  // namespace resnet

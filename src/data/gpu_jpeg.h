@@ -1,0 +1,42 @@
+// JPEG decoding on the GPU with nvJPEG (issue 15): batched, with the GPU's hardware JPEG engines
+// where it has them (A100, H100, H200: NVJPEG_BACKEND_HARDWARE), else nvJPEG's hybrid decoder
+// (Huffman on the CPU, the rest on the GPU). Images it does not take (CMYK/YCCK, grey, PNG, and
+// for the hardware engines progressive or 4:1:0/4:1:1 files) stay with the CPU path
+// (data/decode.h), so every file the CPU path decodes still decodes.
+//
+// Built where nvJPEG's header and library were found (PyPI's nvidia-nvjpeg; scripts/install-deps
+// installs it for a CUDA wheel); elsewhere make_gpu_jpeg_decoder gives none.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace resnet {
+
+class GpuJpegDecoder {
+ public:
+  virtual ~GpuJpegDecoder() = default;
+  // Whether this decoder takes the file `bytes` (a JPEG of a kind it decodes), and its size.
+  virtual bool accepts(const std::vector<uint8_t>& bytes, int64_t& height, int64_t& width) = 0;
+  // Decodes files[i] (each accepted) into images[slots[i]], at its top left: `images` is uint8
+  // [B, 3, H, W], contiguous, on this decoder's GPU, with H and W at least each file's. The work
+  // is queued on `stream` (a cudaStream_t); the caller synchronises. False where nvJPEG failed
+  // (a file whose header passed but whose data is bad): nothing is then known of the images.
+  virtual bool decode(const std::vector<const std::vector<uint8_t>*>& files, const std::vector<int64_t>& slots,
+                      torch::Tensor& images, void* stream) = 0;
+  // "hardware" (the GPU's JPEG engines) or "hybrid"
+  virtual std::string backend() const = 0;
+};
+
+// Whether this build has nvJPEG.
+bool gpu_jpeg_built();
+
+// A decoder for CUDA device `device_index`, or none (nullptr) where this build lacks nvJPEG or
+// nvJPEG cannot start on that GPU (the reason in `why`).
+std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why);
+
+}  // namespace resnet
