@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +17,8 @@
 #include "data/decode.h"
 #include "data/gpu_jpeg.h"
 #include "data/image_folder.h"
+#include "data/imagenet_val.h"
+#include "data/mat5.h"
 #include "data/loader.h"
 #include "data/md5.h"
 #include "data/open.h"
@@ -770,6 +774,79 @@ TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
     }
   }
   EXPECT_EQ(on_gpu, 4);
+}
+
+// ---- ImageNet's validation layout -----------------------------------------------------------
+
+TEST(ImageNetVal, SortsTheFlatFolderByTheDevkitsGroundTruth) {
+  // The devkit as scipy.io.savemat writes meta.mat (compressed in the folder, not in the archive):
+  // ids 1-5 map to their WNIDs; the six images move into their class folders; a second run moves
+  // nothing; a missing image stops it before anything moves.
+  const auto kit_dir = fixture("imagenet/devkit");
+  if (!std::filesystem::exists(kit_dir)) GTEST_SKIP() << "no devkit fixture (scipy was missing)";
+  const auto kit = resnet::read_imagenet_devkit(kit_dir);
+  const auto from_tar = resnet::read_imagenet_devkit(fixture("imagenet/devkit.tar.gz"));
+  const std::map<int64_t, std::string> want{
+      {1, "n02119789"}, {2, "n01440764"}, {3, "n04592741"}, {4, "n09999999"}, {5, "n00001740"}};
+  EXPECT_EQ(kit.wnid_of_id, want);
+  EXPECT_EQ(from_tar.wnid_of_id, want);
+  EXPECT_EQ(kit.ground_truth, (std::vector<int64_t>{2, 1, 3, 1, 2, 4}));
+  EXPECT_EQ(from_tar.ground_truth, kit.ground_truth);
+  EXPECT_EQ(resnet::imagenet_val_name(7), "ILSVRC2012_val_00000007.JPEG");
+
+  const auto val = std::filesystem::temp_directory_path() / ("resnet-val-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(val);
+  std::filesystem::create_directories(val);
+  for (int k = 1; k <= 5; ++k) std::ofstream(val / resnet::imagenet_val_name(k)) << k;
+  try {  // image 6 is missing: nothing moves
+    resnet::sort_imagenet_val(val.string(), kit);
+    ADD_FAILURE() << "sorted with an image missing";
+  } catch (const resnet::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("ILSVRC2012_val_00000006.JPEG: missing"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(std::filesystem::exists(val / resnet::imagenet_val_name(1)));
+  std::ofstream(val / resnet::imagenet_val_name(6)) << 6;
+  const auto sorted = resnet::sort_imagenet_val(val.string(), kit);
+  EXPECT_EQ(sorted.moved, 6);
+  EXPECT_EQ(sorted.classes, 4);
+  const char* where[] = {"n01440764", "n02119789", "n04592741", "n02119789", "n01440764", "n09999999"};
+  for (int k = 1; k <= 6; ++k) {
+    const auto moved = val / where[k - 1] / resnet::imagenet_val_name(k);
+    ASSERT_TRUE(std::filesystem::exists(moved)) << moved;
+    std::string content;
+    std::ifstream(moved) >> content;
+    EXPECT_EQ(content, std::to_string(k));
+    EXPECT_FALSE(std::filesystem::exists(val / resnet::imagenet_val_name(k)));
+  }
+  const auto again = resnet::sort_imagenet_val(val.string(), kit);
+  EXPECT_EQ(again.moved, 0);
+  EXPECT_EQ(again.already, 6);
+  // the split now reads as an image folder with the training split's class names
+  EXPECT_EQ(resnet::index_image_folder(val.string()).classes,
+            (std::vector<std::string>{"n01440764", "n02119789", "n04592741", "n09999999"}));
+  std::filesystem::remove_all(val);
+}
+
+TEST(ImageNetVal, BadDevkitsAreNamed) {
+  const auto kit_dir = fixture("imagenet/plain");
+  if (!std::filesystem::exists(kit_dir)) GTEST_SKIP() << "no devkit fixture (scipy was missing)";
+  const auto meta = resnet::read_file_bytes(kit_dir + "/data/meta.mat");
+  // every cut of the file is refused in our words, naming it (never a crash or a hang)
+  for (size_t cut = 0; cut < meta.size(); cut += 7) {
+    const std::vector<uint8_t> part(meta.begin(), meta.begin() + static_cast<std::ptrdiff_t>(cut));
+    try {
+      const auto vars = resnet::read_mat5(part, "cut.mat");
+      EXPECT_FALSE(vars.count("synsets") && vars.at("synsets").count() == 5) << "cut at " << cut;
+    } catch (const resnet::InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("cut.mat: ", 0), 0u) << e.what();
+    }
+  }
+  try {
+    resnet::read_imagenet_devkit(fixture("gpu"));
+    ADD_FAILURE() << "a folder without meta.mat was read";
+  } catch (const resnet::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds no data/meta.mat"), std::string::npos) << e.what();
+  }
 }
 
 // ---- MD5 and archives -------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include "cli/options.h"
 #include "core/error.h"
 #include "data/cifar10_fetch.h"
+#include "data/imagenet_val.h"
 
 namespace resnet::cli {
 
@@ -23,7 +24,25 @@ void add_data_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--retry-delay-ms", options->retry_delay_ms, "wait before the first retry (doubles each time)")
       ->capture_default_str();
-  cmd->callback([options, urls] {
+  auto imagenet_val = std::make_shared<std::string>();
+  auto devkit = std::make_shared<std::string>();
+  CLI::Option* val_option = cmd->add_option(
+      "--imagenet-val", *imagenet_val,
+      "instead: sort ImageNet's flat validation folder (ILSVRC2012_val_*.JPEG) into class folders named by "
+      "WordNet id, as the training split's, from --devkit");
+  cmd->add_option("--devkit", *devkit,
+                  "ImageNet's devkit (ILSVRC2012_devkit_t12.tar.gz, or the folder it unpacks to) for --imagenet-val")
+      ->needs(val_option);
+  val_option->excludes(cmd->get_option("--archive"))->excludes(cmd->get_option("--url"));
+  cmd->callback([options, urls, imagenet_val, devkit] {
+    if (!imagenet_val->empty()) {
+      if (devkit->empty())
+        throw UsageError("--imagenet-val needs --devkit (ILSVRC2012_devkit_t12.tar.gz: its ground truth and meta.mat)");
+      const ValSorted sorted = sort_imagenet_val(*imagenet_val, read_imagenet_devkit(*devkit));
+      std::cout << *imagenet_val << ": " << sorted.moved << " validation images moved into their class folders, "
+                << sorted.already << " already there; " << sorted.classes << " classes" << std::endl;
+      return;
+    }
     require_at_least(options->attempts_per_url, 1, "--retries");
     require_at_least(options->retry_delay_ms, 0, "--retry-delay-ms");
     if (!urls->empty()) options->urls = *urls;

@@ -15,6 +15,9 @@
                  images of H x W: draws.HxW, int64 [N, 4]
   erase_draws.pt torchvision RandomErasing.get_params draws (top, left, height, width; the whole
                  image where ten tries found no box) at its default scale and ratio: draws.HxW
+  imagenet/      an ImageNet devkit in small (scipy.io.savemat's meta.mat, 5 synsets; 6 validation
+                 images' ground truth): devkit/ (compressed meta.mat), devkit.tar.gz (uncompressed),
+                 truth.txt; left out where scipy is missing (the test then skips)
   archives/      good.tar.gz (a small CIFAR-10 binary release), dotdot.tar.gz (an entry
                  '../escape.txt'), absolute.tar.gz ('/tmp/...'), corrupt.tar.gz (cut short)
 """
@@ -149,5 +152,28 @@ write_tar(os.path.join(arch, 'dotdot.tar.gz'), {'cifar-10-batches-bin/readme.htm
 write_tar(os.path.join(arch, 'absolute.tar.gz'), {'/tmp/resnet-absolute-entry.txt': b'escaped'})
 data = open(os.path.join(arch, 'good.tar.gz'), 'rb').read()
 open(os.path.join(arch, 'corrupt.tar.gz'), 'wb').write(data[: len(data) // 2])
+try:
+    from scipy.io import savemat
+except ImportError:
+    savemat = None
+if savemat is not None:
+    fields = ['ILSVRC2012_ID', 'WNID', 'words', 'gloss', 'num_children', 'children', 'wordnet_height',
+              'num_train_images']
+    synsets = np.zeros((5, 1), dtype=[(f, 'O') for f in fields])
+    wnids = ['n02119789', 'n01440764', 'n04592741', 'n09999999', 'n00001740']
+    for i, wnid in enumerate(wnids):
+        leaf = i < 4
+        synsets[i, 0] = (np.array([[float(i + 1)]]), wnid, f'words {i}', f'gloss {i}', np.array([[0.0 if leaf else 2.0]]),
+                         np.zeros((1, 0)) if leaf else np.array([[1.0, 2.0]]), np.array([[0.0]]),
+                         np.array([[1300.0 if leaf else 0.0]]))
+    truth = b'2\n1\n3\n1\n2\n4\n'
+    for compress, where in ((True, 'imagenet/devkit/ILSVRC2012_devkit_t12/data'), (False, 'imagenet/plain/data')):
+        os.makedirs(os.path.join(out, where), exist_ok=True)
+        savemat(os.path.join(out, where, 'meta.mat'), {'synsets': synsets}, do_compression=compress)
+        open(os.path.join(out, where, 'ILSVRC2012_validation_ground_truth.txt'), 'wb').write(truth)
+    plain = os.path.join(out, 'imagenet/plain/data')
+    write_tar(os.path.join(out, 'imagenet/devkit.tar.gz'),
+              {f'ILSVRC2012_devkit_t12/data/{f}': open(os.path.join(plain, f), 'rb').read()
+               for f in ('meta.mat', 'ILSVRC2012_validation_ground_truth.txt')})
 open(os.path.join(out, 'stamp'), 'w').write(stamp)
 print('data fixtures written to', out)
