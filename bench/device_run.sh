@@ -24,7 +24,7 @@ nvjpeg=()  # nvJPEG from the carried wheel (bench/fetch_device_wheels.sh)
 [ -f /tmp/site/nvidia/cu13/include/nvjpeg.h ] && nvjpeg=(-DNVJPEG_ROOT=/tmp/site/nvidia/cu13)
 cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release "${nvjpeg[@]}" \
   -DCMAKE_PREFIX_PATH="$PWD/.deps/usr;$torch_prefix" > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
-grep -A6 'resnet.cpp configuration' "$out/configure.log"
+grep -A7 'resnet.cpp configuration' "$out/configure.log"
 targets=(); for t in ${TARGETS:-}; do targets+=(--target "$t"); done
 cmake --build build-device -j"$(nproc)" "${targets[@]}" > "$out/build.log" 2>&1 || { grep -B2 -A10 error "$out/build.log" | head -60; exit 1; }
 if [ "${TESTS:-}" != none ]; then

@@ -26,6 +26,10 @@
 #include "io/torch_save.h"
 #include "test_util.h"
 
+#ifdef RESNET_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 using resnet::test::input_error_of;
 
 namespace fs = std::filesystem;
@@ -737,11 +741,69 @@ TEST(Transforms, CudaGivesWhatTheCpuGives) {
 
 // ---- GPU JPEG decoding ------------------------------------------------------------------------
 
+#ifdef RESNET_WITH_CUDA  // (a build without CUDA has no GPU decoding to test)
 TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
-  // The same batch of gpu/ (colour JPEGs of three subsamplings, and files that stay on the CPU)
-  // gathered with and without --gpu-decode: the same sizes and labels; the files nvJPEG does not
-  // take bitwise equal; the ones it does within the difference of two JPEG decoders (their IDCT
-  // and chroma upsampling differ), stated per file.
+  // nvJPEG against libjpeg-turbo (the CPU path, equal to PIL) on gpu/'s colour JPEGs: the sizes
+  // exactly; the pixels within what two decoders' IDCTs and chroma upsampling give (4:4:4 has no
+  // upsampling; 4:2:2 and 4:2:0 differ most at colour edges; first bounds, to be set from the
+  // GPU's figures, which the test prints); the padding beside each image untouched (zero).
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  const auto decoder = resnet::make_gpu_jpeg_decoder(0, why);
+  if (!decoder) GTEST_SKIP() << why;
+  std::cout << "nvJPEG backend: " << decoder->backend() << "\n";
+  const auto index = resnet::index_image_folder(fixture("gpu/train"));
+  std::vector<std::vector<uint8_t>> files;
+  std::vector<std::string> names;
+  std::vector<int64_t> heights, widths;
+  for (const auto& path : index.files) {
+    auto bytes = resnet::read_file_bytes(path);
+    int64_t h = 0, w = 0;
+    const std::string name = std::filesystem::path(path).filename().string();
+    const bool colour_baseline = name.rfind("s", 0) == 0;
+    const bool taken = decoder->accepts(bytes, h, w);
+    if (name != "progressive.JPEG") {  // (the hybrid decoder may take it)
+      EXPECT_EQ(taken, colour_baseline) << name;
+    }
+    if (!taken) continue;
+    names.push_back(name);
+    heights.push_back(h);
+    widths.push_back(w);
+    files.push_back(std::move(bytes));
+  }
+  ASSERT_GE(files.size(), 4u);
+  const int64_t max_h = *std::max_element(heights.begin(), heights.end());
+  const int64_t max_w = *std::max_element(widths.begin(), widths.end());
+  auto images = torch::zeros({static_cast<int64_t>(files.size()), 3, max_h, max_w},
+                             torch::TensorOptions().dtype(torch::kUInt8).device(torch::kCUDA, 0));
+  std::vector<const std::vector<uint8_t>*> pointers;
+  std::vector<int64_t> slots;
+  for (size_t i = 0; i < files.size(); ++i) pointers.push_back(&files[i]), slots.push_back(static_cast<int64_t>(i));
+  const auto stream = c10::cuda::getStreamFromPool(false, 0);
+  ASSERT_EQ(decoder->decode(pointers, slots, images, stream.stream()), "");
+  EXPECT_EQ(decoder->images_decoded(), static_cast<int64_t>(files.size()));
+  EXPECT_EQ(decoder->batches_refused(), 0);
+  const auto got = images.cpu();
+  for (size_t i = 0; i < files.size(); ++i) {
+    const auto want = resnet::decode_image(files[i], names[i]);
+    ASSERT_EQ(want.size(1), heights[i]) << names[i];
+    ASSERT_EQ(want.size(2), widths[i]) << names[i];
+    const auto mine = got[static_cast<int64_t>(i)];
+    const auto diff = (mine.narrow(1, 0, heights[i]).narrow(2, 0, widths[i]).to(torch::kFloat) - want.to(torch::kFloat)).abs();
+    const double mean = diff.mean().item<double>(), max = diff.max().item<double>();
+    std::cout << names[i] << ": mean abs difference " << mean << ", max " << max << "\n";
+    const bool full_chroma = names[i].rfind("s0", 0) == 0;
+    EXPECT_LE(mean, full_chroma ? 2.0 : 8.0) << names[i];
+    EXPECT_LE(max, full_chroma ? 24.0 : 40.0) << names[i];
+    auto outside = torch::ones({3, max_h, max_w}, torch::kBool);
+    outside.narrow(1, 0, heights[i]).narrow(2, 0, widths[i]).fill_(false);
+    EXPECT_EQ(mine.masked_select(outside).sum().item<int64_t>(), 0) << names[i] << ": wrote outside its image";
+  }
+}
+
+TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {
+  // A whole batch of gpu/ gathered with --gpu-decode: the sizes and labels of the CPU path; the
+  // files that stay on the CPU (grey, CMYK, PNG) bitwise the same; the decoder used.
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   std::string why;
   if (!resnet::make_gpu_jpeg_decoder(0, why)) GTEST_SKIP() << why;
@@ -749,32 +811,23 @@ TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
   const auto n = static_cast<int64_t>(index.files.size());
   const auto all = torch::arange(n);
   const torch::Device cuda(torch::kCUDA, 0);
-  const auto cpu = resnet::streaming_source(index, false, false)->gather(all, cuda);
-  const auto gpu_source = resnet::streaming_source(index, false, true);
+  const auto cpu = resnet::streaming_source(index, false)->gather(all, cuda);
+  const auto gpu_source = resnet::streaming_source(index, false, 0);
+  EXPECT_NE(gpu_source->description().find("nvJPEG"), std::string::npos) << gpu_source->description();
   const auto gpu = gpu_source->gather(all, cuda);
-  std::cout << gpu_source->description() << "\n";
-  EXPECT_NE(gpu_source->description().find("nvJPEG"), std::string::npos);
   ASSERT_TRUE(torch::equal(cpu.sizes, gpu.sizes));
   EXPECT_TRUE(torch::equal(cpu.labels.cpu(), gpu.labels.cpu()));
-  int on_gpu = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t h = cpu.sizes[i][0].item<int64_t>(), w = cpu.sizes[i][1].item<int64_t>();
-    const auto a = cpu.images[i].narrow(1, 0, h).narrow(2, 0, w).to(torch::kFloat).cpu();
-    const auto b = gpu.images[i].narrow(1, 0, h).narrow(2, 0, w).to(torch::kFloat).cpu();
-    const auto diff = (a - b).abs();
-    const double mean = diff.mean().item<double>(), max = diff.max().item<double>();
     const std::string name = std::filesystem::path(index.files[i]).filename().string();
-    std::cout << name << ": mean abs difference " << mean << ", max " << max << "\n";
-    if (name.rfind("s", 0) == 0) {  // the colour baseline JPEGs: nvJPEG's
-      ++on_gpu;
-      EXPECT_LE(mean, 2.0) << name;
-      EXPECT_LE(max, 64.0) << name;
-    } else if (name != "progressive.JPEG") {  // progressive: the hybrid decoder takes it, the engines do not
-      EXPECT_EQ(max, 0.0) << name;
+    const auto diff = (cpu.images[i].to(torch::kFloat) - gpu.images[i].to(torch::kFloat)).abs();
+    if (name == "grey.JPEG" || name == "cmyk.JPEG" || name == "png.JPEG") {
+      EXPECT_EQ(diff.max().item<double>(), 0.0) << name;
+    } else {
+      EXPECT_LE(diff.mean().item<double>(), 8.0) << name;
     }
   }
-  EXPECT_EQ(on_gpu, 4);
 }
+#endif
 
 // ---- ImageNet's validation layout -----------------------------------------------------------
 

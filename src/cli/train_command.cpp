@@ -192,8 +192,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--max-steps", o->max_steps, "stop after N steps in all (0: no limit)")->capture_default_str();
   cmd->add_flag("--skip-bad-images", o->skip_bad_images, "warn about undecodable images instead of stopping");
   cmd->add_flag("--gpu-decode", o->gpu_decode,
-                "image folders of mixed sizes (ImageNet): decode JPEGs on the GPU with nvJPEG (its hardware engines "
-                "where the GPU has them), the other files on the CPU");
+                "image folders of mixed sizes (ImageNet), streamed to a CUDA device: decode colour JPEGs on the GPU "
+                "with nvJPEG (its hardware engines where the GPU has them), the other files on the CPU");
   cmd->add_option("--skip-nonfinite", o->skip_nonfinite,
                   "skip the update of up to N steps whose loss is NaN or infinite before stopping (0: the first "
                   "stops the run)")

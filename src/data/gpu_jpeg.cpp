@@ -30,6 +30,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
  public:
   NvjpegDecoder(int device, nvjpegHandle_t handle, bool hardware) : device_(device), handle_(handle), hardware_(hardware) {}
   ~NvjpegDecoder() override {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
     if (jpeg_stream_) nvjpegJpegStreamDestroy(jpeg_stream_);
     if (state_) nvjpegJpegStateDestroy(state_);
     nvjpegDestroy(handle_);
@@ -46,6 +47,10 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   }
 
   bool accepts(const std::vector<uint8_t>& bytes, int64_t& height, int64_t& width) override {
+    // A truncated file can pass the header checks and decode to garbage on the GPU; the CPU path
+    // refuses it by name. So only whole files (ending in EOI) go to the GPU.
+    const size_t n = bytes.size();
+    if (n < 4 || bytes[n - 2] != 0xFF || bytes[n - 1] != 0xD9) return false;
     int components = 0;
     nvjpegChromaSubsampling_t subsampling = NVJPEG_CSS_UNKNOWN;
     int widths[NVJPEG_MAX_COMPONENT] = {}, heights[NVJPEG_MAX_COMPONENT] = {};
@@ -65,13 +70,14 @@ class NvjpegDecoder final : public GpuJpegDecoder {
     return height > 0 && width > 0;
   }
 
-  bool decode(const std::vector<const std::vector<uint8_t>*>& files, const std::vector<int64_t>& slots,
-              torch::Tensor& images, void* stream) override {
+  std::string decode(const std::vector<const std::vector<uint8_t>*>& files, const std::vector<int64_t>& slots,
+                     torch::Tensor& images, void* stream) override {
     const int n = static_cast<int>(files.size());
-    if (n == 0) return true;
+    if (n == 0) return "";
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
     if (n != batch_) {  // "once for batches of this size, and to reset a failed batch"
-      if (nvjpegDecodeBatchedInitialize(handle_, state_, n, 1, NVJPEG_OUTPUT_RGB) != NVJPEG_STATUS_SUCCESS) return false;
+      const nvjpegStatus_t s = nvjpegDecodeBatchedInitialize(handle_, state_, n, 1, NVJPEG_OUTPUT_RGB);
+      if (s != NVJPEG_STATUS_SUCCESS) return refuse("nvjpegDecodeBatchedInitialize: " + status_text(s));
       batch_ = n;
     }
     const int64_t height = images.size(2), width = images.size(3);
@@ -88,17 +94,25 @@ class NvjpegDecoder final : public GpuJpegDecoder {
         out[i].pitch[c] = static_cast<size_t>(width);
       }
     }
-    if (nvjpegDecodeBatched(handle_, state_, data.data(), lengths.data(), out.data(),
-                            static_cast<cudaStream_t>(stream)) != NVJPEG_STATUS_SUCCESS) {
-      batch_ = 0;  // initialise again before the next batch
-      return false;
-    }
-    return true;
+    const nvjpegStatus_t s =
+        nvjpegDecodeBatched(handle_, state_, data.data(), lengths.data(), out.data(), static_cast<cudaStream_t>(stream));
+    // wait here: data, lengths and out must outlive the work, and the caller reads the images next
+    const cudaError_t synced = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+    if (s != NVJPEG_STATUS_SUCCESS) return refuse("nvjpegDecodeBatched: " + status_text(s));
+    if (synced != cudaSuccess) return refuse(std::string("the decode's stream: ") + cudaGetErrorString(synced));
+    images_decoded_ += n;
+    return "";
   }
 
   std::string backend() const override { return hardware_ ? "hardware" : "hybrid"; }
 
  private:
+  std::string refuse(const std::string& why) {
+    batch_ = 0;  // initialise again before the next batch
+    ++batches_refused_;
+    return why;
+  }
+
   int device_;
   nvjpegHandle_t handle_;
   bool hardware_;
@@ -113,17 +127,26 @@ bool gpu_jpeg_built() { return true; }
 
 std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why) {
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_index));
+  // The hardware engines where the GPU has them (creating fails where it has none), else hybrid;
+  // each with chroma upsampling that interpolates (as libjpeg's "fancy" upsampling, which PIL and
+  // our CPU path use) where that backend offers it.
   nvjpegHandle_t handle = nullptr;
-  bool hardware = true;
-  // The hardware engines where the GPU has them (the call fails where it has none), else hybrid.
-  if (nvjpegCreateEx(NVJPEG_BACKEND_HARDWARE, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &handle) != NVJPEG_STATUS_SUCCESS) {
-    hardware = false;
-    handle = nullptr;
-    const nvjpegStatus_t s = nvjpegCreateEx(NVJPEG_BACKEND_DEFAULT, nullptr, nullptr, NVJPEG_FLAGS_DEFAULT, &handle);
-    if (s != NVJPEG_STATUS_SUCCESS) {
-      why = "nvJPEG could not start on GPU " + std::to_string(device_index) + ": " + status_text(s);
-      return nullptr;
+  nvjpegStatus_t s = NVJPEG_STATUS_NOT_INITIALIZED;
+  bool hardware = false;
+  for (const nvjpegBackend_t backend : {NVJPEG_BACKEND_HARDWARE, NVJPEG_BACKEND_DEFAULT}) {
+    for (const unsigned flags : {unsigned{NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION}, unsigned{NVJPEG_FLAGS_DEFAULT}}) {
+      handle = nullptr;
+      s = nvjpegCreateEx(backend, nullptr, nullptr, flags, &handle);
+      if (s == NVJPEG_STATUS_SUCCESS) break;
     }
+    if (s == NVJPEG_STATUS_SUCCESS) {
+      hardware = backend == NVJPEG_BACKEND_HARDWARE;
+      break;
+    }
+  }
+  if (s != NVJPEG_STATUS_SUCCESS) {
+    why = "nvJPEG could not start on GPU " + std::to_string(device_index) + ": " + status_text(s);
+    return nullptr;
   }
   auto decoder = std::make_unique<NvjpegDecoder>(device_index, handle, hardware);
   if (!decoder->start(why)) return nullptr;

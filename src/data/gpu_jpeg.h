@@ -20,16 +20,23 @@ namespace resnet {
 class GpuJpegDecoder {
  public:
   virtual ~GpuJpegDecoder() = default;
-  // Whether this decoder takes the file `bytes` (a JPEG of a kind it decodes), and its size.
+  // Whether this decoder takes the file `bytes` (a whole JPEG, ending in its EOI marker, of a
+  // kind it decodes), and its size. Not thread-safe: one caller at a time.
   virtual bool accepts(const std::vector<uint8_t>& bytes, int64_t& height, int64_t& width) = 0;
   // Decodes files[i] (each accepted) into images[slots[i]], at its top left: `images` is uint8
-  // [B, 3, H, W], contiguous, on this decoder's GPU, with H and W at least each file's. The work
-  // is queued on `stream` (a cudaStream_t); the caller synchronises. False where nvJPEG failed
-  // (a file whose header passed but whose data is bad): nothing is then known of the images.
-  virtual bool decode(const std::vector<const std::vector<uint8_t>*>& files, const std::vector<int64_t>& slots,
-                      torch::Tensor& images, void* stream) = 0;
+  // [B, 3, H, W], contiguous, on this decoder's GPU, with H and W at least each file's. Runs on
+  // `stream` (a cudaStream_t) and waits for it. "" when done; else nvJPEG's reason (such as a
+  // file whose header passed but whose data is bad), and nothing is known of the images.
+  virtual std::string decode(const std::vector<const std::vector<uint8_t>*>& files, const std::vector<int64_t>& slots,
+                             torch::Tensor& images, void* stream) = 0;
   // "hardware" (the GPU's JPEG engines) or "hybrid"
   virtual std::string backend() const = 0;
+
+  int64_t images_decoded() const { return images_decoded_; }
+  int64_t batches_refused() const { return batches_refused_; }
+
+ protected:
+  int64_t images_decoded_ = 0, batches_refused_ = 0;
 };
 
 // Whether this build has nvJPEG.

@@ -70,9 +70,14 @@ torch::Tensor to_device_beside_compute(const torch::Tensor& host, const torch::D
 
 class StreamingSource : public ImageSource {
  public:
-  StreamingSource(ImageFolderIndex index, bool skip_bad, bool gpu_decode)
-      : index_(std::move(index)), skip_bad_(skip_bad), gpu_decode_(gpu_decode),
-        labels_(torch::tensor(index_.labels, torch::kLong)) {}
+  StreamingSource(ImageFolderIndex index, bool skip_bad, int gpu_decode_device)
+      : index_(std::move(index)), skip_bad_(skip_bad), labels_(torch::tensor(index_.labels, torch::kLong)) {
+    if (gpu_decode_device >= 0) {
+      std::string why;
+      decoder_ = make_gpu_jpeg_decoder(gpu_decode_device, why);
+      if (!decoder_) log_warning("--gpu-decode: " + why + "; decoding on the CPU");
+    }
+  }
   int64_t size() const override { return static_cast<int64_t>(index_.files.size()); }
   const std::vector<std::string>& classes() const override { return index_.classes; }
   torch::Tensor labels() const override { return labels_; }
@@ -84,7 +89,12 @@ class StreamingSource : public ImageSource {
     const auto idx = indices.to(torch::kCPU, torch::kLong).contiguous();
     std::vector<std::string> files;
     for (int64_t i = 0; i < idx.size(0); ++i) files.push_back(index_.files.at(idx[i].item<int64_t>()));
-    if (device.is_cuda() && gpu_decode_ && start_decoder(device)) return gather_on_gpu(files, idx, device);
+    if (decoder_ && device.is_cuda()) return gather_on_gpu(files, idx, device);
+    return gather_on_cpu(files, idx, device);
+  }
+
+ private:
+  RawBatch gather_on_cpu(const std::vector<std::string>& files, const torch::Tensor& idx, const torch::Device& device) {
     std::vector<std::string> errors;
     std::vector<torch::Tensor> images = decode_all(files, errors);
     const std::vector<int64_t> keep = kept(errors);
@@ -108,7 +118,6 @@ class StreamingSource : public ImageSource {
     return {to_device_beside_compute(host, device), sizes, to_device_beside_compute(labels_of(idx, keep), device)};
   }
 
- private:
   // The positions of the files that decoded; the others' errors thrown, or with --skip-bad-images warned of.
   std::vector<int64_t> kept(const std::vector<std::string>& errors) const {
     std::vector<int64_t> keep;
@@ -131,55 +140,46 @@ class StreamingSource : public ImageSource {
     return labels;
   }
 
-  // The GPU decoder, started on the first batch; false (with a warning, once) where there is none.
-  bool start_decoder(const torch::Device& device) {
-    if (!decoder_tried_) {
-      decoder_tried_ = true;
-      std::string why;
-      decoder_ = make_gpu_jpeg_decoder(device.index(), why);
-      if (!decoder_) log_warning("--gpu-decode: " + why + "; decoding on the CPU");
-    }
-    return decoder_ != nullptr;
-  }
-
   // Files read on all cores; the JPEGs nvJPEG takes decoded by it straight into the padded batch on
-  // the GPU, the rest (PNG, grey, CMYK, and what the hardware engines refuse) on the CPU as above
-  // and copied in.
+  // the GPU, the rest (PNG, grey, CMYK, and what the hardware engines refuse) on the CPU and
+  // copied in. A batch nvJPEG refuses is gathered again on the CPU.
   RawBatch gather_on_gpu(const std::vector<std::string>& files, const torch::Tensor& idx, const torch::Device& device) {
 #ifdef RESNET_WITH_CUDA
     const auto n = static_cast<int64_t>(files.size());
     std::vector<std::vector<uint8_t>> bytes(files.size());
     std::vector<std::string> errors(files.size());
+    at::parallel_for(0, n, /*grain_size=*/8, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        try {
+          bytes[i] = read_file_bytes(files[i]);
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+      }
+    });
     std::vector<ImageSize> size(files.size());
     std::vector<uint8_t> on_gpu(files.size(), 0);
-    for (int64_t i = 0; i < n; ++i) {  // headers: cheap, and nvJPEG's parse state is one per decoder
-      try {
-        bytes[i] = read_file_bytes(files[i]);
-        if (decoder_->accepts(bytes[i], size[i].height, size[i].width) &&
-            (max_image_pixels() == 0 || size[i].height * size[i].width <= max_image_pixels()))
-          on_gpu[i] = 1;
-      } catch (const std::exception& e) {
-        errors[i] = e.what();
-      }
+    std::vector<int64_t> rest;
+    for (int64_t i = 0; i < n; ++i) {  // headers: cheap, and the decoder's parse state is one
+      if (!errors[i].empty()) continue;
+      if (decoder_->accepts(bytes[i], size[i].height, size[i].width) &&
+          (max_image_pixels() == 0 || size[i].height * size[i].width <= max_image_pixels()))
+        on_gpu[i] = 1;
+      else
+        rest.push_back(i);
     }
     std::vector<torch::Tensor> cpu(files.size());
-    auto decode_on_cpu = [&](const std::vector<int64_t>& which) {
-      at::parallel_for(0, static_cast<int64_t>(which.size()), /*grain_size=*/4, [&](int64_t begin, int64_t end) {
-        for (int64_t k = begin; k < end; ++k) {
-          const int64_t i = which[k];
-          try {
-            cpu[i] = decode_image(bytes[i], files[i]);
-            size[i] = {cpu[i].size(1), cpu[i].size(2)};
-          } catch (const std::exception& e) {
-            errors[i] = e.what();
-          }
+    at::parallel_for(0, static_cast<int64_t>(rest.size()), /*grain_size=*/4, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t i = rest[k];
+        try {
+          cpu[i] = decode_image(bytes[i], files[i]);
+          size[i] = {cpu[i].size(1), cpu[i].size(2)};
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
         }
-      });
-    };
-    std::vector<int64_t> rest;
-    for (int64_t i = 0; i < n; ++i)
-      if (!on_gpu[i] && errors[i].empty()) rest.push_back(i);
-    decode_on_cpu(rest);
+      }
+    });
     const std::vector<int64_t> keep = kept(errors);
     int64_t max_h = 0, max_w = 0;
     for (int64_t k : keep) {
@@ -199,25 +199,19 @@ class StreamingSource : public ImageSource {
       std::vector<int64_t> slots;
       for (int64_t s = 0; s < b; ++s)
         if (on_gpu[keep[s]]) gpu_files.push_back(&bytes[keep[s]]), slots.push_back(s);
-      if (!decoder_->decode(gpu_files, slots, images, side.stream())) {
-        // nvJPEG refused the batch (a file whose header passed but whose data is bad): the CPU path
-        // decodes those files instead, and names any that fail.
-        side.synchronize();
-        std::vector<int64_t> again;
-        for (int64_t s : slots) again.push_back(keep[s]);
-        decode_on_cpu(again);
-        for (int64_t i : again)
-          if (!errors[i].empty()) throw InputError(errors[i] + " (or pass --skip-bad-images to leave such files out)");
-        for (int64_t i : again) on_gpu[i] = 0;
+      const std::string refused = decoder_->decode(gpu_files, slots, images, side.stream());
+      if (!refused.empty()) {
+        if (decoder_->batches_refused() == 1)
+          log_warning("nvJPEG refused a batch of " + index_.dir + " (" + refused + "); such batches are decoded on the CPU");
+        return gather_on_cpu(files, idx, device);
       }
       using torch::indexing::Slice;
       for (int64_t s = 0; s < b; ++s) {
         const int64_t i = keep[s];
-        if (on_gpu[i]) continue;
-        images[s].index({Slice(), Slice(0, size[i].height), Slice(0, size[i].width)}).copy_(cpu[i].to(device));
+        if (!on_gpu[i]) images[s].index({Slice(), Slice(0, size[i].height), Slice(0, size[i].width)}).copy_(cpu[i].to(device));
       }
+      side.synchronize();
     }
-    side.synchronize();
     c10::cuda::CUDACachingAllocator::recordStream(images.storage().data_ptr(),
                                                   c10::cuda::getDefaultCUDAStream(device.index()));
     auto sizes = torch::empty({b, 2}, torch::kLong);
@@ -227,17 +221,15 @@ class StreamingSource : public ImageSource {
     }
     return {images, sizes, to_device_beside_compute(labels_of(idx, keep), device)};
 #else
-    (void)files, (void)idx, (void)device;
-    throw std::logic_error("gather_on_gpu without CUDA");
+    (void)device;
+    return gather_on_cpu(files, idx, torch::kCPU);
 #endif
   }
 
   ImageFolderIndex index_;
   bool skip_bad_;
-  bool gpu_decode_;
   torch::Tensor labels_;
-  bool decoder_tried_ = false;
-  std::unique_ptr<GpuJpegDecoder> decoder_;
+  std::unique_ptr<GpuJpegDecoder> decoder_;  // --gpu-decode's, where it started
 };
 
 }  // namespace
@@ -301,8 +293,8 @@ DecodeResult decode_image_folder(const ImageFolderIndex& index, bool skip_bad_im
   return result;
 }
 
-std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images, bool gpu_decode) {
-  return std::make_shared<StreamingSource>(std::move(index), skip_bad_images, gpu_decode);
+std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images, int gpu_decode_device) {
+  return std::make_shared<StreamingSource>(std::move(index), skip_bad_images, gpu_decode_device);
 }
 
 }  // namespace resnet

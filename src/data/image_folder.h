@@ -39,8 +39,9 @@ DecodeResult decode_image_folder(const ImageFolderIndex& index, bool skip_bad_im
 
 // Streams: each gather() reads and decodes its files on all cores into a padded batch.
 // With `skip_bad_images`, an undecodable file is dropped from its batch with a warning. With
-// `gpu_decode` and a CUDA device, the JPEGs nvJPEG takes are decoded on the GPU (data/gpu_jpeg.h)
-// straight into the batch, the rest on the CPU; where nvJPEG is missing, all on the CPU (warned once).
-std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images, bool gpu_decode = false);
+// `gpu_decode_device` (a CUDA device index; -1: none), batches gathered for that GPU have the JPEGs
+// nvJPEG takes decoded on it (data/gpu_jpeg.h) straight into the batch, the rest on the CPU;
+// where nvJPEG cannot start, all on the CPU (warned once, here).
+std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images, int gpu_decode_device = -1);
 
 }  // namespace resnet

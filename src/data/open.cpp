@@ -75,7 +75,8 @@ std::shared_ptr<ImageSource> open_split(const std::string& path, Split split, co
       return in_memory_source(std::move(decoded.data), home, dir + " (image folder, in memory)");
     }
   }
-  return streaming_source(std::move(index), options.skip_bad_images, options.gpu_decode);
+  const int gpu = options.gpu_decode && device.is_cuda() ? (device.has_index() ? device.index() : 0) : -1;
+  return streaming_source(std::move(index), options.skip_bad_images, gpu);
 }
 
 }  // namespace resnet
