@@ -4,13 +4,13 @@
 # progressive and PNG-named files, made from .device/cifar-10-jpeg.tar.xz), then
 #   1. data_bench decode: every file decoded on all cores (libjpeg-turbo, the CPU path);
 #   2. data_bench loader: the training loader alone at batch 256, 224 px (read + decode + crop +
-#      flip + normalise + transfer), and its peak memory;
+#      flip + normalise + transfer), and its peak memory: CPU decoding, then --gpu-decode (nvJPEG);
 #   3. resnet bench: the training step alone at the same settings (fp16, the fused path);
-#   4. resnet train on the folder, 2 epochs at the same settings: epoch 2's img/s from metrics.csv;
-# and a table of the four. Expects .deps, .device (the archive) carried; builds with
+#   4. resnet train on the folder, 2 epochs at the same settings, with --gpu-decode and without:
+#      epoch 2's img/s from metrics.csv;
+# and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
 # bench/device_run.sh. Logs and JSON lines go to $OUT.
-# Not here yet: the nvJPEG path (not built) and DALI's pipeline beside ours (its wheel, 189 MiB,
-# is larger than what a call carries).
+# Not here: DALI's pipeline beside ours (its wheel, 189 MiB, is more than one call carries).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-device-out}
@@ -28,15 +28,20 @@ if [ ! -d "$folder/train" ]; then
 fi
 du -sh "$folder"
 build-device/data_bench decode --folder "$folder" | tee "$out/decode.jsonl"
-build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 |
-  tee "$out/loader.jsonl"
+for decode in "" --gpu-decode; do
+  build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 $decode
+done | tee "$out/loader.jsonl"
 build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size 256 --steps 30 --warmup 8 \
   > "$out/bench.txt" 2>&1
 tail -3 "$out/bench.txt"
-build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 2 \
-  --checkpoint-dir /tmp/ck-inet --restart > "$out/train.log" 2>&1
-echo "train exit $?"
-cp /tmp/ck-inet/resnet50/metrics.csv "$out/metrics-inet.csv" 2>/dev/null
+for decode in cpu gpu; do
+  flags=()
+  [ $decode = gpu ] && flags=(--gpu-decode)
+  build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 2 "${flags[@]}" \
+    --checkpoint-dir /tmp/ck-inet-$decode --restart > "$out/train-$decode.log" 2>&1
+  echo "train ($decode decoding) exit $?"
+  cp /tmp/ck-inet-$decode/resnet50/metrics.csv "$out/metrics-inet-$decode.csv" 2>/dev/null
+done
 python3 - "$out" <<'EOF'
 import csv, json, sys
 out = sys.argv[1]
@@ -49,14 +54,16 @@ def last_json(name):
 for d in last_json('decode.jsonl'):
     rows.append((f"decode, {d['split']} ({d['threads']} threads)", d['img_per_s'], ''))
 for d in last_json('loader.jsonl'):
-    rows.append(('loader, batch 256, 224 px, CPU decode', d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB"))
+    how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
+    rows.append((f'loader, batch 256, 224 px, {how} decoding', d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB"))
 for d in last_json('bench.txt'):
     rows.append((f"resnet bench, {d['precision']}, batch {d['batch_size']}", d['img_per_s'], ''))
-try:
-    epochs = list(csv.DictReader(open(f'{out}/metrics-inet.csv')))
-    rows.append(('resnet train on the folder, epoch 2', float(epochs[-1]['img_per_s']), ''))
-except (OSError, IndexError, KeyError):
-    pass
+for decode in ('cpu', 'gpu'):
+    try:
+        epochs = list(csv.DictReader(open(f'{out}/metrics-inet-{decode}.csv')))
+        rows.append((f'resnet train on the folder, epoch 2, {decode.upper()} decoding', float(epochs[-1]['img_per_s']), ''))
+    except (OSError, IndexError, KeyError):
+        pass
 print('| what | img/s | |\n|---|---|---|')
 for what, v, note in rows:
     print(f'| {what} | {v:,.0f} | {note} |')

@@ -186,6 +186,20 @@ TEST(CliFirstContact, TrainRefusesBadNumbersWithExit2) {
   EXPECT_TRUE(contains(test.output, "error: --batch-size must be at least 1")) << test.output;
 }
 
+TEST(CliFirstContact, ImageNetValFlagsGoTogether) {
+  resnet::test::TempDir tmp;
+  const auto alone = run_resnet("data --imagenet-val " + tmp.path().string());
+  EXPECT_EQ(alone.exit_code, 2) << alone.output;
+  EXPECT_TRUE(contains(alone.output, "error: --imagenet-val needs --devkit")) << alone.output;
+  const auto kit = run_resnet("data --devkit " + (tmp.path() / "kit.tar.gz").string());
+  EXPECT_EQ(kit.exit_code, 2) << kit.output;
+  EXPECT_TRUE(contains(kit.output, "--devkit requires --imagenet-val")) << kit.output;
+  const auto missing = run_resnet("data --imagenet-val " + tmp.path().string() + " --devkit " +
+                                  (tmp.path() / "kit.tar.gz").string());
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_TRUE(contains(missing.output, "kit.tar.gz: no such file or folder (--devkit)")) << missing.output;
+}
+
 TEST(CliFirstContact, DataRetriesZeroSaysTheRangeReadably) {
   resnet::test::TempDir tmp;
   const auto r = run_resnet("data --retries 0 --data " + (tmp.path() / "d").string());
