@@ -29,20 +29,31 @@ bool is_image_name(const fs::path& p) {
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
 }
 
-// Decodes files[i] for i in [0, n) on all cores; errors[i] holds the message of a failure.
-std::vector<torch::Tensor> decode_all(const std::vector<std::string>& files, std::vector<std::string>& errors) {
-  const auto n = static_cast<int64_t>(files.size());
-  std::vector<torch::Tensor> images(files.size());
-  errors.assign(files.size(), "");
-  at::parallel_for(0, n, /*grain_size=*/16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
+// job(i) for each i of `which` on all cores; errors[i] holds the message of what job(i) threw.
+template <typename Job>
+void each_on_all_cores(const std::vector<int64_t>& which, std::vector<std::string>& errors, Job&& job) {
+  at::parallel_for(0, static_cast<int64_t>(which.size()), /*grain_size=*/4, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
       try {
-        images[i] = decode_image_file(files[i]);
+        job(which[k]);
       } catch (const std::exception& e) {
-        errors[i] = e.what();
+        errors[which[k]] = e.what();
       }
     }
   });
+}
+
+std::vector<int64_t> all_of(size_t n) {
+  std::vector<int64_t> all(n);
+  for (size_t i = 0; i < n; ++i) all[i] = static_cast<int64_t>(i);
+  return all;
+}
+
+// Decodes every file on all cores; errors[i] holds the message of a failure.
+std::vector<torch::Tensor> decode_all(const std::vector<std::string>& files, std::vector<std::string>& errors) {
+  std::vector<torch::Tensor> images(files.size());
+  errors.assign(files.size(), "");
+  each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { images[i] = decode_image_file(files[i]); });
   return images;
 }
 
@@ -148,15 +159,7 @@ class StreamingSource : public ImageSource {
     const auto n = static_cast<int64_t>(files.size());
     std::vector<std::vector<uint8_t>> bytes(files.size());
     std::vector<std::string> errors(files.size());
-    at::parallel_for(0, n, /*grain_size=*/8, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        try {
-          bytes[i] = read_file_bytes(files[i]);
-        } catch (const std::exception& e) {
-          errors[i] = e.what();
-        }
-      }
-    });
+    each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { bytes[i] = read_file_bytes(files[i]); });
     std::vector<ImageSize> size(files.size());
     std::vector<uint8_t> on_gpu(files.size(), 0);
     std::vector<int64_t> rest;
@@ -169,16 +172,9 @@ class StreamingSource : public ImageSource {
         rest.push_back(i);
     }
     std::vector<torch::Tensor> cpu(files.size());
-    at::parallel_for(0, static_cast<int64_t>(rest.size()), /*grain_size=*/4, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t i = rest[k];
-        try {
-          cpu[i] = decode_image(bytes[i], files[i]);
-          size[i] = {cpu[i].size(1), cpu[i].size(2)};
-        } catch (const std::exception& e) {
-          errors[i] = e.what();
-        }
-      }
+    each_on_all_cores(rest, errors, [&](int64_t i) {
+      cpu[i] = decode_image(bytes[i], files[i]);
+      size[i] = {cpu[i].size(1), cpu[i].size(2)};
     });
     const std::vector<int64_t> keep = kept(errors);
     int64_t max_h = 0, max_w = 0;
