@@ -79,4 +79,19 @@ out = io.BytesIO()
 with zipfile.ZipFile(out, 'w', zipfile.ZIP_DEFLATED) as z:
     z.writestr('data/a.txt', b'alpha\n')
 put('archive', 'one_file.zip', out.getvalue())
+# mat5: MAT v5 files as scipy.io.savemat writes them: a struct array as the devkit's meta.mat
+# (compressed and not), and a cell, char and number mix
+from scipy.io import savemat
+synsets = np.zeros((2, 1), dtype=[('ILSVRC2012_ID', 'O'), ('WNID', 'O'), ('children', 'O')])
+synsets[0, 0] = (np.array([[1.0]]), 'n02119789', np.zeros((1, 0)))
+synsets[1, 0] = (np.array([[2.0]]), 'n01440764', np.array([[1.0, 2.0]]))
+for compress in (True, False):
+    out = io.BytesIO()
+    savemat(out, {'synsets': synsets}, do_compression=compress)
+    put('mat5', f'synsets_{"z" if compress else "plain"}.mat', out.getvalue())
+cell = np.empty((1, 3), dtype=object)
+cell[0, 0], cell[0, 1], cell[0, 2] = 'text', np.arange(4, dtype=np.int16).reshape(2, 2), np.array([[1.5]], dtype=np.float32)
+out = io.BytesIO()
+savemat(out, {'c': cell, 'u': np.array([[7]], dtype=np.uint8)})
+put('mat5', 'cell.mat', out.getvalue())
 print('seeds in', root)

@@ -880,6 +880,24 @@ TEST(ImageNetVal, SortsTheFlatFolderByTheDevkitsGroundTruth) {
   std::filesystem::remove_all(val);
 }
 
+TEST(Mat5, ReadsCellsCharsAndNumbersAsScipyWritesThem) {
+  // fuzz/corpus/mat5/cell.mat (scipy.io.savemat, fuzz/make_corpus.py): c = {'text', int16 [[0, 1],
+  // [2, 3]], single 1.5} and u = uint8 7; numbers column-major, as MATLAB keeps them.
+  const std::string path = std::string(RESNET_SOURCE_DIR) + "/fuzz/corpus/mat5/cell.mat";
+  const auto vars = resnet::read_mat5(resnet::read_file_bytes(path), path);
+  ASSERT_EQ(vars.count("c"), 1u);
+  const auto& c = vars.at("c");
+  EXPECT_EQ(c.kind, resnet::MatArray::Kind::kCell);
+  EXPECT_EQ(c.dims, (std::vector<int64_t>{1, 3}));
+  ASSERT_EQ(c.elements.size(), 3u);
+  EXPECT_EQ(c.elements[0].kind, resnet::MatArray::Kind::kChar);
+  EXPECT_EQ(c.elements[0].text, "text");
+  EXPECT_EQ(c.elements[1].numbers, (std::vector<double>{0, 2, 1, 3}));
+  EXPECT_EQ(c.elements[2].numbers, (std::vector<double>{1.5}));
+  EXPECT_EQ(vars.at("u").numbers, (std::vector<double>{7}));
+  EXPECT_EQ(vars.at("u").count(), 1);
+}
+
 TEST(ImageNetVal, BadDevkitsAreNamed) {
   const auto kit_dir = fixture("imagenet/plain");
   if (!std::filesystem::exists(kit_dir)) GTEST_SKIP() << "no devkit fixture (scipy was missing)";

@@ -19,6 +19,7 @@ enum : uint32_t {
   mxCELL = 1, mxSTRUCT = 2, mxOBJECT = 3, mxCHAR = 4, mxSPARSE = 5, mxDOUBLE = 6, mxUINT64 = 15,
 };
 constexpr int kMaxDepth = 32;  // nested cells and structs; deeper is refused, not a stack overflow
+constexpr size_t kMaxInflated = size_t{1} << 30;  // a compressed element's bytes (the devkit's: 2 MB)
 
 struct Element {
   uint32_t type = 0;
@@ -170,6 +171,10 @@ std::vector<uint8_t> inflate_all(const uint8_t* data, size_t size, const std::st
   z.avail_in = static_cast<uInt>(size);
   int status = Z_OK;
   while (status == Z_OK) {
+    if (out.size() >= kMaxInflated) {
+      inflateEnd(&z);
+      throw InputError(path + ": a compressed element at byte " + std::to_string(at) + " inflates past 1 GiB");
+    }
     out.resize(out.size() + (size_t{1} << 20));
     z.next_out = &out[out.size() - (size_t{1} << 20)];
     z.avail_out = 1u << 20;
