@@ -80,6 +80,7 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
   const auto device = resnet::parse_device(device_name);
   resnet::DataOptions data;
   data.gpu_decode = gpu_decode;
+  data.decode_keep_side = resnet::kDecodeKeepSides * size;  // as train's training split
   const auto source = resnet::open_split(folder, resnet::Split::kTrain, device, data);
   resnet::LoaderOptions options;
   options.batch_size = batch_size;

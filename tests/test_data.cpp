@@ -99,6 +99,64 @@ TEST(Decode, MatchesPilForJpegPngGreyRgbaAndPalette) {
   }
 }
 
+TEST(Decode, JpegsLargerThanKeepSideDecodeSmallerAsPilsDraft) {
+  // libjpeg's DCT scaling M/8, the smallest M keeping the longer side at least keep_side: at 1/2
+  // and 1/4 against PIL's draft() (the same scaled IDCT); at 3/8, which draft() lacks, against the
+  // whole decode shrunk with antialiasing; smaller images, and PNGs, whole.
+  namespace F = torch::nn::functional;
+  const auto path = fixture("draft/big.jpg");
+  const auto bytes = resnet::read_file_bytes(path);
+  const auto drafts = resnet::load_tensor_dict(fixture("draft/draft.pt"));
+  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 100), 2);
+  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 150), 3);
+  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 400), 8);
+  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 0), 8);
+  EXPECT_EQ(resnet::jpeg_eighths({3000, 4000}, 896), 2);  // 1000 x 750: at most about twice keep_side
+  const auto whole = resnet::decode_image(bytes, path);
+  EXPECT_TRUE(torch::equal(resnet::decode_image(bytes, path, 400), whole));
+  for (const auto& [keep, key] : {std::pair<int64_t, const char*>{200, "draft.2"}, {100, "draft.4"}}) {
+    const auto want = resnet::find_tensor(drafts, key, "draft.pt");
+    const auto got = resnet::decode_image(bytes, path, keep);
+    ASSERT_EQ(got.sizes(), want.sizes()) << key;
+    const double err = (got.to(torch::kFloat) - want.to(torch::kFloat)).abs().max().item<double>();
+    std::cout << key << ": max abs difference from PIL's draft " << err << "\n";
+    EXPECT_LE(err, 2.0) << key;
+  }
+  const auto three = resnet::decode_image(bytes, path, 150);
+  ASSERT_EQ(three.sizes(), (std::vector<int64_t>{3, 113, 150}));
+  const auto shrunk = F::interpolate(whole.unsqueeze(0).to(torch::kFloat), F::InterpolateFuncOptions()
+                                                                               .size(std::vector<int64_t>{113, 150})
+                                                                               .mode(torch::kBilinear)
+                                                                               .align_corners(false)
+                                                                               .antialias(true))[0];
+  const double mean = (three.to(torch::kFloat) - shrunk).abs().mean().item<double>();
+  std::cout << "3/8: mean abs difference from the whole decode shrunk " << mean << "\n";
+  // The scaled IDCT filters otherwise than bilinear antialiasing: on this noisy picture PIL's own
+  // draft() at 1/2 and 1/4 differs from the antialiased shrink by 4.4 and 5.9 on average; 3/8: 8.0.
+  EXPECT_LE(mean, 10.0);
+  const auto png = fixture("kinds/png.JPEG");
+  EXPECT_TRUE(torch::equal(resnet::decode_image_file(png, 4), resnet::decode_image_file(png)));
+}
+
+TEST(ImageFolder, StreamedTrainingImagesDecodeNoLargerThanNeeded) {
+  // keep_side (train's training split: 4 x the input size): a big JPEG comes smaller, a small one
+  // and a PNG whole; the padded batch shrinks with it.
+  const auto root = fs::temp_directory_path() / ("resnet-keep-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "train" / "a");
+  fs::copy_file(fixture("draft/big.jpg"), root / "train" / "a" / "big.jpg");
+  fs::copy_file(fixture("kinds/png.JPEG"), root / "train" / "a" / "small.png");
+  const auto index = resnet::index_image_folder((root / "train").string());
+  const auto all = torch::arange(2);
+  const auto whole = resnet::streaming_source(index, false)->gather(all, torch::kCPU);
+  const auto kept = resnet::streaming_source(index, false, -1, 100)->gather(all, torch::kCPU);
+  EXPECT_TRUE(torch::equal(whole.sizes, torch::tensor({300, 400, 20, 30}).view({2, 2})));
+  EXPECT_TRUE(torch::equal(kept.sizes, torch::tensor({75, 100, 20, 30}).view({2, 2})));
+  EXPECT_EQ(kept.images.sizes(), (std::vector<int64_t>{2, 3, 75, 100}));
+  EXPECT_TRUE(torch::equal(kept.images[1].narrow(1, 0, 20).narrow(2, 0, 30), whole.images[1].narrow(1, 0, 20).narrow(2, 0, 30)));
+  fs::remove_all(root);
+}
+
 TEST(Decode, BadFilesGetErrorsThatNameThem) {
   const auto truncated = fixture("bad/train/a/truncated.jpg");
   expect_contains(input_error_of([&] { resnet::decode_image_file(truncated); }), truncated + ": cannot decode JPEG");

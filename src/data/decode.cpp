@@ -1,5 +1,6 @@
 #include "data/decode.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <csetjmp>
@@ -82,8 +83,17 @@ void cmyk_row_to_rgb(const JSAMPLE* cmyk, uint8_t* rgb, JDIMENSION width) {
   }
 }
 
-void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc) {
+// Decodes at libjpeg's scale eighths/8 (8: full size) into hwc, of `out` pixels (scaled_size's).
+void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, int eighths, ImageSize out) {
+  bool other_size = false;
   with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
+    cinfo.scale_num = static_cast<unsigned>(eighths);
+    cinfo.scale_denom = 8;
+    jpeg_calc_output_dimensions(&cinfo);
+    if (cinfo.output_height != out.height || cinfo.output_width != out.width) {  // never into a buffer of another size
+      other_size = true;
+      return;
+    }
     // CMYK and YCCK (Adobe's; ImageNet's training set holds a few): libjpeg gives CMYK, made RGB
     // here as PIL makes it; grey, RGB and YCbCr it turns into RGB itself.
     const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
@@ -104,6 +114,7 @@ void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uin
     }
     jpeg_finish_decompress(&cinfo);
   });
+  if (other_size) throw InputError(path + ": libjpeg decodes it to another size than its header gives");
 }
 
 // ---- PNG --------------------------------------------------------------------------------------
@@ -120,9 +131,9 @@ struct PngImage {
 
 // ---- shared -----------------------------------------------------------------------------------
 
-// Decodes to interleaved RGB, `size` as read_image_size gave it.
-void decode_hwc(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, ImageSize size) {
-  if (is_jpeg(bytes)) return decode_jpeg(bytes, path, hwc);
+// Decodes to interleaved RGB, `size` as read_image_size gave it; JPEGs at eighths/8 of it.
+void decode_hwc(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, ImageSize size, int eighths) {
+  if (is_jpeg(bytes)) return decode_jpeg(bytes, path, hwc, eighths, scaled_size(size, eighths));
   if (!is_png(bytes)) not_an_image(bytes, path);
   PngImage png(bytes, path);
   // RGBA then drop alpha: PIL's convert('RGB') drops it too, where PNG_FORMAT_RGB would composite.
@@ -174,10 +185,24 @@ ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& 
   return size;
 }
 
-torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path) {
+int jpeg_eighths(ImageSize size, int64_t keep_side) {
+  const int64_t longer = std::max(size.height, size.width);
+  if (keep_side <= 0 || longer <= keep_side) return 8;
+  for (int m = 1; m < 8; ++m)
+    if ((longer * m + 7) / 8 >= keep_side) return m;
+  return 8;
+}
+
+ImageSize scaled_size(ImageSize size, int eighths) {  // libjpeg's jdiv_round_up(side * num, denom)
+  return {(size.height * eighths + 7) / 8, (size.width * eighths + 7) / 8};
+}
+
+torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side) {
   const ImageSize size = read_image_size(bytes, path);
-  auto hwc = torch::empty({size.height, size.width, 3}, torch::kUInt8);
-  decode_hwc(bytes, path, hwc.data_ptr<uint8_t>(), size);
+  const int eighths = is_jpeg(bytes) ? jpeg_eighths(size, keep_side) : 8;
+  const ImageSize out = scaled_size(size, eighths);
+  auto hwc = torch::empty({out.height, out.width, 3}, torch::kUInt8);
+  decode_hwc(bytes, path, hwc.data_ptr<uint8_t>(), size, eighths);
   return hwc.permute({2, 0, 1}).contiguous();
 }
 

@@ -49,11 +49,12 @@ std::vector<int64_t> all_of(size_t n) {
   return all;
 }
 
-// Decodes every file on all cores; errors[i] holds the message of a failure.
-std::vector<torch::Tensor> decode_all(const std::vector<std::string>& files, std::vector<std::string>& errors) {
+// Decodes every file on all cores (decode_image's keep_side); errors[i] holds the message of a failure.
+std::vector<torch::Tensor> decode_all(const std::vector<std::string>& files, std::vector<std::string>& errors,
+                                      int64_t keep_side = 0) {
   std::vector<torch::Tensor> images(files.size());
   errors.assign(files.size(), "");
-  each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { images[i] = decode_image_file(files[i]); });
+  each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { images[i] = decode_image_file(files[i], keep_side); });
   return images;
 }
 
@@ -81,8 +82,9 @@ torch::Tensor to_device_beside_compute(const torch::Tensor& host, const torch::D
 
 class StreamingSource : public ImageSource {
  public:
-  StreamingSource(ImageFolderIndex index, bool skip_bad, int gpu_decode_device)
-      : index_(std::move(index)), skip_bad_(skip_bad), labels_(torch::tensor(index_.labels, torch::kLong)) {
+  StreamingSource(ImageFolderIndex index, bool skip_bad, int gpu_decode_device, int64_t keep_side)
+      : index_(std::move(index)), skip_bad_(skip_bad), keep_side_(keep_side),
+        labels_(torch::tensor(index_.labels, torch::kLong)) {
     if (gpu_decode_device >= 0) {
       std::string why;
       decoder_ = make_gpu_jpeg_decoder(gpu_decode_device, why);
@@ -107,7 +109,7 @@ class StreamingSource : public ImageSource {
  private:
   RawBatch gather_on_cpu(const std::vector<std::string>& files, const torch::Tensor& idx, const torch::Device& device) {
     std::vector<std::string> errors;
-    std::vector<torch::Tensor> images = decode_all(files, errors);
+    std::vector<torch::Tensor> images = decode_all(files, errors, keep_side_);
     const std::vector<int64_t> keep = kept(errors);
     int64_t max_h = 0, max_w = 0;
     for (int64_t k : keep) {
@@ -165,15 +167,17 @@ class StreamingSource : public ImageSource {
     std::vector<int64_t> rest;
     for (int64_t i = 0; i < n; ++i) {  // headers: cheap, and the decoder's parse state is one
       if (!errors[i].empty()) continue;
+      // (larger than keep_side: the CPU decodes it smaller, nvJPEG only whole)
       if (decoder_->accepts(bytes[i], size[i].height, size[i].width) &&
-          (max_image_pixels() == 0 || size[i].height * size[i].width <= max_image_pixels()))
+          (max_image_pixels() == 0 || size[i].height * size[i].width <= max_image_pixels()) &&
+          (keep_side_ <= 0 || std::max(size[i].height, size[i].width) <= keep_side_))
         on_gpu[i] = 1;
       else
         rest.push_back(i);
     }
     std::vector<torch::Tensor> cpu(files.size());
     each_on_all_cores(rest, errors, [&](int64_t i) {
-      cpu[i] = decode_image(bytes[i], files[i]);
+      cpu[i] = decode_image(bytes[i], files[i], keep_side_);
       size[i] = {cpu[i].size(1), cpu[i].size(2)};
     });
     const std::vector<int64_t> keep = kept(errors);
@@ -224,6 +228,7 @@ class StreamingSource : public ImageSource {
 
   ImageFolderIndex index_;
   bool skip_bad_;
+  int64_t keep_side_;
   torch::Tensor labels_;
   std::unique_ptr<GpuJpegDecoder> decoder_;  // --gpu-decode's, where it started
 };
@@ -289,8 +294,9 @@ DecodeResult decode_image_folder(const ImageFolderIndex& index, bool skip_bad_im
   return result;
 }
 
-std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images, int gpu_decode_device) {
-  return std::make_shared<StreamingSource>(std::move(index), skip_bad_images, gpu_decode_device);
+std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images, int gpu_decode_device,
+                                              int64_t keep_side) {
+  return std::make_shared<StreamingSource>(std::move(index), skip_bad_images, gpu_decode_device, keep_side);
 }
 
 }  // namespace resnet

@@ -76,7 +76,7 @@ std::shared_ptr<ImageSource> open_split(const std::string& path, Split split, co
     }
   }
   const int gpu = options.gpu_decode && device.is_cuda() ? (device.has_index() ? device.index() : 0) : -1;
-  return streaming_source(std::move(index), options.skip_bad_images, gpu);
+  return streaming_source(std::move(index), options.skip_bad_images, gpu, options.decode_keep_side);
 }
 
 }  // namespace resnet

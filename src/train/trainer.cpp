@@ -288,7 +288,9 @@ void Run::open_data() {
   DataOptions data_options;
   data_options.skip_bad_images = o.skip_bad_images;
   data_options.gpu_decode = o.gpu_decode;
-  train_source = open_split(path, Split::kTrain, device, data_options);
+  DataOptions train_options = data_options;  // training crops at most a few times the input size
+  train_options.decode_keep_side = kDecodeKeepSides * o.image_size;
+  train_source = open_split(path, Split::kTrain, device, train_options);
   if (o.holdout > 0) {  // the test split is not read: choices are made on training images
     std::tie(train_source, test_source) = hold_out(train_source, o.holdout);
     reporter.message("--holdout " + std::to_string(o.holdout) + ": each epoch is tested on " +

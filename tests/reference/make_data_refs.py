@@ -4,6 +4,8 @@
   kinds/         other files PIL opens: CMYK JPEGs as PIL writes them (Adobe-marked, inverted; one
                  converted from RGB, one with a K channel of its own), a progressive JPEG, a PNG
                  named .JPEG
+  draft/         big.jpg (400 x 300) and draft.pt: PIL's draft() decodes of it at 1/2 and 1/4 (libjpeg's
+                 DCT scaling, as decode_image's keep_side), draft.2 and draft.4, uint8 [3, H, W]
   gpu/           an image folder for GPU decoding: colour JPEGs at 4:4:4, 4:2:2 and 4:2:0 of odd
                  sizes, and the kinds that stay on the CPU (progressive, grey, CMYK, PNG named .JPEG)
   bad/           train/a holds a truncated JPEG and a text file named .jpg; train/b one good JPEG
@@ -77,6 +79,13 @@ cmyk = Image.fromarray(np.concatenate([smooth_image(24, 40), smooth_image(24, 40
 add(cmyk, 'kinds/cmyk_black.jpg', quality=85)
 add(Image.fromarray(smooth_image(40, 44)), 'kinds/progressive.jpg', quality=90, progressive=True)
 add(Image.fromarray(smooth_image(20, 30)), 'kinds/png.JPEG', format='PNG')
+save(Image.fromarray(smooth_image(300, 400)), 'draft/big.jpg', quality=90)
+drafts = {}
+for div in (2, 4):
+    with Image.open(os.path.join(out, 'draft/big.jpg')) as im:
+        im.draft('RGB', (400 // div, 300 // div))
+        drafts[f'draft.{div}'] = torch.from_numpy(np.array(im.convert('RGB'))).permute(2, 0, 1).contiguous()
+torch.save(drafts, os.path.join(out, 'draft/draft.pt'))
 for sub, (h, w) in ((0, (97, 131)), (1, (160, 240)), (2, (61, 45)), (2, (200, 150))):
     add(Image.fromarray(smooth_image(h, w)), f'gpu/train/a/s{sub}_{h}x{w}.JPEG', quality=90, subsampling=sub)
 add(Image.fromarray(smooth_image(50, 70)), 'gpu/train/b/progressive.JPEG', quality=90, progressive=True)
