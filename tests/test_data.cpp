@@ -100,21 +100,22 @@ TEST(Decode, MatchesPilForJpegPngGreyRgbaAndPalette) {
 }
 
 TEST(Decode, JpegsLargerThanKeepSideDecodeSmallerAsPilsDraft) {
-  // libjpeg's DCT scaling M/8, the smallest M keeping the longer side at least keep_side: at 1/2
+  // libjpeg's DCT scaling M/8, the smallest M keeping the shorter side at least keep_side: at 1/2
   // and 1/4 against PIL's draft() (the same scaled IDCT); at 3/8, which draft() lacks, against the
   // whole decode shrunk with antialiasing; smaller images, and PNGs, whole.
   namespace F = torch::nn::functional;
   const auto path = fixture("draft/big.jpg");
   const auto bytes = resnet::read_file_bytes(path);
   const auto drafts = resnet::load_tensor_dict(fixture("draft/draft.pt"));
-  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 100), 2);
-  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 150), 3);
-  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 400), 8);
+  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 75), 2);  // by the shorter side
+  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 113), 3);
+  EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 300), 8);
   EXPECT_EQ(resnet::jpeg_eighths({300, 400}, 0), 8);
-  EXPECT_EQ(resnet::jpeg_eighths({3000, 4000}, 896), 2);  // 1000 x 750: at most about twice keep_side
+  EXPECT_EQ(resnet::jpeg_eighths({3000, 4000}, 672), 2);  // 750 x 1000 (3 x 224 kept)
+  EXPECT_EQ(resnet::jpeg_eighths({500, 4000}, 672), 8);   // a panorama's shorter side is small already
   const auto whole = resnet::decode_image(bytes, path);
-  EXPECT_TRUE(torch::equal(resnet::decode_image(bytes, path, 400), whole));
-  for (const auto& [keep, key] : {std::pair<int64_t, const char*>{200, "draft.2"}, {100, "draft.4"}}) {
+  EXPECT_TRUE(torch::equal(resnet::decode_image(bytes, path, 300), whole));
+  for (const auto& [keep, key] : {std::pair<int64_t, const char*>{150, "draft.2"}, {75, "draft.4"}}) {
     const auto want = resnet::find_tensor(drafts, key, "draft.pt");
     const auto got = resnet::decode_image(bytes, path, keep);
     ASSERT_EQ(got.sizes(), want.sizes()) << key;
@@ -122,7 +123,7 @@ TEST(Decode, JpegsLargerThanKeepSideDecodeSmallerAsPilsDraft) {
     std::cout << key << ": max abs difference from PIL's draft " << err << "\n";
     EXPECT_LE(err, 2.0) << key;
   }
-  const auto three = resnet::decode_image(bytes, path, 150);
+  const auto three = resnet::decode_image(bytes, path, 113);
   ASSERT_EQ(three.sizes(), (std::vector<int64_t>{3, 113, 150}));
   const auto shrunk = F::interpolate(whole.unsqueeze(0).to(torch::kFloat), F::InterpolateFuncOptions()
                                                                                .size(std::vector<int64_t>{113, 150})
@@ -139,7 +140,7 @@ TEST(Decode, JpegsLargerThanKeepSideDecodeSmallerAsPilsDraft) {
 }
 
 TEST(ImageFolder, StreamedTrainingImagesDecodeNoLargerThanNeeded) {
-  // keep_side (train's training split: 4 x the input size): a big JPEG comes smaller, a small one
+  // keep_side (train's training split: 3 x the input size): a big JPEG comes smaller, a small one
   // and a PNG whole; the padded batch shrinks with it.
   const auto root = fs::temp_directory_path() / ("resnet-keep-" + std::to_string(::getpid()));
   fs::remove_all(root);
@@ -149,7 +150,7 @@ TEST(ImageFolder, StreamedTrainingImagesDecodeNoLargerThanNeeded) {
   const auto index = resnet::index_image_folder((root / "train").string());
   const auto all = torch::arange(2);
   const auto whole = resnet::streaming_source(index, false)->gather(all, torch::kCPU);
-  const auto kept = resnet::streaming_source(index, false, -1, 100)->gather(all, torch::kCPU);
+  const auto kept = resnet::streaming_source(index, false, -1, 75)->gather(all, torch::kCPU);
   EXPECT_TRUE(torch::equal(whole.sizes, torch::tensor({300, 400, 20, 30}).view({2, 2})));
   EXPECT_TRUE(torch::equal(kept.sizes, torch::tensor({75, 100, 20, 30}).view({2, 2})));
   EXPECT_EQ(kept.images.sizes(), (std::vector<int64_t>{2, 3, 75, 100}));
@@ -917,6 +918,19 @@ TEST(ImageNetVal, SortsTheFlatFolderByTheDevkitsGroundTruth) {
   }
   EXPECT_TRUE(std::filesystem::exists(val / resnet::imagenet_val_name(1)));
   std::ofstream(val / resnet::imagenet_val_name(6)) << 6;
+  auto refused = [&](const std::string& want) {
+    try {
+      resnet::sort_imagenet_val(val.string(), kit);
+      ADD_FAILURE() << "sorted despite: " << want;
+    } catch (const resnet::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("nothing was moved"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(std::filesystem::exists(val / resnet::imagenet_val_name(1)));
+  };
+  std::ofstream(val / "n09999999") << "a file where a class folder goes";
+  refused("n09999999: is a file where its class folder goes");
+  std::filesystem::remove(val / "n09999999");
   const auto sorted = resnet::sort_imagenet_val(val.string(), kit);
   EXPECT_EQ(sorted.moved, 6);
   EXPECT_EQ(sorted.classes, 4);
@@ -932,6 +946,9 @@ TEST(ImageNetVal, SortsTheFlatFolderByTheDevkitsGroundTruth) {
   const auto again = resnet::sort_imagenet_val(val.string(), kit);
   EXPECT_EQ(again.moved, 0);
   EXPECT_EQ(again.already, 6);
+  std::ofstream(val / resnet::imagenet_val_name(1)) << "again";  // flat and sorted both: which is it?
+  refused("ILSVRC2012_val_00000001.JPEG: also in");
+  std::filesystem::remove(val / resnet::imagenet_val_name(1));
   // the split now reads as an image folder with the training split's class names
   EXPECT_EQ(resnet::index_image_folder(val.string()).classes,
             (std::vector<std::string>{"n01440764", "n02119789", "n04592741", "n09999999"}));

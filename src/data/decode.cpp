@@ -186,10 +186,10 @@ ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& 
 }
 
 int jpeg_eighths(ImageSize size, int64_t keep_side) {
-  const int64_t longer = std::max(size.height, size.width);
-  if (keep_side <= 0 || longer <= keep_side) return 8;
+  const int64_t shorter = std::min(size.height, size.width);
+  if (keep_side <= 0 || shorter <= keep_side) return 8;
   for (int m = 1; m < 8; ++m)
-    if ((longer * m + 7) / 8 >= keep_side) return m;
+    if ((shorter * m + 7) / 8 >= keep_side) return m;
   return 8;
 }
 

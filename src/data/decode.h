@@ -35,10 +35,10 @@ int64_t max_image_pixels();
 // Size from the header alone (no pixel decoding); InputError beyond max_image_pixels().
 ImageSize read_image_size(const std::vector<uint8_t>& bytes, const std::string& path);
 
-// Decodes into a new uint8 tensor [3, H, W]. With `keep_side` > 0, a JPEG whose longer side is
+// Decodes into a new uint8 tensor [3, H, W]. With `keep_side` > 0, a JPEG whose shorter side is
 // larger is decoded smaller in the DCT domain (libjpeg's scale M/8, as PIL's draft()): the
-// smallest M whose longer side is still at least keep_side, so at most about twice it. Less
-// work, less memory, and the scaled IDCT filters as it shrinks; other images come whole.
+// smallest M whose shorter side is still at least keep_side (at most twice it, where M > 1).
+// Less work, less memory, and the scaled IDCT filters as it shrinks; other images come whole.
 torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side = 0);
 
 inline torch::Tensor decode_image_file(const std::string& path, int64_t keep_side = 0) {

@@ -167,10 +167,10 @@ class StreamingSource : public ImageSource {
     std::vector<int64_t> rest;
     for (int64_t i = 0; i < n; ++i) {  // headers: cheap, and the decoder's parse state is one
       if (!errors[i].empty()) continue;
-      // (larger than keep_side: the CPU decodes it smaller, nvJPEG only whole)
+      // (one the CPU would decode smaller goes there: nvJPEG decodes only whole)
       if (decoder_->accepts(bytes[i], size[i].height, size[i].width) &&
           (max_image_pixels() == 0 || size[i].height * size[i].width <= max_image_pixels()) &&
-          (keep_side_ <= 0 || std::max(size[i].height, size[i].width) <= keep_side_))
+          jpeg_eighths(size[i], keep_side_) == 8)
         on_gpu[i] = 1;
       else
         rest.push_back(i);

@@ -42,8 +42,8 @@ DecodeResult decode_image_folder(const ImageFolderIndex& index, bool skip_bad_im
 // `gpu_decode_device` (a CUDA device index; -1: none), batches gathered for that GPU have the JPEGs
 // nvJPEG takes decoded on it (data/gpu_jpeg.h) straight into the batch, the rest on the CPU;
 // where nvJPEG cannot start, all on the CPU (warned once, here). With `keep_side` > 0, JPEGs whose
-// longer side is larger are decoded smaller on the CPU (decode_image's DCT scaling): the padded
-// batch then stays within about (2 keep_side)^2 pixels an image.
+// shorter side is larger are decoded smaller on the CPU (decode_image's DCT scaling), so that a
+// huge photo no longer pads its whole batch to its size.
 std::shared_ptr<ImageSource> streaming_source(ImageFolderIndex index, bool skip_bad_images, int gpu_decode_device = -1,
                                               int64_t keep_side = 0);
 

@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -42,9 +45,19 @@ ImageNetDevkit read_devkit_folder(const fs::path& root) {
   for (int64_t e = 0; e < synsets.count(); ++e) {
     const MatArray& id = synsets.field(e, "ILSVRC2012_ID", meta_path);
     const MatArray& wnid = synsets.field(e, "WNID", meta_path);
-    if (id.numbers.size() != 1 || wnid.kind != MatArray::Kind::kChar || wnid.text.empty())
-      throw InputError(meta_path + ": synset " + std::to_string(e + 1) + " lacks its ILSVRC2012_ID or WNID");
-    kit.wnid_of_id[static_cast<int64_t>(id.numbers[0])] = wnid.text;
+    const std::string synset = meta_path + ": synset " + std::to_string(e + 1);
+    if (id.numbers.size() != 1 || wnid.kind != MatArray::Kind::kChar)
+      throw InputError(synset + " lacks its ILSVRC2012_ID or WNID");
+    const double number = id.numbers[0];
+    // a class id a line of the ground truth can name, and a WordNet id (n and 8 digits): it
+    // becomes a folder name, so nothing else (no '/', no '..')
+    if (!(number >= 1 && number <= 1e9 && number == std::floor(number)))
+      throw InputError(synset + " has ILSVRC2012_ID " + std::to_string(number) + ", not a whole number from 1");
+    const bool wordnet = wnid.text.size() == 9 && wnid.text[0] == 'n' &&
+                         std::all_of(wnid.text.begin() + 1, wnid.text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!wordnet) throw InputError(synset + " has WNID '" + wnid.text + "', not a WordNet id such as n01440764");
+    if (!kit.wnid_of_id.emplace(static_cast<int64_t>(number), wnid.text).second)
+      throw InputError(synset + " repeats ILSVRC2012_ID " + std::to_string(static_cast<int64_t>(number)));
   }
   const std::string truth_path = (root / kGroundTruth).string();
   std::ifstream in(truth_path);
@@ -71,8 +84,9 @@ ImageNetDevkit read_devkit_folder(const fs::path& root) {
 ImageNetDevkit read_imagenet_devkit(const std::string& path) {
   if (!fs::exists(path)) throw InputError(path + ": no such file or folder (--devkit)");
   if (fs::is_directory(path)) return read_devkit_folder(devkit_root(path, path));
-  const fs::path temp = fs::temp_directory_path() / ("resnet-devkit-" + std::to_string(::getpid()));
-  fs::remove_all(temp);
+  std::string pattern = (fs::temp_directory_path() / "resnet-devkit-XXXXXX").string();
+  if (!::mkdtemp(pattern.data())) throw InputError(pattern + ": cannot make a temporary folder to unpack " + path);
+  const fs::path temp = pattern;
   try {
     extract_archive(path, temp.string());
     ImageNetDevkit kit = read_devkit_folder(devkit_root(temp, path));
@@ -96,24 +110,31 @@ ValSorted sort_imagenet_val(const std::string& val_dir, const ImageNetDevkit& de
   const fs::path dir(val_dir);
   ValSorted done;
   std::vector<bool> flat(devkit.ground_truth.size());
-  for (size_t k = 0; k < devkit.ground_truth.size(); ++k) {  // all there before anything moves
-    const std::string name = imagenet_val_name(static_cast<int64_t>(k) + 1);
-    const std::string& wnid = devkit.wnid_of_id.at(devkit.ground_truth[k]);
-    flat[k] = fs::is_regular_file(dir / name);
-    if (!flat[k] && !fs::is_regular_file(dir / wnid / name))
-      throw InputError((dir / name).string() + ": missing (the devkit lists " +
-                       std::to_string(devkit.ground_truth.size()) + " validation images; nothing was moved)");
-  }
   std::set<std::string> classes;
-  for (size_t k = 0; k < devkit.ground_truth.size(); ++k) {
+  const std::string nothing_moved = "; nothing was moved";
+  for (size_t k = 0; k < devkit.ground_truth.size(); ++k) {  // everything checked before anything moves
     const std::string name = imagenet_val_name(static_cast<int64_t>(k) + 1);
     const std::string& wnid = devkit.wnid_of_id.at(devkit.ground_truth[k]);
     classes.insert(wnid);
+    flat[k] = fs::is_regular_file(dir / name);
+    const bool sorted = fs::is_regular_file(dir / wnid / name);
+    if (!flat[k] && !sorted)
+      throw InputError((dir / name).string() + ": missing, and not in " + (dir / wnid).string() + " either (the devkit lists " +
+                       std::to_string(devkit.ground_truth.size()) + " validation images" + nothing_moved + ")");
+    if (flat[k] && sorted)
+      throw InputError((dir / name).string() + ": also in " + (dir / wnid).string() + "; remove one of them" + nothing_moved);
+  }
+  for (const std::string& wnid : classes)
+    if (fs::exists(dir / wnid) && !fs::is_directory(dir / wnid))
+      throw InputError((dir / wnid).string() + ": is a file where its class folder goes" + nothing_moved);
+  for (const std::string& wnid : classes) fs::create_directories(dir / wnid);
+  for (size_t k = 0; k < devkit.ground_truth.size(); ++k) {
+    const std::string name = imagenet_val_name(static_cast<int64_t>(k) + 1);
+    const std::string& wnid = devkit.wnid_of_id.at(devkit.ground_truth[k]);
     if (!flat[k]) {
       ++done.already;
       continue;
     }
-    fs::create_directories(dir / wnid);
     fs::rename(dir / name, dir / wnid / name);  // the same file system: an atomic move
     ++done.moved;
   }

@@ -117,7 +117,7 @@ class Reader {
     }
     const Element name_element = next(buf, pos, end);
     if (name_element.type != miINT8) fail(name_element.begin, "an array without its name");
-    name.assign(reinterpret_cast<const char*>(&buf[name_element.begin]), name_element.end - name_element.begin);
+    name.assign(reinterpret_cast<const char*>(buf.data() + name_element.begin), name_element.end - name_element.begin);
     if (cls == mxCELL || cls == mxSTRUCT) {
       if (cls == mxSTRUCT) {
         a.kind = MatArray::Kind::kStruct;
@@ -215,7 +215,7 @@ std::map<std::string, MatArray> read_mat5(const std::vector<uint8_t>& bytes, con
     const Element e = file.next(bytes, pos, bytes.size());
     std::string name;
     if (e.type == miCOMPRESSED) {
-      const std::vector<uint8_t> inner = inflate_all(&bytes[e.begin], e.end - e.begin, path, e.begin);
+      const std::vector<uint8_t> inner = inflate_all(bytes.data() + e.begin, e.end - e.begin, path, e.begin);
       const Reader reader(path + " (inside the compressed element at byte " + std::to_string(e.begin) + ")", 0);
       size_t at = 0;
       const Element m = reader.next(inner, at, inner.size());

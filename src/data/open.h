@@ -20,8 +20,8 @@ namespace resnet {
 struct DataOptions {
   bool skip_bad_images = false;
   bool gpu_decode = false;  // streamed folders: JPEGs decoded with nvJPEG where it runs (data/gpu_jpeg.h)
-  // Streamed folders: JPEGs whose longer side is larger decode smaller in the DCT domain (data/decode.h),
-  // at least this long; 0: whole. Train sets kDecodeKeepSides x the input size for its training split.
+  // Streamed folders: JPEGs whose shorter side is larger decode smaller in the DCT domain (data/decode.h),
+  // keeping at least this; 0: whole. Train sets kDecodeKeepSides x the input size for its training split.
   int64_t decode_keep_side = 0;
   int64_t memory_limit_mib = 8192;
   int64_t gpu_limit_mib = 4096;
@@ -29,9 +29,9 @@ struct DataOptions {
 
 enum class DataFormat { kNone, kCifar10Binary, kImageFolder };
 
-// A training crop of RandomResizedCrop's smallest share (0.08 of the area) of an image whose longer
-// side is 4 x the input size still has about the input's size: decoding larger gains nothing.
-constexpr int64_t kDecodeKeepSides = 4;
+// A training crop of RandomResizedCrop's smallest share (0.08 of the area, aspect 3/4) of an image
+// whose shorter side is 3 x the input size still has about the input's size: larger gains nothing.
+constexpr int64_t kDecodeKeepSides = 3;
 
 DataFormat detect_format(const std::string& path);
 
