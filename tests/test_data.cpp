@@ -973,6 +973,25 @@ TEST(Mat5, ReadsCellsCharsAndNumbersAsScipyWritesThem) {
   EXPECT_EQ(vars.at("u").count(), 1);
 }
 
+TEST(Mat5, FormerFuzzFindingsAreRefusedInOurWords) {
+  // fuzz/regressions/mat5/: a struct array whose dimensions element was empty (read as one element
+  // while count() said none); now refused for lacking its two dimensions.
+  const auto dir = std::filesystem::path(RESNET_SOURCE_DIR) / "fuzz/regressions/mat5";
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    ++files;
+    try {
+      for (const auto& [name, a] : resnet::read_mat5(resnet::read_file_bytes(entry.path().string()), "x.mat"))
+        if (a.kind == resnet::MatArray::Kind::kStruct) {
+          EXPECT_EQ(a.elements.size(), static_cast<size_t>(a.count()) * a.fields.size()) << entry.path();
+        }
+    } catch (const resnet::InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("x.mat: ", 0), 0u) << e.what();
+    }
+  }
+  EXPECT_GE(files, 1);
+}
+
 TEST(ImageNetVal, BadDevkitsAreNamed) {
   const auto kit_dir = fixture("imagenet/plain");
   if (!std::filesystem::exists(kit_dir)) GTEST_SKIP() << "no devkit fixture (scipy was missing)";

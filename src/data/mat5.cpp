@@ -115,6 +115,7 @@ class Reader {
       // the product cannot overflow)
       if (count > static_cast<int64_t>(end - begin)) fail(dims.begin, "dimensions larger than the file");
     }
+    if (a.dims.size() < 2) fail(dims.begin, "an array of " + std::to_string(a.dims.size()) + " dimensions (at least 2)");
     const Element name_element = next(buf, pos, end);
     if (name_element.type != miINT8) fail(name_element.begin, "an array without its name");
     name.assign(reinterpret_cast<const char*>(buf.data() + name_element.begin), name_element.end - name_element.begin);
