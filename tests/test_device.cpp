@@ -1,8 +1,15 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include "core/device.h"
 #include "core/error.h"
+#include "core/parallel.h"
 
 using resnet::parse_device;
 
@@ -37,4 +44,30 @@ TEST(Device, CudaIndexBeyondTheDevicesIsRefused) {
   EXPECT_THROW(parse_device("cuda:" + std::to_string(count)), resnet::UsageError);
   if (count == 0) EXPECT_THROW(parse_device("cuda"), resnet::UsageError);
   else EXPECT_EQ(parse_device("cuda:0"), c10::Device(c10::kCUDA, 0));
+}
+
+// The image decoder's parallel loop once ran on one thread: at::parallel_for's OpenMP pragma
+// compiles into the caller, which was built without -fopenmp. This fails if that comes back.
+TEST(Parallel, EachOnAllCoresUsesSeveralThreadsAndKeepsEachError) {
+  const int before = at::get_num_threads();
+  at::set_num_threads(4);  // OpenMP starts the threads even on a machine of fewer cores
+  std::vector<int64_t> which;
+  for (int64_t i = 0; i < 64; i += 2) which.push_back(i);
+  std::vector<std::string> errors(64);
+  std::vector<std::thread::id> ran_on(64);
+  std::vector<int> runs(64, 0);
+  resnet::each_on_all_cores(which, errors, [&](int64_t i) {
+    ran_on[i] = std::this_thread::get_id();
+    ++runs[i];
+    if (i % 10 == 0) throw std::runtime_error("item " + std::to_string(i));
+  });
+  at::set_num_threads(before);
+  std::set<std::thread::id> threads;
+  for (int64_t i = 0; i < 64; ++i) {
+    const bool listed = i % 2 == 0;
+    EXPECT_EQ(runs[i], listed ? 1 : 0) << i;
+    EXPECT_EQ(errors[i], listed && i % 10 == 0 ? "item " + std::to_string(i) : "") << i;
+    if (listed) threads.insert(ran_on[i]);
+  }
+  EXPECT_GE(threads.size(), 2u) << "each_on_all_cores ran on one thread";
 }
