@@ -99,13 +99,24 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
   int64_t images = 0;  // (the source's description says the decoder after its first batch)
   for (int64_t i = 0; i < batches; ++i) images += finish(*loader.next());
   const double s = seconds_since(t0);
-  std::cout << nlohmann::json{{"bench", "loader"}, {"source", source->description()},
-                              {"device", resnet::describe_device(device)}, {"batch_size", batch_size},
-                              {"image_size", size}, {"threads", at::get_num_threads()}, {"batches", batches},
-                              {"img_per_s", images / s}, {"ms_per_batch", 1000 * s / batches},
-                              {"peak_rss_mib", peak_rss_mib()}}
-                   .dump()
-            << std::endl;
+  nlohmann::json out{{"bench", "loader"}, {"source", source->description()},
+                     {"device", resnet::describe_device(device)}, {"batch_size", batch_size},
+                     {"image_size", size}, {"threads", at::get_num_threads()}, {"batches", batches},
+                     {"img_per_s", images / s}, {"ms_per_batch", 1000 * s / batches},
+                     {"peak_rss_mib", peak_rss_mib()}};
+  // With --gpu-decode: how the batches (warm-up included) were split, and each side's speed while
+  // both ran at once.
+  const auto d = source->decode_stats();
+  if (d.gpu_images + d.cpu_images > 0) {
+    const double all = static_cast<double>(batches + warmup);
+    out["gpu_decode"] = {{"gpu_share", static_cast<double>(d.gpu_images) / static_cast<double>(d.gpu_images + d.cpu_images)},
+                         {"gpu_img_per_s", d.gpu_s > 0 ? static_cast<double>(d.gpu_images) / d.gpu_s : 0.0},
+                         {"cpu_img_per_s", d.cpu_s > 0 ? static_cast<double>(d.cpu_images) / d.cpu_s : 0.0},
+                         {"read_ms_per_batch", 1000 * d.read_s / all},
+                         {"gpu_ms_per_batch", 1000 * d.gpu_s / all},
+                         {"cpu_ms_per_batch", 1000 * d.cpu_s / all}};
+  }
+  std::cout << out.dump() << std::endl;
 }
 
 }  // namespace

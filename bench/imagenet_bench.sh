@@ -8,9 +8,10 @@
 #   3. resnet bench: the training step alone at the same settings (fp16, the fused path);
 #   4. resnet train on the folder, 2 epochs at the same settings, with --gpu-decode and without:
 #      epoch 2's img/s from metrics.csv;
+#   5. where DALI is installed (/tmp/site-dali: bench/dali_parts.sh), DALI's training input on the
+#      same folder (bench/dali_bench.py), its decoding on the GPU and on the CPU;
 # and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
 # bench/device_run.sh. Logs and JSON lines go to $OUT.
-# Not here: DALI's pipeline beside ours (its wheel, 189 MiB, is more than one call carries).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-device-out}
@@ -42,6 +43,12 @@ for decode in cpu gpu; do
   echo "train ($decode decoding) exit $?"
   cp /tmp/ck-inet-$decode/resnet50/metrics.csv "$out/metrics-inet-$decode.csv" 2>/dev/null
 done
+if [ -d /tmp/site-dali/nvidia/dali ]; then
+  for decoder in mixed cpu; do
+    PYTHONPATH=/tmp/site-dali:/tmp/site${PYTHONPATH:+:$PYTHONPATH} python3 bench/dali_bench.py --folder "$folder/train" \
+      --decoder $decoder --batches 60 2> "$out/dali-$decoder.log" | tail -1
+  done | tee "$out/dali.jsonl"
+fi
 python3 - "$out" <<'EOF'
 import csv, json, sys
 out = sys.argv[1]
@@ -56,6 +63,9 @@ for d in last_json('decode.jsonl'):
 for d in last_json('loader.jsonl'):
     how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
     rows.append((f'loader, batch 256, 224 px, {how} decoding', d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB"))
+for d in last_json('dali.jsonl'):
+    how = 'nvJPEG (mixed)' if d['decoder'] == 'mixed' else 'CPU'
+    rows.append((f'DALI, batch 256, 224 px, {how} decoding', d.get('img_per_s', 0), d.get('error', '')))
 for d in last_json('bench.txt'):
     rows.append((f"resnet bench, {d['precision']}, batch {d['batch_size']}", d['img_per_s'], ''))
 for decode in ('cpu', 'gpu'):

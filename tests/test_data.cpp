@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -137,6 +138,78 @@ TEST(Decode, JpegsLargerThanKeepSideDecodeSmallerAsPilsDraft) {
   EXPECT_LE(mean, 10.0);
   const auto png = fixture("kinds/png.JPEG");
   EXPECT_TRUE(torch::equal(resnet::decode_image_file(png, 4), resnet::decode_image_file(png)));
+}
+
+TEST(Decode, ARegionIsTheWholeDecodeCutOrItsScaledOne) {
+  // decode_image_region against decode_image: at scale 1 (min_side beyond the box) the region is
+  // the whole decode's pixels there, and it covers the box (JPEGs of each subsampling, grey, CMYK,
+  // progressive, PNG); at a smaller scale it is the DCT-scaled decode's pixels there.
+  const auto index = resnet::index_image_folder(fixture("gpu/train"));
+  for (const auto& path : index.files) {
+    const auto bytes = resnet::read_file_bytes(path);
+    const auto whole = resnet::decode_image(bytes, path);
+    const int64_t h = whole.size(1), w = whole.size(2);
+    for (const resnet::PixelBox& box : std::vector<resnet::PixelBox>{
+             {h / 4, w / 3, std::max<int64_t>(1, h / 2), std::max<int64_t>(1, w / 3)}, {0, 0, h, w}, {h - 5, w - 7, 5, 7}}) {
+      const auto r = resnet::decode_image_region(bytes, path, box, 100000);
+      ASSERT_EQ(r.scale, 1.0) << path;
+      const auto top = static_cast<int64_t>(r.top), left = static_cast<int64_t>(r.left);
+      const int64_t rh = r.image.size(1), rw = r.image.size(2);
+      EXPECT_TRUE(top <= box.top && left <= box.left && top + rh >= box.top + box.height &&
+                  left + rw >= box.left + box.width && top + rh <= h && left + rw <= w)
+          << path << ": region " << top << "," << left << " " << rh << "x" << rw;
+      const int max = (r.image.to(torch::kInt) - whole.narrow(1, top, rh).narrow(2, left, rw).to(torch::kInt))
+                          .abs().max().item<int>();
+      EXPECT_EQ(max, 0) << path << " box " << box.top << "," << box.left << " " << box.height << "x" << box.width;
+    }
+  }
+  // 300 x 400: a 240 x 320 box kept at 60 pixels a side is decoded at 2/8, as decode_image's 1/4
+  const auto path = fixture("draft/big.jpg");
+  const auto bytes = resnet::read_file_bytes(path);
+  const auto quarter = resnet::decode_image(bytes, path, 75);
+  ASSERT_EQ(quarter.size(1), 75);
+  const auto r = resnet::decode_image_region(bytes, path, {30, 40, 240, 320}, 60);
+  EXPECT_EQ(r.scale, 0.25);
+  const auto top = static_cast<int64_t>(r.top * 0.25), left = static_cast<int64_t>(r.left * 0.25);
+  EXPECT_TRUE(top <= 7 && left <= 10 && top + r.image.size(1) >= 68 && left + r.image.size(2) >= 90);
+  EXPECT_TRUE(torch::equal(r.image, quarter.narrow(1, top, r.image.size(1)).narrow(2, left, r.image.size(2))));
+  EXPECT_THROW(resnet::decode_image_region(bytes, path, {0, 0, 301, 10}, 60), std::invalid_argument);
+}
+
+TEST(Transforms, CropRegionsGiveWhatTheWholeImagesGive) {
+  // A streamed folder gathered with a CropPlan (each image's RandomResizedCrop drawn first, only
+  // that decoded) and transformed gives what the whole images give: exactly where every region is
+  // at scale 1 (a large output), closely where the DCT scaling shrinks them (a small one).
+  const auto index = resnet::index_image_folder(fixture("gpu/train"));
+  const auto source = resnet::streaming_source(index, false);
+  const auto all = torch::arange(static_cast<int64_t>(index.files.size()));
+  std::vector<uint64_t> seeds;
+  for (size_t i = 0; i < index.files.size(); ++i) seeds.push_back(1000 + i);
+  const resnet::TrainCropOptions crop;
+  for (const int64_t size : {256, 24}) {
+    resnet::CropPlan plan;
+    plan.output_size = size;
+    plan.box = [&](int64_t row, int64_t height, int64_t width) {
+      std::mt19937_64 rng(seeds[static_cast<size_t>(row)]);
+      return resnet::random_resized_crop_box(height, width, rng, crop);
+    };
+    const auto planned = source->gather(all, torch::kCPU, &plan);
+    const auto whole = source->gather(all, torch::kCPU);
+    ASSERT_TRUE(planned.regions.defined() && !whole.regions.defined());
+    const double smallest = planned.regions.select(1, 2).min().item<double>();
+    const auto a = resnet::train_transform(planned, size, seeds, {}, crop);
+    const auto b = resnet::train_transform(whole, size, seeds, {}, crop);
+    const auto diff = (a - b).abs();
+    std::cout << "output " << size << ": smallest scale " << smallest << ", mean " << diff.mean().item<double>()
+              << ", max " << diff.max().item<double>() << " (normalised units)\n";
+    if (size == 256) {
+      EXPECT_EQ(smallest, 1.0);
+      EXPECT_LE(diff.max().item<double>(), 1e-4);
+    } else {
+      EXPECT_LT(smallest, 1.0);  // some regions shrunk: the bilinear resize then starts from fewer pixels
+      EXPECT_LE(diff.mean().item<double>(), 0.15);
+    }
+  }
 }
 
 TEST(ImageFolder, StreamedTrainingImagesDecodeNoLargerThanNeeded) {
@@ -800,6 +873,23 @@ TEST(Transforms, CudaGivesWhatTheCpuGives) {
 
 // ---- GPU JPEG decoding ------------------------------------------------------------------------
 
+TEST(GpuJpeg, TheCpuTakesTheShareThatMakesBothSidesFinishTogether) {
+  using resnet::jpegs_for_the_cpu;
+  EXPECT_EQ(jpegs_for_the_cpu(0, 5, 100, 100), 0);
+  EXPECT_EQ(jpegs_for_the_cpu(200, 10, 0, 0), 0);    // not measured: the CPU's own files measure it
+  EXPECT_EQ(jpegs_for_the_cpu(200, 0, 0, 0), 25);    // nothing for the CPU: an eighth, to measure it
+  EXPECT_EQ(jpegs_for_the_cpu(256, 0, 100, 100), 128);
+  EXPECT_EQ(jpegs_for_the_cpu(100, 500, 100, 100), 0);   // the CPU already has more than its share
+  EXPECT_EQ(jpegs_for_the_cpu(100, 0, 1e6, 1), 100);     // a GPU far slower: all to the CPU
+  // Measured-like rates: both sides' times within one image of each other.
+  for (const auto& [eligible, forced, cpu, gpu] : std::vector<std::tuple<int64_t, int64_t, double, double>>{
+           {230, 26, 3700, 5500}, {256, 3, 900, 6000}, {180, 60, 4000, 2000}}) {
+    const int64_t m = jpegs_for_the_cpu(eligible, forced, cpu, gpu);
+    const double t_cpu = static_cast<double>(forced + m) / cpu, t_gpu = static_cast<double>(eligible - m) / gpu;
+    EXPECT_LE(std::abs(t_cpu - t_gpu), 1.0 / std::min(cpu, gpu)) << eligible << " " << forced << ": " << m;
+  }
+}
+
 #ifdef RESNET_WITH_CUDA  // (a build without CUDA has no GPU decoding to test)
 TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
   // nvJPEG against libjpeg-turbo (the CPU path, equal to PIL) on gpu/'s colour JPEGs: the sizes
@@ -873,18 +963,46 @@ TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {
   const auto cpu = resnet::streaming_source(index, false)->gather(all, cuda);
   const auto gpu_source = resnet::streaming_source(index, false, 0);
   EXPECT_NE(gpu_source->description().find("nvJPEG"), std::string::npos) << gpu_source->description();
-  const auto gpu = gpu_source->gather(all, cuda);
-  ASSERT_TRUE(torch::equal(cpu.sizes, gpu.sizes));
-  EXPECT_TRUE(torch::equal(cpu.labels.cpu(), gpu.labels.cpu()));
-  for (int64_t i = 0; i < n; ++i) {
-    const std::string name = std::filesystem::path(index.files[i]).filename().string();
-    const auto diff = (cpu.images[i].to(torch::kFloat) - gpu.images[i].to(torch::kFloat)).abs();
-    if (name == "grey.JPEG" || name == "cmyk.JPEG" || name == "png.JPEG") {
-      EXPECT_EQ(diff.max().item<double>(), 0.0) << name;
-    } else {
-      EXPECT_LE(diff.mean().item<double>(), 8.0) << name;
+  // Three times: from the second batch on, a share of the JPEGs is decoded on the CPU beside the
+  // GPU (the split follows the measured rates), and the batch must not change but for that.
+  for (int round = 0; round < 3; ++round) {
+    const auto gpu = gpu_source->gather(all, cuda);
+    ASSERT_TRUE(torch::equal(cpu.sizes, gpu.sizes)) << "round " << round;
+    EXPECT_TRUE(torch::equal(cpu.labels.cpu(), gpu.labels.cpu())) << "round " << round;
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string name = std::filesystem::path(index.files[i]).filename().string();
+      const auto diff = (cpu.images[i].to(torch::kFloat) - gpu.images[i].to(torch::kFloat)).abs();
+      if (name == "grey.JPEG" || name == "cmyk.JPEG" || name == "png.JPEG") {
+        EXPECT_EQ(diff.max().item<double>(), 0.0) << name << ", round " << round;
+      } else {
+        EXPECT_LE(diff.mean().item<double>(), 8.0) << name << ", round " << round;
+      }
     }
   }
+  // With a CropPlan (the training loader's): the CPU's share decodes only the crops; the batch,
+  // once transformed, is the CPU path's within the decoders' differences.
+  std::vector<uint64_t> seeds;
+  for (int64_t i = 0; i < n; ++i) seeds.push_back(77 + static_cast<uint64_t>(i));
+  const resnet::TrainCropOptions crop;
+  resnet::CropPlan plan;
+  plan.output_size = 32;
+  plan.box = [&](int64_t row, int64_t height, int64_t width) {
+    std::mt19937_64 rng(seeds[static_cast<size_t>(row)]);
+    return resnet::random_resized_crop_box(height, width, rng, crop);
+  };
+  const auto cpu_planned = resnet::streaming_source(index, false)->gather(all, cuda, &plan);
+  const auto gpu_planned = gpu_source->gather(all, cuda, &plan);
+  ASSERT_TRUE(gpu_planned.regions.defined());
+  const auto want = resnet::train_transform(cpu_planned, 32, seeds, {}, crop);
+  const auto got = resnet::train_transform(gpu_planned, 32, seeds, {}, crop);
+  const double mean = (want - got).abs().mean().item<double>();
+  std::cout << "planned crops, GPU against CPU decoding: mean " << mean << " (normalised units)\n";
+  EXPECT_LE(mean, 0.15);
+  const auto stats = gpu_source->decode_stats();
+  std::cout << "GPU " << stats.gpu_images << " images in " << stats.gpu_s << " s, CPU " << stats.cpu_images << " in "
+            << stats.cpu_s << " s\n";
+  EXPECT_EQ(stats.gpu_images + stats.cpu_images, 4 * n);
+  EXPECT_GT(stats.gpu_images, 0);
 }
 #endif
 

@@ -30,7 +30,7 @@ class InMemorySource : public ImageSource {
   torch::Tensor labels() const override { return labels_cpu_; }
   std::string description() const override { return description_; }
 
-  RawBatch gather(const torch::Tensor& indices, const torch::Device& device) override {
+  RawBatch gather(const torch::Tensor& indices, const torch::Device& device, const CropPlan* = nullptr) override {
     const auto idx = indices.to(images_.device(), /*non_blocking=*/true);
     RawBatch batch;
     batch.images = images_.index_select(0, idx).to(device, /*non_blocking=*/true);
@@ -55,9 +55,10 @@ class SubsetSource : public ImageSource {
   const std::vector<std::string>& classes() const override { return base_->classes(); }
   torch::Tensor labels() const override { return labels_; }
   std::string description() const override { return description_; }
-  RawBatch gather(const torch::Tensor& indices, const torch::Device& device) override {
-    return base_->gather(map_.index_select(0, indices.to(torch::kCPU)), device);
+  RawBatch gather(const torch::Tensor& indices, const torch::Device& device, const CropPlan* plan = nullptr) override {
+    return base_->gather(map_.index_select(0, indices.to(torch::kCPU)), device, plan);  // (rows keep their order)
   }
+  DecodeStats decode_stats() const override { return base_->decode_stats(); }
 
  private:
   std::shared_ptr<ImageSource> base_;

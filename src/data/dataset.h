@@ -9,6 +9,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -21,9 +22,38 @@ enum class Split { kTrain, kTest };
 const char* split_name(Split split);
 
 struct RawBatch {
+  RawBatch() = default;
+  RawBatch(torch::Tensor images_, torch::Tensor sizes_, torch::Tensor labels_)
+      : images(std::move(images_)), sizes(std::move(sizes_)), labels(std::move(labels_)) {}
   torch::Tensor images;  // uint8 [B, 3, Hmax, Wmax]; image b fills [:, :h_b, :w_b], zeros beyond
   torch::Tensor sizes;   // int64 [B, 2]: (h_b, w_b), on the CPU
   torch::Tensor labels;  // int64 [B], on the images' device
+  // Where a source decoded only what a CropPlan asked for, all on the CPU: `regions` float64
+  // [B, 3], image b being its file's pixels from (top, left) at scale s (decode.h's DecodedRegion);
+  // `crops` int64 [B, 4], the plan's box (top, left, height, width) in the file's pixels; and
+  // `file_sizes` int64 [B, 2]. Undefined: each image whole, at scale 1 (sizes are the files').
+  torch::Tensor regions, crops, file_sizes;
+};
+
+// A box of an image's pixels (the training crop; transforms.h).
+struct CropBox {
+  int64_t top = 0, left = 0, height = 0, width = 0;
+};
+
+// What the training transform will cut from each image of a batch, for a source that can decode
+// only that (streamed image folders): the crop of the batch's row `row` for an image of height x
+// width, drawn as the transform will draw it, and the size the crop is then resized to.
+struct CropPlan {
+  std::function<CropBox(int64_t row, int64_t height, int64_t width)> box;
+  int64_t output_size = 0;
+};
+
+// What a streamed source's GPU decoding did so far (data_bench loader reports it): the images each
+// side decoded and the seconds it took (the two sides run at once), and the seconds spent reading
+// files and headers before them. All zero for other sources.
+struct DecodeStats {
+  int64_t gpu_images = 0, cpu_images = 0;
+  double gpu_s = 0, cpu_s = 0, read_s = 0;
 };
 
 class ImageSource {
@@ -32,10 +62,12 @@ class ImageSource {
   virtual int64_t size() const = 0;
   virtual const std::vector<std::string>& classes() const = 0;
   virtual torch::Tensor labels() const = 0;  // int64 [N], CPU
-  // `indices`: int64 [B] on the CPU, each in [0, size()).
-  virtual RawBatch gather(const torch::Tensor& indices, const torch::Device& device) = 0;
+  // `indices`: int64 [B] on the CPU, each in [0, size()). A source may use `plan` to decode only
+  // the crops (RawBatch's regions); others ignore it.
+  virtual RawBatch gather(const torch::Tensor& indices, const torch::Device& device, const CropPlan* plan = nullptr) = 0;
   // Where it came from, for messages ("data/cifar10/cifar-10-batches-bin (CIFAR-10 binary)").
   virtual std::string description() const = 0;
+  virtual DecodeStats decode_stats() const { return {}; }
 };
 
 // A whole split decoded in memory: uint8 [N, 3, H, W] (all images one size), labels int64 [N].

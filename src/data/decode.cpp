@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <csetjmp>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <stdexcept>
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -83,8 +85,14 @@ void cmyk_row_to_rgb(const JSAMPLE* cmyk, uint8_t* rgb, JDIMENSION width) {
   }
 }
 
-// Decodes at libjpeg's scale eighths/8 (8: full size) into hwc, of `out` pixels (scaled_size's).
-void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, int eighths, ImageSize out) {
+// Rows [y_begin, y_end) of the image at libjpeg's scale eighths/8 (8: full size; `out` pixels,
+// scaled_size's) into hwc, which has room for them at the whole scaled width. Columns x_begin to
+// x_end (widened by libjpeg to its iMCU grid: jpeg_crop_scanline) where that is not every column;
+// the columns decoded go to *x_first, *columns. The whole image is decoded to its end
+// (jpeg_finish_decompress); a part leaves the rows below undecoded.
+void decode_jpeg_rows(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, int eighths,
+                      ImageSize out, int64_t y_begin, int64_t y_end, int64_t x_begin, int64_t x_end, int64_t* x_first,
+                      int64_t* columns) {
   bool other_size = false;
   with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
     cinfo.scale_num = static_cast<unsigned>(eighths);
@@ -99,12 +107,17 @@ void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uin
     const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
     cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     jpeg_start_decompress(&cinfo);
+    JDIMENSION x = static_cast<JDIMENSION>(x_begin), width = static_cast<JDIMENSION>(x_end - x_begin);
+    if (x != 0 || width != cinfo.output_width) jpeg_crop_scanline(&cinfo, &x, &width);  // x moves left to an iMCU boundary
+    *x_first = x;
+    *columns = cinfo.output_width;
     // a CMYK row from libjpeg's own pool, freed with the decompressor (a longjmp skips destructors)
     JSAMPARRAY cmyk_row = cmyk ? (*cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo), JPOOL_IMAGE,
                                                            cinfo.output_width * 4, 1)
                                : nullptr;
-    while (cinfo.output_scanline < cinfo.output_height) {
-      JSAMPROW row = hwc + static_cast<size_t>(cinfo.output_scanline) * cinfo.output_width * 3;
+    if (y_begin > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(y_begin));
+    for (int64_t y = y_begin; y < y_end; ++y) {
+      JSAMPROW row = hwc + static_cast<size_t>(y - y_begin) * cinfo.output_width * 3;
       if (!cmyk) {
         jpeg_read_scanlines(&cinfo, &row, 1);
         continue;
@@ -112,9 +125,16 @@ void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uin
       jpeg_read_scanlines(&cinfo, cmyk_row, 1);
       cmyk_row_to_rgb(cmyk_row[0], row, cinfo.output_width);
     }
-    jpeg_finish_decompress(&cinfo);
+    // a part leaves the rest undecoded: jpeg_destroy_decompress (with_jpeg) aborts it
+    if (y_begin == 0 && y_end == out.height) jpeg_finish_decompress(&cinfo);
   });
   if (other_size) throw InputError(path + ": libjpeg decodes it to another size than its header gives");
+}
+
+// The whole image at scale eighths/8 into hwc, of `out` pixels.
+void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, int eighths, ImageSize out) {
+  int64_t x_first = 0, columns = 0;
+  decode_jpeg_rows(bytes, path, hwc, eighths, out, 0, out.height, 0, out.width, &x_first, &columns);
 }
 
 // ---- PNG --------------------------------------------------------------------------------------
@@ -195,6 +215,54 @@ int jpeg_eighths(ImageSize size, int64_t keep_side) {
 
 ImageSize scaled_size(ImageSize size, int eighths) {  // libjpeg's jdiv_round_up(side * num, denom)
   return {(size.height * eighths + 7) / 8, (size.width * eighths + 7) / 8};
+}
+
+DecodedRegion decode_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
+                                  int64_t min_side) {
+  const ImageSize size = read_image_size(bytes, path);
+  if (box.height < 1 || box.width < 1 || box.top < 0 || box.left < 0 || box.top + box.height > size.height ||
+      box.left + box.width > size.width)
+    throw std::invalid_argument(path + ": a crop box outside the image");
+  DecodedRegion region;
+  if (!is_jpeg(bytes)) {  // PNG: whole, then the box's rows and columns
+    region.image = decode_image(bytes, path).narrow(1, box.top, box.height).narrow(2, box.left, box.width).contiguous();
+    region.top = static_cast<double>(box.top), region.left = static_cast<double>(box.left);
+    return region;
+  }
+  int eighths = 8;  // the smallest scale that keeps min_side pixels on each side of the box
+  while (eighths > 1 && box.height * (eighths - 1) >= 8 * min_side && box.width * (eighths - 1) >= 8 * min_side)
+    --eighths;
+  const ImageSize out = scaled_size(size, eighths);
+  const double s = eighths / 8.0;
+  const int64_t y_begin = std::min(out.height - 1, static_cast<int64_t>(std::floor(static_cast<double>(box.top) * s)));
+  const int64_t y_end = std::min(out.height, std::max(y_begin + 1, static_cast<int64_t>(std::ceil(
+                                                                     static_cast<double>(box.top + box.height) * s))));
+  const int64_t x_begin = std::min(out.width - 1, static_cast<int64_t>(std::floor(static_cast<double>(box.left) * s)));
+  const int64_t x_end = std::min(out.width, std::max(x_begin + 1, static_cast<int64_t>(std::ceil(
+                                                                    static_cast<double>(box.left + box.width) * s))));
+  // A margin of one iMCU (at most 16 pixels) each way, decoded and dropped: chroma upsampling
+  // next to where libjpeg starts or stops a region reads neighbours it skipped, and the pixels kept
+  // are then the whole decode's, bit for bit.
+  constexpr int64_t kMargin = 16;
+  const int64_t y_first = std::max<int64_t>(0, y_begin - kMargin), y_last = std::min(out.height, y_end + kMargin);
+  auto rows = torch::empty({y_last - y_first, out.width, 3}, torch::kUInt8);
+  int64_t x_first = 0, columns = 0;
+  decode_jpeg_rows(bytes, path, rows.data_ptr<uint8_t>(), eighths, out, y_first, y_last,
+                   std::max<int64_t>(0, x_begin - kMargin), std::min(out.width, x_end + kMargin), &x_first, &columns);
+  region.image = rows.view(-1)
+                     .narrow(0, 0, (y_last - y_first) * columns * 3)
+                     .view({y_last - y_first, columns, 3})
+                     .narrow(0, y_begin - y_first, y_end - y_begin)
+                     .narrow(1, x_begin - x_first, x_end - x_begin)
+                     .permute({2, 0, 1})
+                     .contiguous();
+  region.top = static_cast<double>(y_begin) / s, region.left = static_cast<double>(x_begin) / s, region.scale = s;
+  return region;
+}
+
+ImageSize decoded_size(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side) {
+  const ImageSize size = read_image_size(bytes, path);
+  return scaled_size(size, is_jpeg(bytes) ? jpeg_eighths(size, keep_side) : 8);
 }
 
 torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side) {

@@ -49,4 +49,29 @@ inline torch::Tensor decode_image_file(const std::string& path, int64_t keep_sid
 int jpeg_eighths(ImageSize size, int64_t keep_side);
 ImageSize scaled_size(ImageSize size, int eighths);
 
+// A box of an image's pixels: rows [top, top + height), columns [left, left + width).
+struct PixelBox {
+  int64_t top = 0, left = 0, height = 0, width = 0;
+};
+
+// Part of an image, decoded: `image` uint8 [3, h, w] shows the file's pixels from (top, left) on,
+// at `scale` (its pixel (i, j) covers the file's rows top + i / scale to top + (i + 1) / scale).
+struct DecodedRegion {
+  torch::Tensor image;
+  double top = 0, left = 0, scale = 1;
+};
+
+// What a training crop needs of an image: the rows and columns of `box` (inside the image), for a
+// JPEG decoded at the smallest of libjpeg's scales M/8 that keeps at least min_side pixels on each
+// side of the box (DCT-domain scaling, as PIL's draft(); the box is resized to min_side next),
+// with only the box's rows decoded and its columns converted (and 16 pixels round them, dropped:
+// the pixels kept are the whole decode's at that scale); a PNG whole, then cut.
+// read_image_size's errors, and decode_image's.
+DecodedRegion decode_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
+                                  int64_t min_side);
+
+// The size decode_image(bytes, path, keep_side) gives, from the header alone (read_image_size's
+// errors).
+ImageSize decoded_size(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side = 0);
+
 }  // namespace resnet

@@ -6,7 +6,18 @@
 #include <nvjpeg.h>
 #endif
 
+#include <algorithm>
+#include <cmath>
+
 namespace resnet {
+
+int64_t jpegs_for_the_cpu(int64_t eligible, int64_t forced, double cpu_rate, double gpu_rate) {
+  if (eligible <= 0) return 0;
+  if (cpu_rate <= 0 || gpu_rate <= 0) return forced > 0 ? 0 : eligible / 8;
+  // (forced + m) / cpu_rate = (eligible - m) / gpu_rate
+  const double m = (static_cast<double>(eligible) * cpu_rate - static_cast<double>(forced) * gpu_rate) / (cpu_rate + gpu_rate);
+  return std::clamp<int64_t>(std::llround(m), 0, eligible);
+}
 
 #ifdef RESNET_WITH_NVJPEG
 namespace {

@@ -42,6 +42,14 @@ class GpuJpegDecoder {
 // Whether this build has nvJPEG.
 bool gpu_jpeg_built();
 
+// How many of a batch's `eligible` JPEGs (ones the GPU decoder takes) to decode on the CPU instead,
+// beside the `forced` files only the CPU decodes, so that both sides, running at once, finish
+// together at their measured rates (images a second: the CPU's with all its cores, the GPU
+// decoder's). Where a rate is not measured yet (0): none, or an eighth of `eligible` when `forced`
+// is 0, so that the CPU's rate gets measured. The hardware engines alone decode about as fast as
+// the CPU cores of a GPU machine, so each side roughly doubles the other.
+int64_t jpegs_for_the_cpu(int64_t eligible, int64_t forced, double cpu_rate, double gpu_rate);
+
 // A decoder for CUDA device `device_index`, or none (nullptr) where this build lacks nvJPEG or
 // nvJPEG cannot start on that GPU (the reason in `why`).
 std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why);

@@ -1,14 +1,15 @@
 #include "data/image_folder.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <chrono>
 #include <filesystem>
+#include <future>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/parallel.h"
 #include "data/decode.h"
 #include "data/gpu_jpeg.h"
 
@@ -29,19 +30,9 @@ bool is_image_name(const fs::path& p) {
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
 }
 
-// job(i) for each i of `which` on all cores; errors[i] holds the message of what job(i) threw.
-template <typename Job>
-void each_on_all_cores(const std::vector<int64_t>& which, std::vector<std::string>& errors, Job&& job) {
-  at::parallel_for(0, static_cast<int64_t>(which.size()), /*grain_size=*/4, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      try {
-        job(which[k]);
-      } catch (const std::exception& e) {
-        errors[which[k]] = e.what();
-      }
-    }
-  });
-}
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 std::vector<int64_t> all_of(size_t n) {
   std::vector<int64_t> all(n);
@@ -49,12 +40,11 @@ std::vector<int64_t> all_of(size_t n) {
   return all;
 }
 
-// Decodes every file on all cores (decode_image's keep_side); errors[i] holds the message of a failure.
-std::vector<torch::Tensor> decode_all(const std::vector<std::string>& files, std::vector<std::string>& errors,
-                                      int64_t keep_side = 0) {
+// Decodes every file whole on all cores; errors[i] holds the message of a failure.
+std::vector<torch::Tensor> decode_all(const std::vector<std::string>& files, std::vector<std::string>& errors) {
   std::vector<torch::Tensor> images(files.size());
   errors.assign(files.size(), "");
-  each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { images[i] = decode_image_file(files[i], keep_side); });
+  each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { images[i] = decode_image_file(files[i]); });
   return images;
 }
 
@@ -94,27 +84,72 @@ class StreamingSource : public ImageSource {
   int64_t size() const override { return static_cast<int64_t>(index_.files.size()); }
   const std::vector<std::string>& classes() const override { return index_.classes; }
   torch::Tensor labels() const override { return labels_; }
+  DecodeStats decode_stats() const override { return stats_; }
   std::string description() const override {
     return index_.dir + " (image folder, streamed" + (decoder_ ? ", JPEGs decoded on the GPU: nvJPEG " + decoder_->backend() : "") + ")";
   }
 
-  RawBatch gather(const torch::Tensor& indices, const torch::Device& device) override {
+  RawBatch gather(const torch::Tensor& indices, const torch::Device& device, const CropPlan* plan = nullptr) override {
     const auto idx = indices.to(torch::kCPU, torch::kLong).contiguous();
     std::vector<std::string> files;
     for (int64_t i = 0; i < idx.size(0); ++i) files.push_back(index_.files.at(idx[i].item<int64_t>()));
-    if (decoder_ && device.is_cuda()) return gather_on_gpu(files, idx, device);
-    return gather_on_cpu(files, idx, device);
+    if (plan && !plan->box) plan = nullptr;
+    if (decoder_ && device.is_cuda()) return gather_on_gpu(files, idx, device, plan);
+    return gather_on_cpu(files, idx, device, plan);
   }
 
  private:
-  RawBatch gather_on_cpu(const std::vector<std::string>& files, const torch::Tensor& idx, const torch::Device& device) {
-    std::vector<std::string> errors;
-    std::vector<torch::Tensor> images = decode_all(files, errors, keep_side_);
+  // A file decoded for row `row` of a batch: whole (keep_side_'s DCT scaling aside), or with a
+  // plan only what its crop needs (decode_image_region), with where that is in the file.
+  struct Decoded {
+    torch::Tensor image;
+    double top = 0, left = 0, scale = 1;
+    CropBox crop;
+    ImageSize file;
+  };
+  Decoded decode_for(const std::vector<uint8_t>& bytes, const std::string& path, int64_t row, const CropPlan* plan) const {
+    Decoded d;
+    if (!plan) {
+      d.image = decode_image(bytes, path, keep_side_);
+      return d;
+    }
+    d.file = read_image_size(bytes, path);
+    d.crop = plan->box(row, d.file.height, d.file.width);
+    auto region = decode_image_region(bytes, path, {d.crop.top, d.crop.left, d.crop.height, d.crop.width},
+                                      plan->output_size);
+    d.image = std::move(region.image);
+    d.top = region.top, d.left = region.left, d.scale = region.scale;
+    return d;
+  }
+
+  // With a plan: RawBatch's regions, crops and file sizes of the rows kept.
+  static void attach_regions(RawBatch& batch, const std::vector<Decoded>& decoded, const std::vector<int64_t>& keep) {
+    const auto n = static_cast<int64_t>(keep.size());
+    batch.regions = torch::empty({n, 3}, torch::kDouble);
+    batch.crops = torch::empty({n, 4}, torch::kLong);
+    batch.file_sizes = torch::empty({n, 2}, torch::kLong);
+    auto* r = batch.regions.data_ptr<double>();
+    auto* c = batch.crops.data_ptr<int64_t>();
+    auto* f = batch.file_sizes.data_ptr<int64_t>();
+    for (int64_t b = 0; b < n; ++b) {
+      const Decoded& d = decoded[static_cast<size_t>(keep[static_cast<size_t>(b)])];
+      r[3 * b] = d.top, r[3 * b + 1] = d.left, r[3 * b + 2] = d.scale;
+      c[4 * b] = d.crop.top, c[4 * b + 1] = d.crop.left, c[4 * b + 2] = d.crop.height, c[4 * b + 3] = d.crop.width;
+      f[2 * b] = d.file.height, f[2 * b + 1] = d.file.width;
+    }
+  }
+
+  RawBatch gather_on_cpu(const std::vector<std::string>& files, const torch::Tensor& idx, const torch::Device& device,
+                         const CropPlan* plan) {
+    std::vector<std::string> errors(files.size());
+    std::vector<Decoded> decoded(files.size());
+    each_on_all_cores(all_of(files.size()), errors,
+                      [&](int64_t i) { decoded[i] = decode_for(read_file_bytes(files[i]), files[i], i, plan); });
     const std::vector<int64_t> keep = kept(errors);
     int64_t max_h = 0, max_w = 0;
     for (int64_t k : keep) {
-      max_h = std::max(max_h, images[k].size(1));
-      max_w = std::max(max_w, images[k].size(2));
+      max_h = std::max(max_h, decoded[k].image.size(1));
+      max_w = std::max(max_w, decoded[k].image.size(2));
     }
     const auto n = static_cast<int64_t>(keep.size());
     // Pinned host memory lets the copy to the GPU run beside the compute of the previous batch.
@@ -123,12 +158,14 @@ class StreamingSource : public ImageSource {
     auto sizes = torch::empty({n, 2}, torch::kLong);
     using torch::indexing::Slice;
     for (int64_t b = 0; b < n; ++b) {
-      const auto& img = images[keep[b]];
+      const auto& img = decoded[keep[b]].image;
       host[b].index({Slice(), Slice(0, img.size(1)), Slice(0, img.size(2))}).copy_(img);
       sizes[b][0] = img.size(1);
       sizes[b][1] = img.size(2);
     }
-    return {to_device_beside_compute(host, device), sizes, to_device_beside_compute(labels_of(idx, keep), device)};
+    RawBatch batch{to_device_beside_compute(host, device), sizes, to_device_beside_compute(labels_of(idx, keep), device)};
+    if (plan) attach_regions(batch, decoded, keep);
+    return batch;
   }
 
   // The positions of the files that decoded; the others' errors thrown, or with --skip-bad-images warned of.
@@ -153,42 +190,93 @@ class StreamingSource : public ImageSource {
     return labels;
   }
 
-  // Files read on all cores; the JPEGs nvJPEG takes decoded by it straight into the padded batch on
-  // the GPU, the rest (PNG, grey, CMYK, and what the hardware engines refuse) on the CPU and
-  // copied in. A batch nvJPEG refuses is gathered again on the CPU.
-  RawBatch gather_on_gpu(const std::vector<std::string>& files, const torch::Tensor& idx, const torch::Device& device) {
+  // Files read on all cores. The JPEGs the GPU decoder takes are decoded by it straight into the
+  // padded batch on the GPU while the CPU's cores, at the same time, decode the rest (PNG, grey,
+  // CMYK, what the hardware engines refuse) and a share of those JPEGs sized so that both sides
+  // finish together (jpegs_for_the_cpu, at the rates measured on earlier batches); the CPU's
+  // images then go up in one copy from pinned memory. A batch nvJPEG refuses is gathered again on
+  // the CPU.
+  RawBatch gather_on_gpu(const std::vector<std::string>& files, const torch::Tensor& idx, const torch::Device& device,
+                         const CropPlan* plan) {
 #ifdef RESNET_WITH_CUDA
     const auto n = static_cast<int64_t>(files.size());
+    const auto read_start = Clock::now();
     std::vector<std::vector<uint8_t>> bytes(files.size());
     std::vector<std::string> errors(files.size());
     each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { bytes[i] = read_file_bytes(files[i]); });
     std::vector<ImageSize> size(files.size());
-    std::vector<uint8_t> on_gpu(files.size(), 0);
-    std::vector<int64_t> rest;
+    std::vector<int64_t> on_gpu, on_cpu;
     for (int64_t i = 0; i < n; ++i) {  // headers: cheap, and the decoder's parse state is one
       if (!errors[i].empty()) continue;
-      // (one the CPU would decode smaller goes there: nvJPEG decodes only whole)
-      if (decoder_->accepts(bytes[i], size[i].height, size[i].width) &&
-          (max_image_pixels() == 0 || size[i].height * size[i].width <= max_image_pixels()) &&
-          jpeg_eighths(size[i], keep_side_) == 8)
-        on_gpu[i] = 1;
-      else
-        rest.push_back(i);
+      try {
+        // (one the CPU would decode smaller goes there: nvJPEG decodes only whole)
+        if (decoder_->accepts(bytes[i], size[i].height, size[i].width) &&
+            (max_image_pixels() == 0 || size[i].height * size[i].width <= max_image_pixels()) &&
+            jpeg_eighths(size[i], keep_side_) == 8) {
+          on_gpu.push_back(i);
+        } else {
+          // (with a plan, the region decoded is at most the file's size: room enough)
+          size[i] = plan ? read_image_size(bytes[i], files[i]) : decoded_size(bytes[i], files[i], keep_side_);
+          on_cpu.push_back(i);
+        }
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
     }
-    std::vector<torch::Tensor> cpu(files.size());
-    each_on_all_cores(rest, errors, [&](int64_t i) {
-      cpu[i] = decode_image(bytes[i], files[i], keep_side_);
-      size[i] = {cpu[i].size(1), cpu[i].size(2)};
+    stats_.read_s += seconds_since(read_start);
+    // The CPU's share of the GPU's JPEGs: the last ones (the batch is in shuffled order).
+    const int64_t moved = jpegs_for_the_cpu(static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()),
+                                            cpu_rate_, gpu_rate_);
+    on_cpu.insert(on_cpu.end(), on_gpu.end() - moved, on_gpu.end());
+    on_gpu.resize(on_gpu.size() - static_cast<size_t>(moved));
+    // A slot in the batch for each file read; one that then fails to decode loses it at the end.
+    std::vector<int64_t> slot(files.size(), -1);
+    int64_t b = 0, max_h = 0, max_w = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (!errors[i].empty()) continue;
+      slot[i] = b++;
+      max_h = std::max(max_h, size[i].height), max_w = std::max(max_w, size[i].width);
+    }
+    // The GPU's rows, whole; with a plan their crops are drawn here (the transform cuts them).
+    std::vector<Decoded> decoded(files.size());
+    if (plan)
+      for (int64_t i : on_gpu) {
+        decoded[i].file = size[i];
+        decoded[i].crop = plan->box(i, size[i].height, size[i].width);
+      }
+    // The CPU's part on a thread of its own (its decodes on all cores), into one pinned block;
+    // errors[i] and decoded[i] of its files are written there, and read here only after get().
+    double cpu_s = 0;
+    auto cpu_part = std::async(std::launch::async, [&] {
+      const auto start = Clock::now();
+      each_on_all_cores(on_cpu, errors, [&](int64_t i) {
+        decoded[i] = decode_for(bytes[i], files[i], i, plan);
+        const auto& image = decoded[i].image;
+        if (image.size(1) > size[i].height || image.size(2) > size[i].width || (!plan && (image.size(1) != size[i].height ||
+                                                                                        image.size(2) != size[i].width)))
+          throw InputError(files[i] + ": decoded to " + std::to_string(image.size(2)) + " x " +
+                           std::to_string(image.size(1)) + " pixels, not the header's " + std::to_string(size[i].width) +
+                           " x " + std::to_string(size[i].height));
+      });
+      int64_t h = 0, w = 0;
+      for (int64_t i : on_cpu)
+        if (errors[i].empty()) h = std::max(h, decoded[i].image.size(1)), w = std::max(w, decoded[i].image.size(2));
+      auto block = torch::zeros({static_cast<int64_t>(on_cpu.size()), 3, h, w},
+                                torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(true));
+      for (size_t k = 0; k < on_cpu.size(); ++k) {
+        const int64_t i = on_cpu[k];
+        if (!errors[i].empty()) continue;
+        const auto& image = decoded[i].image;
+        block[static_cast<int64_t>(k)].narrow(1, 0, image.size(1)).narrow(2, 0, image.size(2)).copy_(image);
+        size[i] = {image.size(1), image.size(2)};  // a region's own size (read here only after get())
+      }
+      cpu_s = seconds_since(start);
+      return block;
     });
-    const std::vector<int64_t> keep = kept(errors);
-    int64_t max_h = 0, max_w = 0;
-    for (int64_t k : keep) {
-      max_h = std::max(max_h, size[k].height);
-      max_w = std::max(max_w, size[k].width);
-    }
-    const auto b = static_cast<int64_t>(keep.size());
     auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
     torch::Tensor images;
+    std::string refused;
+    double gpu_s = 0;
     {
       c10::cuda::CUDAStreamGuard guard(side);
       images = torch::zeros({b, 3, max_h, max_w}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
@@ -196,34 +284,62 @@ class StreamingSource : public ImageSource {
       // on its stream (torchvision and torchcodec work round it the same way): the zeros first.
       side.synchronize();
       std::vector<const std::vector<uint8_t>*> gpu_files;
-      std::vector<int64_t> slots;
-      for (int64_t s = 0; s < b; ++s)
-        if (on_gpu[keep[s]]) gpu_files.push_back(&bytes[keep[s]]), slots.push_back(s);
-      const std::string refused = decoder_->decode(gpu_files, slots, images, side.stream());
-      if (!refused.empty()) {
-        if (decoder_->batches_refused() == 1)
-          log_warning("nvJPEG refused a batch of " + index_.dir + " (" + refused + "); such batches are decoded on the CPU");
-        return gather_on_cpu(files, idx, device);
+      std::vector<int64_t> gpu_slots;
+      for (int64_t i : on_gpu) gpu_files.push_back(&bytes[i]), gpu_slots.push_back(slot[i]);
+      const auto start = Clock::now();
+      if (!gpu_files.empty()) refused = decoder_->decode(gpu_files, gpu_slots, images, side.stream());
+      gpu_s = seconds_since(start);
+    }
+    const torch::Tensor block = cpu_part.get();
+    if (!refused.empty()) {
+      if (decoder_->batches_refused() == 1)
+        log_warning("nvJPEG refused a batch of " + index_.dir + " (" + refused + "); such batches are decoded on the CPU");
+      return gather_on_cpu(files, idx, device, plan);
+    }
+    const std::vector<int64_t> keep = kept(errors);
+    {
+      c10::cuda::CUDAStreamGuard guard(side);
+      if (block.numel() > 0) {
+        const auto up = block.to(device, /*non_blocking=*/true);
+        for (size_t k = 0; k < on_cpu.size(); ++k) {
+          const int64_t i = on_cpu[k];
+          if (!errors[i].empty()) continue;
+          images[slot[i]].narrow(1, 0, size[i].height).narrow(2, 0, size[i].width)
+              .copy_(up[static_cast<int64_t>(k)].narrow(1, 0, size[i].height).narrow(2, 0, size[i].width));
+        }
       }
-      using torch::indexing::Slice;
-      for (int64_t s = 0; s < b; ++s) {
-        const int64_t i = keep[s];
-        if (!on_gpu[i]) images[s].index({Slice(), Slice(0, size[i].height), Slice(0, size[i].width)}).copy_(cpu[i].to(device));
+      if (static_cast<int64_t>(keep.size()) < b) {  // --skip-bad-images: the slots of files that failed dropped
+        std::vector<int64_t> slots;
+        for (int64_t i : keep) slots.push_back(slot[i]);
+        images = images.index_select(0, torch::tensor(slots, torch::kLong).to(device));
       }
       side.synchronize();
     }
     c10::cuda::CUDACachingAllocator::recordStream(images.storage().data_ptr(),
                                                   c10::cuda::getDefaultCUDAStream(device.index()));
-    auto sizes = torch::empty({b, 2}, torch::kLong);
-    for (int64_t s = 0; s < b; ++s) {
-      sizes[s][0] = size[keep[s]].height;
-      sizes[s][1] = size[keep[s]].width;
+    note_rates(static_cast<int64_t>(on_gpu.size()), gpu_s, static_cast<int64_t>(on_cpu.size()), cpu_s);
+    auto sizes = torch::empty({static_cast<int64_t>(keep.size()), 2}, torch::kLong);
+    for (size_t s = 0; s < keep.size(); ++s) {
+      sizes[static_cast<int64_t>(s)][0] = size[keep[s]].height;
+      sizes[static_cast<int64_t>(s)][1] = size[keep[s]].width;
     }
-    return {images, sizes, to_device_beside_compute(labels_of(idx, keep), device)};
+    RawBatch batch{images, sizes, to_device_beside_compute(labels_of(idx, keep), device)};
+    if (plan) attach_regions(batch, decoded, keep);
+    return batch;
 #else
     (void)device;
-    return gather_on_cpu(files, idx, torch::kCPU);
+    return gather_on_cpu(files, idx, torch::kCPU, plan);
 #endif
+  }
+
+  // Each side's images a second, smoothed over batches (0: not measured yet), for the next
+  // batch's split; and the totals data_bench reports.
+  void note_rates(int64_t gpu_images, double gpu_s, int64_t cpu_images, double cpu_s) {
+    auto smooth = [](double& rate, double now) { rate = rate > 0 ? 0.7 * rate + 0.3 * now : now; };
+    if (gpu_images > 0 && gpu_s > 0) smooth(gpu_rate_, static_cast<double>(gpu_images) / gpu_s);
+    if (cpu_images > 0 && cpu_s > 0) smooth(cpu_rate_, static_cast<double>(cpu_images) / cpu_s);
+    stats_.gpu_images += gpu_images, stats_.gpu_s += gpu_s;
+    stats_.cpu_images += cpu_images, stats_.cpu_s += cpu_s;
   }
 
   ImageFolderIndex index_;
@@ -231,6 +347,8 @@ class StreamingSource : public ImageSource {
   int64_t keep_side_;
   torch::Tensor labels_;
   std::unique_ptr<GpuJpegDecoder> decoder_;  // --gpu-decode's, where it started
+  double gpu_rate_ = 0, cpu_rate_ = 0;
+  DecodeStats stats_;
 };
 
 }  // namespace

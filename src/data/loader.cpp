@@ -64,10 +64,28 @@ void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
   prefetch();
 }
 
+void Loader::set_image_size(int64_t size) {
+  if (size < 8) throw UsageError("--image-size must be at least 8");
+  options_.image_size = size;  // the transforms run in next(), on the caller's thread
+}
+
 void Loader::prefetch() {
   if (next_batch_ >= batches_per_epoch()) return;
   auto indices = batch_indices(next_batch_);
-  pending_ = std::async(std::launch::async, [this, indices] { return source_->gather(indices, device_); });
+  if (!options_.train || options_.crop.pad > 0) {
+    pending_ = std::async(std::launch::async, [this, indices] { return source_->gather(indices, device_); });
+    return;
+  }
+  // RandomResizedCrop: the source may decode only each crop; it draws them as next()'s transform
+  // will, from the image's own stream of random numbers.
+  CropPlan plan;
+  plan.output_size = options_.image_size;
+  plan.box = [indices = indices.contiguous(), seed = options_.seed, epoch = epoch_, crop = options_.crop](
+                 int64_t row, int64_t height, int64_t width) {
+    std::mt19937_64 rng(mix(seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(indices.data_ptr<int64_t>()[row])));
+    return random_resized_crop_box(height, width, rng, crop);
+  };
+  pending_ = std::async(std::launch::async, [this, indices, plan] { return source_->gather(indices, device_, &plan); });
 }
 
 void Loader::settle() {

@@ -8,7 +8,9 @@
 // processes, then every world_size-th image from position `rank` (all shards equally long); for
 // evaluation the split in order, every world_size-th image from `rank` (no padding: each image
 // is counted once). The next batch is gathered on a background thread while the caller works on this one
-// (for streamed image folders that is where the decoding happens).
+// (for streamed image folders that is where the decoding happens). With RandomResizedCrop the
+// training crops are drawn there first, from each image's own random numbers, and handed to the
+// source (dataset.h's CropPlan), so that a streamed folder decodes only them.
 #pragma once
 
 #include <future>
@@ -47,6 +49,9 @@ class Loader {
   int64_t shard_size() const;
   // Starts `epoch` (0-based), skipping its first `skip_batches` batches (resume mid-epoch).
   void start_epoch(int64_t epoch, int64_t skip_batches = 0);
+  // The size the transforms give from the next batch on (--progressive-resize; at least 8).
+  void set_image_size(int64_t size);
+  int64_t image_size() const { return options_.image_size; }
   // The next batch of the epoch, or nullopt at its end. Where `into` is a float tensor of the
   // batch's image shape on the device (a graphed step's static input buffer), the images are
   // written there and the batch's images are `into`: no copy between the loader and the step.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 namespace resnet {
 namespace {
@@ -73,26 +74,39 @@ torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size, c
   return normalise(sample(batch.images, g, size), into);
 }
 
+// torchvision's ten tries at a box of a uniform share of the image's area with a log-uniform
+// aspect ratio, placed uniformly where it fits; nullopt after ten misses. Its two transforms
+// differ in the rules: RandomResizedCrop takes w from area x ratio and a box up to the image's
+// size; RandomErasing takes h from area x ratio and a box strictly inside it.
+enum class BoxRule { kResizedCrop, kErasing };
+std::optional<CropBox> ten_tries(int64_t height, int64_t width, std::mt19937_64& rng, double scale_min, double scale_max,
+                                 double ratio_min, double ratio_max, BoxRule rule) {
+  const double area = static_cast<double>(height * width);
+  std::uniform_real_distribution<double> scale(scale_min, scale_max);
+  std::uniform_real_distribution<double> log_ratio(std::log(ratio_min), std::log(ratio_max));
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target_area = area * scale(rng);
+    const double aspect = std::exp(log_ratio(rng));
+    // Python's round() rounds halves to even, as nearbyint does in the default mode.
+    const auto along = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area * aspect)));
+    const auto across = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area / aspect)));
+    const int64_t h = rule == BoxRule::kErasing ? along : across, w = rule == BoxRule::kErasing ? across : along;
+    const bool fits = rule == BoxRule::kErasing ? h < height && w < width : 0 < w && w <= width && 0 < h && h <= height;
+    if (!fits) continue;
+    const int64_t top = std::uniform_int_distribution<int64_t>(0, height - h)(rng);
+    const int64_t left = std::uniform_int_distribution<int64_t>(0, width - w)(rng);
+    return CropBox{top, left, h, w};
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 CropBox random_resized_crop_box(int64_t height, int64_t width, std::mt19937_64& rng,
                                 const TrainCropOptions& o) {
-  const double area = static_cast<double>(height * width);
-  std::uniform_real_distribution<double> scale(o.scale_min, o.scale_max);
-  std::uniform_real_distribution<double> log_ratio(std::log(o.ratio_min), std::log(o.ratio_max));
-  constexpr int kTries = 10;  // torchvision's number of attempts before the fallback
-  for (int attempt = 0; attempt < kTries; ++attempt) {
-    const double target_area = area * scale(rng);
-    const double aspect = std::exp(log_ratio(rng));
-    // Python's round() rounds halves to even, as nearbyint does in the default mode.
-    const auto w = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area * aspect)));
-    const auto h = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area / aspect)));
-    if (0 < w && w <= width && 0 < h && h <= height) {
-      const int64_t top = std::uniform_int_distribution<int64_t>(0, height - h)(rng);
-      const int64_t left = std::uniform_int_distribution<int64_t>(0, width - w)(rng);
-      return {top, left, h, w};
-    }
-  }
+  if (auto box = ten_tries(height, width, rng, o.scale_min, o.scale_max, o.ratio_min, o.ratio_max, BoxRule::kResizedCrop))
+    return *box;
+  // torchvision's fallback: the whole image, its ratio clamped into range, centred
   const double in_ratio = static_cast<double>(width) / static_cast<double>(height);
   int64_t w = width, h = height;
   if (in_ratio < o.ratio_min) {
@@ -112,22 +126,9 @@ CropBox random_crop_box(int64_t height, int64_t width, int64_t pad, std::mt19937
 
 CropBox random_erasing_box(int64_t height, int64_t width, std::mt19937_64& rng, const RandomErasingOptions& o) {
   if (!(std::uniform_real_distribution<double>(0, 1)(rng) < o.p)) return {};
-  const double area = static_cast<double>(height * width);
-  std::uniform_real_distribution<double> scale(o.scale_min, o.scale_max);
-  std::uniform_real_distribution<double> log_ratio(std::log(o.ratio_min), std::log(o.ratio_max));
-  constexpr int kTries = 10;  // torchvision's attempts; then the image stays as it is
-  for (int attempt = 0; attempt < kTries; ++attempt) {
-    const double erase_area = area * scale(rng);
-    const double aspect = std::exp(log_ratio(rng));
-    // torchvision's own rule (h from area x ratio), not RandomResizedCrop's (w from it)
-    const auto h = static_cast<int64_t>(std::nearbyint(std::sqrt(erase_area * aspect)));
-    const auto w = static_cast<int64_t>(std::nearbyint(std::sqrt(erase_area / aspect)));
-    if (!(h < height && w < width)) continue;
-    const int64_t top = std::uniform_int_distribution<int64_t>(0, height - h)(rng);
-    const int64_t left = std::uniform_int_distribution<int64_t>(0, width - w)(rng);
-    return {top, left, h, w};
-  }
-  return {};
+  // after ten misses the image stays as it is
+  return ten_tries(height, width, rng, o.scale_min, o.scale_max, o.ratio_min, o.ratio_max, BoxRule::kErasing)
+      .value_or(CropBox{});
 }
 
 int64_t test_resize_size(int64_t size, double crop_pct) {
@@ -179,18 +180,37 @@ torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& 
                                    const TrainCropOptions& crop, const RandomErasingOptions& erase) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
+  // A source that decoded only the crops (a CropPlan): where each image sits in its file.
+  const bool regions = batch.regions.defined();
+  const auto* region = regions ? batch.regions.data_ptr<double>() : nullptr;
+  const auto* planned = regions ? batch.crops.data_ptr<int64_t>() : nullptr;
+  const auto* file_hw = regions ? batch.file_sizes.data_ptr<int64_t>() : hw;
   std::bernoulli_distribution flip(0.5);
   Geometry g;
   std::vector<CropBox> erased;
   for (int64_t b = 0; b < sizes.size(0); ++b) {
     std::mt19937_64& rng = rng_of(b);
-    const int64_t h = hw[2 * b], w = hw[2 * b + 1];
-    const CropBox box = crop.pad > 0 ? random_crop_box(h, w, crop.pad, rng) : random_resized_crop_box(h, w, rng, crop);
+    const int64_t h = file_hw[2 * b], w = file_hw[2 * b + 1];
+    CropBox box = crop.pad > 0 ? random_crop_box(h, w, crop.pad, rng) : random_resized_crop_box(h, w, rng, crop);
+    // (the same box but where --skip-bad-images left a row out and the seeds moved up a row)
+    if (regions) box = {planned[4 * b], planned[4 * b + 1], planned[4 * b + 2], planned[4 * b + 3]};
     const double sy = static_cast<double>(box.height) / size, sx = static_cast<double>(box.width) / size;
     // Reads clamp to the crop (the resize's edges) and to the image (a shifted crop's padding
     // repeats the edge pixels, as bilinear reads of edge padding do).
-    g.add(box.top, sy, std::max<int64_t>(box.top, 0), std::min(box.top + box.height, h) - 1, box.left, sx,
-          std::max<int64_t>(box.left, 0), std::min(box.left + box.width, w) - 1, flip(rng));
+    double y0 = static_cast<double>(box.top), ylo = static_cast<double>(std::max<int64_t>(box.top, 0)),
+           yhi = static_cast<double>(std::min(box.top + box.height, h) - 1), ystep = sy;
+    double x0 = static_cast<double>(box.left), xlo = static_cast<double>(std::max<int64_t>(box.left, 0)),
+           xhi = static_cast<double>(std::min(box.left + box.width, w) - 1), xstep = sx;
+    if (regions) {  // the file's coordinates u become the region's (u + 0.5 - top) * scale - 0.5
+      const double top = region[3 * b], left = region[3 * b + 1], s = region[3 * b + 2];
+      auto to_y = [&](double u) { return (u + 0.5 - top) * s - 0.5; };
+      auto to_x = [&](double u) { return (u + 0.5 - left) * s - 0.5; };
+      y0 = (y0 - top) * s, ystep *= s;
+      x0 = (x0 - left) * s, xstep *= s;
+      ylo = std::max(0.0, to_y(ylo)), yhi = std::min(static_cast<double>(hw[2 * b] - 1), to_y(yhi));
+      xlo = std::max(0.0, to_x(xlo)), xhi = std::min(static_cast<double>(hw[2 * b + 1] - 1), to_x(xhi));
+    }
+    g.add(y0, ystep, ylo, yhi, x0, xstep, xlo, xhi, flip(rng));
     if (erase.p > 0) erased.push_back(random_erasing_box(size, size, rng, erase));
   }
   torch::Tensor images = resample(batch, g, size, into);

@@ -32,10 +32,6 @@ namespace resnet {
 constexpr double kImageNetMean[3] = {0.485, 0.456, 0.406};
 constexpr double kImageNetStd[3] = {0.229, 0.224, 0.225};
 
-struct CropBox {
-  int64_t top = 0, left = 0, height = 0, width = 0;
-};
-
 struct TrainCropOptions {
   // RandomResizedCrop's
   double scale_min = 0.08, scale_max = 1.0;
