@@ -6,45 +6,87 @@
 # Choices are made on held-out training images (--holdout N), never on the test split. Builds
 # `resnet` (bench/device_run.sh), unpacks .device/cifar-10-jpeg.tar.xz once, and writes each
 # run's log, metrics.csv and wall time (process start to exit) to $OUT as train-NAME.log and
-# metrics-NAME.csv. COMMON adds flags to every run.
-# A run longer than one device call (10 minutes) goes on in the next, on the same machine while it
-# is still warm (its files in /tmp kept): STOP_AFTER=SECONDS sends each run SIGTERM after that long
-# (it writes resume.pt at the next step and exits 143), and RESUME=1 in the next call continues the
-# runs from /tmp/ck-NAME instead of starting them over (same arguments). metrics.csv's elapsed_s
-# then adds up the parts' wall times.
+# metrics-NAME.csv. COMMON adds flags to every run. The runs use a copy of the binary
+# (/tmp/resnet-recipe), so a rebuild while they run does not touch them.
+#
+# A run longer than one device call (10 minutes) can go on in two ways, on a machine kept warm:
+# - DETACH=1 starts the runs in their own process sessions (which outlive the call) and returns at
+#   once; `WAIT=SECONDS bench/recipe_search.sh --collect NAME...` in this or a later call waits up
+#   to SECONDS for them to end, then copies their logs and metrics to $OUT (again at each call).
+#   The run is unbroken, so its wall time is one process's.
+# - STOP_AFTER=SECONDS sends each run SIGTERM after that long (it writes resume.pt at the next step
+#   and exits 143), and RESUME=1 in the next call continues the runs from /tmp/ck-NAME instead of
+#   starting them over (same arguments). metrics.csv's elapsed_s then adds up the parts' wall times.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-device-out}
-mkdir -p "$out" /tmp/cifar
+logs=/tmp/recipe-logs  # outlives $OUT, which each call empties
+mkdir -p "$out" "$logs" /tmp/cifar
+
+# One run: GPU index, name, then its flags. Its log ends with "NAME: exit RC, S s wall".
+run_one() {
+  local gpu=$1 name=$2
+  shift 2
+  local start restart=(--restart) limit=() rc
+  start=$(date +%s.%N)
+  [ "${RESUME:-0}" = 1 ] && restart=()
+  [ -n "${STOP_AFTER:-}" ] && limit=(timeout -s TERM "$STOP_AFTER")
+  CUDA_VISIBLE_DEVICES=$gpu "${limit[@]}" /tmp/resnet-recipe train --data /tmp/cifar --recipe fast "$@" \
+    "${restart[@]}" --checkpoint-dir "/tmp/ck-$name" > "$logs/train-$name.log" 2>&1
+  rc=$?
+  echo "$name: exit $rc, $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}") s wall" >> "$logs/train-$name.log"
+}
+
+# Copies each named run's log and metrics to $OUT and prints its last lines.
+report() {
+  for name in "$@"; do
+    cp "$logs/train-$name.log" "$out/" 2>/dev/null
+    cp /tmp/ck-"$name"/*/metrics.csv "$out/metrics-$name.csv" 2>/dev/null
+    echo "== $name"
+    grep -E "^Epoch|top-1|exit" "$logs/train-$name.log" 2>/dev/null | tail -4
+  done
+}
+
+case "${1:-}" in
+  --run-one) shift; run_one "$@"; exit ;;
+  --collect)
+    shift
+    deadline=$(($(date +%s) + ${WAIT:-0}))
+    for name in "$@"; do
+      until grep -q "^$name: exit" "$logs/train-$name.log" 2>/dev/null || [ "$(date +%s)" -ge $deadline ]; do
+        sleep 5
+      done
+    done
+    report "$@"
+    exit 0 ;;
+esac
+
 TARGETS=resnet TESTS=none SKIP_DATA=1 SKIP_PEER=1 bash bench/device_run.sh || exit 1
 export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+cp build-device/resnet /tmp/resnet-recipe || exit 1
 [ -d /tmp/cifar/train ] || tar xJf .device/cifar-10-jpeg.tar.xz -C /tmp/cifar
 gpus=$(nvidia-smi -L | wc -l)
 [ $# -le "$gpus" ] || { echo "$# runs for $gpus GPUs"; exit 2; }
 i=0
 pids=()
+names=()
 for spec in "$@"; do
   name=${spec%%=*}
+  names+=("$name")
   # shellcheck disable=SC2206  # the flags are words
   flags=(${spec#*=} ${COMMON:-})
-  (
-    start=$(date +%s.%N)
-    restart=(--restart)
-    [ "${RESUME:-0}" = 1 ] && restart=()
-    limit=()
-    [ -n "${STOP_AFTER:-}" ] && limit=(timeout -s TERM "$STOP_AFTER")
-    CUDA_VISIBLE_DEVICES=$i "${limit[@]}" build-device/resnet train --data /tmp/cifar --recipe fast "${flags[@]}" \
-      "${restart[@]}" --checkpoint-dir "/tmp/ck-$name" > "$out/train-$name.log" 2>&1
-    rc=$?
-    echo "$name: exit $rc, $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}") s wall" >> "$out/train-$name.log"
-    cp /tmp/ck-"$name"/*/metrics.csv "$out/metrics-$name.csv" 2>/dev/null
-  ) &
-  pids+=($!)
+  if [ "${DETACH:-0}" = 1 ]; then
+    rm -f "$logs/train-$name.log"
+    setsid bash "$PWD/bench/recipe_search.sh" --run-one "$i" "$name" "${flags[@]}" < /dev/null > /dev/null 2>&1 &
+  else
+    run_one "$i" "$name" "${flags[@]}" &
+    pids+=($!)
+  fi
   i=$((i + 1))
 done
+if [ "${DETACH:-0}" = 1 ]; then
+  echo "started ${names[*]} in their own sessions; collect with: bench/recipe_search.sh --collect ${names[*]}"
+  exit 0
+fi
 wait "${pids[@]}"
-for spec in "$@"; do
-  name=${spec%%=*}
-  echo "== $name: ${spec#*=} ${COMMON:-}"
-  grep -E "^Epoch|top-1|exit" "$out/train-$name.log" | tail -4
-done
+report "${names[@]}"

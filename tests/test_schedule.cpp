@@ -4,6 +4,8 @@
 // cross-entropy and timm's box, and gradient clipping against torch's clip_grad_norm_.
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include <cmath>
 
 #include <torch/torch.h>
@@ -176,6 +178,28 @@ double pytorch_mixed_loss(const torch::Tensor& logits, const torch::Tensor& y, c
 }
 
 }  // namespace
+
+TEST(Schedule, ProgressiveResizeGrowsInStepsOf32ThenStaysFull) {
+  using resnet::progressive_image_size;
+  // 128 -> 224 over the first 75% of 140 epochs (105): three steps of 35 epochs each.
+  std::vector<int64_t> sizes;
+  for (int64_t e = 0; e < 140; ++e) sizes.push_back(progressive_image_size(128, 0.75, 224, e, 140));
+  for (int64_t e = 0; e < 140; ++e) {
+    const int64_t want = e < 35 ? 128 : e < 70 ? 160 : e < 105 ? 192 : 224;
+    EXPECT_EQ(sizes[e], want) << "epoch " << e;
+  }
+  // A span that is not a multiple of 32: 100 -> 224 in 4 steps (100, 132, 164, 196), then 224.
+  EXPECT_EQ(progressive_image_size(100, 1.0, 224, 0, 8), 100);
+  EXPECT_EQ(progressive_image_size(100, 1.0, 224, 2, 8), 132);
+  EXPECT_EQ(progressive_image_size(100, 1.0, 224, 7, 8), 196);
+  EXPECT_EQ(progressive_image_size(100, 1.0, 224, 8, 8), 224);
+  // Off, or nothing to grow: the full size throughout.
+  EXPECT_EQ(progressive_image_size(0, 0.5, 224, 0, 10), 224);
+  EXPECT_EQ(progressive_image_size(224, 0.5, 224, 0, 10), 224);
+  // Never shrinks, never passes the full size.
+  for (int64_t e = 1; e < 140; ++e) EXPECT_GE(sizes[e], sizes[e - 1]);
+  for (const int64_t s : sizes) EXPECT_LE(s, 224);
+}
 
 TEST(Mix, SoftTargetLossMatchesPyTorchsCrossEntropy) {
   torch::manual_seed(1);

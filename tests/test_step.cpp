@@ -345,6 +345,24 @@ TEST(CudaGraphs, ReplaysGiveTheEagerLossesOver20Steps) {
   }
 }
 
+TEST(CudaGraphs, ANewImageSizeIsCapturedAfreshAndGivesTheEagerLosses) {
+  // --progressive-resize: 8 steps at 32 px, then 8 at 64 px. The graphed step drops the first
+  // size's graph, warms up and captures the second; its losses stay the eager step's throughout.
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  const resnet::test::DeterministicCudnn deterministic;
+  auto data = random_batches(8, 16, 32, cuda);
+  const auto larger = random_batches(8, 16, 64, cuda);
+  data.images.insert(data.images.end(), larger.images.begin(), larger.images.end());
+  data.labels.insert(data.labels.end(), larger.labels.begin(), larger.labels.end());
+  for (Amp amp : {Amp::kBf16, Amp::kFp16}) {
+    const StepOptions eager{amp, true, false}, graphed{amp, true, true};
+    const auto le = step_losses("resnet50", data, eager, cuda);
+    const auto lg = step_losses("resnet50", data, graphed, cuda);  // (fails unless captured at the end)
+    EXPECT_LE(max_relative_gap(lg, le), 1e-3) << resnet::to_string(amp);
+  }
+}
+
 TEST(CudaGraphs, MixingClippingAndSkippingRunInTheCapturedStep) {
   // --mixup/--cutmix (randperm and Beta draws on the device), --clip-grad-norm and
   // --skip-nonfinite inside the graph: captured (step_losses checks), the replays give the eager

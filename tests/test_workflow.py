@@ -217,6 +217,32 @@ try:
     rc_h, out_h = run('train', *common, '--holdout', '1000', '--epochs', '1', '--checkpoint-dir', h_dir, '--restart')
     check(rc_h == 2 and '--holdout must be between 1 and the training images less one (999' in out_h,
           'a --holdout as large as the split is refused: ' + out_h.strip().splitlines()[-1])
+    # --eval-every 2 over 3 epochs: epoch 1 untested (its test columns empty), 2 and the last tested;
+    # the best model comes from a tested epoch, and `resnet plot` draws the gaps.
+    v_dir = os.path.join(tmp, 'every')
+    rc_v, out_v = run('train', *common, '--epochs', '3', '--eval-every', '2', '--save_model', '--checkpoint-dir', v_dir)
+    v_rows = [r.split(',') for r in open(os.path.join(v_dir, 'resnet18', 'metrics.csv')).read().splitlines()[1:]]
+    v_info = json.load(open(os.path.join(v_dir, 'resnet18', 'checkpoint.json')))
+    check(rc_v == 0 and out_v.count('Not tested this epoch (--eval-every)') == 1 and out_v.count('Test Error:') == 2 and
+          [r[2:5] == ['', '', ''] for r in v_rows] == [True, False, False] and v_info.get('epoch') in (2, 3),
+          f'--eval-every 2 tests epochs 2 and 3 only: {v_rows} {v_info.get("epoch")} ' + out_v[-300:])
+    rc_v, out_v = run('plot', '--checkpoint-dir', v_dir, '--model', 'resnet18')
+    check(rc_v == 0, 'resnet plot draws a metrics.csv with untested epochs: ' + out_v)
+    rc_v, out_v = run('train', *common, '--eval-every', '0', '--checkpoint-dir', v_dir)
+    check(rc_v == 2 and '--eval-every' in out_v, 'a --eval-every below 1 is refused by name: ' + out_v.strip()[-200:])
+    # --progressive-resize 32,0.5 at --image-size 64 over 2 epochs: epoch 1 trains at 32 px, epoch 2
+    # at 64; both tests at 64. A resume with another setting is refused by name.
+    p_dir = os.path.join(tmp, 'progressive')
+    p_args = [*common[:common.index('--image-size')], '--image-size', '64', *common[common.index('--image-size') + 2:]]
+    rc_p, out_p = run('train', *p_args, '--epochs', '2', '--progressive-resize', '32,0.5', '--checkpoint-dir', p_dir)
+    check(rc_p == 0 and 'Progressive resizing: training images at 32 px from epoch 1, 64 px from epoch 2; tests at 64 px' in out_p
+          and out_p.count('px from this epoch on (--progressive-resize)') == 2 and out_p.count('Test Error:') == 2,
+          '--progressive-resize 32,0.5 trains at 32 then 64 px: ' + out_p[-600:])
+    rc_p, out_p = run('train', *p_args, '--epochs', '3', '--progressive-resize', '48,0.5', '--checkpoint-dir', p_dir)
+    check(rc_p == 2 and 'progressive_resize' in out_p, 'a resume with another --progressive-resize is refused: ' + out_p[-300:])
+    rc_p, out_p = run('train', *p_args, '--progressive-resize', '64,0.5', '--checkpoint-dir', p_dir, '--restart')
+    check(rc_p == 2 and '--progressive-resize must be START,FRACTION' in out_p and 'below --image-size 64' in out_p,
+          'a START not below --image-size is refused by name: ' + out_p[-300:])
     # --test-crop-pct goes into checkpoint.json; `test` transforms the images as the run tested them.
     c_dir = os.path.join(tmp, 'crop')
     rc_c, out_c = run('train', *common, '--epochs', '1', '--test-crop-pct', '1', '--save_model', '--checkpoint-dir', c_dir)

@@ -58,6 +58,12 @@ void ConsoleReporter::progress(const StepReport& s) {
 
 void ConsoleReporter::epoch_end(const EpochReport& e) {
   end_bar();
+  if (!e.tested) {
+    std::printf(" Not tested this epoch (--eval-every); train loss: %.6f, %.1f img/s, %.1f s\n\n", e.train_loss,
+                e.img_per_s, e.seconds);
+    std::fflush(stdout);
+    return;
+  }
   std::cout << "current highest_accuracy:  " << e.best_accuracy << "\n" << format_test_error(e.test);
   std::printf(" Top-5 accuracy: %.1f%%, train loss: %.6f, %.1f img/s, %.1f s\n\n", 100.0 * e.test.top5, e.train_loss,
               e.img_per_s, e.seconds);

@@ -167,6 +167,10 @@ void add_train_command(CLI::App& app) {
                   "(CIFAR's pad-and-crop: torchvision's RandomCrop(padding=P, padding_mode=\"edge\")) instead of "
                   "RandomResizedCrop; --crop-scale is then unused (0: off)")
       ->capture_default_str();
+  cmd->add_option("--progressive-resize", o->progressive_resize,
+                  "START,FRACTION: train on START-pixel images first, growing in steps of 32 pixels to --image-size "
+                  "by FRACTION of the epochs (e.g. 128,0.75; tests always at --image-size)")
+      ->delimiter(',');
   cmd->add_option("--test-crop-pct", o->test_crop_pct,
                   "the per-epoch test resizes to image size / this and keeps the centre (0.875: the sample's 256 "
                   "then 224; 1: the whole image)")
@@ -199,6 +203,10 @@ void add_train_command(CLI::App& app) {
                   "stops the run)")
       ->capture_default_str();
   cmd->add_option("--log-every,--print-freq,-p", o->log_every, "batches between 'loss:' lines")->capture_default_str();
+  cmd->add_option("--eval-every", o->eval_every,
+                  "test after every N epochs and after the last (1: every epoch; the best model is chosen among the "
+                  "tested epochs)")
+      ->capture_default_str();
   add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_fused_option(*cmd, o->fused);
   cmd->add_option("--weights", o->weights,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <memory>
@@ -136,19 +137,37 @@ void draw_panel(cairo_t* cr, const Panel& p, double x0, double y0, double w, dou
       }
   }
   cairo_restore(cr);
-  if (!p.series.empty()) {  // a white box under the legend, so that no curve runs through it
-    cairo_set_source_rgba(cr, 1, 1, 1, 0.85);
-    cairo_rectangle(cr, right - 136, top + 4, 130, 18 * static_cast<double>(p.series.size()) + 2);
-    cairo_fill(cr);
+  if (p.series.empty()) return;
+  // The legend in the corner that hides the fewest points (top right first; accuracy curves end
+  // there), on a white box so that no curve runs through it.
+  const double box_w = 130, box_h = 18 * static_cast<double>(p.series.size()) + 2;
+  const std::pair<double, double> corners[] = {{right - box_w - 6, top + 4},
+                                               {right - box_w - 6, bottom - box_h - 4},
+                                               {left + 6, top + 4},
+                                               {left + 6, bottom - box_h - 4}};
+  double bx = corners[0].first, by = corners[0].second;
+  size_t fewest = SIZE_MAX;
+  for (const auto& [cx, cy] : corners) {
+    size_t hidden = 0;
+    for (const Series& s : p.series)
+      for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+        if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
+        const double x = px(s.x[i]), y = py(s.y[i]);
+        hidden += x >= cx - 4 && x <= cx + box_w + 4 && y >= cy - 4 && y <= cy + box_h + 4;
+      }
+    if (hidden < fewest) fewest = hidden, bx = cx, by = cy;
   }
+  cairo_set_source_rgba(cr, 1, 1, 1, 0.85);
+  cairo_rectangle(cr, bx, by, box_w, box_h);
+  cairo_fill(cr);
   for (size_t k = 0; k < p.series.size(); ++k) {
-    const double ly = top + 14 + 18 * static_cast<double>(k);
+    const double ly = by + 10 + 18 * static_cast<double>(k);
     color(cr, kPalette[k % std::size(kPalette)]);
     cairo_set_line_width(cr, 3);
-    cairo_move_to(cr, right - 130, ly), cairo_line_to(cr, right - 105, ly);
+    cairo_move_to(cr, bx + 6, ly), cairo_line_to(cr, bx + 31, ly);
     cairo_stroke(cr);
     color(cr, {0, 0, 0});
-    text(cr, p.series[k].name, right - 98, ly, 0, 0.5, 11);
+    text(cr, p.series[k].name, bx + 38, ly, 0, 0.5, 11);
   }
 }
 

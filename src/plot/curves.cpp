@@ -1,5 +1,6 @@
 #include "plot/curves.h"
 
+#include <cmath>
 #include <map>
 #include <sstream>
 
@@ -14,7 +15,18 @@ std::vector<std::string> split(const std::string& line) {
   std::stringstream s(line);
   std::string field;
   while (std::getline(s, field, ',')) out.push_back(field);
+  if (!line.empty() && line.back() == ',') out.emplace_back();  // getline drops a last empty field
   return out;
+}
+
+bool is_test_column(const std::string& name) { return name == "test_loss" || name == "top1" || name == "top5"; }
+
+// The points of (x, y) whose y is a number: an epoch --eval-every did not test has none.
+Series series(const std::string& name, const std::vector<double>& x, const std::vector<double>& y) {
+  Series s{name, {}, {}};
+  for (size_t i = 0; i < x.size() && i < y.size(); ++i)
+    if (!std::isnan(y[i])) s.x.push_back(x[i]), s.y.push_back(y[i]);
+  return s;
 }
 
 }  // namespace
@@ -38,6 +50,10 @@ std::vector<Panel> run_curves(const std::string& path) {
       throw InputError(path + ": line " + std::to_string(row) + " has " + std::to_string(fields.size()) +
                        " values, the header " + std::to_string(header.size()));
     for (size_t i = 0; i < fields.size(); ++i) {
+      if (fields[i].empty() && is_test_column(header[i])) {  // not tested that epoch
+        columns[header[i]].push_back(std::nan(""));
+        continue;
+      }
       size_t used = 0;
       double v = 0;
       try {
@@ -58,15 +74,23 @@ std::vector<Panel> run_curves(const std::string& path) {
   };
   const auto& epoch = columns["epoch"];
   std::vector<Panel> panels{
-      {"Loss", "epoch", "loss", {{"train", epoch, columns["train_loss"]}, {"test", epoch, columns["test_loss"]}}},
-      {"Test accuracy", "epoch", "%", {{"top-1", epoch, percent(columns["top1"])}, {"top-5", epoch, percent(columns["top5"])}}}};
+      {"Loss",
+       "epoch",
+       "loss",
+       {series("train", epoch, columns["train_loss"]), series("test", epoch, columns["test_loss"])}},
+      {"Test accuracy",
+       "epoch",
+       "%",
+       {series("top-1", epoch, percent(columns["top1"])), series("top-5", epoch, percent(columns["top5"]))}}};
   if (columns.count("elapsed_s")) {
     std::vector<double> minutes = columns["elapsed_s"];
     for (double& m : minutes) m /= 60;
-    panels.push_back({"Loss against wall time", "minutes since the start", "loss",
-                      {{"train", minutes, columns["train_loss"]}, {"test", minutes, columns["test_loss"]}}});
-    panels.push_back({"Test top-1 against wall time", "minutes since the start", "%",
-                      {{"top-1", minutes, percent(columns["top1"])}}});
+    panels.push_back({"Loss against wall time",
+                      "minutes since the start",
+                      "loss",
+                      {series("train", minutes, columns["train_loss"]), series("test", minutes, columns["test_loss"])}});
+    panels.push_back(
+        {"Test top-1 against wall time", "minutes since the start", "%", {series("top-1", minutes, percent(columns["top1"]))}});
   }
   return panels;
 }

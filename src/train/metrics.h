@@ -1,5 +1,6 @@
 // metrics.csv: one row per epoch (epoch, train loss, test loss, top-1, top-5, img/s, seconds,
-// learning rate, wall seconds since the run started), rewritten atomically with each new row.
+// learning rate, wall seconds since the run started), rewritten atomically with each new row. An
+// epoch that --eval-every did not test has its three test columns empty.
 #pragma once
 
 #include <string>

@@ -25,6 +25,7 @@ struct StepReport {
 struct EpochReport {
   int64_t epoch = 0;  // 1-based
   double train_loss = 0;
+  bool tested = true;  // false: --eval-every skipped this epoch's test (`test` is empty)
   EvalResult test;
   double best_accuracy = 0;
   double img_per_s = 0;

@@ -116,4 +116,12 @@ double scaled_learning_rate(double lr, int64_t global_batch, int64_t reference_b
   return lr * static_cast<double>(global_batch) / static_cast<double>(reference_batch);
 }
 
+int64_t progressive_image_size(int64_t start, double fraction, int64_t full, int64_t epoch, int64_t epochs) {
+  const double ramp = fraction * static_cast<double>(epochs);  // epochs before the full size
+  if (start <= 0 || start >= full || static_cast<double>(epoch) >= ramp) return full;
+  const int64_t steps = (full - start + 31) / 32;
+  const auto k = static_cast<int64_t>(std::floor(static_cast<double>(epoch) / ramp * static_cast<double>(steps)));
+  return std::min(full, start + 32 * k);
+}
+
 }  // namespace resnet

@@ -70,4 +70,13 @@ class LrSchedule {
 // no scaling).
 double scaled_learning_rate(double lr, int64_t global_batch, int64_t reference_batch);
 
+// --progressive-resize START,FRACTION: the training images' size in epoch `epoch` (0-based) of
+// `epochs`. START pixels at first, then larger in steps of 32 pixels, evenly spaced over the first
+// FRACTION of the epochs, to `full` (--image-size), which the rest of the run and every test use.
+// Small images early cost less (a ResNet's work goes with the pixels), and the last epochs at full
+// size adapt the model to the size it is tested at (progressive resizing, as fast.ai's and
+// MosaicML's ImageNet recipes). Sizes only grow, so a run meets each at most once (a CUDA graph
+// and cuDNN's autotuning each). `full` for every epoch where START is 0.
+int64_t progressive_image_size(int64_t start, double fraction, int64_t full, int64_t epoch, int64_t epochs);
+
 }  // namespace resnet

@@ -151,6 +151,11 @@ torch::Tensor TrainStep::run(const torch::Tensor& images, const torch::Tensor& l
     NoAutotuning heuristics_only(odd_size);
     return eager_step(model_input(images, options_.channels_last), labels);
   }
+  if (graph_ && static_images_.defined() && images.sizes() != static_images_.sizes()) {
+    // Another image size (--progressive-resize: sizes only grow, each comes once): the old size's
+    // graph and its memory pool go, and the new size warms up and is captured as the first was.
+    drop_graph();
+  }
   if (!graph_) {
     static_images_ = torch::empty_like(model_input(images, options_.channels_last));
     static_labels_ = torch::empty_like(labels);
@@ -168,11 +173,15 @@ torch::Tensor TrainStep::run(const torch::Tensor& images, const torch::Tensor& l
     skipped_ = static_skipped_;  // an eager step of another batch size may have replaced it
   } catch (const std::exception& e) {
     graph_off_reason_ = std::string("capture failed: ") + e.what();
-    graph_.reset();
-    static_images_ = static_labels_ = static_loss_ = static_skipped_ = torch::Tensor();
+    drop_graph();
     return eager_step(model_input(images, options_.channels_last), labels);
   }
   return static_loss_;
+}
+
+void TrainStep::drop_graph() {
+  graph_.reset();
+  static_images_ = static_labels_ = static_loss_ = static_skipped_ = torch::Tensor();
 }
 
 std::pair<double, int64_t> TrainStep::loss_scale_state() const {

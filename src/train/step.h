@@ -134,6 +134,8 @@ class TrainStep {
 
  private:
   torch::Tensor eager_step(const torch::Tensor& images, const torch::Tensor& labels);
+  // The captured graph and its static tensors released (a capture that failed, a new image size).
+  void drop_graph();
 
   Classifier& model_;
   Sgd& optimizer_;

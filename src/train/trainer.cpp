@@ -52,7 +52,7 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
                              "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
                              "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "crop_pad", "random_erase", "ema_decay",
-                             "mixup", "cutmix", "clip_grad_norm", "holdout"};
+                             "mixup", "cutmix", "clip_grad_norm", "holdout", "progressive_resize"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
 std::string describe_schedule(const TrainOptions& o, double base_lr, int world) {
@@ -96,7 +96,7 @@ std::string data_path(const TrainOptions& o, TrainReporter& reporter) {
 // Run on a thread while the data is read, this takes what was epoch 1's first step (4.1 s for
 // ResNet-50 at batch 32 on an H100) off the run's critical path. Returns the seconds it took.
 // Errors are left for the real step to report.
-double warm_up(const TrainOptions& o, StepOptions options, const c10::Device& device) {
+double warm_up(const TrainOptions& o, int64_t image_size, StepOptions options, const c10::Device& device) {
   const auto start = Clock::now();
   try {
     auto model = create_model(o.model, 10);  // the classifier's width does not touch cuDNN
@@ -107,12 +107,19 @@ double warm_up(const TrainOptions& o, StepOptions options, const c10::Device& de
     Sgd sgd(model->parameters(), SgdOptions{});
     TrainStep step(*model, sgd, options, device);
     const auto on = torch::TensorOptions().device(device);
-    step.run(torch::zeros({o.batch_size, 3, o.image_size, o.image_size}, on),
+    step.run(torch::zeros({o.batch_size, 3, image_size, image_size}, on),
              torch::zeros({o.batch_size}, on.dtype(torch::kLong)));
     torch::cuda::synchronize(device.index());
   } catch (const std::exception&) {
   }
   return seconds_since(start);
+}
+
+// The training images' size in `epoch` (0-based): --image-size, or --progressive-resize's.
+int64_t train_image_size(const TrainOptions& o, int64_t epoch) {
+  if (o.progressive_resize.size() != 2) return o.image_size;
+  return progressive_image_size(static_cast<int64_t>(o.progressive_resize[0]), o.progressive_resize[1], o.image_size,
+                                epoch, o.epochs);
 }
 
 // <checkpoint-dir>/<model>, made if missing; an InputError naming it when it cannot be (read-only
@@ -146,6 +153,7 @@ struct Run {
   std::string resume_path;
   TrainState state;
   int64_t run_start_step = 0;
+  bool size_said = false;  // the first epoch this process runs says its size (--progressive-resize)
   // When this process started (train()'s first line) and the run's wall time before it (resume.pt)
   Clock::time_point started = Clock::now();
   double elapsed_before = 0;
@@ -363,6 +371,16 @@ void Run::build_model() {
     reporter.message("Recipe " + o.recipe + ":" + flags + " (where the command line gives none of these)");
   }
   if (o.lr_scale_batch > 0 || schedule->varies()) reporter.message(describe_schedule(o, base_lr, world()));
+  if (!o.progressive_resize.empty()) {
+    std::string sizes;
+    for (int64_t e = 0, last = 0; e < o.epochs; ++e) {
+      const int64_t s = train_image_size(o, e);
+      if (s != last) sizes += (sizes.empty() ? "" : ", ") + std::to_string(s) + " px from epoch " + std::to_string(e + 1);
+      last = s;
+    }
+    reporter.message("Progressive resizing: training images at " + sizes + "; tests at " + std::to_string(o.image_size) +
+                     " px");
+  }
   step = std::make_unique<TrainStep>(*model, *optimizer, step_options, device);
   eval_step = std::make_unique<EvalStep>(*model, step_options, device);
 }
@@ -393,6 +411,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
     if (!saved.settings.contains(key)) saved.settings[key] = 0.0;
   for (const char* key : {"holdout", "crop_pad"})
     if (!saved.settings.contains(key)) saved.settings[key] = 0;
+  if (!saved.settings.contains("progressive_resize")) saved.settings["progressive_resize"] = nlohmann::json::array();
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
       throw UsageError(resume_path + " was written by a run with " + key + " = " + saved.settings[key].dump() +
@@ -506,13 +525,15 @@ void Run::log_events(const EpochReport& e) {
   if (!events) return;
   const std::pair<const char*, double> values[] = {{"epoch/epoch", static_cast<double>(e.epoch)},
                                                    {"epoch/train_loss", e.train_loss},
-                                                   {"epoch/test_loss", e.test.loss},
-                                                   {"epoch/top1", e.test.accuracy},
-                                                   {"epoch/top5", e.test.top5},
                                                    {"epoch/learning_rate", optimizer->learning_rate()},
                                                    {"epoch/img_per_s", e.img_per_s},
                                                    {"epoch/elapsed_s", e.elapsed}};
   for (const auto& [tag, value] : values) events->scalar(tag, value, state.step);
+  if (e.tested) {
+    const std::pair<const char*, double> test[] = {
+        {"epoch/test_loss", e.test.loss}, {"epoch/top1", e.test.accuracy}, {"epoch/top5", e.test.top5}};
+    for (const auto& [tag, value] : test) events->scalar(tag, value, state.step);
+  }
   if (device.is_cuda()) events->scalar("epoch/peak_gpu_memory_mib", peak_memory_mib(device), state.step);
 }
 
@@ -537,6 +558,13 @@ void Run::save(bool background) {
 
 bool Run::run_epoch(int64_t epoch) {
   reporter.epoch_start(epoch + 1);
+  const int64_t size = train_image_size(o, epoch);
+  if (size != train_loader->image_size() || !size_said) {
+    train_loader->set_image_size(size);
+    if (!o.progressive_resize.empty())
+      reporter.message("Training images at " + std::to_string(size) + " px from this epoch on (--progressive-resize)");
+    size_said = true;
+  }
   train_loader->start_epoch(epoch, state.batch);
   const auto t0 = Clock::now();
   auto last_log = t0;
@@ -631,7 +659,8 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   state.batch = 0;
   state.epoch_loss_sum = 0;
   state.epoch_skipped = 0;
-  {
+  e.tested = state.epoch % o.eval_every == 0 || state.epoch >= o.epochs;
+  if (e.tested) {
     // with --ema-decay the averaged weights are tested and kept as the best model
     std::optional<Ema::Swap> averaged;
     if (ema) averaged.emplace(*ema, *model);
@@ -682,6 +711,7 @@ void validate(const TrainOptions& o) {
   // Below 32 pixels the ResNet stem and four stride-2 stages leave nothing to pool.
   require_at_least(o.image_size, 32, "--image-size");
   require_at_least(o.log_every, 1, "--log-every");
+  require_at_least(o.eval_every, 1, "--eval-every");
   require_at_least(o.checkpoint_every, 0, "--checkpoint-every");
   require_at_least(o.max_steps, 0, "--max-steps");
   require_at_least(o.dist_timeout_s, 1, "--dist-timeout");
@@ -715,6 +745,14 @@ void validate(const TrainOptions& o) {
   if (o.crop_scale.size() != 2 || !(o.crop_scale[0] > 0 && o.crop_scale[0] <= o.crop_scale[1] && o.crop_scale[1] <= 1))
     throw UsageError("--crop-scale must be MIN,MAX with 0 < MIN <= MAX <= 1 (got " + text(o.crop_scale) + ")");
   require_at_least(o.crop_pad, 0, "--crop-pad");
+  if (!o.progressive_resize.empty()) {
+    const auto& p = o.progressive_resize;
+    if (p.size() != 2 || !(p[0] >= 32 && p[0] < static_cast<double>(o.image_size) && p[0] == std::floor(p[0])) ||
+        !(p[1] > 0 && p[1] <= 1))
+      throw UsageError("--progressive-resize must be START,FRACTION: START whole pixels, at least 32 and below "
+                       "--image-size " + std::to_string(o.image_size) + ", FRACTION above 0 and at most 1 (got " +
+                       text(p) + ")");
+  }
   if (!(o.test_crop_pct > 0 && o.test_crop_pct <= 1))
     throw UsageError("--test-crop-pct must be the share of the resized image kept, above 0 and at most 1 (got " +
                      text({o.test_crop_pct}) + ")");
@@ -751,6 +789,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"zero_init_residual", o.zero_init_residual},
           {"crop_scale", o.crop_scale},
           {"crop_pad", o.crop_pad},
+          {"progressive_resize", o.progressive_resize},
           {"test_crop_pct", o.test_crop_pct},
           {"random_erase", o.random_erase},
           {"ema_decay", o.ema_decay},
@@ -759,6 +798,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"clip_grad_norm", o.clip_grad_norm},
           {"holdout", o.holdout},
           {"tta_flip", o.tta_flip},
+          {"eval_every", o.eval_every},
           {"recipe", o.recipe},
           {"amp", o.amp},
           {"channels_last", o.channels_last},
@@ -782,17 +822,19 @@ double train(const TrainOptions& o, TrainReporter& reporter) {
   TrainReporter& out = o.dist.rank == 0 ? reporter : silent;
   std::optional<ResumeFile> resume;
   const fs::path resume_path = fs::path(o.checkpoint_dir) / o.model / "resume.pt";
+  int64_t first_epoch = 0;  // this process's (for the warm-up's image size)
   if (!o.restart && fs::exists(resume_path)) {
     resume.emplace(resume_path.string());
     const TrainState saved = resume->state();
     if (report_if_complete(saved, o, out)) return saved.best_accuracy;
+    first_epoch = saved.epoch;
   }
   Run run(o, out);
   run.connect();
   std::future<double> warm;
   if (run.device.is_cuda()) {
     enable_cudnn_autotuning();
-    warm = std::async(std::launch::async, warm_up, std::cref(o),
+    warm = std::async(std::launch::async, warm_up, std::cref(o), train_image_size(o, first_epoch),
                       parse_step_options(o.amp, o.channels_last, o.cuda_graphs, run.device, o.batch_size, o.fused),
                       run.device);
   }

@@ -56,6 +56,9 @@ struct TrainOptions {
   int64_t crop_pad = 0;
   // The test transform's centre crop: the share of the resized image kept (0.875: the sample's 224 of 256)
   double test_crop_pct = 0.875;
+  // --progressive-resize START,FRACTION (train/schedule.h's progressive_image_size); empty: off,
+  // every epoch at image_size.
+  std::vector<double> progressive_resize;
   // RandomErasing's probability after the normalisation (torchvision's scale and ratio; 0: off)
   double random_erase = 0;
   // A moving average of the weights, updated every step with this decay (0: none); the per-epoch
@@ -66,6 +69,10 @@ struct TrainOptions {
   int64_t holdout = 0;
   // Stop after the first epoch whose test top-1 reaches this percentage (0: train all --epochs).
   double target_accuracy = 0;
+  // Test after every this many epochs and after the last (1: each epoch, the sample's way). The
+  // test is a fifth of an epoch's time in a short recipe; untested epochs leave the test columns
+  // of metrics.csv empty and keep the best model as it was.
+  int64_t eval_every = 1;
   int64_t image_size = 224;
   uint64_t seed = 0;
   std::string amp = "auto";            // bf16 | fp16 | off | auto (bf16 on CUDA, off on the CPU)
