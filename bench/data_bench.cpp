@@ -4,6 +4,9 @@
 //   data_bench loader --folder DIR --device cuda   the training loader alone on DIR's train split:
 //                                           read + decode + crop + flip + normalise + transfer, as
 //                                           `resnet train` gets its batches (issue 15)
+//   data_bench gather --folder DIR          the source's gather alone (read + decode each training
+//                                           crop into the padded batch), on the CPU, no transform:
+//                                           the work of the loader's background thread
 // Prints one JSON line per measurement.
 #include <torch/cuda.h>
 #include <torch/utils.h>
@@ -119,6 +122,40 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
   std::cout << out.dump() << std::endl;
 }
 
+// The streamed source's gather on the CPU with the training loader's crop plan (RandomResizedCrop
+// boxes from a seeded generator), without the transform: how fast the CPU fills batches.
+void gather(const std::string& folder, int64_t batch_size, int64_t size, int64_t batches) {
+  resnet::DataOptions data;
+  data.decode_keep_side = resnet::kDecodeKeepSides * size;
+  const auto source = resnet::open_split(folder, resnet::Split::kTrain, torch::kCPU, data);
+  torch::manual_seed(0);  // the same batches on every run
+  const auto order = torch::randperm(source->size(), torch::TensorOptions().dtype(torch::kLong));
+  batches = std::min(batches, source->size() / batch_size);
+  if (batches < 2) throw std::runtime_error(folder + ": too few training images for a measurement");
+  resnet::CropPlan plan;
+  plan.output_size = size;
+  plan.box = [](int64_t row, int64_t height, int64_t width) {
+    std::mt19937_64 rng(static_cast<uint64_t>(row));
+    return resnet::random_resized_crop_box(height, width, rng);
+  };
+  source->gather(order.slice(0, 0, batch_size), torch::kCPU, &plan);  // warm-up (allocator, file cache)
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t images = 0;
+  double padded_mib = 0;
+  for (int64_t i = 1; i < batches; ++i) {
+    const auto batch = source->gather(order.slice(0, i * batch_size, (i + 1) * batch_size), torch::kCPU, &plan);
+    images += batch.images.size(0);
+    padded_mib += static_cast<double>(batch.images.numel()) / (1 << 20);
+  }
+  const double s = seconds_since(t0);
+  std::cout << nlohmann::json{{"bench", "gather"}, {"source", source->description()}, {"batch_size", batch_size},
+                              {"image_size", size}, {"threads", at::get_num_threads()}, {"batches", batches - 1},
+                              {"img_per_s", images / s}, {"ms_per_batch", 1000 * s / (batches - 1)},
+                              {"padded_mib_per_batch", padded_mib / (batches - 1)}, {"peak_rss_mib", peak_rss_mib()}}
+                   .dump()
+            << std::endl;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -141,9 +178,15 @@ int main(int argc, char** argv) {
   ld->add_option("--batches", steps, "batches timed (after 3 more)");
   bool gpu_decode = false;
   ld->add_flag("--gpu-decode", gpu_decode, "JPEGs decoded with nvJPEG");
+  auto* ga = app.add_subcommand("gather", "the streamed source's gather alone, with training crops, on the CPU");
+  ga->add_option("--folder", folder)->required();
+  ga->add_option("--batch-size", batch_size);
+  ga->add_option("--image-size", size);
+  ga->add_option("--batches", steps, "batches timed (after 1 more)");
   CLI11_PARSE(app, argc, argv);
   if (dec->parsed()) decode(folder);
   if (tf->parsed()) transform(device, batch_size, size, steps);
   if (ld->parsed()) loader(folder, device, batch_size, size, steps, gpu_decode);
+  if (ga->parsed()) gather(folder, batch_size, size, steps);
   return 0;
 }

@@ -212,6 +212,50 @@ TEST(Transforms, CropRegionsGiveWhatTheWholeImagesGive) {
   }
 }
 
+TEST(ImageFolder, AStreamedBatchHoldsEachRegionWithZerosBeyond) {
+  // The loader decodes each image straight into its row of the batch (channels-last, as libjpeg
+  // writes pixels): row b is decode_image_region's pixels for its crop, zeros beyond; whole
+  // images likewise without a plan (JPEGs of each kind, grey, CMYK, progressive, PNG).
+  const auto index = resnet::index_image_folder(fixture("gpu/train"));
+  const auto source = resnet::streaming_source(index, false);
+  const auto all = torch::arange(static_cast<int64_t>(index.files.size()));
+  resnet::CropPlan plan;
+  plan.output_size = 24;
+  plan.box = [](int64_t row, int64_t height, int64_t width) {
+    std::mt19937_64 rng(77 + static_cast<uint64_t>(row));
+    return resnet::random_resized_crop_box(height, width, rng);
+  };
+  for (const bool planned : {true, false}) {
+    const auto batch = source->gather(all, torch::kCPU, planned ? &plan : nullptr);
+    ASSERT_EQ(batch.images.size(0), all.size(0));
+    EXPECT_TRUE(batch.images.is_contiguous(torch::MemoryFormat::ChannelsLast));
+    int64_t shrunk = 0;
+    for (int64_t b = 0; b < all.size(0); ++b) {
+      const auto& path = index.files[static_cast<size_t>(b)];
+      const auto bytes = resnet::read_file_bytes(path);
+      torch::Tensor want;
+      if (planned) {
+        const auto* c = batch.crops.data_ptr<int64_t>() + 4 * b;
+        const auto r = resnet::decode_image_region(bytes, path, {c[0], c[1], c[2], c[3]}, 24);
+        EXPECT_EQ(r.scale, batch.regions[b][2].item<double>()) << path;
+        EXPECT_EQ(r.top, batch.regions[b][0].item<double>()) << path;
+        shrunk += r.scale < 1;
+        want = r.image;
+      } else {
+        want = resnet::decode_image(bytes, path);
+      }
+      const int64_t h = batch.sizes[b][0].item<int64_t>(), w = batch.sizes[b][1].item<int64_t>();
+      ASSERT_EQ(want.sizes(), (std::vector<int64_t>{3, h, w})) << path;
+      const auto row = batch.images[b];
+      EXPECT_TRUE(torch::equal(row.narrow(1, 0, h).narrow(2, 0, w), want)) << path;
+      EXPECT_EQ(row.sum().item<int64_t>(), want.sum().item<int64_t>()) << path << ": not zeros beyond the image";
+    }
+    if (planned) {
+      EXPECT_GT(shrunk, 0) << "no region was DCT-scaled: the test would not see one";
+    }
+  }
+}
+
 TEST(ImageFolder, StreamedTrainingImagesDecodeNoLargerThanNeeded) {
   // keep_side (train's training split: 3 x the input size): a big JPEG comes smaller, a small one
   // and a PNG whole; the padded batch shrinks with it.

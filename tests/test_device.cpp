@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <chrono>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -59,6 +60,7 @@ TEST(Parallel, EachOnAllCoresUsesSeveralThreadsAndKeepsEachError) {
   resnet::each_on_all_cores(which, errors, [&](int64_t i) {
     ran_on[i] = std::this_thread::get_id();
     ++runs[i];
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // long enough for the others to take items too
     if (i % 10 == 0) throw std::runtime_error("item " + std::to_string(i));
   });
   at::set_num_threads(before);

@@ -11,6 +11,8 @@
 #include <ATen/Config.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <string>
@@ -23,15 +25,22 @@
 namespace resnet {
 
 // job(i) for each i of `which` on all cores; errors[i] (sized by the caller) holds the message of
-// what job(i) threw, so one bad item does not stop the others.
+// what job(i) threw, so one bad item does not stop the others. Each thread takes the next item
+// when it is done with one (jobs that differ in length, as images of different sizes, then end
+// together; at::parallel_for alone would give each thread an equal run of items up front).
 template <typename Job>
 void each_on_all_cores(const std::vector<int64_t>& which, std::vector<std::string>& errors, Job&& job) {
-  at::parallel_for(0, static_cast<int64_t>(which.size()), /*grain_size=*/4, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      try {
-        job(which[k]);
-      } catch (const std::exception& e) {
-        errors[which[k]] = e.what();
+  const auto n = static_cast<int64_t>(which.size());
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), n);
+  at::parallel_for(0, workers, /*grain_size=*/1, [&](int64_t begin, int64_t end) {
+    for (int64_t worker = begin; worker < end; ++worker) {  // (more than one only where run serially)
+      for (int64_t k = next++; k < n; k = next++) {
+        try {
+          job(which[k]);
+        } catch (const std::exception& e) {
+          errors[which[k]] = e.what();
+        }
       }
     }
   });

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
+#include <tuple>
+#include <utility>
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -85,21 +87,35 @@ void cmyk_row_to_rgb(const JSAMPLE* cmyk, uint8_t* rgb, JDIMENSION width) {
   }
 }
 
-// Rows [y_begin, y_end) of the image at libjpeg's scale eighths/8 (8: full size; `out` pixels,
-// scaled_size's) into hwc, which has room for them at the whole scaled width. Columns x_begin to
-// x_end (widened by libjpeg to its iMCU grid: jpeg_crop_scanline) where that is not every column;
-// the columns decoded go to *x_first, *columns. The whole image is decoded to its end
-// (jpeg_finish_decompress); a part leaves the rows below undecoded.
-void decode_jpeg_rows(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, int eighths,
-                      ImageSize out, int64_t y_begin, int64_t y_end, int64_t x_begin, int64_t x_end, int64_t* x_first,
-                      int64_t* columns) {
-  bool other_size = false;
+// `width` interleaved RGB pixels into row y of dst.
+void rgb_row_to(const uint8_t* rgb, int64_t width, PixelView dst, int64_t y) {
+  uint8_t* out = dst.data + y * dst.row;
+  if (dst.channel == 1 && dst.column == 3) {
+    std::memcpy(out, rgb, static_cast<size_t>(width) * 3);
+    return;
+  }
+  for (int64_t x = 0; x < width; ++x)
+    for (int64_t c = 0; c < 3; ++c) out[x * dst.column + c * dst.channel] = rgb[3 * x + c];
+}
+
+// Rows [y, y + h) and columns [x, x + w) of the JPEG at libjpeg's scale eighths/8 into dst (its row
+// 0 and column 0 being y and x). A part (`whole` false) is decoded with a margin of one iMCU (at
+// most 16 pixels) above and to each side, dropped: chroma upsampling next to where libjpeg starts a
+// region reads neighbours it skipped, and the pixels kept are then the whole decode's, bit for bit.
+// Only the rows needed are decoded (jpeg_skip_scanlines above them; below them the decompressor is
+// aborted unread), and only the columns needed converted (jpeg_crop_scanline); a whole image is
+// decoded to its end (jpeg_finish_decompress: a file cut short is an error).
+void decode_jpeg_into(const std::vector<uint8_t>& bytes, const std::string& path, int eighths, int64_t y, int64_t h,
+                      int64_t x, int64_t w, bool whole, PixelView dst) {
+  constexpr int64_t kMargin = 16;
+  bool outside = false;
   with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
     cinfo.scale_num = static_cast<unsigned>(eighths);
     cinfo.scale_denom = 8;
     jpeg_calc_output_dimensions(&cinfo);
-    if (cinfo.output_height != out.height || cinfo.output_width != out.width) {  // never into a buffer of another size
-      other_size = true;
+    const auto height = static_cast<int64_t>(cinfo.output_height), width = static_cast<int64_t>(cinfo.output_width);
+    if (y < 0 || x < 0 || y + h > height || x + w > width) {  // never beyond dst's room
+      outside = true;
       return;
     }
     // CMYK and YCCK (Adobe's; ImageNet's training set holds a few): libjpeg gives CMYK, made RGB
@@ -107,34 +123,27 @@ void decode_jpeg_rows(const std::vector<uint8_t>& bytes, const std::string& path
     const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
     cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     jpeg_start_decompress(&cinfo);
-    JDIMENSION x = static_cast<JDIMENSION>(x_begin), width = static_cast<JDIMENSION>(x_end - x_begin);
-    if (x != 0 || width != cinfo.output_width) jpeg_crop_scanline(&cinfo, &x, &width);  // x moves left to an iMCU boundary
-    *x_first = x;
-    *columns = cinfo.output_width;
-    // a CMYK row from libjpeg's own pool, freed with the decompressor (a longjmp skips destructors)
-    JSAMPARRAY cmyk_row = cmyk ? (*cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo), JPOOL_IMAGE,
-                                                           cinfo.output_width * 4, 1)
-                               : nullptr;
-    if (y_begin > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(y_begin));
-    for (int64_t y = y_begin; y < y_end; ++y) {
-      JSAMPROW row = hwc + static_cast<size_t>(y - y_begin) * cinfo.output_width * 3;
-      if (!cmyk) {
-        jpeg_read_scanlines(&cinfo, &row, 1);
-        continue;
-      }
-      jpeg_read_scanlines(&cinfo, cmyk_row, 1);
-      cmyk_row_to_rgb(cmyk_row[0], row, cinfo.output_width);
+    const int64_t y_first = whole ? 0 : std::max<int64_t>(0, y - kMargin);
+    const int64_t x_first = whole ? 0 : std::max<int64_t>(0, x - kMargin);
+    const int64_t x_last = whole ? width : std::min(width, x + w + kMargin);
+    JDIMENSION column = static_cast<JDIMENSION>(x_first), columns = static_cast<JDIMENSION>(x_last - x_first);
+    if (column != 0 || columns != cinfo.output_width) jpeg_crop_scanline(&cinfo, &column, &columns);  // column moves left to an iMCU boundary
+    const int64_t skip = x - static_cast<int64_t>(column);  // the first column kept, in a row read
+    // rows from libjpeg's own pool, freed with the decompressor (a longjmp skips destructors)
+    auto* pool = reinterpret_cast<j_common_ptr>(&cinfo);
+    JSAMPARRAY row = (*cinfo.mem->alloc_sarray)(pool, JPOOL_IMAGE, cinfo.output_width * (cmyk ? 4 : 3), 1);
+    JSAMPARRAY rgb = cmyk ? (*cinfo.mem->alloc_sarray)(pool, JPOOL_IMAGE, static_cast<JDIMENSION>(w) * 3, 1) : nullptr;
+    if (y_first > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(y_first));
+    for (int64_t r = y_first; r < y + h; ++r) {
+      jpeg_read_scanlines(&cinfo, row, 1);
+      if (r < y) continue;
+      if (cmyk) cmyk_row_to_rgb(row[0] + 4 * skip, rgb[0], static_cast<JDIMENSION>(w));
+      rgb_row_to(cmyk ? rgb[0] : row[0] + 3 * skip, w, dst, r - y);
     }
     // a part leaves the rest undecoded: jpeg_destroy_decompress (with_jpeg) aborts it
-    if (y_begin == 0 && y_end == out.height) jpeg_finish_decompress(&cinfo);
+    if (whole) jpeg_finish_decompress(&cinfo);
   });
-  if (other_size) throw InputError(path + ": libjpeg decodes it to another size than its header gives");
-}
-
-// The whole image at scale eighths/8 into hwc, of `out` pixels.
-void decode_jpeg(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, int eighths, ImageSize out) {
-  int64_t x_first = 0, columns = 0;
-  decode_jpeg_rows(bytes, path, hwc, eighths, out, 0, out.height, 0, out.width, &x_first, &columns);
+  if (outside) throw InputError(path + ": libjpeg decodes it to another size than its header gives");
 }
 
 // ---- PNG --------------------------------------------------------------------------------------
@@ -151,19 +160,24 @@ struct PngImage {
 
 // ---- shared -----------------------------------------------------------------------------------
 
-// Decodes to interleaved RGB, `size` as read_image_size gave it; JPEGs at eighths/8 of it.
-void decode_hwc(const std::vector<uint8_t>& bytes, const std::string& path, uint8_t* hwc, ImageSize size, int eighths) {
-  if (is_jpeg(bytes)) return decode_jpeg(bytes, path, hwc, eighths, scaled_size(size, eighths));
-  if (!is_png(bytes)) not_an_image(bytes, path);
+// Rows [y, y + h) and columns [x, x + w) of a PNG into dst, from the whole image decoded.
+void decode_png_into(const std::vector<uint8_t>& bytes, const std::string& path, int64_t y, int64_t h, int64_t x,
+                     int64_t w, PixelView dst) {
   PngImage png(bytes, path);
+  const auto height = static_cast<int64_t>(png.image.height), width = static_cast<int64_t>(png.image.width);
+  if (y < 0 || x < 0 || y + h > height || x + w > width)
+    throw InputError(path + ": libpng decodes it to another size than its header gives");
   // RGBA then drop alpha: PIL's convert('RGB') drops it too, where PNG_FORMAT_RGB would composite.
   png.image.format = PNG_FORMAT_RGBA;
   std::vector<uint8_t> rgba(PNG_IMAGE_SIZE(png.image));
   if (!png_image_finish_read(&png.image, nullptr, rgba.data(), 0, nullptr))
     throw InputError(path + ": cannot decode PNG: " + png.image.message);
-  for (int64_t y = 0; y < size.height; ++y)
-    for (int64_t x = 0; x < size.width; ++x)
-      std::memcpy(hwc + (y * size.width + x) * 3, &rgba[(y * size.width + x) * 4], 3);
+  for (int64_t r = 0; r < h; ++r) {
+    const uint8_t* from = &rgba[static_cast<size_t>(((y + r) * width + x) * 4)];
+    uint8_t* out = dst.data + r * dst.row;
+    for (int64_t c = 0; c < w; ++c)
+      for (int64_t k = 0; k < 3; ++k) out[c * dst.column + k * dst.channel] = from[4 * c + k];
+  }
 }
 
 }  // namespace
@@ -217,61 +231,75 @@ ImageSize scaled_size(ImageSize size, int eighths) {  // libjpeg's jdiv_round_up
   return {(size.height * eighths + 7) / 8, (size.width * eighths + 7) / 8};
 }
 
-DecodedRegion decode_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
-                                  int64_t min_side) {
+DecodeLayout layout_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side) {
+  const ImageSize size = read_image_size(bytes, path);
+  DecodeLayout layout;
+  layout.eighths = is_jpeg(bytes) ? jpeg_eighths(size, keep_side) : 8;
+  const ImageSize out = scaled_size(size, layout.eighths);
+  layout.height = out.height, layout.width = out.width, layout.scale = layout.eighths / 8.0;
+  return layout;
+}
+
+DecodeLayout layout_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
+                                 int64_t min_side) {
   const ImageSize size = read_image_size(bytes, path);
   if (box.height < 1 || box.width < 1 || box.top < 0 || box.left < 0 || box.top + box.height > size.height ||
       box.left + box.width > size.width)
     throw std::invalid_argument(path + ": a crop box outside the image");
-  DecodedRegion region;
-  if (!is_jpeg(bytes)) {  // PNG: whole, then the box's rows and columns
-    region.image = decode_image(bytes, path).narrow(1, box.top, box.height).narrow(2, box.left, box.width).contiguous();
-    region.top = static_cast<double>(box.top), region.left = static_cast<double>(box.left);
-    return region;
-  }
-  int eighths = 8;  // the smallest scale that keeps min_side pixels on each side of the box
-  while (eighths > 1 && box.height * (eighths - 1) >= 8 * min_side && box.width * (eighths - 1) >= 8 * min_side)
-    --eighths;
-  const ImageSize out = scaled_size(size, eighths);
-  const double s = eighths / 8.0;
-  const int64_t y_begin = std::min(out.height - 1, static_cast<int64_t>(std::floor(static_cast<double>(box.top) * s)));
-  const int64_t y_end = std::min(out.height, std::max(y_begin + 1, static_cast<int64_t>(std::ceil(
-                                                                     static_cast<double>(box.top + box.height) * s))));
-  const int64_t x_begin = std::min(out.width - 1, static_cast<int64_t>(std::floor(static_cast<double>(box.left) * s)));
-  const int64_t x_end = std::min(out.width, std::max(x_begin + 1, static_cast<int64_t>(std::ceil(
-                                                                    static_cast<double>(box.left + box.width) * s))));
-  // A margin of one iMCU (at most 16 pixels) each way, decoded and dropped: chroma upsampling
-  // next to where libjpeg starts or stops a region reads neighbours it skipped, and the pixels kept
-  // are then the whole decode's, bit for bit.
-  constexpr int64_t kMargin = 16;
-  const int64_t y_first = std::max<int64_t>(0, y_begin - kMargin), y_last = std::min(out.height, y_end + kMargin);
-  auto rows = torch::empty({y_last - y_first, out.width, 3}, torch::kUInt8);
-  int64_t x_first = 0, columns = 0;
-  decode_jpeg_rows(bytes, path, rows.data_ptr<uint8_t>(), eighths, out, y_first, y_last,
-                   std::max<int64_t>(0, x_begin - kMargin), std::min(out.width, x_end + kMargin), &x_first, &columns);
-  region.image = rows.view(-1)
-                     .narrow(0, 0, (y_last - y_first) * columns * 3)
-                     .view({y_last - y_first, columns, 3})
-                     .narrow(0, y_begin - y_first, y_end - y_begin)
-                     .narrow(1, x_begin - x_first, x_end - x_begin)
-                     .permute({2, 0, 1})
-                     .contiguous();
-  region.top = static_cast<double>(y_begin) / s, region.left = static_cast<double>(x_begin) / s, region.scale = s;
-  return region;
+  DecodeLayout layout;
+  if (is_jpeg(bytes))  // the smallest scale that keeps min_side pixels on each side of the box
+    while (layout.eighths > 1 && box.height * (layout.eighths - 1) >= 8 * min_side &&
+           box.width * (layout.eighths - 1) >= 8 * min_side)
+      --layout.eighths;
+  const ImageSize out = scaled_size(size, layout.eighths);
+  const double s = layout.eighths / 8.0;
+  // the box's rows and columns at that scale, at least one of each
+  auto span = [s](int64_t begin, int64_t length, int64_t limit) {
+    const int64_t first = std::min(limit - 1, static_cast<int64_t>(std::floor(static_cast<double>(begin) * s)));
+    const int64_t end = std::min(limit, std::max(first + 1, static_cast<int64_t>(std::ceil(static_cast<double>(begin + length) * s))));
+    return std::pair<int64_t, int64_t>{first, end - first};
+  };
+  std::tie(layout.row, layout.height) = span(box.top, box.height, out.height);
+  std::tie(layout.column, layout.width) = span(box.left, box.width, out.width);
+  layout.whole = layout.row == 0 && layout.column == 0 && layout.height == out.height && layout.width == out.width;
+  layout.top = static_cast<double>(layout.row) / s, layout.left = static_cast<double>(layout.column) / s;
+  layout.scale = s;
+  return layout;
+}
+
+void decode_into(const std::vector<uint8_t>& bytes, const std::string& path, const DecodeLayout& layout, PixelView dst) {
+  if (is_jpeg(bytes))
+    return decode_jpeg_into(bytes, path, layout.eighths, layout.row, layout.height, layout.column, layout.width,
+                            layout.whole, dst);
+  if (!is_png(bytes)) not_an_image(bytes, path);
+  decode_png_into(bytes, path, layout.row, layout.height, layout.column, layout.width, dst);
+}
+
+namespace {
+
+// A new uint8 [3, H, W] tensor holding `layout`'s pixels (decoded interleaved, then made planar
+// by ATen's copy, faster than a loop here).
+torch::Tensor decode_layout(const std::vector<uint8_t>& bytes, const std::string& path, const DecodeLayout& layout) {
+  auto hwc = torch::empty({layout.height, layout.width, 3}, torch::kUInt8);
+  decode_into(bytes, path, layout, {hwc.data_ptr<uint8_t>(), 1, layout.width * 3, 3});
+  return hwc.permute({2, 0, 1}).contiguous();
+}
+
+}  // namespace
+
+DecodedRegion decode_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
+                                  int64_t min_side) {
+  const DecodeLayout layout = layout_image_region(bytes, path, box, min_side);
+  return {decode_layout(bytes, path, layout), layout.top, layout.left, layout.scale};
 }
 
 ImageSize decoded_size(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side) {
-  const ImageSize size = read_image_size(bytes, path);
-  return scaled_size(size, is_jpeg(bytes) ? jpeg_eighths(size, keep_side) : 8);
+  const DecodeLayout layout = layout_image(bytes, path, keep_side);
+  return {layout.height, layout.width};
 }
 
 torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side) {
-  const ImageSize size = read_image_size(bytes, path);
-  const int eighths = is_jpeg(bytes) ? jpeg_eighths(size, keep_side) : 8;
-  const ImageSize out = scaled_size(size, eighths);
-  auto hwc = torch::empty({out.height, out.width, 3}, torch::kUInt8);
-  decode_hwc(bytes, path, hwc.data_ptr<uint8_t>(), size, eighths);
-  return hwc.permute({2, 0, 1}).contiguous();
+  return decode_layout(bytes, path, layout_image(bytes, path, keep_side));
 }
 
 }  // namespace resnet

@@ -74,4 +74,31 @@ DecodedRegion decode_image_region(const std::vector<uint8_t>& bytes, const std::
 // errors).
 ImageSize decoded_size(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side = 0);
 
+// decode_image and decode_image_region in two steps, for a caller that places the pixels itself
+// (the streamed loader decodes each image straight into its batch): what will be decoded, from the
+// header alone, then the pixels into `dst`.
+struct DecodeLayout {
+  int64_t height = 0, width = 0;  // the pixels decode_into writes
+  double top = 0, left = 0, scale = 1;  // where they are in the file (DecodedRegion's)
+  // how: libjpeg's scale eighths/8 (8 for PNGs), and the first row and column at that scale
+  int eighths = 8;
+  int64_t row = 0, column = 0;
+  bool whole = true;  // the whole image at that scale
+};
+// decode_image's (the whole image; keep_side as there) and decode_image_region's; their errors.
+DecodeLayout layout_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side = 0);
+DecodeLayout layout_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
+                                 int64_t min_side);
+
+// A place for decoded pixels: channel c of row y, column x at data[c * channel + y * row + x * column].
+// Fastest where the pixels are interleaved as libjpeg gives them (channel 1, column 3: a
+// channels-last tensor's rows), each row then a single copy.
+struct PixelView {
+  uint8_t* data = nullptr;
+  int64_t channel = 1, row = 0, column = 3;
+};
+// The pixels of `layout` (from these bytes) into dst, which has room for layout.height rows of
+// layout.width; decode_image's errors.
+void decode_into(const std::vector<uint8_t>& bytes, const std::string& path, const DecodeLayout& layout, PixelView dst);
+
 }  // namespace resnet

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <future>
 
@@ -99,27 +100,50 @@ class StreamingSource : public ImageSource {
   }
 
  private:
-  // A file decoded for row `row` of a batch: whole (keep_side_'s DCT scaling aside), or with a
-  // plan only what its crop needs (decode_image_region), with where that is in the file.
+  // What row `row` of a batch decodes of its file: the whole image (keep_side_'s DCT scaling
+  // aside), or with a plan only what its crop needs (layout_image_region); from the header alone.
   struct Decoded {
-    torch::Tensor image;
-    double top = 0, left = 0, scale = 1;
+    DecodeLayout layout;
     CropBox crop;
     ImageSize file;
   };
-  Decoded decode_for(const std::vector<uint8_t>& bytes, const std::string& path, int64_t row, const CropPlan* plan) const {
+  Decoded lay_out(const std::vector<uint8_t>& bytes, const std::string& path, int64_t row, const CropPlan* plan) const {
     Decoded d;
     if (!plan) {
-      d.image = decode_image(bytes, path, keep_side_);
+      d.layout = layout_image(bytes, path, keep_side_);
       return d;
     }
     d.file = read_image_size(bytes, path);
     d.crop = plan->box(row, d.file.height, d.file.width);
-    auto region = decode_image_region(bytes, path, {d.crop.top, d.crop.left, d.crop.height, d.crop.width},
-                                      plan->output_size);
-    d.image = std::move(region.image);
-    d.top = region.top, d.left = region.left, d.scale = region.scale;
+    d.layout = layout_image_region(bytes, path, {d.crop.top, d.crop.left, d.crop.height, d.crop.width}, plan->output_size);
     return d;
+  }
+
+  // A batch of `rows` images of up to height x width: uint8 [rows, 3, height, width] in channels-last
+  // order (each image's rows as libjpeg writes them), pinned where it goes to a GPU.
+  static torch::Tensor batch_block(int64_t rows, int64_t height, int64_t width, bool pinned) {
+    return torch::empty({rows, 3, height, width}, torch::TensorOptions()
+                                                      .dtype(torch::kUInt8)
+                                                      .pinned_memory(pinned)
+                                                      .memory_format(torch::MemoryFormat::ChannelsLast));
+  }
+
+  // Rows `which` decoded on all cores, each straight into its slot of `block` (batch_block's, room
+  // for each layout), the slot's padding zeroed; errors[i] says why row i did not decode.
+  static void decode_into_slots(const std::vector<int64_t>& which, const std::vector<int64_t>& slot,
+                                const std::vector<std::vector<uint8_t>>& bytes, const std::vector<std::string>& files,
+                                const std::vector<Decoded>& decoded, torch::Tensor& block, std::vector<std::string>& errors) {
+    const int64_t height = block.size(2), width = block.size(3);
+    uint8_t* base = block.data_ptr<uint8_t>();
+    each_on_all_cores(which, errors, [&](int64_t i) {
+      const DecodeLayout& layout = decoded[i].layout;
+      const PixelView dst{base + slot[i] * height * width * 3, 1, width * 3, 3};
+      decode_into(bytes[i], files[i], layout, dst);
+      if (layout.width < width)  // zeros beyond the image (RawBatch's promise)
+        for (int64_t y = 0; y < layout.height; ++y)
+          std::memset(dst.data + y * dst.row + layout.width * 3, 0, static_cast<size_t>(width - layout.width) * 3);
+      std::memset(dst.data + layout.height * dst.row, 0, static_cast<size_t>((height - layout.height) * dst.row));
+    });
   }
 
   // With a plan: RawBatch's regions, crops and file sizes of the rows kept.
@@ -133,37 +157,53 @@ class StreamingSource : public ImageSource {
     auto* f = batch.file_sizes.data_ptr<int64_t>();
     for (int64_t b = 0; b < n; ++b) {
       const Decoded& d = decoded[static_cast<size_t>(keep[static_cast<size_t>(b)])];
-      r[3 * b] = d.top, r[3 * b + 1] = d.left, r[3 * b + 2] = d.scale;
+      r[3 * b] = d.layout.top, r[3 * b + 1] = d.layout.left, r[3 * b + 2] = d.layout.scale;
       c[4 * b] = d.crop.top, c[4 * b + 1] = d.crop.left, c[4 * b + 2] = d.crop.height, c[4 * b + 3] = d.crop.width;
       f[2 * b] = d.file.height, f[2 * b + 1] = d.file.width;
     }
   }
 
+  // The image sizes of the rows kept, int64 [K, 2].
+  static torch::Tensor sizes_of(const std::vector<Decoded>& decoded, const std::vector<int64_t>& keep) {
+    auto sizes = torch::empty({static_cast<int64_t>(keep.size()), 2}, torch::kLong);
+    auto* hw = sizes.data_ptr<int64_t>();
+    for (size_t b = 0; b < keep.size(); ++b)
+      hw[2 * b] = decoded[static_cast<size_t>(keep[b])].layout.height, hw[2 * b + 1] = decoded[static_cast<size_t>(keep[b])].layout.width;
+    return sizes;
+  }
+
+  // Files read and their headers laid out on all cores, then each decoded straight into its slot
+  // of one pinned batch (no copy after: the cores' work is the whole of it).
   RawBatch gather_on_cpu(const std::vector<std::string>& files, const torch::Tensor& idx, const torch::Device& device,
                          const CropPlan* plan) {
+    const auto n = static_cast<int64_t>(files.size());
     std::vector<std::string> errors(files.size());
+    std::vector<std::vector<uint8_t>> bytes(files.size());
     std::vector<Decoded> decoded(files.size());
-    each_on_all_cores(all_of(files.size()), errors,
-                      [&](int64_t i) { decoded[i] = decode_for(read_file_bytes(files[i]), files[i], i, plan); });
-    const std::vector<int64_t> keep = kept(errors);
+    each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) {
+      bytes[i] = read_file_bytes(files[i]);
+      decoded[i] = lay_out(bytes[i], files[i], i, plan);
+    });
+    std::vector<int64_t> slot(files.size(), -1), laid_out;
     int64_t max_h = 0, max_w = 0;
-    for (int64_t k : keep) {
-      max_h = std::max(max_h, decoded[k].image.size(1));
-      max_w = std::max(max_w, decoded[k].image.size(2));
+    for (int64_t i = 0; i < n; ++i) {
+      if (!errors[i].empty()) continue;
+      slot[i] = static_cast<int64_t>(laid_out.size());
+      laid_out.push_back(i);
+      max_h = std::max(max_h, decoded[i].layout.height), max_w = std::max(max_w, decoded[i].layout.width);
     }
-    const auto n = static_cast<int64_t>(keep.size());
     // Pinned host memory lets the copy to the GPU run beside the compute of the previous batch.
-    auto host = torch::zeros({n, 3, max_h, max_w},
-                             torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(device.is_cuda()));
-    auto sizes = torch::empty({n, 2}, torch::kLong);
-    using torch::indexing::Slice;
-    for (int64_t b = 0; b < n; ++b) {
-      const auto& img = decoded[keep[b]].image;
-      host[b].index({Slice(), Slice(0, img.size(1)), Slice(0, img.size(2))}).copy_(img);
-      sizes[b][0] = img.size(1);
-      sizes[b][1] = img.size(2);
+    auto host = batch_block(static_cast<int64_t>(laid_out.size()), max_h, max_w, device.is_cuda());
+    if (!laid_out.empty()) decode_into_slots(laid_out, slot, bytes, files, decoded, host, errors);
+    const std::vector<int64_t> keep = kept(errors);
+    if (keep.size() < laid_out.size()) {  // --skip-bad-images: the slots of files that failed to decode dropped
+      std::vector<int64_t> slots;
+      for (int64_t i : keep) slots.push_back(slot[i]);
+      host = host.index_select(0, torch::tensor(slots, torch::kLong));
+      if (device.is_cuda()) host = host.pin_memory();
     }
-    RawBatch batch{to_device_beside_compute(host, device), sizes, to_device_beside_compute(labels_of(idx, keep), device)};
+    RawBatch batch{to_device_beside_compute(host, device), sizes_of(decoded, keep),
+                   to_device_beside_compute(labels_of(idx, keep), device)};
     if (plan) attach_regions(batch, decoded, keep);
     return batch;
   }
@@ -250,26 +290,27 @@ class StreamingSource : public ImageSource {
     auto cpu_part = std::async(std::launch::async, [&] {
       const auto start = Clock::now();
       each_on_all_cores(on_cpu, errors, [&](int64_t i) {
-        decoded[i] = decode_for(bytes[i], files[i], i, plan);
-        const auto& image = decoded[i].image;
-        if (image.size(1) > size[i].height || image.size(2) > size[i].width || (!plan && (image.size(1) != size[i].height ||
-                                                                                        image.size(2) != size[i].width)))
-          throw InputError(files[i] + ": decoded to " + std::to_string(image.size(2)) + " x " +
-                           std::to_string(image.size(1)) + " pixels, not the header's " + std::to_string(size[i].width) +
+        decoded[i] = lay_out(bytes[i], files[i], i, plan);
+        const DecodeLayout& layout = decoded[i].layout;
+        if (layout.height > size[i].height || layout.width > size[i].width ||
+            (!plan && (layout.height != size[i].height || layout.width != size[i].width)))
+          throw InputError(files[i] + ": decodes to " + std::to_string(layout.width) + " x " +
+                           std::to_string(layout.height) + " pixels, not the header's " + std::to_string(size[i].width) +
                            " x " + std::to_string(size[i].height));
       });
+      std::vector<int64_t> laid_out, cpu_slot(files.size(), -1);
       int64_t h = 0, w = 0;
-      for (int64_t i : on_cpu)
-        if (errors[i].empty()) h = std::max(h, decoded[i].image.size(1)), w = std::max(w, decoded[i].image.size(2));
-      auto block = torch::zeros({static_cast<int64_t>(on_cpu.size()), 3, h, w},
-                                torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(true));
-      for (size_t k = 0; k < on_cpu.size(); ++k) {
+      for (size_t k = 0; k < on_cpu.size(); ++k) {  // the block's row k is on_cpu[k]'s (unused where it failed)
         const int64_t i = on_cpu[k];
+        cpu_slot[i] = static_cast<int64_t>(k);
         if (!errors[i].empty()) continue;
-        const auto& image = decoded[i].image;
-        block[static_cast<int64_t>(k)].narrow(1, 0, image.size(1)).narrow(2, 0, image.size(2)).copy_(image);
-        size[i] = {image.size(1), image.size(2)};  // a region's own size (read here only after get())
+        laid_out.push_back(i);
+        h = std::max(h, decoded[i].layout.height), w = std::max(w, decoded[i].layout.width);
       }
+      auto block = batch_block(static_cast<int64_t>(on_cpu.size()), h, w, /*pinned=*/true);
+      if (!laid_out.empty()) decode_into_slots(laid_out, cpu_slot, bytes, files, decoded, block, errors);
+      for (int64_t i : laid_out)  // a region's own size (read here only after get())
+        size[i] = {decoded[i].layout.height, decoded[i].layout.width};
       cpu_s = seconds_since(start);
       return block;
     });
