@@ -3,8 +3,10 @@
 # TRAIN training and VAL validation JPEGs of 200-800 px, about 100 KB, a few CMYK, grey,
 # progressive and PNG-named files, made from .device/cifar-10-jpeg.tar.xz), then
 #   1. data_bench decode: every file decoded on all cores (libjpeg-turbo, the CPU path);
-#   2. data_bench loader: the training loader alone at batch 256, 224 px (read + decode + crop +
-#      flip + normalise + transfer), and its peak memory: CPU decoding, then --gpu-decode (nvJPEG);
+#   2. data_bench gather: the CPU's part of a batch alone (read + decode each training crop into
+#      the batch, no transform) on all cores; data_bench loader: the training loader alone at batch
+#      256, 224 px (read + decode + crop + flip + normalise + transfer), and its peak memory: CPU
+#      decoding, then --gpu-decode (nvJPEG);
 #   3. resnet bench: the training step alone at the same settings (fp16, the fused path);
 #   4. resnet train on the folder, 2 epochs at the same settings, with --gpu-decode and without:
 #      epoch 2's img/s from metrics.csv;
@@ -29,6 +31,7 @@ if [ ! -d "$folder/train" ]; then
 fi
 du -sh "$folder"
 build-device/data_bench decode --folder "$folder" | tee "$out/decode.jsonl"
+build-device/data_bench gather --folder "$folder" --batch-size 256 --image-size 224 --batches 40 | tee "$out/gather.jsonl"
 for decode in "" --gpu-decode; do
   build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 $decode
 done | tee "$out/loader.jsonl"
@@ -60,6 +63,8 @@ def last_json(name):
         return []
 for d in last_json('decode.jsonl'):
     rows.append((f"decode, {d['split']} ({d['threads']} threads)", d['img_per_s'], ''))
+for d in last_json('gather.jsonl'):
+    rows.append((f"gather alone (CPU: read + decode the crops into the batch, {d['threads']} threads)", d['img_per_s'], ''))
 for d in last_json('loader.jsonl'):
     how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
     rows.append((f'loader, batch 256, 224 px, {how} decoding', d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB"))

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "data/test_crop.h"
 
 namespace resnet {
 
@@ -80,9 +81,6 @@ torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
                               const torch::Tensor& into = {}, const TrainCropOptions& crop = {},
                               const RandomErasingOptions& erase = {});
-
-// The sample's share of the resized image the test transform keeps (224 of 256).
-constexpr double kTestCropPct = 0.875;
 
 // Test transform: Resize(floor(size / crop_pct)) + CenterCrop(size) + normalisation; `into` as above.
 torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into = {},

@@ -7,14 +7,16 @@
 #include <string>
 #include <vector>
 
+#include "data/test_crop.h"
+
 namespace resnet {
 
 struct BestModelInfo {
   std::string arch;
   std::vector<std::string> classes;
   int64_t image_size = 224;
-  // The test transform's centre crop the model was tested with (data/transforms.h; 0.875: the sample's)
-  double test_crop_pct = 0.875;
+  // The test transform's centre crop the model was tested with (data/transforms.h)
+  double test_crop_pct = kTestCropPct;
   double accuracy = 0;
   int64_t epoch = 0;
 };

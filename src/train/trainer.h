@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/test_crop.h"
 #include "dist/env.h"
 #include "train/mix.h"
 #include "train/report.h"
@@ -54,8 +55,8 @@ struct TrainOptions {
   // > 0: the training crop is instead the whole image shifted by up to this many source pixels
   // (data/transforms.h: CIFAR's pad-and-crop); crop_scale is then unused
   int64_t crop_pad = 0;
-  // The test transform's centre crop: the share of the resized image kept (0.875: the sample's 224 of 256)
-  double test_crop_pct = 0.875;
+  // The test transform's centre crop: the share of the resized image kept (the sample's 224 of 256)
+  double test_crop_pct = kTestCropPct;
   // --progressive-resize START,FRACTION (train/schedule.h's progressive_image_size); empty: off,
   // every epoch at image_size.
   std::vector<double> progressive_resize;
