@@ -252,6 +252,15 @@ TEST(ImageFolder, AStreamedBatchHoldsEachRegionWithZerosBeyond) {
     }
     if (planned) {
       EXPECT_GT(shrunk, 0) << "no region was DCT-scaled: the test would not see one";
+      // the transform reads a channels-last batch as it reads a planar one
+      std::vector<uint64_t> seeds;
+      for (int64_t b = 0; b < all.size(0); ++b) seeds.push_back(500 + static_cast<uint64_t>(b));
+      resnet::RawBatch planar = batch;
+      planar.images = batch.images.contiguous();
+      ASSERT_FALSE(batch.images.is_contiguous());
+      const auto a = resnet::train_transform(batch, 24, seeds);
+      const auto b = resnet::train_transform(planar, 24, seeds);
+      EXPECT_LE((a - b).abs().max().item<double>(), 1e-5);
     }
   }
 }
