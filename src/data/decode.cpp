@@ -87,17 +87,6 @@ void cmyk_row_to_rgb(const JSAMPLE* cmyk, uint8_t* rgb, JDIMENSION width) {
   }
 }
 
-// `width` interleaved RGB pixels into row y of dst.
-void rgb_row_to(const uint8_t* rgb, int64_t width, PixelView dst, int64_t y) {
-  uint8_t* out = dst.data + y * dst.row;
-  if (dst.channel == 1 && dst.column == 3) {
-    std::memcpy(out, rgb, static_cast<size_t>(width) * 3);
-    return;
-  }
-  for (int64_t x = 0; x < width; ++x)
-    for (int64_t c = 0; c < 3; ++c) out[x * dst.column + c * dst.channel] = rgb[3 * x + c];
-}
-
 // Rows [y, y + h) and columns [x, x + w) of the JPEG at libjpeg's scale eighths/8 into dst (its row
 // 0 and column 0 being y and x). A part (`whole` false) is decoded with a margin of one iMCU (at
 // most 16 pixels) above and to each side, dropped: chroma upsampling next to where libjpeg starts a
@@ -106,7 +95,7 @@ void rgb_row_to(const uint8_t* rgb, int64_t width, PixelView dst, int64_t y) {
 // aborted unread), and only the columns needed converted (jpeg_crop_scanline); a whole image is
 // decoded to its end (jpeg_finish_decompress: a file cut short is an error).
 void decode_jpeg_into(const std::vector<uint8_t>& bytes, const std::string& path, int eighths, int64_t y, int64_t h,
-                      int64_t x, int64_t w, bool whole, PixelView dst) {
+                      int64_t x, int64_t w, bool whole, PixelRows dst) {
   constexpr int64_t kMargin = 16;
   bool outside = false;
   with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
@@ -132,13 +121,15 @@ void decode_jpeg_into(const std::vector<uint8_t>& bytes, const std::string& path
     // rows from libjpeg's own pool, freed with the decompressor (a longjmp skips destructors)
     auto* pool = reinterpret_cast<j_common_ptr>(&cinfo);
     JSAMPARRAY row = (*cinfo.mem->alloc_sarray)(pool, JPOOL_IMAGE, cinfo.output_width * (cmyk ? 4 : 3), 1);
-    JSAMPARRAY rgb = cmyk ? (*cinfo.mem->alloc_sarray)(pool, JPOOL_IMAGE, static_cast<JDIMENSION>(w) * 3, 1) : nullptr;
     if (y_first > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(y_first));
     for (int64_t r = y_first; r < y + h; ++r) {
       jpeg_read_scanlines(&cinfo, row, 1);
       if (r < y) continue;
-      if (cmyk) cmyk_row_to_rgb(row[0] + 4 * skip, rgb[0], static_cast<JDIMENSION>(w));
-      rgb_row_to(cmyk ? rgb[0] : row[0] + 3 * skip, w, dst, r - y);
+      uint8_t* out = dst.data + (r - y) * dst.row;
+      if (cmyk)
+        cmyk_row_to_rgb(row[0] + 4 * skip, out, static_cast<JDIMENSION>(w));
+      else
+        std::memcpy(out, row[0] + 3 * skip, static_cast<size_t>(w) * 3);
     }
     // a part leaves the rest undecoded: jpeg_destroy_decompress (with_jpeg) aborts it
     if (whole) jpeg_finish_decompress(&cinfo);
@@ -162,7 +153,7 @@ struct PngImage {
 
 // Rows [y, y + h) and columns [x, x + w) of a PNG into dst, from the whole image decoded.
 void decode_png_into(const std::vector<uint8_t>& bytes, const std::string& path, int64_t y, int64_t h, int64_t x,
-                     int64_t w, PixelView dst) {
+                     int64_t w, PixelRows dst) {
   PngImage png(bytes, path);
   const auto height = static_cast<int64_t>(png.image.height), width = static_cast<int64_t>(png.image.width);
   if (y < 0 || x < 0 || y + h > height || x + w > width)
@@ -175,8 +166,7 @@ void decode_png_into(const std::vector<uint8_t>& bytes, const std::string& path,
   for (int64_t r = 0; r < h; ++r) {
     const uint8_t* from = &rgba[static_cast<size_t>(((y + r) * width + x) * 4)];
     uint8_t* out = dst.data + r * dst.row;
-    for (int64_t c = 0; c < w; ++c)
-      for (int64_t k = 0; k < 3; ++k) out[c * dst.column + k * dst.channel] = from[4 * c + k];
+    for (int64_t c = 0; c < w; ++c) std::memcpy(out + 3 * c, from + 4 * c, 3);
   }
 }
 
@@ -267,7 +257,7 @@ DecodeLayout layout_image_region(const std::vector<uint8_t>& bytes, const std::s
   return layout;
 }
 
-void decode_into(const std::vector<uint8_t>& bytes, const std::string& path, const DecodeLayout& layout, PixelView dst) {
+void decode_into(const std::vector<uint8_t>& bytes, const std::string& path, const DecodeLayout& layout, PixelRows dst) {
   if (is_jpeg(bytes))
     return decode_jpeg_into(bytes, path, layout.eighths, layout.row, layout.height, layout.column, layout.width,
                             layout.whole, dst);
@@ -278,10 +268,10 @@ void decode_into(const std::vector<uint8_t>& bytes, const std::string& path, con
 namespace {
 
 // A new uint8 [3, H, W] tensor holding `layout`'s pixels (decoded interleaved, then made planar
-// by ATen's copy, faster than a loop here).
+// by ATen's copy).
 torch::Tensor decode_layout(const std::vector<uint8_t>& bytes, const std::string& path, const DecodeLayout& layout) {
   auto hwc = torch::empty({layout.height, layout.width, 3}, torch::kUInt8);
-  decode_into(bytes, path, layout, {hwc.data_ptr<uint8_t>(), 1, layout.width * 3, 3});
+  decode_into(bytes, path, layout, {hwc.data_ptr<uint8_t>(), layout.width * 3});
   return hwc.permute({2, 0, 1}).contiguous();
 }
 

@@ -64,8 +64,8 @@ struct DecodedRegion {
 // What a training crop needs of an image: the rows and columns of `box` (inside the image), for a
 // JPEG decoded at the smallest of libjpeg's scales M/8 that keeps at least min_side pixels on each
 // side of the box (DCT-domain scaling, as PIL's draft(); the box is resized to min_side next),
-// with only the box's rows decoded and its columns converted (and 16 pixels round them, dropped:
-// the pixels kept are the whole decode's at that scale); a PNG whole, then cut.
+// with only the box's rows decoded and its columns converted (and up to 16 pixels above and to
+// each side, dropped: the pixels kept are the whole decode's at that scale); a PNG whole, then cut.
 // read_image_size's errors, and decode_image's.
 DecodedRegion decode_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
                                   int64_t min_side);
@@ -90,15 +90,14 @@ DecodeLayout layout_image(const std::vector<uint8_t>& bytes, const std::string& 
 DecodeLayout layout_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
                                  int64_t min_side);
 
-// A place for decoded pixels: channel c of row y, column x at data[c * channel + y * row + x * column].
-// Fastest where the pixels are interleaved as libjpeg gives them (channel 1, column 3: a
-// channels-last tensor's rows), each row then a single copy.
-struct PixelView {
+// Where decoded pixels go: interleaved RGB, as libjpeg writes them (a channels-last tensor's
+// layout), row y starting at data + y * row.
+struct PixelRows {
   uint8_t* data = nullptr;
-  int64_t channel = 1, row = 0, column = 3;
+  int64_t row = 0;
 };
 // The pixels of `layout` (from these bytes) into dst, which has room for layout.height rows of
 // layout.width; decode_image's errors.
-void decode_into(const std::vector<uint8_t>& bytes, const std::string& path, const DecodeLayout& layout, PixelView dst);
+void decode_into(const std::vector<uint8_t>& bytes, const std::string& path, const DecodeLayout& layout, PixelRows dst);
 
 }  // namespace resnet

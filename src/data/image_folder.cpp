@@ -137,7 +137,7 @@ class StreamingSource : public ImageSource {
     uint8_t* base = block.data_ptr<uint8_t>();
     each_on_all_cores(which, errors, [&](int64_t i) {
       const DecodeLayout& layout = decoded[i].layout;
-      const PixelView dst{base + slot[i] * height * width * 3, 1, width * 3, 3};
+      const PixelRows dst{base + slot[i] * height * width * 3, width * 3};
       decode_into(bytes[i], files[i], layout, dst);
       if (layout.width < width)  // zeros beyond the image (RawBatch's promise)
         for (int64_t y = 0; y < layout.height; ++y)
