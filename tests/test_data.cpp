@@ -947,8 +947,10 @@ TEST(GpuJpeg, TheCpuTakesTheShareThatMakesBothSidesFinishTogether) {
 TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
   // nvJPEG against libjpeg-turbo (the CPU path, equal to PIL) on gpu/'s colour JPEGs: the sizes
   // exactly; the pixels within what two decoders' IDCTs and chroma upsampling give (4:4:4 has no
-  // upsampling; 4:2:2 and 4:2:0 differ most at colour edges; first bounds, to be set from the
-  // GPU's figures, which the test prints); the padding beside each image untouched (zero).
+  // upsampling; 4:2:2 and 4:2:0 differ most at colour edges); the padding beside each image
+  // untouched (zero). Measured (H200, hardware engines, 2026-12-01): 4:4:4 equal, 4:2:2 and 4:2:0
+  // mean 0.00025, max 1. The hardware bounds keep a margin over that; the hybrid decoder's
+  // (GPUs without engines, not measured here) are wider, for its own IDCT and upsampling.
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   std::string why;
   const auto decoder = resnet::make_gpu_jpeg_decoder(0, why);
@@ -995,8 +997,13 @@ TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
     const double mean = diff.mean().item<double>(), max = diff.max().item<double>();
     std::cout << names[i] << ": mean abs difference " << mean << ", max " << max << "\n";
     const bool full_chroma = names[i].rfind("s0", 0) == 0;
-    EXPECT_LE(mean, full_chroma ? 2.0 : 8.0) << names[i];
-    EXPECT_LE(max, full_chroma ? 24.0 : 40.0) << names[i];
+    if (decoder->backend() == "hardware") {
+      EXPECT_LE(mean, 0.05) << names[i];
+      EXPECT_LE(max, full_chroma ? 1.0 : 4.0) << names[i];
+    } else {
+      EXPECT_LE(mean, full_chroma ? 2.0 : 8.0) << names[i];
+      EXPECT_LE(max, full_chroma ? 24.0 : 40.0) << names[i];
+    }
     auto outside = torch::ones({3, max_h, max_w}, torch::kBool);
     outside.narrow(1, 0, heights[i]).narrow(2, 0, widths[i]).fill_(false);
     EXPECT_EQ(mine.masked_select(outside).sum().item<int64_t>(), 0) << names[i] << ": wrote outside its image";

@@ -232,7 +232,11 @@ DecodeLayout layout_image(const std::vector<uint8_t>& bytes, const std::string& 
 
 DecodeLayout layout_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
                                  int64_t min_side) {
-  const ImageSize size = read_image_size(bytes, path);
+  return layout_image_region(bytes, path, read_image_size(bytes, path), box, min_side);
+}
+
+DecodeLayout layout_image_region(const std::vector<uint8_t>& bytes, const std::string& path, ImageSize size,
+                                 const PixelBox& box, int64_t min_side) {
   if (box.height < 1 || box.width < 1 || box.top < 0 || box.left < 0 || box.top + box.height > size.height ||
       box.left + box.width > size.width)
     throw std::invalid_argument(path + ": a crop box outside the image");

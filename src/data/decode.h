@@ -89,6 +89,9 @@ struct DecodeLayout {
 DecodeLayout layout_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side = 0);
 DecodeLayout layout_image_region(const std::vector<uint8_t>& bytes, const std::string& path, const PixelBox& box,
                                  int64_t min_side);
+// The same where the caller has read the header already: `size` is read_image_size(bytes, path)'s.
+DecodeLayout layout_image_region(const std::vector<uint8_t>& bytes, const std::string& path, ImageSize size,
+                                 const PixelBox& box, int64_t min_side);
 
 // Where decoded pixels go: interleaved RGB, as libjpeg writes them (a channels-last tensor's
 // layout), row y starting at data + y * row.

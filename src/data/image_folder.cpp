@@ -115,7 +115,8 @@ class StreamingSource : public ImageSource {
     }
     d.file = read_image_size(bytes, path);
     d.crop = plan->box(row, d.file.height, d.file.width);
-    d.layout = layout_image_region(bytes, path, {d.crop.top, d.crop.left, d.crop.height, d.crop.width}, plan->output_size);
+    d.layout = layout_image_region(bytes, path, d.file, {d.crop.top, d.crop.left, d.crop.height, d.crop.width},
+                                   plan->output_size);
     return d;
   }
 
