@@ -3,7 +3,8 @@
 //   data_bench transform --device cuda      train and test transforms, uint8 32x32 -> float 224x224
 //   data_bench loader --folder DIR --device cuda   the training loader alone on DIR's train split:
 //                                           read + decode + crop + flip + normalise + transfer, as
-//                                           `resnet train` gets its batches (issue 15)
+//                                           `resnet train` gets its batches (issue 15);
+//                                           --gathers-at-once 1: one batch gathered at a time
 //   data_bench gather --folder DIR          the source's gather alone (read + decode each training
 //                                           crop into the padded batch), on the CPU, no transform:
 //                                           the work of the loader's background thread
@@ -79,12 +80,13 @@ double peak_rss_mib() {
 }
 
 void loader(const std::string& folder, const std::string& device_name, int64_t batch_size, int64_t size,
-            int64_t batches, bool gpu_decode) {
+            int64_t batches, bool gpu_decode, int gathers) {
   const auto device = resnet::parse_device(device_name);
   resnet::DataOptions data;
   data.gpu_decode = gpu_decode;
   data.decode_keep_side = resnet::kDecodeKeepSides * size;  // as train's training split
-  const auto source = resnet::open_split(folder, resnet::Split::kTrain, device, data);
+  auto source = resnet::open_split(folder, resnet::Split::kTrain, device, data);
+  if (gathers > 0) source = resnet::with_gathers_at_once(source, gathers);
   resnet::LoaderOptions options;
   options.batch_size = batch_size;
   options.image_size = size;
@@ -105,6 +107,7 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
   nlohmann::json out{{"bench", "loader"}, {"source", source->description()},
                      {"device", resnet::describe_device(device)}, {"batch_size", batch_size},
                      {"image_size", size}, {"threads", at::get_num_threads()}, {"batches", batches},
+                     {"gathers_at_once", source->gathers_at_once()},
                      {"img_per_s", images / s}, {"ms_per_batch", 1000 * s / batches},
                      {"peak_rss_mib", peak_rss_mib()}};
   // With --gpu-decode: how the batches (warm-up included) were split, and each side's speed while
@@ -116,6 +119,7 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
                          {"gpu_img_per_s", d.gpu_s > 0 ? static_cast<double>(d.gpu_images) / d.gpu_s : 0.0},
                          {"cpu_img_per_s", d.cpu_s > 0 ? static_cast<double>(d.cpu_images) / d.cpu_s : 0.0},
                          {"read_ms_per_batch", 1000 * d.read_s / all},
+                         {"headers_ms_per_batch", 1000 * d.headers_s / all},
                          {"gpu_ms_per_batch", 1000 * d.gpu_s / all},
                          {"cpu_ms_per_batch", 1000 * d.cpu_s / all}};
   }
@@ -178,6 +182,8 @@ int main(int argc, char** argv) {
   ld->add_option("--batches", steps, "batches timed (after 3 more)");
   bool gpu_decode = false;
   ld->add_flag("--gpu-decode", gpu_decode, "JPEGs decoded with nvJPEG");
+  int gathers = 0;
+  ld->add_option("--gathers-at-once", gathers, "batches gathered at once (at most the source's; default: the source's)");
   auto* ga = app.add_subcommand("gather", "the streamed source's gather alone, with training crops, on the CPU");
   ga->add_option("--folder", folder)->required();
   ga->add_option("--batch-size", batch_size);
@@ -186,7 +192,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (dec->parsed()) decode(folder);
   if (tf->parsed()) transform(device, batch_size, size, steps);
-  if (ld->parsed()) loader(folder, device, batch_size, size, steps, gpu_decode);
+  if (ld->parsed()) loader(folder, device, batch_size, size, steps, gpu_decode, gathers);
   if (ga->parsed()) gather(folder, batch_size, size, steps);
   return 0;
 }

@@ -6,7 +6,7 @@
 #   2. data_bench gather: the CPU's part of a batch alone (read + decode each training crop into
 #      the batch, no transform) on all cores; data_bench loader: the training loader alone at batch
 #      256, 224 px (read + decode + crop + flip + normalise + transfer), and its peak memory: CPU
-#      decoding, then --gpu-decode (nvJPEG);
+#      decoding, then --gpu-decode (nvJPEG); each with one batch gathered at a time and with two;
 #   3. resnet bench: the training step alone at the same settings (fp16, the fused path);
 #   4. resnet train on the folder, 2 epochs at the same settings, with --gpu-decode and without:
 #      epoch 2's img/s from metrics.csv;
@@ -33,7 +33,10 @@ du -sh "$folder"
 build-device/data_bench decode --folder "$folder" | tee "$out/decode.jsonl"
 build-device/data_bench gather --folder "$folder" --batch-size 256 --image-size 224 --batches 40 | tee "$out/gather.jsonl"
 for decode in "" --gpu-decode; do
-  build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 $decode
+  for gathers in 1 2; do  # one batch gathered at a time, then the streamed source's two
+    build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
+      --gathers-at-once $gathers $decode
+  done
 done | tee "$out/loader.jsonl"
 build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size 256 --steps 30 --warmup 8 \
   > "$out/bench.txt" 2>&1
@@ -67,7 +70,8 @@ for d in last_json('gather.jsonl'):
     rows.append((f"gather alone (CPU: read + decode the crops into the batch, {d['threads']} threads)", d['img_per_s'], ''))
 for d in last_json('loader.jsonl'):
     how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
-    rows.append((f'loader, batch 256, 224 px, {how} decoding', d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB"))
+    rows.append((f"loader, batch 256, 224 px, {how} decoding, {d.get('gathers_at_once', 1)} batch(es) gathered at once",
+                 d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB"))
 for d in last_json('dali.jsonl'):
     how = 'nvJPEG (mixed)' if d['decoder'] == 'mixed' else 'CPU'
     rows.append((f'DALI, batch 256, 224 px, {how} decoding', d.get('img_per_s', 0), d.get('error', '')))

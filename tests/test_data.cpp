@@ -620,6 +620,43 @@ TEST(Loader, WritesIntoAGivenBufferWhereItFits) {
   }
 }
 
+// Every batch of `epochs` epochs of a loader over `source` (images on the CPU, labels).
+std::vector<std::pair<torch::Tensor, torch::Tensor>> all_batches(std::shared_ptr<resnet::ImageSource> source,
+                                                                 const resnet::LoaderOptions& o, const torch::Device& device,
+                                                                 int epochs) {
+  resnet::Loader loader(std::move(source), o, device);
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> out;
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    loader.start_epoch(epoch);
+    while (auto batch = loader.next()) out.emplace_back(batch->images.cpu(), batch->labels.cpu());
+  }
+  return out;
+}
+
+TEST(Loader, AStreamedFolderGathersTwoBatchesAtOnceInOrder) {
+  // A streamed folder has two batches gathered at once, on two threads; the loader gives exactly
+  // the batches, in the order, of one gathered at a time: training crops (only the crops decoded)
+  // and tests, over two epochs and a last partial batch.
+  const auto index = resnet::index_image_folder(fixture("gpu/train"));
+  const auto source = resnet::streaming_source(index, false);
+  ASSERT_EQ(source->gathers_at_once(), 2);
+  for (const bool train : {true, false}) {
+    resnet::LoaderOptions o;
+    o.batch_size = 3;
+    o.image_size = 32;
+    o.train = train;
+    o.seed = 5;
+    const auto two = all_batches(source, o, torch::kCPU, 2);
+    const auto one = all_batches(resnet::with_gathers_at_once(source, 1), o, torch::kCPU, 2);
+    ASSERT_EQ(two.size(), one.size());
+    ASSERT_EQ(two.size(), 2 * static_cast<size_t>((index.files.size() + 2) / 3));
+    for (size_t b = 0; b < two.size(); ++b) {
+      EXPECT_TRUE(torch::equal(two[b].first, one[b].first)) << "batch " << b << ", train " << train;
+      EXPECT_TRUE(torch::equal(two[b].second, one[b].second)) << "batch " << b << ", train " << train;
+    }
+  }
+}
+
 // ---- transforms -------------------------------------------------------------------------------
 
 TEST(Transforms, TestTransformMatchesTorchvision) {
@@ -1062,6 +1099,32 @@ TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {
   std::cout << "GPU " << stats.gpu_images << " images in " << stats.gpu_s << " s, CPU " << stats.cpu_images << " in "
             << stats.cpu_s << " s\n";
   EXPECT_EQ(stats.gpu_images + stats.cpu_images, 4 * n);
+  EXPECT_GT(stats.gpu_images, 0);
+}
+
+TEST(GpuJpeg, TwoGathersAtOnceShareTheDecoders) {
+  // With --gpu-decode the loader's two gathers at once each take a decoder of the source's pool:
+  // every batch of two epochs is the CPU path's within the decoders' differences, in order, and
+  // every image is counted once in the figures.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  if (!resnet::make_gpu_jpeg_decoder(0, why)) GTEST_SKIP() << why;
+  const auto index = resnet::index_image_folder(fixture("gpu/train"));
+  const torch::Device cuda(torch::kCUDA, 0);
+  resnet::LoaderOptions o;
+  o.batch_size = 4;
+  o.image_size = 32;
+  o.seed = 9;
+  const auto gpu_source = resnet::streaming_source(index, false, 0);
+  const auto got = all_batches(gpu_source, o, cuda, 2);
+  const auto want = all_batches(resnet::with_gathers_at_once(resnet::streaming_source(index, false), 1), o, cuda, 2);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t b = 0; b < got.size(); ++b) {
+    EXPECT_TRUE(torch::equal(got[b].second, want[b].second)) << "batch " << b;
+    EXPECT_LE((got[b].first - want[b].first).abs().mean().item<double>(), 0.15) << "batch " << b;
+  }
+  const auto stats = gpu_source->decode_stats();
+  EXPECT_EQ(stats.gpu_images + stats.cpu_images, 2 * static_cast<int64_t>(index.files.size()));
   EXPECT_GT(stats.gpu_images, 0);
 }
 #endif

@@ -59,6 +59,7 @@ class SubsetSource : public ImageSource {
     return base_->gather(map_.index_select(0, indices.to(torch::kCPU)), device, plan);  // (rows keep their order)
   }
   DecodeStats decode_stats() const override { return base_->decode_stats(); }
+  int gathers_at_once() const override { return base_->gathers_at_once(); }
 
  private:
   std::shared_ptr<ImageSource> base_;
@@ -66,7 +67,31 @@ class SubsetSource : public ImageSource {
   std::string description_;
 };
 
+// Another source as it is, but for its gathers at once.
+class PacedSource : public ImageSource {
+ public:
+  PacedSource(std::shared_ptr<ImageSource> base, int gathers) : base_(std::move(base)), gathers_(gathers) {}
+  int64_t size() const override { return base_->size(); }
+  const std::vector<std::string>& classes() const override { return base_->classes(); }
+  torch::Tensor labels() const override { return base_->labels(); }
+  std::string description() const override { return base_->description(); }
+  RawBatch gather(const torch::Tensor& indices, const torch::Device& device, const CropPlan* plan = nullptr) override {
+    return base_->gather(indices, device, plan);
+  }
+  DecodeStats decode_stats() const override { return base_->decode_stats(); }
+  int gathers_at_once() const override { return gathers_; }
+
+ private:
+  std::shared_ptr<ImageSource> base_;
+  int gathers_;
+};
+
 }  // namespace
+
+std::shared_ptr<ImageSource> with_gathers_at_once(std::shared_ptr<ImageSource> source, int gathers) {
+  if (gathers < 1) throw UsageError("gathers at once must be at least 1 (got " + std::to_string(gathers) + ")");
+  return std::make_shared<PacedSource>(std::move(source), gathers);
+}
 
 std::pair<std::shared_ptr<ImageSource>, std::shared_ptr<ImageSource>> hold_out(std::shared_ptr<ImageSource> source,
                                                                                int64_t count) {

@@ -54,6 +54,7 @@ struct CropPlan {
 struct DecodeStats {
   int64_t gpu_images = 0, cpu_images = 0;
   double gpu_s = 0, cpu_s = 0, read_s = 0;
+  double headers_s = 0;  // with --gpu-decode: the headers read (one thread), after read_s's reading
 };
 
 class ImageSource {
@@ -68,6 +69,11 @@ class ImageSource {
   // Where it came from, for messages ("data/cifar10/cifar-10-batches-bin (CIFAR-10 binary)").
   virtual std::string description() const = 0;
   virtual DecodeStats decode_stats() const { return {}; }
+  // How many gather() calls the Loader keeps running at once, on threads of their own (this source
+  // must then be safe to call so): more than one where a batch's gathering has stretches that
+  // leave the cores or the GPU's JPEG engines idle (a streamed folder: reading, the last slow
+  // images of a batch), which another batch's gathering fills.
+  virtual int gathers_at_once() const { return 1; }
 };
 
 // A whole split decoded in memory: uint8 [N, 3, H, W] (all images one size), labels int64 [N].
@@ -81,6 +87,10 @@ struct LabeledImages {
 // (the GPU, when they fit there: then a batch never crosses the bus).
 std::shared_ptr<ImageSource> in_memory_source(LabeledImages data, const torch::Device& device,
                                               std::string description);
+
+// `source` with the Loader's gathers at once set to `gathers` (at least 1; at most what `source`
+// is safe for, which the caller knows): for benchmarks and tests of the pipelining.
+std::shared_ptr<ImageSource> with_gathers_at_once(std::shared_ptr<ImageSource> source, int gathers);
 
 // A split parted in two for model selection (`train --holdout N`): {the rest, the held-out part},
 // each an ImageSource over the same images (nothing copied). `count` images are held out, each

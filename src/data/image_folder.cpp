@@ -4,9 +4,11 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <future>
+#include <mutex>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -71,23 +73,38 @@ torch::Tensor to_device_beside_compute(const torch::Tensor& host, const torch::D
   return host.to(device);
 }
 
+// Two batches are gathered at once (the Loader's threads): while one batch's last, slowest images
+// decode on a few cores, or its JPEGs on the GPU's engines, the other's reading and decoding use
+// the rest. gather() is safe to call from several threads: each GPU gather takes a decoder of its
+// own from the pool (nvJPEG's state is one caller's), and the shared figures are under a mutex.
+constexpr int kStreamedGathersAtOnce = 2;
+
 class StreamingSource : public ImageSource {
  public:
   StreamingSource(ImageFolderIndex index, bool skip_bad, int gpu_decode_device, int64_t keep_side)
       : index_(std::move(index)), skip_bad_(skip_bad), keep_side_(keep_side),
         labels_(torch::tensor(index_.labels, torch::kLong)) {
-    if (gpu_decode_device >= 0) {
+    for (int k = 0; gpu_decode_device >= 0 && k < kStreamedGathersAtOnce; ++k) {
       std::string why;
-      decoder_ = make_gpu_jpeg_decoder(gpu_decode_device, why);
-      if (!decoder_) log_warning("--gpu-decode: " + why + "; decoding on the CPU");
+      auto decoder = make_gpu_jpeg_decoder(gpu_decode_device, why);
+      if (!decoder) {  // (a second that fails leaves one, which the gathers then take in turn)
+        if (k == 0) log_warning("--gpu-decode: " + why + "; decoding on the CPU");
+        break;
+      }
+      backend_ = decoder->backend();
+      idle_decoders_.push_back(std::move(decoder));
     }
   }
   int64_t size() const override { return static_cast<int64_t>(index_.files.size()); }
   const std::vector<std::string>& classes() const override { return index_.classes; }
   torch::Tensor labels() const override { return labels_; }
-  DecodeStats decode_stats() const override { return stats_; }
+  DecodeStats decode_stats() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stats_;
+  }
+  int gathers_at_once() const override { return kStreamedGathersAtOnce; }
   std::string description() const override {
-    return index_.dir + " (image folder, streamed" + (decoder_ ? ", JPEGs decoded on the GPU: nvJPEG " + decoder_->backend() : "") + ")";
+    return index_.dir + " (image folder, streamed" + (backend_.empty() ? "" : ", JPEGs decoded on the GPU: nvJPEG " + backend_) + ")";
   }
 
   RawBatch gather(const torch::Tensor& indices, const torch::Device& device, const CropPlan* plan = nullptr) override {
@@ -95,7 +112,7 @@ class StreamingSource : public ImageSource {
     std::vector<std::string> files;
     for (int64_t i = 0; i < idx.size(0); ++i) files.push_back(index_.files.at(idx[i].item<int64_t>()));
     if (plan && !plan->box) plan = nullptr;
-    if (decoder_ && device.is_cuda()) return gather_on_gpu(files, idx, device, plan);
+    if (!backend_.empty() && device.is_cuda()) return gather_on_gpu(files, idx, device, plan);
     return gather_on_cpu(files, idx, device, plan);
   }
 
@@ -245,13 +262,17 @@ class StreamingSource : public ImageSource {
     std::vector<std::vector<uint8_t>> bytes(files.size());
     std::vector<std::string> errors(files.size());
     each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { bytes[i] = read_file_bytes(files[i]); });
+    const double read_s = seconds_since(read_start);
+    const auto headers_start = Clock::now();
+    DecoderLease lease(*this);
+    GpuJpegDecoder* const decoder = lease.decoder.get();
     std::vector<ImageSize> size(files.size());
     std::vector<int64_t> on_gpu, on_cpu;
     for (int64_t i = 0; i < n; ++i) {  // headers: cheap, and the decoder's parse state is one
       if (!errors[i].empty()) continue;
       try {
         // (one the CPU would decode smaller goes there: nvJPEG decodes only whole)
-        if (decoder_->accepts(bytes[i], size[i].height, size[i].width) &&
+        if (decoder->accepts(bytes[i], size[i].height, size[i].width) &&
             (max_image_pixels() == 0 || size[i].height * size[i].width <= max_image_pixels()) &&
             jpeg_eighths(size[i], keep_side_) == 8) {
           on_gpu.push_back(i);
@@ -264,10 +285,14 @@ class StreamingSource : public ImageSource {
         errors[i] = e.what();
       }
     }
-    stats_.read_s += seconds_since(read_start);
+    const double headers_s = seconds_since(headers_start);
     // The CPU's share of the GPU's JPEGs: the last ones (the batch is in shuffled order).
-    const int64_t moved = jpegs_for_the_cpu(static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()),
-                                            cpu_rate_, gpu_rate_);
+    int64_t moved = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      moved = jpegs_for_the_cpu(static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()), cpu_rate_,
+                                gpu_rate_);
+    }
     on_cpu.insert(on_cpu.end(), on_gpu.end() - moved, on_gpu.end());
     on_gpu.resize(on_gpu.size() - static_cast<size_t>(moved));
     // A slot in the batch for each file read; one that then fails to decode loses it at the end.
@@ -329,12 +354,12 @@ class StreamingSource : public ImageSource {
       std::vector<int64_t> gpu_slots;
       for (int64_t i : on_gpu) gpu_files.push_back(&bytes[i]), gpu_slots.push_back(slot[i]);
       const auto start = Clock::now();
-      if (!gpu_files.empty()) refused = decoder_->decode(gpu_files, gpu_slots, images, side.stream());
+      if (!gpu_files.empty()) refused = decoder->decode(gpu_files, gpu_slots, images, side.stream());
       gpu_s = seconds_since(start);
     }
     const torch::Tensor block = cpu_part.get();
     if (!refused.empty()) {
-      if (decoder_->batches_refused() == 1)
+      if (++batches_refused_ == 1)
         log_warning("nvJPEG refused a batch of " + index_.dir + " (" + refused + "); such batches are decoded on the CPU");
       return gather_on_cpu(files, idx, device, plan);
     }
@@ -359,7 +384,7 @@ class StreamingSource : public ImageSource {
     }
     c10::cuda::CUDACachingAllocator::recordStream(images.storage().data_ptr(),
                                                   c10::cuda::getDefaultCUDAStream(device.index()));
-    note_rates(static_cast<int64_t>(on_gpu.size()), gpu_s, static_cast<int64_t>(on_cpu.size()), cpu_s);
+    note_rates(static_cast<int64_t>(on_gpu.size()), gpu_s, static_cast<int64_t>(on_cpu.size()), cpu_s, read_s, headers_s);
     auto sizes = torch::empty({static_cast<int64_t>(keep.size()), 2}, torch::kLong);
     for (size_t s = 0; s < keep.size(); ++s) {
       sizes[static_cast<int64_t>(s)][0] = size[keep[s]].height;
@@ -376,19 +401,47 @@ class StreamingSource : public ImageSource {
 
   // Each side's images a second, smoothed over batches (0: not measured yet), for the next
   // batch's split; and the totals data_bench reports.
-  void note_rates(int64_t gpu_images, double gpu_s, int64_t cpu_images, double cpu_s) {
+  void note_rates(int64_t gpu_images, double gpu_s, int64_t cpu_images, double cpu_s, double read_s, double headers_s) {
+    std::lock_guard<std::mutex> lock(mutex_);
     auto smooth = [](double& rate, double now) { rate = rate > 0 ? 0.7 * rate + 0.3 * now : now; };
     if (gpu_images > 0 && gpu_s > 0) smooth(gpu_rate_, static_cast<double>(gpu_images) / gpu_s);
     if (cpu_images > 0 && cpu_s > 0) smooth(cpu_rate_, static_cast<double>(cpu_images) / cpu_s);
     stats_.gpu_images += gpu_images, stats_.gpu_s += gpu_s;
     stats_.cpu_images += cpu_images, stats_.cpu_s += cpu_s;
+    stats_.read_s += read_s, stats_.headers_s += headers_s;
   }
+
+  // A decoder from the pool for one gather, back in the pool at the end (waiting for one while
+  // all are out).
+  struct DecoderLease {
+    explicit DecoderLease(StreamingSource& source) : source(source) {
+      std::unique_lock<std::mutex> lock(source.mutex_);
+      source.decoder_free_.wait(lock, [&] { return !source.idle_decoders_.empty(); });
+      decoder = std::move(source.idle_decoders_.back());
+      source.idle_decoders_.pop_back();
+    }
+    ~DecoderLease() {
+      {
+        std::lock_guard<std::mutex> lock(source.mutex_);
+        source.idle_decoders_.push_back(std::move(decoder));
+      }
+      source.decoder_free_.notify_one();
+    }
+    DecoderLease(const DecoderLease&) = delete;
+    DecoderLease& operator=(const DecoderLease&) = delete;
+    StreamingSource& source;
+    std::unique_ptr<GpuJpegDecoder> decoder;
+  };
 
   ImageFolderIndex index_;
   bool skip_bad_;
   int64_t keep_side_;
   torch::Tensor labels_;
-  std::unique_ptr<GpuJpegDecoder> decoder_;  // --gpu-decode's, where it started
+  std::string backend_;  // --gpu-decode's nvJPEG backend, where it started ("": the CPU decodes)
+  std::atomic<int64_t> batches_refused_{0};
+  mutable std::mutex mutex_;  // guards what follows
+  std::condition_variable decoder_free_;
+  std::vector<std::unique_ptr<GpuJpegDecoder>> idle_decoders_;  // --gpu-decode's, not in use
   double gpu_rate_ = 0, cpu_rate_ = 0;
   DecodeStats stats_;
 };

@@ -1,5 +1,7 @@
 #include "data/loader.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "data/transforms.h"
 
@@ -27,9 +29,7 @@ Loader::Loader(std::shared_ptr<ImageSource> source, LoaderOptions options, torch
                      std::to_string(options_.world_size) + " processes");
 }
 
-Loader::~Loader() {
-  if (pending_.valid()) pending_.wait();
-}
+Loader::~Loader() { settle(); }
 
 int64_t Loader::shard_size() const {
   const int64_t n = source_->size(), w = options_.world_size;
@@ -48,10 +48,10 @@ torch::Tensor Loader::batch_indices(int64_t batch) const {
 }
 
 void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
-  if (pending_.valid()) pending_.wait();
-  pending_ = {};
+  settle();
+  pending_.clear();
   epoch_ = epoch;
-  next_batch_ = skip_batches;
+  next_batch_ = asked_ = skip_batches;
   if (options_.train) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(mix(options_.seed, epoch, ~0ull));
     order_ = torch::randperm(source_->size(), gen, torch::kLong);
@@ -70,10 +70,14 @@ void Loader::set_image_size(int64_t size) {
 }
 
 void Loader::prefetch() {
-  if (next_batch_ >= batches_per_epoch()) return;
-  auto indices = batch_indices(next_batch_);
+  const int64_t depth = std::max(1, source_->gathers_at_once());
+  while (asked_ < batches_per_epoch() && asked_ - next_batch_ < depth) ask(asked_++);
+}
+
+void Loader::ask(int64_t batch) {
+  auto indices = batch_indices(batch);
   if (!options_.train || options_.crop.pad > 0) {
-    pending_ = std::async(std::launch::async, [this, indices] { return source_->gather(indices, device_); });
+    pending_.push_back(std::async(std::launch::async, [this, indices] { return source_->gather(indices, device_); }));
     return;
   }
   // RandomResizedCrop: the source may decode only each crop; it draws them as next()'s transform
@@ -85,16 +89,20 @@ void Loader::prefetch() {
     std::mt19937_64 rng(mix(seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(indices.data_ptr<int64_t>()[row])));
     return random_resized_crop_box(height, width, rng, crop);
   };
-  pending_ = std::async(std::launch::async, [this, indices, plan] { return source_->gather(indices, device_, &plan); });
+  pending_.push_back(
+      std::async(std::launch::async, [this, indices, plan] { return source_->gather(indices, device_, &plan); }));
 }
 
 void Loader::settle() {
-  if (pending_.valid()) pending_.wait();
+  for (auto& p : pending_)
+    if (p.valid()) p.wait();
 }
 
 std::optional<Batch> Loader::next(const torch::Tensor& into) {
-  if (!pending_.valid()) return std::nullopt;
-  RawBatch raw = pending_.get();
+  if (pending_.empty()) return std::nullopt;
+  auto gathering = std::move(pending_.front());
+  pending_.pop_front();
+  RawBatch raw = gathering.get();
   const int64_t batch = next_batch_++;
   prefetch();
   Batch out;

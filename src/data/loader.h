@@ -7,12 +7,14 @@
 // training the epoch's permutation padded with its first images to a multiple of the number of
 // processes, then every world_size-th image from position `rank` (all shards equally long); for
 // evaluation the split in order, every world_size-th image from `rank` (no padding: each image
-// is counted once). The next batch is gathered on a background thread while the caller works on this one
-// (for streamed image folders that is where the decoding happens). With RandomResizedCrop the
+// is counted once). The next batches are gathered on background threads while the caller works on
+// this one (for streamed image folders that is where the decoding happens): as many at once as the
+// source's gathers_at_once(), delivered in order. With RandomResizedCrop the
 // training crops are drawn there first, from each image's own random numbers, and handed to the
 // source (dataset.h's CropPlan), so that a streamed folder decodes only them.
 #pragma once
 
+#include <deque>
 #include <future>
 #include <memory>
 #include <optional>
@@ -56,8 +58,8 @@ class Loader {
   // batch's image shape on the device (a graphed step's static input buffer), the images are
   // written there and the batch's images are `into`: no copy between the loader and the step.
   std::optional<Batch> next(const torch::Tensor& into = {});
-  // Waits until the background thread has gathered the next batch (before a CUDA graph capture:
-  // nothing else then runs on the GPU).
+  // Waits until the background threads have gathered the batches asked for (before a CUDA graph
+  // capture: nothing else then runs on the GPU).
   void settle();
 
   const ImageSource& source() const { return *source_; }
@@ -65,14 +67,17 @@ class Loader {
 
  private:
   torch::Tensor batch_indices(int64_t batch) const;
-  void prefetch();
+  void prefetch();  // asks for batches until gathers_at_once() are in flight
+  void ask(int64_t batch);
 
   std::shared_ptr<ImageSource> source_;
   LoaderOptions options_;
   torch::Device device_;
   torch::Tensor order_;
-  int64_t epoch_ = 0, next_batch_ = 0;
-  std::future<RawBatch> pending_;
+  int64_t epoch_ = 0;
+  int64_t next_batch_ = 0;  // the next batch next() gives
+  int64_t asked_ = 0;       // the next batch to start gathering
+  std::deque<std::future<RawBatch>> pending_;  // batches next_batch_ ... asked_ - 1, in order
 };
 
 }  // namespace resnet

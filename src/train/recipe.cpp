@@ -14,8 +14,8 @@ const std::map<std::string, std::vector<RecipeSetting>>& recipes() {
       {"fast",
        {{"--amp", "fp16"},
         {"--batch-size", "256"},
-        {"--epochs", "110"},
-        {"--lr", "0.2"},
+        {"--epochs", "135"},
+        {"--lr", "0.4"},
         {"--momentum", "0.9"},
         {"--nesterov", ""},
         {"--weight-decay", "5e-4"},
@@ -28,7 +28,8 @@ const std::map<std::string, std::vector<RecipeSetting>>& recipes() {
         {"--random-erase", "0.25"},
         {"--mixup", "0.2"},
         {"--zero-init-residual", ""},
-        {"--tta-flip", ""}}},
+        {"--tta-flip", ""},
+        {"--eval-every", "10"}}},
   };
   return table;
 }
