@@ -6,7 +6,7 @@
 #   2. data_bench gather: the CPU's part of a batch alone (read + decode each training crop into
 #      the batch, no transform) on all cores; data_bench loader: the training loader alone at batch
 #      256, 224 px (read + decode + crop + flip + normalise + transfer), and its peak memory: CPU
-#      decoding, then --gpu-decode (nvJPEG); each with one batch gathered at a time and with two;
+#      decoding, then --gpu-decode (nvJPEG); each with one batch gathered at a time and with three;
 #   3. resnet bench: the training step alone at the same settings (fp16, the fused path);
 #   4. resnet train on the folder, 2 epochs at the same settings, with --gpu-decode and without:
 #      epoch 2's img/s from metrics.csv;
@@ -33,7 +33,7 @@ du -sh "$folder"
 build-device/data_bench decode --folder "$folder" | tee "$out/decode.jsonl"
 build-device/data_bench gather --folder "$folder" --batch-size 256 --image-size 224 --batches 40 | tee "$out/gather.jsonl"
 for decode in "" --gpu-decode; do
-  for gathers in 1 2; do  # one batch gathered at a time, then the streamed source's two
+  for gathers in 1 3; do  # one batch gathered at a time, then the streamed source's three
     build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
       --gathers-at-once $gathers $decode
   done

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 #include <tuple>
 
 #include "core/error.h"
@@ -633,13 +635,52 @@ std::vector<std::pair<torch::Tensor, torch::Tensor>> all_batches(std::shared_ptr
   return out;
 }
 
-TEST(Loader, AStreamedFolderGathersTwoBatchesAtOnceInOrder) {
-  // A streamed folder has two batches gathered at once, on two threads; the loader gives exactly
+// numbered_images whose every gather takes `delay` first (a slow disk, a slow decoder).
+class SlowSource : public resnet::ImageSource {
+ public:
+  SlowSource(std::shared_ptr<resnet::ImageSource> base, std::chrono::milliseconds delay)
+      : base_(std::move(base)), delay_(delay) {}
+  int64_t size() const override { return base_->size(); }
+  const std::vector<std::string>& classes() const override { return base_->classes(); }
+  torch::Tensor labels() const override { return base_->labels(); }
+  std::string description() const override { return "slow"; }
+  resnet::RawBatch gather(const torch::Tensor& indices, const torch::Device& device,
+                          const resnet::CropPlan* plan = nullptr) override {
+    std::this_thread::sleep_for(delay_);
+    return base_->gather(indices, device, plan);
+  }
+
+ private:
+  std::shared_ptr<resnet::ImageSource> base_;
+  std::chrono::milliseconds delay_;
+};
+
+TEST(Loader, CountsTheTimeItsCallerWaitedForBatches) {
+  // Three batches of a source that takes 60 ms a batch, asked for at once: next() waits about
+  // 60 ms for each (one gather at a time); the count starts again with each epoch.
+  resnet::LoaderOptions o;
+  o.batch_size = 4;
+  o.image_size = 8;
+  resnet::Loader loader(std::make_shared<SlowSource>(numbered_images(12), std::chrono::milliseconds(60)), o,
+                        torch::kCPU);
+  loader.start_epoch(0);
+  EXPECT_EQ(loader.seconds_waited(), 0.0);
+  int batches = 0;
+  while (loader.next()) ++batches;
+  EXPECT_EQ(batches, 3);
+  EXPECT_GE(loader.seconds_waited(), 0.15);
+  EXPECT_LE(loader.seconds_waited(), 2.0);
+  loader.start_epoch(1);
+  EXPECT_EQ(loader.seconds_waited(), 0.0);
+}
+
+TEST(Loader, AStreamedFolderGathersSeveralBatchesAtOnceInOrder) {
+  // A streamed folder has three batches gathered at once, on three threads; the loader gives exactly
   // the batches, in the order, of one gathered at a time: training crops (only the crops decoded)
   // and tests, over two epochs and a last partial batch.
   const auto index = resnet::index_image_folder(fixture("gpu/train"));
   const auto source = resnet::streaming_source(index, false);
-  ASSERT_EQ(source->gathers_at_once(), 2);
+  ASSERT_EQ(source->gathers_at_once(), 3);
   for (const bool train : {true, false}) {
     resnet::LoaderOptions o;
     o.batch_size = 3;
@@ -1102,8 +1143,8 @@ TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {
   EXPECT_GT(stats.gpu_images, 0);
 }
 
-TEST(GpuJpeg, TwoGathersAtOnceShareTheDecoders) {
-  // With --gpu-decode the loader's two gathers at once each take a decoder of the source's pool:
+TEST(GpuJpeg, GathersAtOnceShareTheDecoders) {
+  // With --gpu-decode the loader's three gathers at once each take a decoder of the source's pool:
   // every batch of two epochs is the CPU path's within the decoders' differences, in order, and
   // every image is counted once in the figures.
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";

@@ -58,15 +58,19 @@ void ConsoleReporter::progress(const StepReport& s) {
 
 void ConsoleReporter::epoch_end(const EpochReport& e) {
   end_bar();
+  // where the loader held the steps back for more than 2% of the epoch: how long
+  char waited[64] = "";
+  if (e.data_wait > 0.02 * e.seconds)
+    std::snprintf(waited, sizeof waited, " (%.1f s of it waiting for data)", e.data_wait);
   if (!e.tested) {
-    std::printf(" Not tested this epoch (--eval-every); train loss: %.6f, %.1f img/s, %.1f s\n\n", e.train_loss,
-                e.img_per_s, e.seconds);
+    std::printf(" Not tested this epoch (--eval-every); train loss: %.6f, %.1f img/s, %.1f s%s\n\n", e.train_loss,
+                e.img_per_s, e.seconds, waited);
     std::fflush(stdout);
     return;
   }
   std::cout << "current highest_accuracy:  " << e.best_accuracy << "\n" << format_test_error(e.test);
-  std::printf(" Top-5 accuracy: %.1f%%, train loss: %.6f, %.1f img/s, %.1f s\n\n", 100.0 * e.test.top5, e.train_loss,
-              e.img_per_s, e.seconds);
+  std::printf(" Top-5 accuracy: %.1f%%, train loss: %.6f, %.1f img/s, %.1f s%s\n\n", 100.0 * e.test.top5, e.train_loss,
+              e.img_per_s, e.seconds, waited);
   std::fflush(stdout);
 }
 

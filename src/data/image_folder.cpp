@@ -73,11 +73,13 @@ torch::Tensor to_device_beside_compute(const torch::Tensor& host, const torch::D
   return host.to(device);
 }
 
-// Two batches are gathered at once (the Loader's threads): while one batch's last, slowest images
-// decode on a few cores, or its JPEGs on the GPU's engines, the other's reading and decoding use
-// the rest. gather() is safe to call from several threads: each GPU gather takes a decoder of its
-// own from the pool (nvJPEG's state is one caller's), and the shared figures are under a mutex.
-constexpr int kStreamedGathersAtOnce = 2;
+// Three batches are gathered at once (the Loader's threads): while one batch's last, slowest
+// images decode on a few cores, or its JPEGs on the GPU's engines, the others' reading and
+// decoding use the rest. Measured (H200, 16 cores, 20,000 JPEGs of 500 px, batch 256): with
+// nvJPEG 5,832 img/s one at a time, 10,041 two, 12,236 three, 12,173 four; on the CPU 4,548,
+// 4,951, 5,687. gather() is safe to call from several threads: each GPU gather takes a decoder of
+// its own from the pool (nvJPEG's state is one caller's), and the shared figures are under a mutex.
+constexpr int kStreamedGathersAtOnce = 3;
 
 class StreamingSource : public ImageSource {
  public:

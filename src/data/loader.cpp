@@ -1,6 +1,7 @@
 #include "data/loader.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "core/error.h"
 #include "data/transforms.h"
@@ -52,6 +53,7 @@ void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
   pending_.clear();
   epoch_ = epoch;
   next_batch_ = asked_ = skip_batches;
+  waited_s_ = 0;
   if (options_.train) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(mix(options_.seed, epoch, ~0ull));
     order_ = torch::randperm(source_->size(), gen, torch::kLong);
@@ -102,7 +104,9 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
   if (pending_.empty()) return std::nullopt;
   auto gathering = std::move(pending_.front());
   pending_.pop_front();
+  const auto start = std::chrono::steady_clock::now();
   RawBatch raw = gathering.get();
+  waited_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const int64_t batch = next_batch_++;
   prefetch();
   Batch out;

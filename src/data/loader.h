@@ -63,6 +63,8 @@ class Loader {
   void settle();
 
   const ImageSource& source() const { return *source_; }
+  // Seconds next() waited this epoch for a batch still being gathered (the loader not keeping up).
+  double seconds_waited() const { return waited_s_; }
   const torch::Device& device() const { return device_; }
 
  private:
@@ -77,6 +79,7 @@ class Loader {
   int64_t epoch_ = 0;
   int64_t next_batch_ = 0;  // the next batch next() gives
   int64_t asked_ = 0;       // the next batch to start gathering
+  double waited_s_ = 0;
   std::deque<std::future<RawBatch>> pending_;  // batches next_batch_ ... asked_ - 1, in order
 };
 

@@ -23,8 +23,17 @@ struct Geometry {
   }
 };
 
+// A small CPU tensor (a batch's crop geometry, flips, the normalisation's constants) on `device`.
+// To a GPU it goes from pinned memory: a copy from pageable memory first waits for all the work
+// queued on the stream (CUDA's rule for such copies), that is for the training step before, and
+// the GPU would then idle while this thread builds the rest of the batch.
+torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
+  if (!device.is_cuda()) return host.to(device);
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 torch::Tensor column(const std::vector<double>& v, const torch::Device& device) {
-  return torch::tensor(v, torch::kDouble).to(torch::kFloat).unsqueeze(1).to(device, /*non_blocking=*/true);
+  return upload(torch::tensor(v, torch::kDouble).to(torch::kFloat).unsqueeze(1), device);
 }
 
 // Normalised grid_sample coordinates [B, size] along one axis of extent `extent` (padded size).
@@ -41,8 +50,9 @@ torch::Tensor sample(const torch::Tensor& images, const Geometry& g, int64_t siz
   const int64_t n = images.size(0);
   const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(device);
   const auto out = torch::arange(size, opts).unsqueeze(0);  // [1, size]
-  const auto flip = torch::tensor(std::vector<int64_t>(g.flip.begin(), g.flip.end()), torch::kLong)
-                        .to(torch::kBool).unsqueeze(1).to(device, /*non_blocking=*/true);
+  const auto flip =
+      upload(torch::tensor(std::vector<int64_t>(g.flip.begin(), g.flip.end()), torch::kLong).to(torch::kBool).unsqueeze(1),
+             device);
   const auto out_x = torch::where(flip, (size - 1) - out, out);
   const auto gy = axis_grid(out, column(g.y0, device), column(g.ystep, device), column(g.ylo, device),
                             column(g.yhi, device), images.size(2));
@@ -67,7 +77,7 @@ torch::Tensor normalise(const torch::Tensor& result, const torch::Tensor& into) 
   const bool fits = into.defined() && into.sizes() == result.sizes() && into.device() == device &&
                     into.scalar_type() == torch::kFloat;
   auto normalised = fits ? into : torch::empty_like(result);
-  return torch::addcmul_out(normalised, shift.neg().to(device, true), result, scale.to(device, true));
+  return torch::addcmul_out(normalised, upload(shift.neg(), device), result, upload(scale, device));
 }
 
 torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size, const torch::Tensor& into) {
@@ -260,7 +270,7 @@ torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::T
   // antialiased bilinear does; such images are resized one at a time, the rest sampled together.
   auto pixels = torch::empty({n, 3, size, size}, torch::TensorOptions().dtype(torch::kFloat).device(batch.images.device()));
   if (!sampled.empty()) {
-    const auto index = torch::tensor(sampled, torch::kLong).to(batch.images.device());
+    const auto index = upload(torch::tensor(sampled, torch::kLong), batch.images.device());
     pixels.index_copy_(0, index, sample(batch.images.index_select(0, index), g, size));
   }
   namespace F = torch::nn::functional;

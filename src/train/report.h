@@ -30,6 +30,7 @@ struct EpochReport {
   double best_accuracy = 0;
   double img_per_s = 0;
   double seconds = 0;
+  double data_wait = 0;  // of `seconds`, those the steps waited for the loader's batches
   double elapsed = 0;  // wall seconds since the run started (its resumes' time added), test included
 };
 

@@ -655,6 +655,7 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   e.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch - state.epoch_skipped));
   e.seconds = seconds;
   e.img_per_s = static_cast<double>(images) / seconds;
+  e.data_wait = train_loader->seconds_waited();
   state.epoch = epoch + 1;
   state.batch = 0;
   state.epoch_loss_sum = 0;
