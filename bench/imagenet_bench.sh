@@ -8,8 +8,9 @@
 #      256, 224 px (read + decode + crop + flip + normalise + transfer), and its peak memory: CPU
 #      decoding, then --gpu-decode (nvJPEG); each with one batch gathered at a time and with three;
 #   3. resnet bench: the training step alone at the same settings (fp16, the fused path);
-#   4. resnet train on the folder, 2 epochs at the same settings, with --gpu-decode and without:
-#      epoch 2's img/s from metrics.csv;
+#   4. resnet train on the folder, 3 epochs at the same settings, with --gpu-decode and without:
+#      epochs 2 and 3's img/s from metrics.csv, and how long their steps waited for data (the
+#      epoch lines say so where it is over 2% of the epoch);
 #   5. where DALI is installed (/tmp/site-dali: bench/dali_parts.sh), DALI's training input on the
 #      same folder (bench/dali_bench.py), its decoding on the GPU and on the CPU;
 # and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
@@ -44,7 +45,7 @@ tail -3 "$out/bench.txt"
 for decode in cpu gpu; do
   flags=()
   [ $decode = gpu ] && flags=(--gpu-decode)
-  build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 2 "${flags[@]}" \
+  build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
     --checkpoint-dir /tmp/ck-inet-$decode --restart > "$out/train-$decode.log" 2>&1
   echo "train ($decode decoding) exit $?"
   cp /tmp/ck-inet-$decode/resnet50/metrics.csv "$out/metrics-inet-$decode.csv" 2>/dev/null
@@ -80,7 +81,12 @@ for d in last_json('bench.txt'):
 for decode in ('cpu', 'gpu'):
     try:
         epochs = list(csv.DictReader(open(f'{out}/metrics-inet-{decode}.csv')))
-        rows.append((f'resnet train on the folder, epoch 2, {decode.upper()} decoding', float(epochs[-1]['img_per_s']), ''))
+        # each epoch's last line (" Top-5 accuracy: ..." or " Not tested ..."), in order
+        ends = [l for l in open(f'{out}/train-{decode}.log') if l.startswith((' Top-5 accuracy', ' Not tested'))]
+        for e, end in zip(epochs[1:], ends[1:]):
+            waited = end.split('(')[-1].split(' s of it')[0] + ' s' if 'waiting for data' in end else 'under 2%'
+            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {decode.upper()} decoding",
+                         float(e['img_per_s']), f"{e['seconds']} s, waiting for data: {waited}"))
     except (OSError, IndexError, KeyError):
         pass
 print('| what | img/s | |\n|---|---|---|')
