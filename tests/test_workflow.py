@@ -187,16 +187,16 @@ try:
     rc_r, out_r = run('train', *common, '--recipe', 'fast', '--amp', 'off', '--epochs', '1', '--max-steps', '2',
                       '--checkpoint-dir', r_dir)
     check(rc_r == 0, 'a --recipe fast run exits 0: ' + out_r[-300:])
-    check('Recipe fast: --amp fp16 --batch-size 256 --epochs 110' in out_r,
+    check('Recipe fast: --amp fp16 --batch-size 256 --epochs 135 --lr 0.4' in out_r,
           'the recipe is said: ' + next((l for l in out_r.splitlines() if 'Recipe' in l), ''))
-    check('Learning rate: cosine from 0.2 to 0, after 2 warm-up epochs from 0.02' in out_r,
+    check('Learning rate: cosine from 0.4 to 0, after 2 warm-up epochs from 0.04' in out_r,
           'the recipe\'s schedule is said: ' + next((l for l in out_r.splitlines() if 'Learning rate' in l), ''))
     settings = torch.load(os.path.join(r_dir, 'resnet18', 'resume.pt'))['settings']
     if isinstance(settings, str):
         settings = json.loads(settings)
     want = {'label_smoothing': 0.1, 'nesterov': True, 'no_decay_bn_bias': True, 'ema_decay': 0.0,
             'weight_decay': 5e-4, 'crop_pad': 4, 'test_crop_pct': 1.0, 'random_erase': 0.25, 'mixup': 0.2,
-            'zero_init_residual': True, 'tta_flip': True, 'amp': 'off', 'epochs': 1}
+            'zero_init_residual': True, 'tta_flip': True, 'eval_every': 10, 'amp': 'off', 'epochs': 1}
     got = {k: settings.get(k) for k in want}
     check(got == want, f'the recipe\'s values, overridden where given, are the run\'s settings: {got}')
     # A recipe setting that a flag given excludes is left out (--zero-init-residual beside --weights).
