@@ -140,16 +140,22 @@ for sig, what in ((signal.SIGKILL, 'killed'), (signal.SIGSTOP, 'stopped')):
           f'rank 1 {what}: rank 0 exits (code {code}) after {waited:.1f} s (--dist-timeout 10) with: ' +
           (text.strip().splitlines() or [''])[-1][:200])
 
-# The launcher: one child killed, the others stopped, a non-zero exit naming the rank.
+# The launcher: one child killed, the others stopped, a non-zero exit naming the rank. Its
+# children share the cores (OMP_NUM_THREADS, where the caller set none).
+env_cores = {k: v for k, v in env1.items() if k != 'OMP_NUM_THREADS'}
 launcher = subprocess.Popen([args.resnet, *common, '--image-size', '32', '--epochs', '3', '--batch-size', '4',
                              '--nproc-per-node', '2', '--checkpoint-dir', f'{tmp}/launcher'],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env1)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env_cores)
 children = []
 deadline = time.time() + 120
 while time.time() < deadline and len(children) < 2:
     children = subprocess.run(['pgrep', '-P', str(launcher.pid)], capture_output=True, text=True).stdout.split()
     time.sleep(0.2)
 time.sleep(3)
+threads = [dict(v.split('=', 1) for v in open(f'/proc/{c}/environ').read().split('\0') if '=' in v).get('OMP_NUM_THREADS')
+           for c in children]
+check(threads == [str(max(1, os.cpu_count() // 2))] * 2,
+      f'--nproc-per-node 2 gives each process half the {os.cpu_count()} cores: OMP_NUM_THREADS {threads}')
 os.kill(int(children[-1]), signal.SIGKILL)
 try:
     out, _ = launcher.communicate(timeout=60)

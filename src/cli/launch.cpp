@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -77,6 +78,12 @@ std::vector<std::string> without_option(const std::vector<std::string>& args, co
 
 int launch_local(int nproc, const std::vector<std::string>& args) {
   const std::string port = std::to_string(free_port());
+  // Each process decodes streamed images on all the threads OpenMP gives it: the machine's cores
+  // shared among the processes, where the user has not said (torchrun says 1). Through the
+  // environment, as OpenMP's thread count is per thread and the loader's threads are new ones.
+  const bool threads_given = std::getenv("OMP_NUM_THREADS") != nullptr;
+  const std::string threads =
+      std::to_string(std::max(1u, std::max(1u, std::thread::hardware_concurrency()) / static_cast<unsigned>(nproc)));
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -96,6 +103,7 @@ int launch_local(int nproc, const std::vector<std::string>& args) {
       ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
       ::setenv("MASTER_ADDR", "127.0.0.1", 1);
       ::setenv("MASTER_PORT", port.c_str(), 1);
+      if (!threads_given) ::setenv("OMP_NUM_THREADS", threads.c_str(), 1);
       ::execv("/proc/self/exe", argv.data());
       std::cerr << "error: --nproc-per-node: cannot run " << args[0] << "\n";
       std::_Exit(127);
