@@ -110,11 +110,13 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
                      {"gathers_at_once", source->gathers_at_once()},
                      {"img_per_s", images / s}, {"ms_per_batch", 1000 * s / batches},
                      {"peak_rss_mib", peak_rss_mib()}};
-  // With --gpu-decode: how the batches (warm-up included) were split, and each side's speed while
-  // both ran at once.
+  // With --gpu-decode: how the batches gathered (warm-up and those gathered ahead included) were
+  // split, and each side's speed while both ran at once, per gather (gathers at once overlap:
+  // their seconds add up to more than the wall time).
+  loader.settle();
   const auto d = source->decode_stats();
   if (d.gpu_images + d.cpu_images > 0) {
-    const double all = static_cast<double>(batches + warmup);
+    const double all = static_cast<double>(d.gpu_images + d.cpu_images) / static_cast<double>(batch_size);
     out["gpu_decode"] = {{"gpu_share", static_cast<double>(d.gpu_images) / static_cast<double>(d.gpu_images + d.cpu_images)},
                          {"gpu_img_per_s", d.gpu_s > 0 ? static_cast<double>(d.gpu_images) / d.gpu_s : 0.0},
                          {"cpu_img_per_s", d.cpu_s > 0 ? static_cast<double>(d.cpu_images) / d.cpu_s : 0.0},

@@ -1,6 +1,7 @@
 #include "cli/launch.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -82,8 +83,12 @@ int launch_local(int nproc, const std::vector<std::string>& args) {
   // shared among the processes, where the user has not said (torchrun says 1). Through the
   // environment, as OpenMP's thread count is per thread and the loader's threads are new ones.
   const bool threads_given = std::getenv("OMP_NUM_THREADS") != nullptr;
-  const std::string threads =
-      std::to_string(std::max(1u, std::max(1u, std::thread::hardware_concurrency()) / static_cast<unsigned>(nproc)));
+  // (the cores this process may run on: a cpuset or taskset's, not all the machine's)
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  const int cores = ::sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus)
+                                                                     : static_cast<int>(std::thread::hardware_concurrency());
+  const std::string threads = std::to_string(std::max(1, std::max(1, cores) / nproc));
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);

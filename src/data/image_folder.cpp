@@ -93,6 +93,9 @@ class StreamingSource : public ImageSource {
         if (k == 0) log_warning("--gpu-decode: " + why + "; decoding on the CPU");
         break;
       }
+      // One backend for all (a later one may fall back to the hybrid decoder, whose pixels differ
+      // more): the batches then do not depend on which decoder a gather took.
+      if (k > 0 && decoder->backend() != backend_) break;
       backend_ = decoder->backend();
       idle_decoders_.push_back(std::move(decoder));
     }
@@ -265,9 +268,9 @@ class StreamingSource : public ImageSource {
     std::vector<std::string> errors(files.size());
     each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { bytes[i] = read_file_bytes(files[i]); });
     const double read_s = seconds_since(read_start);
-    const auto headers_start = Clock::now();
     DecoderLease lease(*this);
     GpuJpegDecoder* const decoder = lease.decoder.get();
+    const auto headers_start = Clock::now();
     std::vector<ImageSize> size(files.size());
     std::vector<int64_t> on_gpu, on_cpu;
     for (int64_t i = 0; i < n; ++i) {  // headers: cheap, and the decoder's parse state is one

@@ -73,7 +73,10 @@ void Loader::set_image_size(int64_t size) {
 
 void Loader::prefetch() {
   const int64_t depth = std::max(1, source_->gathers_at_once());
-  while (asked_ < batches_per_epoch() && asked_ - next_batch_ < depth) ask(asked_++);
+  while (asked_ < batches_per_epoch() && asked_ - next_batch_ < depth) {
+    ask(asked_);
+    ++asked_;  // (only once its gathering started)
+  }
 }
 
 void Loader::ask(int64_t batch) {
@@ -104,10 +107,11 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
   if (pending_.empty()) return std::nullopt;
   auto gathering = std::move(pending_.front());
   pending_.pop_front();
+  // (counted before get(): a gather that throws leaves the batches after it in step)
+  const int64_t batch = next_batch_++;
   const auto start = std::chrono::steady_clock::now();
   RawBatch raw = gathering.get();
   waited_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const int64_t batch = next_batch_++;
   prefetch();
   Batch out;
   out.labels = raw.labels;
