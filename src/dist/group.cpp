@@ -12,6 +12,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <signal.h>
+
 #include <cstdlib>
 #endif
 
@@ -75,6 +77,11 @@ class PendingWork : public Group::Pending {
 }  // namespace
 
 std::unique_ptr<Group> Group::connect(const DistEnv& env, const c10::Device& device, std::chrono::milliseconds timeout) {
+  // A write to a socket whose other end died (another process of the job killed) raises SIGPIPE,
+  // which would end this process silently (exit by signal 13, seen in the tests) instead of the
+  // collective failing and the run saying which rank and why. Python ignores SIGPIPE at start-up,
+  // so PyTorch's jobs never see it; a job of ours ignores it from here on.
+  ::signal(SIGPIPE, SIG_IGN);
   auto impl = std::make_unique<Impl>();
   impl->where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size);
   const std::string meeting = env.master_addr + ":" + std::to_string(env.master_port);
