@@ -323,6 +323,8 @@ class StreamingSource : public ImageSource {
       each_on_all_cores(on_cpu, errors, [&](int64_t i) {
         decoded[i] = lay_out(bytes[i], files[i], i, plan);
         const DecodeLayout& layout = decoded[i].layout;
+        // (the JPEGs moved from the GPU's share have nvJPEG's reading of their header as size[i],
+        // which sized the batch: a file libjpeg reads otherwise is refused, not written past its slot)
         if (layout.height > size[i].height || layout.width > size[i].width ||
             (!plan && (layout.height != size[i].height || layout.width != size[i].width)))
           throw InputError(files[i] + ": decodes to " + std::to_string(layout.width) + " x " +
