@@ -1002,6 +1002,48 @@ TEST(Transforms, CudaGivesWhatTheCpuGives) {
   EXPECT_LE((resnet::test_transform(cpu, 224) - resnet::test_transform(gpu, 224).cpu()).abs().max().item<double>(), 1e-4);
 }
 
+// The GPU's one-kernel resample of uint8 batches (ops/resample_kernels.cu) against grid_sample's
+// path, which runs where the batch is float (on the GPU too) or on the CPU: images of mixed sizes
+// padded into a larger, non-square batch, channels-last like the CPU gather's, flips, erasing, and
+// a channels-last buffer to write into; the test transform's upsampled and shrunk images.
+TEST(Transforms, TheFusedResampleGivesWhatGridSampleGives) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  torch::manual_seed(7);
+  const int64_t n = 12;
+  const auto images = torch::randint(0, 256, {n, 3, 300, 340}, torch::kUInt8).contiguous(at::MemoryFormat::ChannelsLast);
+  std::vector<int64_t> hw;
+  for (int64_t b = 0; b + 1 < n; ++b) hw.insert(hw.end(), {60 + 20 * b, 340 - 15 * b});
+  hw.insert(hw.end(), {300, 340});  // shrunk by the test transform's Resize(256)
+  const auto sizes = torch::tensor(hw).view({n, 2});
+  const auto labels = torch::zeros({n}, torch::kLong);
+  const resnet::RawBatch cpu{images, sizes, labels};
+  const resnet::RawBatch fused{images.cuda(), sizes, labels.cuda()};
+  const resnet::RawBatch grid{images.cuda().to(torch::kFloat), sizes, labels.cuda()};
+  ASSERT_TRUE(fused.images.is_contiguous(at::MemoryFormat::ChannelsLast));
+  std::vector<uint64_t> seeds;
+  for (uint64_t s = 1; s <= static_cast<uint64_t>(n); ++s) seeds.push_back(s * 7919);
+  const resnet::RandomErasingOptions erase{0.5};
+  const auto into = torch::empty({n, 3, 224, 224}, torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA))
+                        .contiguous(at::MemoryFormat::ChannelsLast);
+  const auto out = resnet::train_transform(fused, 224, seeds, into, {}, erase);
+  EXPECT_EQ(out.data_ptr(), into.data_ptr());  // written where the step reads it
+  // Pixels 0-255 normalised by 1 / (255 * std): 1e-3 is 0.06 of a level, float rounding of the
+  // source coordinates over 340 px; a wrong pixel or weight is off by whole levels.
+  for (const auto& other : {resnet::train_transform(grid, 224, seeds, {}, {}, erase).cpu(),
+                            resnet::train_transform(cpu, 224, seeds, {}, {}, erase)}) {
+    const auto diff = (out.cpu() - other).abs();
+    EXPECT_LE(diff.max().item<double>(), 1e-3);
+    EXPECT_LE(diff.mean().item<double>(), 1e-5);
+  }
+  resnet::TrainCropOptions pad;
+  pad.pad = 4;
+  std::mt19937_64 a(5), b(5);
+  EXPECT_LE((resnet::train_transform(fused, 224, a, {}, pad).cpu() - resnet::train_transform(cpu, 224, b, {}, pad))
+                .abs().max().item<double>(), 1e-3);
+  EXPECT_LE((resnet::test_transform(fused, 224).cpu() - resnet::test_transform(cpu, 224)).abs().max().item<double>(),
+            1e-3);
+}
+
 // ---- GPU JPEG decoding ------------------------------------------------------------------------
 
 TEST(GpuJpeg, TheCpuTakesTheShareThatMakesBothSidesFinishTogether) {

@@ -114,4 +114,23 @@ struct CastTensor {
 };
 void cast_tensors(const CastTensor* tensors, int count, Cast kind, int sm_count, CUstream_st* stream);
 
+// --- the loader's transform: bilinear crop-resize of uint8 images, then normalisation -------------
+// out[b, c, y, x] = shift[c] + scale[c] * (image b's channel c read bilinearly at source (sy, sx)),
+// sy = clamp(y0 + (y + 0.5) * ystep - 0.5, ylo, yhi), sx likewise from x, or from size - 1 - x where
+// flip != 0; both then clamped into the padded batch (height x width), as grid_sample's border
+// padding does. Images and out are addressed through their strides (in elements), so either may be
+// channels-last; 3 channels, images < 2^31 bytes each; out is fp32 [batch, 3, size, size].
+struct ResampleGeometry {
+  float y0, ystep, ylo, yhi, x0, xstep, xlo, xhi, flip;
+};
+struct ImageStrides {
+  int64_t n, c, h, w;
+};
+struct ChannelAffine {
+  float scale[3], shift[3];
+};
+void resample_normalise(const uint8_t* images, ImageStrides in, int64_t height, int64_t width,
+                        const ResampleGeometry* geometry, int64_t batch, int64_t size, float* out,
+                        ImageStrides out_strides, ChannelAffine affine, CUstream_st* stream);
+
 }  // namespace resnet::cuda
