@@ -7,7 +7,8 @@
 #      the batch, no transform) on all cores; data_bench loader: the training loader alone at batch
 #      256, 224 px (read + decode + crop + flip + normalise + transfer), and its peak memory: CPU
 #      decoding, then --gpu-decode (nvJPEG); each with one batch gathered at a time and with three;
-#   3. resnet bench: the training step alone at the same settings (fp16, the fused path);
+#   3. resnet bench: the training step alone at the same settings (fp16, the fused path); then the
+#      nvJPEG loader again while resnet bench runs on the same GPU (each part of a gather, timed);
 #   4. resnet train on the folder, 3 epochs at the same settings, with --gpu-decode and without:
 #      epochs 2 and 3's img/s from metrics.csv, and how long their steps waited for data (the
 #      epoch lines say so where it is over 2% of the epoch);
@@ -42,6 +43,16 @@ done | tee "$out/loader.jsonl"
 build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size 256 --steps 30 --warmup 8 \
   > "$out/bench.txt" 2>&1
 tail -3 "$out/bench.txt"
+# The loader beside the step, both on the GPU at once as in training (resnet bench runs long enough
+# to cover the loader's batches): where each part of a gather slows. (The bench's own figure mixes
+# steps with and without the loader beside them: not reported.)
+build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size 256 --steps 400 --warmup 8 \
+  > "$out/bench-beside.txt" 2>&1 &
+bench_pid=$!
+sleep 8  # (its start-up and warm-up: 2-3 s of warm-up on an H200)
+build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
+  --gathers-at-once 3 --gpu-decode | tee "$out/loader-beside.jsonl"
+wait $bench_pid
 for decode in cpu gpu; do
   flags=()
   [ $decode = gpu ] && flags=(--gpu-decode)
@@ -69,10 +80,18 @@ for d in last_json('decode.jsonl'):
     rows.append((f"decode, {d['split']} ({d['threads']} threads)", d['img_per_s'], ''))
 for d in last_json('gather.jsonl'):
     rows.append((f"gather alone (CPU: read + decode the crops into the batch, {d['threads']} threads)", d['img_per_s'], ''))
-for d in last_json('loader.jsonl'):
-    how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
-    rows.append((f"loader, batch 256, 224 px, {how} decoding, {d.get('gathers_at_once', 1)} batch(es) gathered at once",
-                 d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB"))
+def split(d):  # a gather's parts with nvJPEG, ms each (data_bench's gpu_decode)
+    g = d.get('gpu_decode')
+    if not g:
+        return ''
+    return (f"; a gather: reading {g['read_ms_per_batch']:.1f} ms, headers {g['headers_ms_per_batch']:.1f}, "
+            f"GPU decode {g['gpu_ms_per_batch']:.1f} ({100 * g['gpu_share']:.0f}% of the images), "
+            f"CPU decode {g['cpu_ms_per_batch']:.1f}")
+for name, beside in (('loader.jsonl', ''), ('loader-beside.jsonl', ', beside resnet bench on the same GPU')):
+    for d in last_json(name):
+        how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
+        rows.append((f"loader, batch 256, 224 px, {how} decoding, {d.get('gathers_at_once', 1)} batch(es) gathered at once{beside}",
+                     d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB{split(d)}"))
 for d in last_json('dali.jsonl'):
     how = 'nvJPEG (mixed)' if d['decoder'] == 'mixed' else 'CPU'
     rows.append((f'DALI, batch 256, 224 px, {how} decoding', d.get('img_per_s', 0), d.get('error', '')))
