@@ -1185,6 +1185,37 @@ TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {
   EXPECT_GT(stats.gpu_images, 0);
 }
 
+// --skip-bad-images with --gpu-decode: a file whose header reads but whose pixels do not (a PNG cut
+// short: the CPU's to decode) loses its slot in the GPU's batch, which then equals the CPU path's.
+TEST(GpuJpeg, AFileTheCpuFailsToDecodeLeavesTheGpuBatch) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  if (!resnet::make_gpu_jpeg_decoder(0, why)) GTEST_SKIP() << why;
+  resnet::test::TempDir dir;
+  std::filesystem::copy(fixture("gpu/train"), dir.path(), std::filesystem::copy_options::recursive);
+  {
+    std::ifstream png(dir.path() / "b" / "png.JPEG", std::ios::binary);
+    std::string head(60, '\0');
+    png.read(head.data(), static_cast<std::streamsize>(head.size()));
+    std::ofstream(dir.path() / "b" / "broken.JPEG", std::ios::binary) << head;
+  }
+  const auto index = resnet::index_image_folder(dir.path().string());
+  const auto n = static_cast<int64_t>(index.files.size());
+  const auto all = torch::arange(n);
+  const torch::Device cuda(torch::kCUDA, 0);
+  const auto cpu = resnet::streaming_source(index, true)->gather(all, cuda);
+  ASSERT_EQ(cpu.images.size(0), n - 1);
+  const auto gpu_source = resnet::streaming_source(index, true, 0);
+  for (int round = 0; round < 3; ++round) {  // (from the second, some JPEGs are the CPU's too)
+    const auto gpu = gpu_source->gather(all, cuda);
+    ASSERT_EQ(gpu.images.size(0), n - 1) << "round " << round;
+    ASSERT_TRUE(torch::equal(cpu.sizes, gpu.sizes)) << "round " << round;
+    EXPECT_TRUE(torch::equal(cpu.labels.cpu(), gpu.labels.cpu())) << "round " << round;
+    const auto diff = (cpu.images.to(torch::kFloat) - gpu.images.to(torch::kFloat)).abs();
+    EXPECT_LE(diff.mean().item<double>(), 8.0) << "round " << round;
+  }
+}
+
 TEST(GpuJpeg, GathersAtOnceShareTheDecoders) {
   // With --gpu-decode the loader's three gathers at once each take a decoder of the source's pool:
   // every batch of two epochs is the CPU path's within the decoders' differences, in order, and
