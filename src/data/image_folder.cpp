@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <optional>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -276,8 +277,9 @@ class StreamingSource : public ImageSource {
     std::vector<std::string> errors(files.size());
     each_on_all_cores(all_of(files.size()), errors, [&](int64_t i) { bytes[i] = read_file_bytes(files[i]); });
     const double read_s = seconds_since(read_start);
-    DecoderLease lease(*this);
-    GpuJpegDecoder* const decoder = lease.decoder.get();
+    std::optional<DecoderLease> lease;
+    lease.emplace(*this);
+    GpuJpegDecoder* const decoder = lease->decoder.get();
     const auto headers_start = Clock::now();
     std::vector<ImageSize> size(files.size());
     std::vector<int64_t> on_gpu, on_cpu;
@@ -376,6 +378,7 @@ class StreamingSource : public ImageSource {
       if (!gpu_files.empty()) refused = decoder->decode(gpu_files, gpu_slots, images, side.stream());
       gpu_s = seconds_since(start);
     }
+    lease.reset();  // (decode() waited for its stream: the decoder is another gather's from here)
     const torch::Tensor block = cpu_part.get();
     if (!refused.empty()) {
       if (++batches_refused_ == 1)
