@@ -674,6 +674,29 @@ TEST(Loader, CountsTheTimeItsCallerWaitedForBatches) {
   EXPECT_EQ(loader.seconds_waited(), 0.0);
 }
 
+TEST(Loader, ANewImageSizeMidEpochReachesTheBatchesAlreadyGathering) {
+  // The streamed folder decodes each training crop at the smallest scale that keeps the output
+  // size, so batches gathered ahead for the old size are gathered again: after set_image_size the
+  // next batch is the one a loader at the new size from the start gives.
+  const auto source = resnet::streaming_source(resnet::index_image_folder(fixture("gpu/train")), false);
+  resnet::LoaderOptions o;
+  o.batch_size = 2;
+  o.image_size = 16;
+  o.seed = 5;
+  resnet::Loader changed(source, o, torch::kCPU);
+  o.image_size = 96;
+  resnet::Loader from_start(source, o, torch::kCPU);
+  changed.start_epoch(0);
+  from_start.start_epoch(0);
+  ASSERT_TRUE(changed.next() && from_start.next());
+  changed.set_image_size(96);
+  for (int b = 1; b < 3; ++b) {
+    const auto got = changed.next(), want = from_start.next();
+    ASSERT_TRUE(got && want);
+    EXPECT_TRUE(torch::equal(got->images, want->images)) << "batch " << b;
+  }
+}
+
 TEST(Loader, AStreamedFolderGathersSeveralBatchesAtOnceInOrder) {
   // A streamed folder has three batches gathered at once, on three threads; the loader gives exactly
   // the batches, in the order, of one gathered at a time: training crops (only the crops decoded)

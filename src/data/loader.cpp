@@ -68,7 +68,16 @@ void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
 
 void Loader::set_image_size(int64_t size) {
   if (size < 8) throw UsageError("--image-size must be at least 8");
+  if (size == options_.image_size) return;
   options_.image_size = size;  // the transforms run in next(), on the caller's thread
+  // Batches already gathering had their crops decoded for the old size (a streamed folder decodes
+  // each at the smallest scale that keeps it): gathered again.
+  if (!pending_.empty()) {
+    settle();
+    pending_.clear();
+    asked_ = next_batch_;
+    prefetch();
+  }
 }
 
 void Loader::prefetch() {

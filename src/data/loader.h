@@ -52,6 +52,7 @@ class Loader {
   // Starts `epoch` (0-based), skipping its first `skip_batches` batches (resume mid-epoch).
   void start_epoch(int64_t epoch, int64_t skip_batches = 0);
   // The size the transforms give from the next batch on (--progressive-resize; at least 8).
+  // Batches gathered ahead for the old size are gathered again.
   void set_image_size(int64_t size);
   int64_t image_size() const { return options_.image_size; }
   // The next batch of the epoch, or nullopt at its end. Where `into` is a float tensor of the
