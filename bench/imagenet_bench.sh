@@ -46,13 +46,23 @@ tail -3 "$out/bench.txt"
 # The loader beside the step, both on the GPU at once as in training (resnet bench runs long enough
 # to cover the loader's batches): where each part of a gather slows. (The bench's own figure mixes
 # steps with and without the loader beside them: not reported.)
-build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size 256 --steps 400 --warmup 8 \
+# (more steps than the loader's run can outlast: about 2 minutes alone; stopped once it is done)
+build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size 256 --steps 4000 --warmup 8 \
   > "$out/bench-beside.txt" 2>&1 &
 bench_pid=$!
+trap 'kill $bench_pid 2> /dev/null' EXIT
 sleep 8  # (its start-up and warm-up: 2-3 s of warm-up on an H200)
 build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
-  --gathers-at-once 3 --gpu-decode | tee "$out/loader-beside.jsonl"
-wait $bench_pid
+  --gathers-at-once 3 --gpu-decode > "$out/loader-beside.jsonl"
+if kill -0 $bench_pid 2> /dev/null; then
+  cat "$out/loader-beside.jsonl"
+else  # the bench ended (or failed) before the loader: not a figure of the two together
+  echo "resnet bench was not running beside the whole loader run: its row left out"; tail -3 "$out/bench-beside.txt"
+  mv "$out/loader-beside.jsonl" "$out/loader-beside-unpaired.jsonl"
+fi
+kill $bench_pid 2> /dev/null
+wait $bench_pid 2> /dev/null
+trap - EXIT
 for decode in cpu gpu; do
   flags=()
   [ $decode = gpu ] && flags=(--gpu-decode)

@@ -18,6 +18,8 @@ def read(path):
     if not rows or 'elapsed_s' not in rows[0]:
         raise SystemExit(f'{path}: no elapsed_s column (metrics.csv from a train of 2026-11-30 or later)')
     tested = [r for r in rows if r.get('top1')]  # (--eval-every N: the other epochs have no test)
+    if not tested:
+        raise SystemExit(f'{path}: no tested epoch (an empty top1 column)')
     return [float(r['elapsed_s']) / 60 for r in tested], [100 * float(r['top1']) for r in tested]
 
 

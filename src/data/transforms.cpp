@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 
 #ifdef RESNET_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -75,7 +76,7 @@ torch::Tensor sample(const torch::Tensor& images, const Geometry& g, int64_t siz
 // The batch's memory for the transform's result: `into` where it fits (see normalise).
 torch::Tensor output_for(const torch::Tensor& into, int64_t n, int64_t size, const torch::Device& device) {
   if (into.defined() && into.sizes() == torch::IntArrayRef{n, 3, size, size} && into.device() == device &&
-      into.scalar_type() == torch::kFloat)
+      into.scalar_type() == torch::kFloat && into.is_non_overlapping_and_dense())
     return into;
   return torch::empty({n, 3, size, size}, torch::TensorOptions().dtype(torch::kFloat).device(device));
 }
@@ -97,15 +98,18 @@ torch::Tensor normalise(const torch::Tensor& result, const torch::Tensor& into) 
 #ifdef RESNET_WITH_CUDA
 // sample() then normalise() in one kernel where the batch is uint8 RGB on a GPU: it reads only the
 // bytes each output pixel needs, where sample() first makes a float copy of the whole padded batch
-// (2 GB for 256 images of up to 800 px a side). The same arithmetic (CudaGivesWhatTheCpuGives and
+// (2 GB for 256 images of up to 800 px a side). The same arithmetic but for float rounding (it
+// skips grid_sample's normalised coordinates; CudaGivesWhatTheCpuGives and
 // TheFusedResampleGivesWhatGridSampleGives compare them); nullopt where the kernel does not apply.
 std::optional<torch::Tensor> resample_on_gpu(const torch::Tensor& images, const Geometry& g, int64_t size,
                                              const torch::Tensor& into) {
   constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
   if (!images.is_cuda() || images.scalar_type() != torch::kUInt8 || images.dim() != 4 || images.size(1) != 3 ||
-      images.size(0) == 0 || images.size(0) > 65535 || images.stride(0) > kIntMax || size * size > kIntMax)
+      images.size(0) == 0 || images.size(0) > 65535 || images.size(2) == 0 || images.size(3) == 0 || size < 1 ||
+      size * size > kIntMax)
     return std::nullopt;
   const int64_t n = images.size(0);
+  if (g.y0.size() != static_cast<size_t>(n)) throw std::logic_error("resample: a geometry row for each image");
   std::vector<float> geometry;
   geometry.reserve(static_cast<size_t>(n) * 9);
   for (size_t b = 0; b < static_cast<size_t>(n); ++b)

@@ -116,10 +116,11 @@ void cast_tensors(const CastTensor* tensors, int count, Cast kind, int sm_count,
 
 // --- the loader's transform: bilinear crop-resize of uint8 images, then normalisation -------------
 // out[b, c, y, x] = shift[c] + scale[c] * (image b's channel c read bilinearly at source (sy, sx)),
-// sy = clamp(y0 + (y + 0.5) * ystep - 0.5, ylo, yhi), sx likewise from x, or from size - 1 - x where
-// flip != 0; both then clamped into the padded batch (height x width), as grid_sample's border
-// padding does. Images and out are addressed through their strides (in elements), so either may be
-// channels-last; 3 channels, images < 2^31 bytes each; out is fp32 [batch, 3, size, size].
+// sy = max(min(y0 + (y + 0.5) * ystep - 0.5, yhi), ylo), sx likewise from x, or from size - 1 - x
+// where flip != 0; both then clamped into the padded batch (height x width, both > 0), as
+// grid_sample's border padding does. Images and out are addressed through their strides (in
+// elements), so either may be channels-last; 3 channels, batch <= 65535, size * size < 2^31; out is
+// fp32 [batch, 3, size, size].
 struct ResampleGeometry {
   float y0, ystep, ylo, yhi, x0, xstep, xlo, xhi, flip;
 };

@@ -34,8 +34,9 @@ __global__ void __launch_bounds__(kThreads)
   const ResampleGeometry g = geometry[b];
   const float ix = g.flip != 0.f ? static_cast<float>(size - 1 - ox) : static_cast<float>(ox);
   // source = origin + (out + 0.5) * step - 0.5, clamped to the crop, then to the padded batch
-  const float y = fminf(fmaxf(fminf(fmaxf(g.y0 + (oy + 0.5f) * g.ystep - 0.5f, g.ylo), g.yhi), 0.f), height - 1.f);
-  const float x = fminf(fmaxf(fminf(fmaxf(g.x0 + (ix + 0.5f) * g.xstep - 0.5f, g.xlo), g.xhi), 0.f), width - 1.f);
+  // (max(min(., hi), lo), as the simple path: lo wins where a crop leaves lo > hi)
+  const float y = fminf(fmaxf(fmaxf(fminf(g.y0 + (oy + 0.5f) * g.ystep - 0.5f, g.yhi), g.ylo), 0.f), height - 1.f);
+  const float x = fminf(fmaxf(fmaxf(fminf(g.x0 + (ix + 0.5f) * g.xstep - 0.5f, g.xhi), g.xlo), 0.f), width - 1.f);
   const uint8_t* image = images + b * in.n;
   float* dst = out + b * out_strides.n + oy * out_strides.h + ox * out_strides.w;
 #pragma unroll
