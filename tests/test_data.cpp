@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <thread>
 #include <tuple>
 
@@ -21,6 +22,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "data/archive.h"
+#include "data/augment.h"
 #include "data/cifar10.h"
 #include "data/decode.h"
 #include "data/gpu_jpeg.h"
@@ -1010,6 +1012,108 @@ TEST(Transforms, CropScaleBoundsTheCropsArea) {
   EXPECT_LE(smallest_default, 0.1);
 }
 
+// Each TrivialAugmentWide operation against torchvision's on the same uint8 image (ours in float:
+// torchvision truncates to uint8 after the operation, and its grey levels for Color and Contrast).
+TEST(Transforms, TrivialAugmentOperationsMatchTorchvision) {
+  const auto ref = resnet::load_tensor_dict(fixture("augment.pt"));
+  const auto image = resnet::find_tensor(ref, "image", "augment.pt").to(torch::kFloat).unsqueeze(0);
+  const auto ops = resnet::find_tensor(ref, "ops", "augment.pt");
+  const auto magnitudes = resnet::find_tensor(ref, "magnitudes", "augment.pt");
+  for (int64_t k = 0; k < ops.size(0); ++k) {
+    const resnet::AugmentDraw draw{static_cast<resnet::AugmentOp>(ops[k].item<int64_t>()), magnitudes[k].item<double>()};
+    const std::string name = std::string(resnet::augment_op_name(draw.op)) + " " + std::to_string(draw.magnitude);
+    const auto want = resnet::find_tensor(ref, "out." + std::to_string(k), "augment.pt").to(torch::kFloat);
+    const auto got = resnet::trivial_augment(image, {draw}, {1.0, 1.0})[0];
+    ASSERT_EQ(got.sizes(), want.sizes()) << name;
+    const auto diff = (got - want).abs();
+    std::cout << name << ": max difference " << diff.max().item<double>() << ", mean " << diff.mean().item<double>()
+              << ", share over 0.5 " << diff.gt(0.5).to(torch::kFloat).mean().item<double>() << "\n";
+    switch (draw.op) {
+      case resnet::AugmentOp::kShearX:
+      case resnet::AugmentOp::kShearY:
+      case resnet::AugmentOp::kTranslateX:
+      case resnet::AugmentOp::kTranslateY:
+      case resnet::AugmentOp::kRotate:
+        // nearest: the same pixels but where a coordinate falls within float rounding of a tie
+        EXPECT_LE(diff.gt(0.5).to(torch::kFloat).mean().item<double>(), 0.005) << name;
+        EXPECT_GT(got.eq(0).to(torch::kFloat).mean().item<double>(), 0.02) << name << ": the black fill";
+        break;
+      case resnet::AugmentOp::kColor:
+      case resnet::AugmentOp::kContrast:
+      case resnet::AugmentOp::kSharpness:
+        EXPECT_LE(diff.max().item<double>(), 2.0) << name;
+        EXPECT_LE(diff.mean().item<double>(), 1.0) << name;
+        break;
+      default:
+        EXPECT_LE(diff.max().item<double>(), 1.0) << name;
+    }
+    if (draw.op != resnet::AugmentOp::kIdentity) {
+      EXPECT_GT((got - image[0]).abs().max().item<double>(), 2.0) << name;
+    }
+  }
+}
+
+TEST(Transforms, TrivialAugmentDrawsEachOperationAndStrengthEvenly) {
+  std::mt19937_64 rng(11);
+  constexpr int kDraws = 28000;  // 2,000 an operation expected
+  std::vector<int> count(resnet::kAugmentOps);
+  std::vector<std::set<double>> seen(resnet::kAugmentOps);
+  int negative = 0, signed_draws = 0;
+  for (int i = 0; i < kDraws; ++i) {
+    const auto d = resnet::draw_trivial_augment(rng);
+    ++count[static_cast<int>(d.op)];
+    seen[static_cast<int>(d.op)].insert(std::abs(d.magnitude));
+    if (d.op == resnet::AugmentOp::kRotate) {
+      EXPECT_LE(std::abs(d.magnitude), 135.0);
+      ++signed_draws;
+      negative += d.magnitude < 0;
+    }
+    if (d.op == resnet::AugmentOp::kPosterize) {
+      EXPECT_TRUE(d.magnitude >= 2 && d.magnitude <= 8) << d.magnitude;
+    }
+    if (d.op == resnet::AugmentOp::kSolarize) {
+      EXPECT_TRUE(d.magnitude >= 0 && d.magnitude <= 255) << d.magnitude;
+    }
+  }
+  for (int op = 0; op < resnet::kAugmentOps; ++op) EXPECT_NEAR(count[op], 2000, 200) << op;  // 4.5 sigma
+  EXPECT_EQ(seen[static_cast<int>(resnet::AugmentOp::kShearX)].size(), 31u);
+  EXPECT_EQ(seen[static_cast<int>(resnet::AugmentOp::kPosterize)].size(), 7u);  // 8 bits down to 2
+  EXPECT_EQ(seen[static_cast<int>(resnet::AugmentOp::kEqualize)].size(), 1u);
+  EXPECT_NEAR(static_cast<double>(negative) / signed_draws, 0.5, 0.06);
+}
+
+// In the train transform: drawn from each image's generator after its crop and flip; an image that
+// drew Identity comes out as without TrivialAugment, the others not; the same seeds, the same batch.
+TEST(Transforms, TrainTransformAppliesTrivialAugmentPerImage) {
+  torch::manual_seed(3);
+  const int64_t n = 24;
+  const auto images = torch::randint(0, 256, {n, 3, 32, 32}, torch::kUInt8);
+  const resnet::RawBatch batch{images, torch::tensor({32, 32}).view({1, 2}).repeat({n, 1}), torch::zeros({n}, torch::kLong)};
+  resnet::TrainCropOptions pad;
+  pad.pad = 4;
+  std::vector<uint64_t> seeds;
+  for (uint64_t s = 0; s < static_cast<uint64_t>(n); ++s) seeds.push_back(1000 + s);
+  const auto plain = resnet::train_transform(batch, 64, seeds, {}, pad, {}, false);
+  const auto augmented = resnet::train_transform(batch, 64, seeds, {}, pad, {}, true);
+  EXPECT_TRUE(torch::equal(augmented, resnet::train_transform(batch, 64, seeds, {}, pad, {}, true)));
+  int identity = 0, changed = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    std::mt19937_64 rng(seeds[static_cast<size_t>(b)]);  // the transform's draws, in its order
+    resnet::random_crop_box(32, 32, 4, rng);
+    std::bernoulli_distribution(0.5)(rng);
+    const auto draw = resnet::draw_trivial_augment(rng);
+    const bool same = torch::equal(plain[b], augmented[b]);
+    if (draw.op == resnet::AugmentOp::kIdentity) {
+      ++identity;
+      EXPECT_TRUE(same) << "image " << b;
+    } else if (!same) {
+      ++changed;
+    }
+  }
+  EXPECT_GE(changed, n - identity - 2);  // (a few operations can leave a random image unchanged)
+  EXPECT_GT(changed, 0);
+}
+
 TEST(Transforms, CudaGivesWhatTheCpuGives) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   const auto images = torch::randint(0, 256, {16, 3, 32, 32}, torch::kUInt8);
@@ -1072,6 +1176,11 @@ TEST(Transforms, TheFusedResampleGivesWhatGridSampleGives) {
     EXPECT_LE(diff.max().item<double>(), 1e-3);
     EXPECT_LE(diff.mean().item<double>(), 1e-5);
   }
+  // TrivialAugment on the GPU as on the CPU (nearest sampling and whole levels: a value within
+  // float rounding of a tie may go either way)
+  const auto augmented = (resnet::train_transform(fused, 224, seeds, {}, {}, erase, true).cpu() -
+                          resnet::train_transform(cpu, 224, seeds, {}, {}, erase, true)).abs();
+  EXPECT_LE(augmented.gt(1e-2).to(torch::kFloat).mean().item<double>(), 0.01);
   resnet::TrainCropOptions pad;
   pad.pad = 4;
   std::mt19937_64 a(5), b(5);

@@ -129,7 +129,8 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
     const auto* index = indices.data_ptr<int64_t>();
     std::vector<uint64_t> seeds(static_cast<size_t>(indices.size(0)));
     for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = mix(options_.seed, epoch_, static_cast<uint64_t>(index[i]));
-    out.images = train_transform(raw, options_.image_size, seeds, into, options_.crop, options_.erase);
+    out.images = train_transform(raw, options_.image_size, seeds, into, options_.crop, options_.erase,
+                                 options_.trivial_augment);
   } else {
     out.images = test_transform(raw, options_.image_size, into, options_.test_crop_pct);
   }

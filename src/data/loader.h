@@ -34,6 +34,7 @@ struct LoaderOptions {
   TrainCropOptions crop;       // the train transform's crop (--crop-scale, --crop-pad)
   RandomErasingOptions erase;  // and its random erasing (--random-erase)
   double test_crop_pct = kTestCropPct;  // the test transform's centre crop (--test-crop-pct)
+  bool trivial_augment = false;         // the train transform's TrivialAugment (--trivial-augment)
 };
 
 struct Batch {

@@ -9,6 +9,8 @@
 #include <optional>
 #include <stdexcept>
 
+#include "data/augment.h"
+
 #ifdef RESNET_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -102,7 +104,7 @@ torch::Tensor normalise(const torch::Tensor& result, const torch::Tensor& into) 
 // skips grid_sample's normalised coordinates; CudaGivesWhatTheCpuGives and
 // TheFusedResampleGivesWhatGridSampleGives compare them); nullopt where the kernel does not apply.
 std::optional<torch::Tensor> resample_on_gpu(const torch::Tensor& images, const Geometry& g, int64_t size,
-                                             const torch::Tensor& into) {
+                                             const torch::Tensor& into, bool normalised) {
   constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
   if (!images.is_cuda() || images.scalar_type() != torch::kUInt8 || images.dim() != 4 || images.size(1) != 3 ||
       images.size(0) == 0 || images.size(0) > 65535 || images.size(2) == 0 || images.size(3) == 0 || size < 1 ||
@@ -119,8 +121,8 @@ std::optional<torch::Tensor> resample_on_gpu(const torch::Tensor& images, const 
   const c10::cuda::CUDAGuard guard(images.device());
   const auto on_device = upload(torch::tensor(geometry, torch::kFloat), images.device());
   auto out = output_for(into, n, size, images.device());
-  cuda::ChannelAffine affine{};
-  for (int c = 0; c < 3; ++c) {  // the constants normalise() uses, in float as it has them
+  cuda::ChannelAffine affine{{1.f, 1.f, 1.f}, {0.f, 0.f, 0.f}};  // (the pixels, 0-255, where not normalised)
+  for (int c = 0; c < 3 && normalised; ++c) {  // the constants normalise() uses, in float as it has them
     affine.scale[c] = static_cast<float>(1.0 / (255.0 * kImageNetStd[c]));
     affine.shift[c] = -static_cast<float>(kImageNetMean[c] / kImageNetStd[c]);
   }
@@ -137,9 +139,17 @@ std::optional<torch::Tensor> resample_on_gpu(const torch::Tensor& images, const 
 
 torch::Tensor resample(const RawBatch& batch, const Geometry& g, int64_t size, const torch::Tensor& into) {
 #ifdef RESNET_WITH_CUDA
-  if (auto fused = resample_on_gpu(batch.images, g, size, into)) return *fused;
+  if (auto fused = resample_on_gpu(batch.images, g, size, into, /*normalised=*/true)) return *fused;
 #endif
   return normalise(sample(batch.images, g, size), into);
+}
+
+// The pixels (float, 0-255) that g's geometry reads from the batch, not normalised.
+torch::Tensor resample_pixels(const RawBatch& batch, const Geometry& g, int64_t size) {
+#ifdef RESNET_WITH_CUDA
+  if (auto fused = resample_on_gpu(batch.images, g, size, {}, /*normalised=*/false)) return *fused;
+#endif
+  return sample(batch.images, g, size);
 }
 
 // torchvision's ten tries at a box of a uniform share of the image's area with a log-uniform
@@ -245,7 +255,8 @@ void erase_boxes(torch::Tensor& images, const std::vector<CropBox>& boxes) {
 // The train transform's geometry, image b's random numbers from `rng_of(b)`.
 template <typename RngOf>
 torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& rng_of, const torch::Tensor& into,
-                                   const TrainCropOptions& crop, const RandomErasingOptions& erase) {
+                                   const TrainCropOptions& crop, const RandomErasingOptions& erase,
+                                   bool trivial_augment) {
   const auto sizes = batch.sizes.to(torch::kCPU).contiguous();
   const auto* hw = sizes.data_ptr<int64_t>();
   // A source that decoded only the crops (a CropPlan): where each image sits in its file.
@@ -256,6 +267,8 @@ torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& 
   std::bernoulli_distribution flip(0.5);
   Geometry g;
   std::vector<CropBox> erased;
+  std::vector<AugmentDraw> augments;
+  std::vector<double> translate_scale;  // output pixels per crop pixel, x then y (augment.h)
   for (int64_t b = 0; b < sizes.size(0); ++b) {
     std::mt19937_64& rng = rng_of(b);
     const int64_t h = file_hw[2 * b], w = file_hw[2 * b + 1];
@@ -279,9 +292,16 @@ torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& 
       xlo = std::max(0.0, to_x(xlo)), xhi = std::min(static_cast<double>(hw[2 * b + 1] - 1), to_x(xhi));
     }
     g.add(y0, ystep, ylo, yhi, x0, xstep, xlo, xhi, flip(rng));
+    if (trivial_augment) {
+      augments.push_back(draw_trivial_augment(rng));
+      translate_scale.push_back(static_cast<double>(size) / static_cast<double>(box.width));
+      translate_scale.push_back(static_cast<double>(size) / static_cast<double>(box.height));
+    }
     if (erase.p > 0) erased.push_back(random_erasing_box(size, size, rng, erase));
   }
-  torch::Tensor images = resample(batch, g, size, into);
+  torch::Tensor images = trivial_augment
+                             ? normalise(resnet::trivial_augment(resample_pixels(batch, g, size), augments, translate_scale), into)
+                             : resample(batch, g, size, into);
   if (erase.p > 0) erase_boxes(images, erased);
   return images;
 }
@@ -290,12 +310,12 @@ torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& 
 
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_64& rng, const torch::Tensor& into,
                               const TrainCropOptions& crop) {
-  return train_transform_with(batch, size, [&](int64_t) -> std::mt19937_64& { return rng; }, into, crop, {});
+  return train_transform_with(batch, size, [&](int64_t) -> std::mt19937_64& { return rng; }, into, crop, {}, false);
 }
 
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
                               const torch::Tensor& into, const TrainCropOptions& crop,
-                              const RandomErasingOptions& erase) {
+                              const RandomErasingOptions& erase, bool trivial_augment) {
   std::mt19937_64 rng;
   return train_transform_with(
       batch, size,
@@ -303,7 +323,7 @@ torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::ve
         rng.seed(seeds.at(static_cast<size_t>(b)));
         return rng;
       },
-      into, crop, erase);
+      into, crop, erase, trivial_augment);
 }
 
 torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into, double crop_pct) {

@@ -77,10 +77,11 @@ torch::Tensor train_transform(const RawBatch& batch, int64_t size, std::mt19937_
 
 // The same with image b's crop and flip drawn from its own generator, seeded with seeds[b]: an
 // image's augmentation then depends on its seed alone, not on the batch it comes in.
-// Random erasing, where erase.p > 0, draws from the same generator after the crop and the flip.
+// TrivialAugment (data/augment.h), where trivial_augment, draws from the same generator after the
+// crop and the flip, and random erasing, where erase.p > 0, after those.
 torch::Tensor train_transform(const RawBatch& batch, int64_t size, const std::vector<uint64_t>& seeds,
                               const torch::Tensor& into = {}, const TrainCropOptions& crop = {},
-                              const RandomErasingOptions& erase = {});
+                              const RandomErasingOptions& erase = {}, bool trivial_augment = false);
 
 // Test transform: Resize(floor(size / crop_pct)) + CenterCrop(size) + normalisation; `into` as above.
 torch::Tensor test_transform(const RawBatch& batch, int64_t size, const torch::Tensor& into = {},

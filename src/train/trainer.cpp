@@ -51,7 +51,7 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 // Settings that must match for a resumed run to continue the same computation.
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
                              "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
-                             "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "crop_pad", "random_erase", "ema_decay",
+                             "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "crop_pad", "random_erase", "trivial_augment", "ema_decay",
                              "mixup", "cutmix", "clip_grad_norm", "holdout", "progressive_resize"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
@@ -313,7 +313,9 @@ void Run::open_data() {
   crop.pad = o.crop_pad;
   const RandomErasingOptions erase{o.random_erase};
   train_loader = std::make_unique<Loader>(
-      train_source, LoaderOptions{o.batch_size, o.image_size, true, o.seed, rank, world(), crop, erase, o.test_crop_pct}, device);
+      train_source,
+      LoaderOptions{o.batch_size, o.image_size, true, o.seed, rank, world(), crop, erase, o.test_crop_pct, o.trivial_augment},
+      device);
   test_loader = std::make_unique<Loader>(
       test_source, LoaderOptions{o.batch_size, o.image_size, false, o.seed, rank, world(), {}, {}, o.test_crop_pct}, device);
 }
@@ -411,6 +413,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
     if (!saved.settings.contains(key)) saved.settings[key] = 0.0;
   for (const char* key : {"holdout", "crop_pad"})
     if (!saved.settings.contains(key)) saved.settings[key] = 0;
+  if (!saved.settings.contains("trivial_augment")) saved.settings["trivial_augment"] = false;
   if (!saved.settings.contains("progressive_resize")) saved.settings["progressive_resize"] = nlohmann::json::array();
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
@@ -793,6 +796,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"progressive_resize", o.progressive_resize},
           {"test_crop_pct", o.test_crop_pct},
           {"random_erase", o.random_erase},
+          {"trivial_augment", o.trivial_augment},
           {"ema_decay", o.ema_decay},
           {"mixup", o.mix.mixup_alpha},
           {"cutmix", o.mix.cutmix_alpha},

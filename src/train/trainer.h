@@ -62,6 +62,8 @@ struct TrainOptions {
   std::vector<double> progressive_resize;
   // RandomErasing's probability after the normalisation (torchvision's scale and ratio; 0: off)
   double random_erase = 0;
+  // TrivialAugmentWide on each training image, before the normalisation (data/augment.h)
+  bool trivial_augment = false;
   // A moving average of the weights, updated every step with this decay (0: none); the per-epoch
   // test and checkpoint.pth then use it.
   double ema_decay = 0;

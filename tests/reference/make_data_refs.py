@@ -15,6 +15,8 @@
                  writes it (PIL Resize + CenterCrop + ToTensor + Normalize): test.S.K for S = 224, 64
   crop_draws.pt  torchvision RandomResizedCrop.get_params draws (top, left, height, width) for
                  images of H x W: draws.HxW, int64 [N, 4]
+  augment.pt     image (uint8 [3, 40, 48]), ops, magnitudes and out.K: torchvision's TrivialAugmentWide
+                 operation ops[K] at magnitudes[K] applied to image (nearest, no fill)
   erase_draws.pt torchvision RandomErasing.get_params draws (top, left, height, width; the whole
                  image where ten tries found no box) at its default scale and ratio: draws.HxW
   imagenet/      an ImageNet devkit in small (scipy.io.savemat's meta.mat, 5 synsets; 6 validation
@@ -132,6 +134,24 @@ for h, w in ((32, 32), (224, 224)):
     rows = [T.RandomErasing.get_params(img, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=[0])[:4] for _ in range(a.draws)]
     draws[f'draws.{h}x{w}'] = torch.tensor(rows, dtype=torch.long)
 torch.save(draws, os.path.join(out, 'erase_draws.pt'))
+
+# TrivialAugmentWide's operations (torchvision's _apply_op, on uint8 tensors, nearest, no fill):
+# case K is operation ops[K] (its index in the augmentation space) at magnitudes[K], on image.
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.autoaugment import _apply_op
+space = list(T.TrivialAugmentWide()._augmentation_space(31).keys())
+cases = [('Identity', 0.0), ('ShearX', 0.33), ('ShearX', -0.66), ('ShearY', 0.495), ('TranslateX', 7.0),
+         ('TranslateX', -12.0), ('TranslateY', 5.0), ('Rotate', 31.5), ('Rotate', -103.5), ('Brightness', 0.495),
+         ('Brightness', -0.396), ('Color', 0.66), ('Color', -0.924), ('Contrast', 0.528), ('Contrast', -0.495),
+         ('Sharpness', 0.924), ('Sharpness', -0.924), ('Posterize', 3.0), ('Posterize', 6.0), ('Solarize', 127.5),
+         ('Solarize', 42.5), ('AutoContrast', 0.0), ('Equalize', 0.0)]
+augment = {'image': torch.from_numpy(smooth_image(40, 48)).permute(2, 0, 1).contiguous()}
+augment['image'][1] = augment['image'][1] // 3 + 60  # a channel of a narrow range (autocontrast, equalize)
+augment['ops'] = torch.tensor([space.index(op) for op, _ in cases], dtype=torch.long)
+augment['magnitudes'] = torch.tensor([m for _, m in cases], dtype=torch.float64)
+for k, (op, m) in enumerate(cases):
+    augment[f'out.{k}'] = _apply_op(augment['image'], op, m, interpolation=InterpolationMode.NEAREST, fill=None)
+torch.save(augment, os.path.join(out, 'augment.pt'))
 
 # --- archives ---------------------------------------------------------------------------------
 arch = os.path.join(out, 'archives')
