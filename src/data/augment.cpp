@@ -7,6 +7,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "data/upload.h"
+
 namespace resnet {
 namespace {
 
@@ -94,7 +96,7 @@ std::array<double, 6> geometry_of(const AugmentDraw& d, double scale_x, double s
 }
 
 torch::Tensor column(const std::vector<double>& values, const torch::Tensor& like) {
-  return torch::tensor(values, torch::kDouble).to(like.options()).view({-1, 1, 1, 1});
+  return upload(torch::tensor(values, torch::kDouble).to(like.scalar_type()), like.device()).view({-1, 1, 1, 1});
 }
 
 torch::Tensor grey(const torch::Tensor& x) {  // [k, 1, H, W], as rgb_to_grayscale
@@ -165,7 +167,7 @@ torch::Tensor trivial_augment(const torch::Tensor& pixels, const std::vector<Aug
   for (int64_t b = 0; b < n; ++b) by_op[static_cast<int>(draws[b].op)].push_back(b);
   auto out = pixels.clone();
   const auto index_of = [&](const std::vector<int64_t>& rows) {
-    return torch::tensor(rows, torch::kLong).to(pixels.device());
+    return upload(torch::tensor(rows, torch::kLong), pixels.device());
   };
   // One pass per operation over the images that drew it.
   const auto apply = [&](const std::vector<int64_t>& rows, const auto& op) {
@@ -188,7 +190,7 @@ torch::Tensor trivial_augment(const torch::Tensor& pixels, const std::vector<Aug
       theta.insert(theta.end(), {m[0] / hw, m[3] / hh, m[1] / hw, m[4] / hh, m[2] / hw, m[5] / hh});
     }
     const auto opts = x.options();
-    const auto rescaled = torch::tensor(theta, torch::kDouble).to(opts).view({-1, 3, 2});
+    const auto rescaled = upload(torch::tensor(theta, torch::kDouble).to(x.scalar_type()), x.device()).view({-1, 3, 2});
     const auto xs = torch::linspace(-0.5 * width + 0.5, 0.5 * width - 0.5, width, opts);
     const auto ys = torch::linspace(-0.5 * height + 0.5, 0.5 * height - 0.5, height, opts);
     const auto base = torch::stack({xs.view({1, width}).expand({height, width}), ys.view({height, 1}).expand({height, width}),

@@ -16,6 +16,7 @@
 #include "core/parallel.h"
 #include "data/decode.h"
 #include "data/gpu_jpeg.h"
+#include "data/upload.h"
 
 #ifdef RESNET_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -75,10 +76,8 @@ torch::Tensor to_device_beside_compute(const torch::Tensor& host, const torch::D
 }
 
 #ifdef RESNET_WITH_CUDA
-// An int64 index on `device`, copied from pinned memory on the current stream (from pageable
-// memory the copy would first wait, here, for all the work queued on that stream).
 torch::Tensor pinned_index(const std::vector<int64_t>& values, const torch::Device& device) {
-  return torch::tensor(values, torch::kLong).pin_memory().to(device, /*non_blocking=*/true);
+  return upload(torch::tensor(values, torch::kLong), device);
 }
 #endif
 

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "data/augment.h"
+#include "data/upload.h"
 
 #ifdef RESNET_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -33,15 +34,6 @@ struct Geometry {
     flip.push_back(flipped);
   }
 };
-
-// A small CPU tensor (a batch's crop geometry, flips, the normalisation's constants) on `device`.
-// To a GPU it goes from pinned memory: a copy from pageable memory first waits for all the work
-// queued on the stream (CUDA's rule for such copies), that is for the training step before, and
-// the GPU would then idle while this thread builds the rest of the batch.
-torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
-  if (!device.is_cuda()) return host.to(device);
-  return host.pin_memory().to(device, /*non_blocking=*/true);
-}
 
 torch::Tensor column(const std::vector<double>& v, const torch::Device& device) {
   return upload(torch::tensor(v, torch::kDouble).to(torch::kFloat).unsqueeze(1), device);
