@@ -1,6 +1,7 @@
 // Data pipeline throughput, for docs/PERFORMANCE.md:
 //   data_bench decode --folder DIR          decode every image of DIR/train and DIR/test on all cores
 //   data_bench transform --device cuda      train and test transforms, uint8 32x32 -> float 224x224
+//                                           (also the fast recipe's, with and without --trivial-augment)
 //   data_bench loader --folder DIR --device cuda   the training loader alone on DIR's train split:
 //                                           read + decode + crop + flip + normalise + transfer, as
 //                                           `resnet train` gets its batches (issue 15);
@@ -55,15 +56,25 @@ void transform(const std::string& device_name, int64_t batch_size, int64_t size,
   resnet::RawBatch batch{images, torch::tensor({32, 32}).view({1, 2}).repeat({batch_size, 1}),
                          torch::zeros({batch_size}, torch::TensorOptions().dtype(torch::kLong).device(device))};
   std::mt19937_64 rng(0);
-  for (const bool train : {true, false}) {
-    auto run = [&] { return train ? resnet::train_transform(batch, size, rng) : resnet::test_transform(batch, size); };
+  std::vector<uint64_t> seeds(static_cast<size_t>(batch_size));
+  for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = i;
+  resnet::TrainCropOptions pad;  // the fast recipe's: pad-and-crop by 4, erasing 0.25
+  pad.pad = 4;
+  const resnet::RandomErasingOptions erase{0.25};
+  // the train transform (RandomResizedCrop), the recipe's, the recipe's with TrivialAugment, the test
+  for (const std::string name : {"train_transform", "recipe_transform", "recipe_trivial_augment", "test_transform"}) {
+    auto run = [&] {
+      if (name == "train_transform") return resnet::train_transform(batch, size, rng);
+      if (name == "test_transform") return resnet::test_transform(batch, size);
+      return resnet::train_transform(batch, size, seeds, {}, pad, erase, name == "recipe_trivial_augment");
+    };
     for (int i = 0; i < 5; ++i) run();
     if (device.is_cuda()) torch::cuda::synchronize();
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < steps; ++i) run();
     if (device.is_cuda()) torch::cuda::synchronize();
     const double s = seconds_since(t0);
-    std::cout << nlohmann::json{{"bench", train ? "train_transform" : "test_transform"},
+    std::cout << nlohmann::json{{"bench", name},
                                 {"device", resnet::describe_device(device)}, {"batch_size", batch_size},
                                 {"from", "uint8 32x32"}, {"to", "float " + std::to_string(size) + "x" + std::to_string(size)},
                                 {"img_per_s", batch_size * steps / s}, {"ms_per_batch", 1000 * s / steps}}
