@@ -8,7 +8,8 @@
 #      256, 224 px (read + decode + crop + flip + normalise + transfer), and its peak memory: CPU
 #      decoding, then --gpu-decode (nvJPEG); each with one batch gathered at a time and with three;
 #   3. resnet bench: the training step alone at the same settings (fp16, the fused path); then the
-#      nvJPEG loader again while resnet bench runs on the same GPU (each part of a gather, timed);
+#      loader again (nvJPEG, then CPU decoding) while resnet bench runs on the same GPU (each part
+#      of an nvJPEG gather timed);
 #   4. resnet train on the folder, 3 epochs at the same settings, with --gpu-decode and without:
 #      epochs 2 and 3's img/s from metrics.csv, and how long their steps waited for data (the
 #      epoch lines say so where it is over 2% of the epoch);
@@ -52,8 +53,10 @@ build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size
 bench_pid=$!
 trap 'kill $bench_pid 2> /dev/null' EXIT
 sleep 8  # (its start-up and warm-up: 2-3 s of warm-up on an H200)
-build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
-  --gathers-at-once 3 --gpu-decode > "$out/loader-beside.jsonl"
+for decode in --gpu-decode ""; do
+  build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
+    --gathers-at-once 3 $decode
+done > "$out/loader-beside.jsonl"
 if kill -0 $bench_pid 2> /dev/null; then
   cat "$out/loader-beside.jsonl"
 else  # the bench ended (or failed) before the loader: not a figure of the two together
