@@ -359,8 +359,9 @@ class StreamingSource : public ImageSource {
     // A high-priority stream: beside training the step's kernels fill the GPU, and this gather's
     // small kernels (the zeros, the decoder's, the CPU rows' copy into the batch; the uploads
     // themselves use the copy engines, which priorities do not order) would otherwise queue behind
-    // its blocks, one after another, while the step needs this batch next anyway. (The suspected reason why the loader gave
-    // 10,300 img/s alone but about 6,500 beside training on an H200, 2026-12-01; to be measured.)
+    // its blocks, one after another, while the step needs this batch next anyway. (The suspected
+    // reason why the loader gave 10,300 img/s alone but about 6,500 beside training on an H200,
+    // 2026-12-01; to be measured.)
     auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index());
     torch::Tensor images;
     std::string refused;
