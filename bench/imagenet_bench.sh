@@ -16,7 +16,8 @@
 #   5. where DALI is installed (/tmp/site-dali: bench/dali_parts.sh), DALI's training input on the
 #      same folder (bench/dali_bench.py), its decoding on the GPU and on the CPU;
 # and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
-# bench/device_run.sh. Logs and JSON lines go to $OUT.
+# bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES="gpu" trains with nvJPEG only
+# (default "cpu gpu"; each training run takes about a minute).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-device-out}
@@ -66,7 +67,7 @@ fi
 kill $bench_pid 2> /dev/null
 wait $bench_pid 2> /dev/null
 trap - EXIT
-for decode in cpu gpu; do
+for decode in ${TRAIN_DECODES:-cpu gpu}; do
   flags=()
   [ $decode = gpu ] && flags=(--gpu-decode)
   build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
