@@ -14,6 +14,8 @@
 #include "io/state_dict.h"
 #include "io/torch_save.h"
 #include "models/registry.h"
+#include "train/sgd.h"
+#include "train/step.h"
 #include "test_util.h"
 
 namespace {
@@ -26,6 +28,19 @@ constexpr int64_t kNumClasses = 10;
 
 std::string reference_path(const std::string& file) {
   return (std::filesystem::path(RESNET_REFERENCE_DIR) / file).string();
+}
+
+// The reference's weights (state.* of <model>.weights.pt) into `model`, checking that the names
+// and their order are torchvision's.
+void load_reference_weights(resnet::Classifier& model, const resnet::NamedTensors& weights,
+                            const std::string& weights_path) {
+  resnet::NamedTensors state;
+  for (const auto& [key, tensor] : weights)
+    if (key.rfind("state.", 0) == 0) state.emplace_back(key.substr(6), tensor);
+  const auto ours = resnet::state_dict(model);
+  ASSERT_EQ(ours.size(), state.size());
+  for (size_t i = 0; i < ours.size(); ++i) ASSERT_EQ(ours[i].first, state[i].first) << "entry " << i;
+  resnet::load_state_dict(model, state, weights_path);
 }
 
 using Param = std::tuple<std::string, std::string>;  // model, device
@@ -47,14 +62,8 @@ TEST_P(ModelParity, MatchesTorchvision) {
   const auto ref = resnet::load_tensor_dict(outputs_path);
 
   auto model = resnet::create_model(name, kNumClasses);
-  resnet::NamedTensors state;
-  for (const auto& [key, tensor] : weights)
-    if (key.rfind("state.", 0) == 0) state.emplace_back(key.substr(6), tensor);
-  // Same names in the same order as torchvision's state_dict().
-  const auto ours = resnet::state_dict(*model);
-  ASSERT_EQ(ours.size(), state.size());
-  for (size_t i = 0; i < ours.size(); ++i) ASSERT_EQ(ours[i].first, state[i].first) << "entry " << i;
-  resnet::load_state_dict(*model, state, weights_path);
+  load_reference_weights(*model, weights, weights_path);  // (same names, same order as torchvision's)
+  if (HasFatalFailure()) return;
   model->to(device);
 
   const auto input = resnet::find_tensor(weights, "input", weights_path).to(device);
@@ -119,5 +128,57 @@ TEST(ParameterCountParity, EqualsTorchvisionFor10And1000Classes) {
     }
   }
 }
+
+// A short training run against PyTorch's, as llm.c's trajectory check: resnet18 from the
+// reference's weights, eight steps of our fp32 training step and SGD (the sample's momentum and
+// weight decay) against torch.optim.SGD's on the same batches: each step's loss, then several
+// parameters and batch-norm statistics after the last. A difference in the step, the optimizer
+// or the batch norms' updates would grow over the steps.
+class TrajectoryParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TrajectoryParity, EightSgdStepsMatchPyTorchs) {
+  const std::string device_name = GetParam();
+  const bool cuda = device_name == "cuda";
+  if (cuda && !torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  const std::string weights_path = reference_path("resnet18.weights.pt");
+  const std::string ref_path = reference_path("trajectory." + device_name + ".pt");
+  const auto ref = resnet::load_tensor_dict(ref_path);
+  auto model = resnet::create_model("resnet18", kNumClasses);
+  load_reference_weights(*model, resnet::load_tensor_dict(weights_path), weights_path);
+  if (HasFatalFailure()) return;
+  model->to(device);
+  model->train();
+  const auto input = resnet::find_tensor(ref, "input", ref_path);
+  const auto labels = resnet::find_tensor(ref, "labels", ref_path);
+  const auto losses = resnet::find_tensor(ref, "losses", ref_path);
+  const auto hyper = resnet::find_tensor(ref, "hyper", ref_path);
+  resnet::Sgd sgd(model->parameters(), {hyper[0].item<double>(), hyper[1].item<double>(), hyper[2].item<double>()});
+  resnet::TrainStep step(*model, sgd, resnet::StepOptions{}, device);
+  for (int64_t i = 0; i < input.size(0); ++i) {
+    const double want = losses[i].item<double>();
+    const double got = step.run(input[i].to(device), labels[i].to(device)).item<double>();
+    std::cout << "step " << i << ": loss " << got << " (PyTorch " << want << ")\n";
+    EXPECT_NEAR(got, want, kTolerance * std::abs(want)) << "step " << i;
+  }
+  const auto params = model->named_parameters();
+  const auto buffers = model->named_buffers();
+  int compared = 0;
+  for (const auto& [key, tensor] : ref) {
+    const bool param = key.rfind("param.", 0) == 0, buffer = key.rfind("buffer.", 0) == 0;
+    if (!param && !buffer) continue;
+    const auto* mine = param ? params.find(key.substr(6)) : buffers.find(key.substr(7));
+    ASSERT_NE(mine, nullptr) << key;
+    const double err = resnet::test::relative_error(*mine, tensor);
+    EXPECT_LE(err, kTolerance) << key << " on " << device_name;
+    ++compared;
+  }
+  EXPECT_GE(compared, 10);
+}
+
+INSTANTIATE_TEST_SUITE_P(CpuAndCuda, TrajectoryParity, ::testing::ValuesIn(cpu_and_cuda()),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace

@@ -10,6 +10,10 @@ they matter) and the input batch; <out>/<model>.<device>.pt holds, computed on t
   grad.<name>   gradients of several named parameters after loss.backward()
   buffer.<name> a few batch-norm running statistics after the train-mode forward
 <out>/param_counts.json: parameter counts for 10 and 1000 classes.
+<out>/trajectory.<device>.pt: a short training run from resnet18's weights (llm.c's trajectory
+check): TRAJECTORY's steps of torch.optim.SGD on random batches in train mode, fp32: input
+[steps, B, 3, S, S], labels [steps, B], hyper (lr, momentum, weight decay), losses [steps], and
+param.<name> / buffer.<name> after the last step.
 CUDA outputs are written when a GPU is visible; TF32 is off so that they are float32 results.
 Files are rewritten only when this script changes (a stamp holds its hash).
 """
@@ -28,6 +32,9 @@ GRADS = {'resnet': ['conv1.weight', 'bn1.weight', 'bn1.bias', 'layer1.0.conv1.we
 BUFFERS = {'resnet': ['bn1.running_mean', 'bn1.running_var', 'layer4.0.bn2.running_var',
                       'bn1.num_batches_tracked'],
            'squeezenet': []}
+
+
+TRAJECTORY = dict(steps=8, batch=8, size=32, lr=0.01, momentum=0.9, weight_decay=1e-4, seed=99)
 
 
 def family(name):
@@ -72,6 +79,28 @@ def outputs(model, x, y, name, device):
     return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 
+def trajectory(model, device):
+    t = TRAJECTORY
+    model = model.to(device).train()
+    torch.manual_seed(t['seed'])
+    xs = torch.randn(t['steps'], t['batch'], 3, t['size'], t['size'])
+    ys = torch.randint(0, NUM_CLASSES, (t['steps'], t['batch']))
+    opt = torch.optim.SGD(model.parameters(), lr=t['lr'], momentum=t['momentum'], weight_decay=t['weight_decay'])
+    losses = []
+    for x, y in zip(xs, ys):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    out = {'input': xs, 'labels': ys, 'losses': torch.tensor(losses, dtype=torch.float64),
+           'hyper': torch.tensor([t['lr'], t['momentum'], t['weight_decay']], dtype=torch.float64)}
+    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    out.update({'param.' + g: params[g].detach().cpu().contiguous() for g in GRADS['resnet']})
+    out.update({'buffer.' + b: buffers[b].detach().cpu().contiguous() for b in BUFFERS['resnet']})
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--out', required=True)
@@ -98,6 +127,9 @@ def main():
         for device in devices:
             m, _, _ = make_weights(name, seed=i)  # fresh copy: the train step changes buffers
             torch.save(outputs(m, x, y, name, device), os.path.join(a.out, f'{name}.{device}.pt'))
+            if name == 'resnet18':  # (from the weights of resnet18.weights.pt)
+                m, _, _ = make_weights(name, seed=i)
+                torch.save(trajectory(m, device), os.path.join(a.out, f'trajectory.{device}.pt'))
         print(f'{name}: {counts[name][str(NUM_CLASSES)]:,} parameters; wrote {", ".join(devices)}', flush=True)
     json.dump(counts, open(os.path.join(a.out, 'param_counts.json'), 'w'), indent=1)
     open(stamp_path, 'w').write(stamp)
