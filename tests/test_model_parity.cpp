@@ -143,6 +143,9 @@ TEST_P(TrajectoryParity, EightSgdStepsMatchPyTorchs) {
   const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   at::globalContext().setAllowTF32CuDNN(false);
   at::globalContext().setAllowTF32CuBLAS(false);
+  // On a GPU, PyTorch's process and ours may pick different cuDNN algorithms, whose rounding the
+  // eight steps carry along: ten times the one-step tolerance there.
+  const double tolerance = cuda ? 10 * kTolerance : kTolerance;
   const std::string weights_path = reference_path("resnet18.weights.pt");
   const std::string ref_path = reference_path("trajectory." + device_name + ".pt");
   const auto ref = resnet::load_tensor_dict(ref_path);
@@ -161,7 +164,7 @@ TEST_P(TrajectoryParity, EightSgdStepsMatchPyTorchs) {
     const double want = losses[i].item<double>();
     const double got = step.run(input[i].to(device), labels[i].to(device)).item<double>();
     std::cout << "step " << i << ": loss " << got << " (PyTorch " << want << ")\n";
-    EXPECT_NEAR(got, want, kTolerance * std::abs(want)) << "step " << i;
+    EXPECT_NEAR(got, want, tolerance * std::abs(want)) << "step " << i;
   }
   const auto params = model->named_parameters();
   const auto buffers = model->named_buffers();
@@ -172,7 +175,8 @@ TEST_P(TrajectoryParity, EightSgdStepsMatchPyTorchs) {
     const auto* mine = param ? params.find(key.substr(6)) : buffers.find(key.substr(7));
     ASSERT_NE(mine, nullptr) << key;
     const double err = resnet::test::relative_error(*mine, tensor);
-    EXPECT_LE(err, kTolerance) << key << " on " << device_name;
+    std::cout << key << ": relative error " << err << "\n";
+    EXPECT_LE(err, tolerance) << key << " on " << device_name;
     ++compared;
   }
   EXPECT_GE(compared, 10);
