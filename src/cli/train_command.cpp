@@ -180,8 +180,9 @@ void add_train_command(CLI::App& app) {
                   "after normalisation (e.g. 0.25; 0: off)")
       ->capture_default_str();
   cmd->add_flag("--trivial-augment", o->trivial_augment,
-                "TrivialAugmentWide: one of 14 operations (shears, translations, rotation, colour, contrast, "
-                "sharpness, posterize, solarize, autocontrast, equalize) at a random strength on each training image");
+                "TrivialAugmentWide: one of 14 operations (none, shear x/y, translate x/y, rotate, brightness, "
+                "colour, contrast, sharpness, posterize, solarize, autocontrast, equalize) at a random strength on "
+                "each training image");
   cmd->add_flag("--no-decay-bn-bias", o->no_decay_bn_bias, "no weight decay for batch norms and biases");
   cmd->add_option("--weight-decay,--weight_decay,--wd", o->weight_decay, "SGD weight decay")->capture_default_str();
   add_image_size_option(*cmd, o->image_size);

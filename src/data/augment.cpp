@@ -33,9 +33,9 @@ bool is_signed(AugmentOp op) {
   }
 }
 
-// torchvision's _augmentation_space for TrivialAugmentWide: step `bin` of 0..kAugmentBins-1.
-double magnitude_at(AugmentOp op, int bin) {
-  const double t = static_cast<double>(bin) / (kAugmentBins - 1);
+// torchvision's _augmentation_space for TrivialAugmentWide, computed as it computes it (float32
+// linspace, whose rounding makes e.g. step 15 of 0-32 pixels 15.999999, a translation of 15).
+torch::Tensor magnitude_table(AugmentOp op) {
   switch (op) {
     case AugmentOp::kShearX:
     case AugmentOp::kShearY:
@@ -43,19 +43,31 @@ double magnitude_at(AugmentOp op, int bin) {
     case AugmentOp::kColor:
     case AugmentOp::kContrast:
     case AugmentOp::kSharpness:
-      return 0.99 * t;
+      return torch::linspace(0.0, 0.99, kAugmentBins);
     case AugmentOp::kTranslateX:
     case AugmentOp::kTranslateY:
-      return 32.0 * t;
+      return torch::linspace(0.0, 32.0, kAugmentBins);
     case AugmentOp::kRotate:
-      return 135.0 * t;
+      return torch::linspace(0.0, 135.0, kAugmentBins);
     case AugmentOp::kPosterize:  // 8 - round(bin / ((bins - 1) / 6)): 8 bits down to 2
-      return 8.0 - std::nearbyint(bin / ((kAugmentBins - 1) / 6.0));
+      return 8 - (torch::arange(kAugmentBins) / ((kAugmentBins - 1) / 6.0)).round().to(torch::kInt);
     case AugmentOp::kSolarize:
-      return 255.0 * (1.0 - t);
+      return torch::linspace(255.0, 0.0, kAugmentBins);
     default:
-      return 0.0;
+      return torch::zeros({kAugmentBins});
   }
+}
+
+double magnitude_at(AugmentOp op, int bin) {
+  static const std::vector<std::vector<double>> tables = [] {
+    std::vector<std::vector<double>> t;
+    for (int op = 0; op < kAugmentOps; ++op) {
+      const auto values = magnitude_table(static_cast<AugmentOp>(op)).to(torch::kDouble).contiguous();
+      t.emplace_back(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+    }
+    return t;
+  }();
+  return tables[static_cast<size_t>(op)][static_cast<size_t>(bin)];
 }
 
 // torchvision's _get_inverse_affine_matrix (output pixel -> input pixel, both relative to the
@@ -225,7 +237,7 @@ torch::Tensor trivial_augment(const torch::Tensor& pixels, const std::vector<Aug
     std::vector<double> step;  // 2^(8 - bits): the levels kept are its multiples
     for (int64_t b : rows) step.push_back(std::ldexp(1.0, 8 - static_cast<int>(draws[b].magnitude)));
     const auto q = column(step, x);
-    return torch::floor(x.clamp(0, 255) / q) * q;
+    return torch::floor(x.round().clamp(0, 255) / q) * q;  // (whole levels, as torchvision's uint8)
   });
   apply(by_op[static_cast<int>(AugmentOp::kSolarize)], [&](const torch::Tensor& x, const std::vector<int64_t>& rows) {
     std::vector<double> threshold;

@@ -6,12 +6,13 @@
 // Applied to the pixels (0-255) after the crop, flip and resize and before the normalisation and
 // random erasing, where torchvision's CIFAR-10 pipelines apply it to the crop (RandomCrop, flip,
 // TrivialAugmentWide, ToTensor, Normalize, RandomErasing). Translations are in pixels of the crop
-// before resizing (torchvision's 0-32 pixels on 32-pixel CIFAR images), so that they move the
-// content as far as on the small image; rotations and shears do not depend on the scale.
-// Geometric operations read with nearest-neighbour sampling and fill with black (0), as
-// torchvision's defaults; the pixels stay float (no rounding to uint8 between operations, which
-// makes results differ from torchvision's uint8 ones by under 1 level; Posterize and Equalize
-// round first, as they need whole levels).
+// before resizing where the crop is CIFAR's pad-and-crop (torchvision's 0-32 pixels on 32-pixel
+// images: they move the content as far as on the small image), and in output pixels after a
+// RandomResizedCrop (torchvision's ImageNet recipes apply it after that crop); rotations and
+// shears do not depend on the scale. Geometric operations read with nearest-neighbour sampling
+// and fill with black (0), as torchvision's defaults; the pixels stay float (no rounding to uint8
+// between operations, which makes results differ from torchvision's uint8 ones by up to 2 levels;
+// Posterize and Equalize round first, as they need whole levels).
 #pragma once
 
 #include <torch/types.h>

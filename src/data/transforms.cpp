@@ -284,10 +284,10 @@ torch::Tensor train_transform_with(const RawBatch& batch, int64_t size, RngOf&& 
       xlo = std::max(0.0, to_x(xlo)), xhi = std::min(static_cast<double>(hw[2 * b + 1] - 1), to_x(xhi));
     }
     g.add(y0, ystep, ylo, yhi, x0, xstep, xlo, xhi, flip(rng));
-    if (trivial_augment) {
+    if (trivial_augment) {  // (translations in the pad-and-crop's pixels, else the output's: augment.h)
       augments.push_back(draw_trivial_augment(rng));
-      translate_scale.push_back(static_cast<double>(size) / static_cast<double>(box.width));
-      translate_scale.push_back(static_cast<double>(size) / static_cast<double>(box.height));
+      translate_scale.push_back(crop.pad > 0 ? static_cast<double>(size) / static_cast<double>(box.width) : 1.0);
+      translate_scale.push_back(crop.pad > 0 ? static_cast<double>(size) / static_cast<double>(box.height) : 1.0);
     }
     if (erase.p > 0) erased.push_back(random_erasing_box(size, size, rng, erase));
   }

@@ -16,7 +16,8 @@
   crop_draws.pt  torchvision RandomResizedCrop.get_params draws (top, left, height, width) for
                  images of H x W: draws.HxW, int64 [N, 4]
   augment.pt     image (uint8 [3, 40, 48]), ops, magnitudes and out.K: torchvision's TrivialAugmentWide
-                 operation ops[K] at magnitudes[K] applied to image (nearest, no fill)
+                 operation ops[K] at magnitudes[K] applied to image (nearest, no fill); space.K: the
+                 magnitudes operation K draws from
   erase_draws.pt torchvision RandomErasing.get_params draws (top, left, height, width; the whole
                  image where ten tries found no box) at its default scale and ratio: draws.HxW
   imagenet/      an ImageNet devkit in small (scipy.io.savemat's meta.mat, 5 synsets; 6 validation
@@ -151,6 +152,8 @@ augment['ops'] = torch.tensor([space.index(op) for op, _ in cases], dtype=torch.
 augment['magnitudes'] = torch.tensor([m for _, m in cases], dtype=torch.float64)
 for k, (op, m) in enumerate(cases):
     augment[f'out.{k}'] = _apply_op(augment['image'], op, m, interpolation=InterpolationMode.NEAREST, fill=None)
+for k, (magnitudes, _) in enumerate(T.TrivialAugmentWide()._augmentation_space(31).values()):
+    augment[f'space.{k}'] = magnitudes.reshape(-1).to(torch.float64)  # (one 0 where it has no magnitude)
 torch.save(augment, os.path.join(out, 'augment.pt'))
 
 # --- archives ---------------------------------------------------------------------------------
