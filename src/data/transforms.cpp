@@ -75,18 +75,20 @@ torch::Tensor output_for(const torch::Tensor& into, int64_t n, int64_t size, con
   return torch::empty({n, 3, size, size}, torch::TensorOptions().dtype(torch::kFloat).device(device));
 }
 
+// (x / 255 - mean) / std of channel c's pixels as one multiply-add, x * scale + shift, in float:
+// the constants of normalise() and of the GPU kernel alike.
+float normalise_scale(int c) { return static_cast<float>(1.0 / (255.0 * kImageNetStd[c])); }
+float normalise_shift(int c) { return -static_cast<float>(kImageNetMean[c] / kImageNetStd[c]); }
+
 // (x / 255 - mean) / std of the pixels, as one multiply-add per element.
 torch::Tensor normalise(const torch::Tensor& result, const torch::Tensor& into) {
   const auto device = result.device();
-  const auto opts = torch::TensorOptions().dtype(torch::kFloat);
-  const auto scale = torch::tensor({1.0 / (255.0 * kImageNetStd[0]), 1.0 / (255.0 * kImageNetStd[1]),
-                                    1.0 / (255.0 * kImageNetStd[2])}, opts.device(torch::kCPU)).view({1, 3, 1, 1});
-  const auto shift = torch::tensor({kImageNetMean[0] / kImageNetStd[0], kImageNetMean[1] / kImageNetStd[1],
-                                    kImageNetMean[2] / kImageNetStd[2]}, opts.device(torch::kCPU)).view({1, 3, 1, 1});
+  const auto scale = torch::tensor({normalise_scale(0), normalise_scale(1), normalise_scale(2)}).view({1, 3, 1, 1});
+  const auto shift = torch::tensor({normalise_shift(0), normalise_shift(1), normalise_shift(2)}).view({1, 3, 1, 1});
   // One pass, into `into` where it fits (a graphed step's input buffer, channels-last or not), so
   // that the batch is written once where the step reads it; the same arithmetic either way.
   auto normalised = output_for(into, result.size(0), result.size(2), device);
-  return torch::addcmul_out(normalised, upload(shift.neg(), device), result, upload(scale, device));
+  return torch::addcmul_out(normalised, upload(shift, device), result, upload(scale, device));
 }
 
 #ifdef RESNET_WITH_CUDA
@@ -114,10 +116,7 @@ std::optional<torch::Tensor> resample_on_gpu(const torch::Tensor& images, const 
   const auto on_device = upload(torch::tensor(geometry, torch::kFloat), images.device());
   auto out = output_for(into, n, size, images.device());
   cuda::ChannelAffine affine{{1.f, 1.f, 1.f}, {0.f, 0.f, 0.f}};  // (the pixels, 0-255, where not normalised)
-  for (int c = 0; c < 3 && normalised; ++c) {  // the constants normalise() uses, in float as it has them
-    affine.scale[c] = static_cast<float>(1.0 / (255.0 * kImageNetStd[c]));
-    affine.shift[c] = -static_cast<float>(kImageNetMean[c] / kImageNetStd[c]);
-  }
+  for (int c = 0; c < 3 && normalised; ++c) affine.scale[c] = normalise_scale(c), affine.shift[c] = normalise_shift(c);
   const auto strides = [](const torch::Tensor& t) {
     return cuda::ImageStrides{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
   };

@@ -406,14 +406,13 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   if (!saved.settings.contains("lr_schedule")) saved.settings["lr_schedule"] = to_json(ScheduleOptions{}, o.epochs);
   if (!saved.settings.contains("lr_scale_batch")) saved.settings["lr_scale_batch"] = 0;
   if (!saved.settings.contains("label_smoothing")) saved.settings["label_smoothing"] = 0.0;
-  for (const char* flag : {"nesterov", "no_decay_bn_bias"})
+  for (const char* flag : {"nesterov", "no_decay_bn_bias", "trivial_augment"})
     if (!saved.settings.contains(flag)) saved.settings[flag] = false;
   if (!saved.settings.contains("crop_scale")) saved.settings["crop_scale"] = {0.08, 1.0};
   for (const char* key : {"ema_decay", "mixup", "cutmix", "clip_grad_norm", "random_erase"})
     if (!saved.settings.contains(key)) saved.settings[key] = 0.0;
   for (const char* key : {"holdout", "crop_pad"})
     if (!saved.settings.contains(key)) saved.settings[key] = 0;
-  if (!saved.settings.contains("trivial_augment")) saved.settings["trivial_augment"] = false;
   if (!saved.settings.contains("progressive_resize")) saved.settings["progressive_resize"] = nlohmann::json::array();
   for (const char* key : kResumeKeys)
     if (saved.settings.value(key, nlohmann::json()) != state.settings[key])
