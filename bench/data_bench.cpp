@@ -5,7 +5,10 @@
 //   data_bench loader --folder DIR --device cuda   the training loader alone on DIR's train split:
 //                                           read + decode + crop + flip + normalise + transfer, as
 //                                           `resnet train` gets its batches (issue 15);
-//                                           --gathers-at-once 1: one batch gathered at a time
+//                                           --gathers-at-once 1: one batch gathered at a time;
+//                                           --beside-step default|own: while a ResNet-50 training
+//                                           step (resnet bench's, fp16, batch 256) runs in this
+//                                           process on CUDA's default stream or a stream of its own
 //   data_bench gather --folder DIR          the source's gather alone (read + decode each training
 //                                           crop into the padded batch), on the CPU, no transform:
 //                                           the work of the loader's background thread
@@ -18,9 +21,19 @@
 
 #include <sys/resource.h>
 
+#include <atomic>
 #include <chrono>
 #include <iostream>
+#include <memory>
+#include <optional>
+#include <thread>
 
+#ifdef RESNET_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include "bench/throughput.h"
 #include "core/device.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
@@ -90,9 +103,69 @@ double peak_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
+// A ResNet-50 training step (resnet bench's: fp16, batch 256) running over and over on its own
+// thread, on CUDA's default stream ("default", as `resnet train` runs it) or on a stream of its own
+// ("own"), while the loader is measured on the same GPU in this process: how much the step slows
+// the loader, and whether the default stream's implicit synchronisation with other blocking
+// streams (nvJPEG's own, if it makes such) is why. `running()` says whether it still ran.
+class StepBeside {
+ public:
+  StepBeside(const std::string& stream, const torch::Device& device) {
+#ifdef RESNET_WITH_CUDA
+    if (!device.is_cuda()) throw std::runtime_error("--beside-step needs --device cuda");
+    if (stream == "own") own_ = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+    thread_ = std::thread([this, device] {
+      std::optional<c10::cuda::CUDAStreamGuard> guard;
+      if (own_) guard.emplace(*own_);
+      resnet::BenchOptions options;
+      options.device = device.str();
+      options.batch_size = 256;
+      options.amp = "fp16";
+      options.warmup = 8;
+      options.steps = 600;  // about 18 s on an H200, after its warm-up: longer than the loader's measurement
+      try {
+        resnet::run_bench(options);
+      } catch (const std::exception& e) {
+        std::cerr << "the step beside: " << e.what() << std::endl;
+      }
+      done_ = true;
+    });
+    // its start-up and warm-up (2-5 s on an H200) before the loader's measurement
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+#else
+    (void)stream, (void)device;
+    throw std::runtime_error("--beside-step needs a CUDA build");
+#endif
+  }
+  ~StepBeside() {
+    if (thread_.joinable()) thread_.join();
+  }
+  StepBeside(const StepBeside&) = delete;
+  StepBeside& operator=(const StepBeside&) = delete;
+  bool running() const { return !done_; }
+  // The stream the loader's caller (the transform) uses, as the trainer's step and transform share one.
+  void use_its_stream() {
+#ifdef RESNET_WITH_CUDA
+    if (own_) c10::cuda::setCurrentCUDAStream(*own_);
+#endif
+  }
+
+ private:
+#ifdef RESNET_WITH_CUDA
+  std::optional<c10::cuda::CUDAStream> own_;
+#endif
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
 void loader(const std::string& folder, const std::string& device_name, int64_t batch_size, int64_t size,
-            int64_t batches, bool gpu_decode, int gathers) {
+            int64_t batches, bool gpu_decode, int gathers, const std::string& beside_step) {
   const auto device = resnet::parse_device(device_name);
+  std::unique_ptr<StepBeside> beside;
+  if (!beside_step.empty()) {
+    beside = std::make_unique<StepBeside>(beside_step, device);
+    beside->use_its_stream();
+  }
   resnet::DataOptions data;
   data.gpu_decode = gpu_decode;
   data.decode_keep_side = resnet::kDecodeKeepSides * size;  // as train's training split
@@ -107,13 +180,18 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
   if (batches < 1) throw std::runtime_error(folder + ": too few training images for a measurement");
   loader.start_epoch(0);
   auto finish = [&](const resnet::Batch& b) {  // as the step would: the batch complete on the device
-    if (device.is_cuda()) torch::cuda::synchronize();
+    // (beside a step, as in training: no wait for each batch's transform, which queues behind the
+    // step's work on its stream; one wait at the end)
+    if (device.is_cuda() && !beside) torch::cuda::synchronize();
     return b.images.size(0);
   };
   for (int64_t i = 0; i < warmup; ++i) finish(*loader.next());
   const auto t0 = std::chrono::steady_clock::now();
   int64_t images = 0;  // (the source's description says the decoder after its first batch)
   for (int64_t i = 0; i < batches; ++i) images += finish(*loader.next());
+#ifdef RESNET_WITH_CUDA
+  if (beside) c10::cuda::getCurrentCUDAStream().synchronize();
+#endif
   const double s = seconds_since(t0);
   nlohmann::json out{{"bench", "loader"}, {"source", source->description()},
                      {"device", resnet::describe_device(device)}, {"batch_size", batch_size},
@@ -121,6 +199,11 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
                      {"gathers_at_once", source->gathers_at_once()},
                      {"img_per_s", images / s}, {"ms_per_batch", 1000 * s / batches},
                      {"peak_rss_mib", peak_rss_mib()}};
+  if (beside) {
+    out["beside_step"] = beside_step;
+    // the step ended (or failed) before the loader's last batch: not a figure of the two together
+    if (!beside->running()) out["beside_step_ended_early"] = true;
+  }
   // With --gpu-decode: how the batches gathered (warm-up and those gathered ahead included) were
   // split, and each side's speed while both ran at once, per gather (gathers at once overlap:
   // their seconds add up to more than the wall time).
@@ -197,15 +280,24 @@ int main(int argc, char** argv) {
   ld->add_flag("--gpu-decode", gpu_decode, "JPEGs decoded with nvJPEG");
   int gathers = 0;
   ld->add_option("--gathers-at-once", gathers, "batches gathered at once (at most the source's; default: the source's)");
+  std::string beside_step;
+  ld->add_option("--beside-step", beside_step,
+                 "measure while a ResNet-50 training step runs in this process, on CUDA's default stream or its own")
+      ->check(CLI::IsMember({"default", "own"}));
   auto* ga = app.add_subcommand("gather", "the streamed source's gather alone, with training crops, on the CPU");
   ga->add_option("--folder", folder)->required();
   ga->add_option("--batch-size", batch_size);
   ga->add_option("--image-size", size);
   ga->add_option("--batches", steps, "batches timed (after 1 more)");
   CLI11_PARSE(app, argc, argv);
-  if (dec->parsed()) decode(folder);
-  if (tf->parsed()) transform(device, batch_size, size, steps);
-  if (ld->parsed()) loader(folder, device, batch_size, size, steps, gpu_decode, gathers);
-  if (ga->parsed()) gather(folder, batch_size, size, steps);
+  try {
+    if (dec->parsed()) decode(folder);
+    if (tf->parsed()) transform(device, batch_size, size, steps);
+    if (ld->parsed()) loader(folder, device, batch_size, size, steps, gpu_decode, gathers, beside_step);
+    if (ga->parsed()) gather(folder, batch_size, size, steps);
+  } catch (const std::exception& e) {
+    std::cerr << "data_bench: " << e.what() << std::endl;
+    return 1;
+  }
   return 0;
 }

@@ -8,8 +8,9 @@
 #      256, 224 px (read + decode + crop + flip + normalise + transfer), and its peak memory: CPU
 #      decoding, then --gpu-decode (nvJPEG); each with one batch gathered at a time and with three;
 #   3. resnet bench: the training step alone at the same settings (fp16, the fused path); then the
-#      loader again (nvJPEG, then CPU decoding) while resnet bench runs on the same GPU (each part
-#      of an nvJPEG gather timed);
+#      loader again while that step runs in the same process, on the same GPU, as in training
+#      (data_bench loader --beside-step: nvJPEG with the step on CUDA's default stream, as `resnet
+#      train` runs it, and on a stream of its own; CPU decoding), each part of a gather timed;
 #   4. resnet train on the folder, 3 epochs at the same settings, with --gpu-decode and without:
 #      epochs 2 and 3's img/s from metrics.csv, and how long their steps waited for data (the
 #      epoch lines say so where it is over 2% of the epoch);
@@ -17,7 +18,8 @@
 #      same folder (bench/dali_bench.py), its decoding on the GPU and on the CPU;
 # and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
 # bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES="gpu" trains with nvJPEG only
-# (default "cpu gpu"; each training run takes about a minute).
+# (default "cpu gpu"; each training run takes about a minute). PARTS picks the parts (default
+# "decode gather loader bench beside train dali"; the folder is written whatever it says).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-device-out}
@@ -34,40 +36,31 @@ if [ ! -d "$folder/train" ]; then
   echo "folder written in $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}") s"
 fi
 du -sh "$folder"
-build-device/data_bench decode --folder "$folder" | tee "$out/decode.jsonl"
-build-device/data_bench gather --folder "$folder" --batch-size 256 --image-size 224 --batches 40 | tee "$out/gather.jsonl"
-for decode in "" --gpu-decode; do
+parts=" ${PARTS:-decode gather loader bench beside train dali} "
+part() { [[ $parts == *" $1 "* ]]; }
+part decode && build-device/data_bench decode --folder "$folder" | tee "$out/decode.jsonl"
+part gather && build-device/data_bench gather --folder "$folder" --batch-size 256 --image-size 224 --batches 40 | tee "$out/gather.jsonl"
+part loader && for decode in "" --gpu-decode; do
   for gathers in 1 3; do  # one batch gathered at a time, then the streamed source's three
     build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
       --gathers-at-once $gathers $decode
   done
 done | tee "$out/loader.jsonl"
-build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size 256 --steps 30 --warmup 8 \
-  > "$out/bench.txt" 2>&1
-tail -3 "$out/bench.txt"
-# The loader beside the step, both on the GPU at once as in training (resnet bench runs long enough
-# to cover the loader's batches): where each part of a gather slows. (The bench's own figure mixes
-# steps with and without the loader beside them: not reported.)
-# (more steps than the loader's run can outlast: about 2 minutes alone; stopped once it is done)
-build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size 256 --steps 4000 --warmup 8 \
-  > "$out/bench-beside.txt" 2>&1 &
-bench_pid=$!
-trap 'kill $bench_pid 2> /dev/null' EXIT
-sleep 8  # (its start-up and warm-up: 2-3 s of warm-up on an H200)
-for decode in --gpu-decode ""; do
-  build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
-    --gathers-at-once 3 $decode
-done > "$out/loader-beside.jsonl"
-if kill -0 $bench_pid 2> /dev/null; then
-  cat "$out/loader-beside.jsonl"
-else  # the bench ended (or failed) before the loader: not a figure of the two together
-  echo "resnet bench was not running beside the whole loader run: its row left out"; tail -3 "$out/bench-beside.txt"
-  mv "$out/loader-beside.jsonl" "$out/loader-beside-unpaired.jsonl"
+if part bench; then
+  build-device/resnet bench --model resnet50 --device cuda --amp fp16 --batch-size 256 --steps 30 --warmup 8 \
+    > "$out/bench.txt" 2>&1
+  tail -3 "$out/bench.txt"
 fi
-kill $bench_pid 2> /dev/null
-wait $bench_pid 2> /dev/null
-trap - EXIT
-for decode in ${TRAIN_DECODES:-cpu gpu}; do
+# The loader beside the step in one process, both on the GPU at once as in training: where each
+# part of a gather slows. (In two processes the GPU time-slices between them: no figure of
+# training. The step's own figure is not reported.) Rows where the step ended before the loader's
+# last batch say beside_step_ended_early.
+part beside && for how in "--gpu-decode --beside-step default" "--gpu-decode --beside-step own" "--beside-step default"; do
+  # shellcheck disable=SC2086  # the flags are words
+  build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
+    --gathers-at-once 3 $how
+done | tee "$out/loader-beside.jsonl"
+part train && for decode in ${TRAIN_DECODES:-cpu gpu}; do
   flags=()
   [ $decode = gpu ] && flags=(--gpu-decode)
   build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
@@ -75,7 +68,7 @@ for decode in ${TRAIN_DECODES:-cpu gpu}; do
   echo "train ($decode decoding) exit $?"
   cp /tmp/ck-inet-$decode/resnet50/metrics.csv "$out/metrics-inet-$decode.csv" 2>/dev/null
 done
-if [ -d /tmp/site-dali/nvidia/dali ]; then
+if part dali && [ -d /tmp/site-dali/nvidia/dali ]; then
   for decoder in mixed cpu; do
     PYTHONPATH=/tmp/site-dali:/tmp/site${PYTHONPATH:+:$PYTHONPATH} python3 bench/dali_bench.py --folder "$folder/train" \
       --decoder $decoder --batches 60 2> "$out/dali-$decoder.log" | tail -1
@@ -101,9 +94,15 @@ def split(d):  # a gather's parts with nvJPEG, ms each (data_bench's gpu_decode)
     return (f"; a gather: reading {g['read_ms_per_batch']:.1f} ms, headers {g['headers_ms_per_batch']:.1f}, "
             f"GPU decode {g['gpu_ms_per_batch']:.1f} ({100 * g['gpu_share']:.0f}% of the images), "
             f"CPU decode {g['cpu_ms_per_batch']:.1f}")
-for name, beside in (('loader.jsonl', ''), ('loader-beside.jsonl', ', beside resnet bench on the same GPU')):
+for name in ('loader.jsonl', 'loader-beside.jsonl'):
     for d in last_json(name):
         how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
+        beside = ''
+        if 'beside_step' in d:
+            stream = "CUDA's default stream" if d['beside_step'] == 'default' else 'a stream of its own'
+            beside = f", beside the training step in this process (on {stream})"
+            if d.get('beside_step_ended_early'):
+                beside += ' (the step ended first: not a figure of the two)'
         rows.append((f"loader, batch 256, 224 px, {how} decoding, {d.get('gathers_at_once', 1)} batch(es) gathered at once{beside}",
                      d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB{split(d)}"))
 for d in last_json('dali.jsonl'):

@@ -58,6 +58,15 @@ void ConsoleReporter::progress(const StepReport& s) {
 
 void ConsoleReporter::epoch_end(const EpochReport& e) {
   end_bar();
+  const DecodeStats& d = e.decode;
+  if (d.gpu_images + d.cpu_images > 0) {  // --gpu-decode: where the decoding went, and how fast
+    const double all = static_cast<double>(d.gpu_images + d.cpu_images);
+    std::printf(" Decoding: nvJPEG %.0f%% of the images at %.0f img/s a gather, the CPU %.0f%% at %.0f img/s; "
+                "reading %.1f s, headers %.1f s (over the gathers)\n",
+                100.0 * static_cast<double>(d.gpu_images) / all, d.gpu_s > 0 ? static_cast<double>(d.gpu_images) / d.gpu_s : 0.0,
+                100.0 * static_cast<double>(d.cpu_images) / all, d.cpu_s > 0 ? static_cast<double>(d.cpu_images) / d.cpu_s : 0.0,
+                d.read_s, d.headers_s);
+  }
   // where the loader held the steps back for more than 2% of the epoch: how long
   char waited[64] = "";
   if (e.data_wait > 0.02 * e.seconds)
