@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <set>
 #include <thread>
@@ -1237,6 +1239,47 @@ TEST(GpuJpeg, TheCpuTakesTheShareThatMakesBothSidesFinishTogether) {
 }
 
 #ifdef RESNET_WITH_CUDA  // (a build without CUDA has no GPU decoding to test)
+// gpu/train's files that `decoder` takes, with their names and sizes; checks that it takes the
+// colour baseline ones ("s*") and no other (progressive.JPEG aside: the hybrid decoder may take it)
+struct GpuFiles {
+  std::vector<std::vector<uint8_t>> files;
+  std::vector<std::string> names;
+  std::vector<int64_t> heights, widths;
+  int64_t max_h = 0, max_w = 0;
+};
+GpuFiles files_the_gpu_takes(resnet::GpuJpegDecoder& decoder) {
+  GpuFiles out;
+  for (const auto& path : resnet::index_image_folder(fixture("gpu/train")).files) {
+    auto bytes = resnet::read_file_bytes(path);
+    int64_t h = 0, w = 0;
+    const std::string name = std::filesystem::path(path).filename().string();
+    const bool colour_baseline = name.rfind("s", 0) == 0;
+    const bool taken = decoder.accepts(bytes, h, w);
+    if (name != "progressive.JPEG") {
+      EXPECT_EQ(taken, colour_baseline) << name;
+    }
+    if (!taken) continue;
+    out.names.push_back(name);
+    out.heights.push_back(h);
+    out.widths.push_back(w);
+    out.files.push_back(std::move(bytes));
+    out.max_h = std::max(out.max_h, h), out.max_w = std::max(out.max_w, w);
+  }
+  return out;
+}
+
+// Decodes files[i] for each i of `order` into slot k (k-th of order) of a zeroed batch on GPU 0.
+torch::Tensor decode_on_gpu(resnet::GpuJpegDecoder& decoder, const GpuFiles& g, const std::vector<size_t>& order) {
+  auto images = torch::zeros({static_cast<int64_t>(order.size()), 3, g.max_h, g.max_w},
+                             torch::TensorOptions().dtype(torch::kUInt8).device(torch::kCUDA, 0));
+  std::vector<const std::vector<uint8_t>*> pointers;
+  std::vector<int64_t> slots;
+  for (size_t k = 0; k < order.size(); ++k) pointers.push_back(&g.files[order[k]]), slots.push_back(static_cast<int64_t>(k));
+  const auto stream = c10::cuda::getStreamFromPool(false, 0);
+  EXPECT_EQ(decoder.decode(pointers, slots, images, stream.stream()), "");
+  return images;
+}
+
 TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
   // nvJPEG against libjpeg-turbo (the CPU path, equal to PIL) on gpu/'s colour JPEGs: the sizes
   // exactly; the pixels within what two decoders' IDCTs and chroma upsampling give (4:4:4 has no
@@ -1248,36 +1291,17 @@ TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
   std::string why;
   const auto decoder = resnet::make_gpu_jpeg_decoder(0, why);
   if (!decoder) GTEST_SKIP() << why;
-  std::cout << "nvJPEG backend: " << decoder->backend() << "\n";
-  const auto index = resnet::index_image_folder(fixture("gpu/train"));
-  std::vector<std::vector<uint8_t>> files;
-  std::vector<std::string> names;
-  std::vector<int64_t> heights, widths;
-  for (const auto& path : index.files) {
-    auto bytes = resnet::read_file_bytes(path);
-    int64_t h = 0, w = 0;
-    const std::string name = std::filesystem::path(path).filename().string();
-    const bool colour_baseline = name.rfind("s", 0) == 0;
-    const bool taken = decoder->accepts(bytes, h, w);
-    if (name != "progressive.JPEG") {  // (the hybrid decoder may take it)
-      EXPECT_EQ(taken, colour_baseline) << name;
-    }
-    if (!taken) continue;
-    names.push_back(name);
-    heights.push_back(h);
-    widths.push_back(w);
-    files.push_back(std::move(bytes));
-  }
+  std::cout << "nvJPEG backend: " << decoder->backend() << ", allocators: " << decoder->allocators() << "\n";
+  const GpuFiles g = files_the_gpu_takes(*decoder);
+  const auto& files = g.files;
+  const auto& names = g.names;
+  const auto& heights = g.heights;
+  const auto& widths = g.widths;
+  const int64_t max_h = g.max_h, max_w = g.max_w;
   ASSERT_GE(files.size(), 4u);
-  const int64_t max_h = *std::max_element(heights.begin(), heights.end());
-  const int64_t max_w = *std::max_element(widths.begin(), widths.end());
-  auto images = torch::zeros({static_cast<int64_t>(files.size()), 3, max_h, max_w},
-                             torch::TensorOptions().dtype(torch::kUInt8).device(torch::kCUDA, 0));
-  std::vector<const std::vector<uint8_t>*> pointers;
-  std::vector<int64_t> slots;
-  for (size_t i = 0; i < files.size(); ++i) pointers.push_back(&files[i]), slots.push_back(static_cast<int64_t>(i));
-  const auto stream = c10::cuda::getStreamFromPool(false, 0);
-  ASSERT_EQ(decoder->decode(pointers, slots, images, stream.stream()), "");
+  std::vector<size_t> all(files.size());
+  std::iota(all.begin(), all.end(), size_t{0});
+  const auto images = decode_on_gpu(*decoder, g, all);
   EXPECT_EQ(decoder->images_decoded(), static_cast<int64_t>(files.size()));
   EXPECT_EQ(decoder->batches_refused(), 0);
   const auto got = images.cpu();
@@ -1301,6 +1325,39 @@ TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
     outside.narrow(1, 0, heights[i]).narrow(2, 0, widths[i]).fill_(false);
     EXPECT_EQ(mine.masked_select(outside).sum().item<int64_t>(), 0) << names[i] << ": wrote outside its image";
   }
+}
+
+TEST(GpuJpeg, OurAllocatorsDecodeWhatNvjpegsOwnDo) {
+  // The stream-ordered allocators (the default) against nvJPEG's own (RESNET_NVJPEG_ALLOCATORS=
+  // default): the same pixels, over batches that grow (nvJPEG reallocates its buffers to grow, and
+  // our pinned cache hands freed blocks out again) and shrink again.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  ::unsetenv("RESNET_NVJPEG_ALLOCATORS");
+  const auto ours = resnet::make_gpu_jpeg_decoder(0, why);
+  if (!ours) GTEST_SKIP() << why;
+  ::setenv("RESNET_NVJPEG_ALLOCATORS", "default", 1);
+  const auto theirs = resnet::make_gpu_jpeg_decoder(0, why);
+  ::unsetenv("RESNET_NVJPEG_ALLOCATORS");
+  ASSERT_TRUE(theirs) << why;
+  EXPECT_EQ(ours->allocators(), "stream-ordered");
+  EXPECT_EQ(theirs->allocators(), "nvJPEG's");
+  const GpuFiles g = files_the_gpu_takes(*ours);
+  ASSERT_GE(g.files.size(), 4u);
+  std::vector<size_t> by_size(g.files.size());  // smallest file first: each batch needs more room
+  std::iota(by_size.begin(), by_size.end(), size_t{0});
+  std::sort(by_size.begin(), by_size.end(), [&](size_t a, size_t b) { return g.files[a].size() < g.files[b].size(); });
+  std::vector<std::vector<size_t>> batches;
+  for (size_t n = 1; n <= by_size.size(); ++n) batches.emplace_back(by_size.end() - static_cast<std::ptrdiff_t>(n), by_size.end());
+  const std::vector<size_t> every = batches.back();
+  batches.push_back({by_size.front()});  // small again
+  batches.push_back(every);              // then all of them once more
+  for (size_t b = 0; b < batches.size(); ++b) {
+    const auto mine = decode_on_gpu(*ours, g, batches[b]).cpu();
+    const auto want = decode_on_gpu(*theirs, g, batches[b]).cpu();
+    EXPECT_TRUE(torch::equal(mine, want)) << "batch " << b << " of " << batches[b].size() << " files";
+  }
+  EXPECT_EQ(ours->batches_refused(), 0);
 }
 
 TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {

@@ -8,6 +8,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 namespace resnet {
 
@@ -37,14 +43,139 @@ std::string status_text(nvjpegStatus_t s) {
   }
 }
 
+// nvJPEG's memory, given out in stream order. By default nvJPEG takes its buffers with cudaMalloc
+// and cudaHostAlloc and gives them back with cudaFree and cudaFreeHost, which wait for all the
+// GPU's work, the training step queued beside the decoding included. Beside the step, a gather's
+// GPU decoding took 4x longer than alone in training (where one or two steps are queued) and about
+// 1 s where many were (an H200, 2026-12-01): these waits are the suspect. Device memory comes from a
+// CUDA memory pool of the decoder's own (cudaMallocFromPoolAsync / cudaFreeAsync on the stream
+// nvJPEG names, which order reuse without waiting), kept rather than returned to the driver at each
+// synchronisation; pinned memory from a cache that hands a block out again once the work queued
+// before its free has finished (an event), and frees none while the decoder lives.
+class NvjpegMemory {
+ public:
+  explicit NvjpegMemory(int device) {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.handleTypes = cudaMemHandleTypeNone;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    if (cudaMemPoolCreate(&pool_, &props) != cudaSuccess) {
+      pool_ = nullptr;
+      return;
+    }
+    uint64_t keep = std::numeric_limits<uint64_t>::max();
+    cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep);
+  }
+  ~NvjpegMemory() {  // (after nvjpegDestroy, which frees through this)
+    for (auto& b : free_pinned_) {
+      cudaEventSynchronize(b.freed);
+      cudaEventDestroy(b.freed);
+      cudaFreeHost(b.ptr);
+    }
+    if (pool_) cudaMemPoolDestroy(pool_);
+  }
+  NvjpegMemory(const NvjpegMemory&) = delete;
+  NvjpegMemory& operator=(const NvjpegMemory&) = delete;
+
+  bool ready() const { return pool_ != nullptr; }
+  // (members, in case nvJPEG keeps the pointers rather than copies)
+  nvjpegDevAllocatorV2_t* device_allocator() { return &device_allocator_; }
+  nvjpegPinnedAllocatorV2_t* pinned_allocator() { return &pinned_allocator_; }
+
+ private:
+  struct PinnedBlock {
+    void* ptr;
+    size_t size;
+    cudaEvent_t freed;  // recorded on the stream of the free: the block is unused once it completes
+  };
+  static constexpr size_t kFreeBlocksKept = 8;
+
+  static int device_malloc(void* ctx, void** ptr, size_t size, cudaStream_t stream) {
+    return cudaMallocFromPoolAsync(ptr, std::max<size_t>(size, 1), static_cast<NvjpegMemory*>(ctx)->pool_, stream) ==
+                   cudaSuccess
+               ? 0
+               : 1;
+  }
+  static int device_free(void*, void* ptr, size_t, cudaStream_t stream) {
+    return cudaFreeAsync(ptr, stream) == cudaSuccess ? 0 : 1;
+  }
+  // (no exception may leave these: nvJPEG is C)
+  static int pinned_malloc(void* ctx, void** ptr, size_t size, cudaStream_t) noexcept {
+    try {
+      return static_cast<NvjpegMemory*>(ctx)->take_pinned(ptr, std::max<size_t>(size, 1));
+    } catch (...) {
+      return 1;
+    }
+  }
+  static int pinned_free(void* ctx, void* ptr, size_t, cudaStream_t stream) noexcept {
+    try {
+      return static_cast<NvjpegMemory*>(ctx)->give_back_pinned(ptr, stream);
+    } catch (...) {
+      return 1;
+    }
+  }
+
+  int take_pinned(void** ptr, size_t size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // the smallest free block that fits and whose last user has finished
+    auto best = free_pinned_.end();
+    for (auto it = free_pinned_.begin(); it != free_pinned_.end(); ++it)
+      if (it->size >= size && (best == free_pinned_.end() || it->size < best->size) && cudaEventQuery(it->freed) == cudaSuccess)
+        best = it;
+    if (best != free_pinned_.end()) {
+      *ptr = best->ptr;
+      cudaEventDestroy(best->freed);
+      pinned_size_[best->ptr] = best->size;
+      free_pinned_.erase(best);
+      return 0;
+    }
+    if (cudaHostAlloc(ptr, size, cudaHostAllocDefault) != cudaSuccess) return 1;
+    pinned_size_[*ptr] = size;
+    return 0;
+  }
+  int give_back_pinned(void* ptr, cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found = pinned_size_.find(ptr);
+    if (found == pinned_size_.end()) return 1;
+    PinnedBlock block{ptr, found->second, nullptr};
+    pinned_size_.erase(found);
+    if (cudaEventCreateWithFlags(&block.freed, cudaEventDisableTiming) != cudaSuccess) return 1;
+    if (cudaEventRecord(block.freed, stream) != cudaSuccess) {
+      cudaEventDestroy(block.freed);
+      return 1;
+    }
+    free_pinned_.push_back(block);
+    if (free_pinned_.size() > kFreeBlocksKept) {  // (rare: nvJPEG reallocates only to grow) the smallest goes
+      auto smallest = std::min_element(free_pinned_.begin(), free_pinned_.end(),
+                                       [](const PinnedBlock& a, const PinnedBlock& b) { return a.size < b.size; });
+      cudaEventSynchronize(smallest->freed);
+      cudaEventDestroy(smallest->freed);
+      cudaFreeHost(smallest->ptr);
+      free_pinned_.erase(smallest);
+    }
+    return 0;
+  }
+
+  cudaMemPool_t pool_ = nullptr;
+  nvjpegDevAllocatorV2_t device_allocator_{&NvjpegMemory::device_malloc, &NvjpegMemory::device_free, this};
+  nvjpegPinnedAllocatorV2_t pinned_allocator_{&NvjpegMemory::pinned_malloc, &NvjpegMemory::pinned_free, this};
+  std::mutex mutex_;  // (nvJPEG may call from threads of its own)
+  std::vector<PinnedBlock> free_pinned_;
+  std::unordered_map<void*, size_t> pinned_size_;  // blocks given out, and their sizes
+};
+
 class NvjpegDecoder final : public GpuJpegDecoder {
  public:
-  NvjpegDecoder(int device, nvjpegHandle_t handle, bool hardware) : device_(device), handle_(handle), hardware_(hardware) {}
+  // `memory`: the allocators `handle` was made with (none: nvJPEG's own)
+  NvjpegDecoder(int device, nvjpegHandle_t handle, bool hardware, std::unique_ptr<NvjpegMemory> memory)
+      : device_(device), handle_(handle), hardware_(hardware), memory_(std::move(memory)) {}
   ~NvjpegDecoder() override {
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
     if (jpeg_stream_) nvjpegJpegStreamDestroy(jpeg_stream_);
     if (state_) nvjpegJpegStateDestroy(state_);
     nvjpegDestroy(handle_);
+    memory_.reset();  // (after the handle, which frees its buffers through it)
   }
   NvjpegDecoder(const NvjpegDecoder&) = delete;
   NvjpegDecoder& operator=(const NvjpegDecoder&) = delete;
@@ -116,6 +247,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   }
 
   std::string backend() const override { return hardware_ ? "hardware" : "hybrid"; }
+  std::string allocators() const override { return memory_ ? "stream-ordered" : "nvJPEG's"; }
 
  private:
   std::string refuse(const std::string& why) {
@@ -127,6 +259,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   int device_;
   nvjpegHandle_t handle_;
   bool hardware_;
+  std::unique_ptr<NvjpegMemory> memory_;
   nvjpegJpegState_t state_ = nullptr;
   nvjpegJpegStream_t jpeg_stream_ = nullptr;
   int batch_ = 0;  // the batch size the state was initialised for
@@ -141,13 +274,31 @@ std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::str
   // The hardware engines where the GPU has them (creating fails where it has none), else hybrid;
   // each with chroma upsampling that interpolates (as libjpeg's "fancy" upsampling, which PIL and
   // our CPU path use) where that backend offers it.
+  // Stream-ordered allocators (NvjpegMemory) unless RESNET_NVJPEG_ALLOCATORS=default asks for
+  // nvJPEG's own (cudaMalloc, cudaHostAlloc), to compare the two.
+  const char* allocators = std::getenv("RESNET_NVJPEG_ALLOCATORS");
+  std::unique_ptr<NvjpegMemory> memory;
+  if (!allocators || std::strcmp(allocators, "default") != 0) {
+    memory = std::make_unique<NvjpegMemory>(device_index);
+    if (!memory->ready()) memory.reset();  // (no memory pools on this GPU or driver: nvJPEG's own)
+  }
   nvjpegHandle_t handle = nullptr;
   nvjpegStatus_t s = NVJPEG_STATUS_NOT_INITIALIZED;
   bool hardware = false;
+  // each way in turn: a backend that cannot start with our allocators starts with nvJPEG's own
+  // before the next backend is tried
   for (const nvjpegBackend_t backend : {NVJPEG_BACKEND_HARDWARE, NVJPEG_BACKEND_DEFAULT}) {
     for (const unsigned flags : {unsigned{NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION}, unsigned{NVJPEG_FLAGS_DEFAULT}}) {
-      handle = nullptr;
-      s = nvjpegCreateEx(backend, nullptr, nullptr, flags, &handle);
+      for (const bool ours : {true, false}) {
+        if (ours && !memory) continue;
+        handle = nullptr;
+        s = ours ? nvjpegCreateExV2(backend, memory->device_allocator(), memory->pinned_allocator(), flags, &handle)
+                 : nvjpegCreateEx(backend, nullptr, nullptr, flags, &handle);
+        if (s == NVJPEG_STATUS_SUCCESS) {
+          if (!ours) memory.reset();
+          break;
+        }
+      }
       if (s == NVJPEG_STATUS_SUCCESS) break;
     }
     if (s == NVJPEG_STATUS_SUCCESS) {
@@ -159,7 +310,7 @@ std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::str
     why = "nvJPEG could not start on GPU " + std::to_string(device_index) + ": " + status_text(s);
     return nullptr;
   }
-  auto decoder = std::make_unique<NvjpegDecoder>(device_index, handle, hardware);
+  auto decoder = std::make_unique<NvjpegDecoder>(device_index, handle, hardware, std::move(memory));
   if (!decoder->start(why)) return nullptr;
   return decoder;
 }

@@ -31,6 +31,10 @@ class GpuJpegDecoder {
                              torch::Tensor& images, void* stream) = 0;
   // "hardware" (the GPU's JPEG engines) or "hybrid"
   virtual std::string backend() const = 0;
+  // Whose allocators nvJPEG's buffers come from: "stream-ordered" (ours: they never wait for the
+  // whole GPU) or "nvJPEG's" (cudaMalloc and cudaHostAlloc; RESNET_NVJPEG_ALLOCATORS=default, or
+  // where ours cannot start)
+  virtual std::string allocators() const = 0;
 
   int64_t images_decoded() const { return images_decoded_; }
   int64_t batches_refused() const { return batches_refused_; }
