@@ -24,6 +24,7 @@
 #include <atomic>
 #include <chrono>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -105,9 +106,10 @@ double peak_rss_mib() {
 
 // A ResNet-50 training step (resnet bench's: fp16, batch 256) running over and over on its own
 // thread, on CUDA's default stream ("default", as `resnet train` runs it) or on a stream of its own
-// ("own"), while the loader is measured on the same GPU in this process: how much the step slows
-// the loader, and whether the default stream's implicit synchronisation with other blocking
-// streams (nvJPEG's own, if it makes such) is why. `running()` says whether it still ran.
+// ("own"), with at most two steps queued on the GPU (as training, which waits for its data), while
+// the loader is measured on the same GPU in this process: how much the step slows the loader, and
+// whether the default stream's implicit synchronisation with other blocking streams (nvJPEG's own,
+// if it makes such) is why. It runs until destroyed; `running()` says whether it still runs.
 class StepBeside {
  public:
   StepBeside(const std::string& stream, const torch::Device& device) {
@@ -122,7 +124,9 @@ class StepBeside {
       options.batch_size = 256;
       options.amp = "fp16";
       options.warmup = 8;
-      options.steps = 600;  // about 18 s on an H200, after its warm-up: longer than the loader's measurement
+      options.steps = std::numeric_limits<int64_t>::max();  // until stop_
+      options.stop = &stop_;
+      options.in_flight = 2;
       try {
         resnet::run_bench(options);
       } catch (const std::exception& e) {
@@ -138,6 +142,7 @@ class StepBeside {
 #endif
   }
   ~StepBeside() {
+    stop_ = true;
     if (thread_.joinable()) thread_.join();
   }
   StepBeside(const StepBeside&) = delete;
@@ -154,7 +159,7 @@ class StepBeside {
 #ifdef RESNET_WITH_CUDA
   std::optional<c10::cuda::CUDAStream> own_;
 #endif
-  std::atomic<bool> done_{false};
+  std::atomic<bool> stop_{false}, done_{false};
   std::thread thread_;
 };
 
@@ -201,7 +206,7 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
                      {"peak_rss_mib", peak_rss_mib()}};
   if (beside) {
     out["beside_step"] = beside_step;
-    // the step ended (or failed) before the loader's last batch: not a figure of the two together
+    // the step failed before the loader's last batch: not a figure of the two together
     if (!beside->running()) out["beside_step_ended_early"] = true;
   }
   // With --gpu-decode: how the batches gathered (warm-up and those gathered ahead included) were

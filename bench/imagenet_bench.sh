@@ -17,8 +17,9 @@
 #   5. where DALI is installed (/tmp/site-dali: bench/dali_parts.sh), DALI's training input on the
 #      same folder (bench/dali_bench.py), its decoding on the GPU and on the CPU;
 # and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
-# bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES="gpu" trains with nvJPEG only
-# (default "cpu gpu"; each training run takes about a minute). PARTS picks the parts (default
+# bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES picks the training runs
+# (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-own-alloc" nvJPEG on its
+# own allocators (RESNET_NVJPEG_ALLOCATORS=default). PARTS picks the parts (default
 # "decode gather loader bench beside train dali"; the folder is written whatever it says).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -53,17 +54,24 @@ if part bench; then
 fi
 # The loader beside the step in one process, both on the GPU at once as in training: where each
 # part of a gather slows. (In two processes the GPU time-slices between them: no figure of
-# training. The step's own figure is not reported.) Rows where the step ended before the loader's
-# last batch say beside_step_ended_early.
-part beside && for how in "--gpu-decode --beside-step default" "--gpu-decode --beside-step own" "--beside-step default"; do
-  # shellcheck disable=SC2086  # the flags are words
+# training. The step's own figure is not reported.) The step, on CUDA's default stream as in
+# training, keeps at most two steps queued as training does; a row where it failed before the
+# loader's last batch says beside_step_ended_early. nvJPEG with its buffers from our stream-ordered
+# allocators (the default), then from cudaMalloc/cudaHostAlloc (nvJPEG's own), then the CPU path.
+if part beside; then
+  for allocators in "" default; do
+    RESNET_NVJPEG_ALLOCATORS=$allocators build-device/data_bench loader --folder "$folder" --device cuda \
+      --batch-size 256 --image-size 224 --batches 60 --gathers-at-once 3 --gpu-decode --beside-step default
+  done
   build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
-    --gathers-at-once 3 $how
-done | tee "$out/loader-beside.jsonl"
+    --gathers-at-once 3 --beside-step default
+fi | tee "$out/loader-beside.jsonl"
 part train && for decode in ${TRAIN_DECODES:-cpu gpu}; do
   flags=()
-  [ $decode = gpu ] && flags=(--gpu-decode)
-  build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
+  [ $decode != cpu ] && flags=(--gpu-decode)
+  allocators=""
+  [ $decode = gpu-own-alloc ] && allocators=default
+  RESNET_NVJPEG_ALLOCATORS=$allocators build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
     --checkpoint-dir /tmp/ck-inet-$decode --restart > "$out/train-$decode.log" 2>&1
   echo "train ($decode decoding) exit $?"
   cp /tmp/ck-inet-$decode/resnet50/metrics.csv "$out/metrics-inet-$decode.csv" 2>/dev/null
@@ -97,12 +105,14 @@ def split(d):  # a gather's parts with nvJPEG, ms each (data_bench's gpu_decode)
 for name in ('loader.jsonl', 'loader-beside.jsonl'):
     for d in last_json(name):
         how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
+        if "nvJPEG's own allocators" in d['source']:
+            how += " (its own allocators)"
         beside = ''
         if 'beside_step' in d:
             stream = "CUDA's default stream" if d['beside_step'] == 'default' else 'a stream of its own'
             beside = f", beside the training step in this process (on {stream})"
             if d.get('beside_step_ended_early'):
-                beside += ' (the step ended first: not a figure of the two)'
+                beside += ' (the step failed first: not a figure of the two)'
         rows.append((f"loader, batch 256, 224 px, {how} decoding, {d.get('gathers_at_once', 1)} batch(es) gathered at once{beside}",
                      d['img_per_s'], f"peak RSS {d['peak_rss_mib']:.0f} MiB{split(d)}"))
 for d in last_json('dali.jsonl'):
@@ -110,14 +120,14 @@ for d in last_json('dali.jsonl'):
     rows.append((f'DALI, batch 256, 224 px, {how} decoding', d.get('img_per_s', 0), d.get('error', '')))
 for d in last_json('bench.txt'):
     rows.append((f"resnet bench, {d['precision']}, batch {d['batch_size']}", d['img_per_s'], ''))
-for decode in ('cpu', 'gpu'):
+for decode in ('cpu', 'gpu', 'gpu-own-alloc'):
     try:
         epochs = list(csv.DictReader(open(f'{out}/metrics-inet-{decode}.csv')))
         # each epoch's last line (" Top-5 accuracy: ..." or " Not tested ..."), in order
         ends = [l for l in open(f'{out}/train-{decode}.log') if l.startswith((' Top-5 accuracy', ' Not tested'))]
         for e, end in zip(epochs[1:], ends[1:]):
             waited = end.split('(')[-1].split(' s of it')[0] + ' s' if 'waiting for data' in end else 'under 2%'
-            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {decode.upper()} decoding",
+            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {decode.upper().replace('-OWN-ALLOC', ' (nvJPEG on its own allocators)')} decoding",
                          float(e['img_per_s']), f"{e['seconds']} s, waiting for data: {waited}"))
     except (OSError, IndexError, KeyError):
         pass

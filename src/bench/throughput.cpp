@@ -4,9 +4,15 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <functional>
+
+#ifdef RESNET_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#endif
 
 #include "core/device.h"
 #include "core/error.h"
@@ -24,6 +30,30 @@ namespace {
 void synchronize(const c10::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
+
+// Keeps at most `limit` steps queued on a CUDA device (0 or the CPU: no limit): after() follows
+// each step, and waits for the step `limit` before it.
+class InFlight {
+ public:
+  InFlight(int64_t limit, const c10::Device& device) : limit_(device.is_cuda() ? limit : 0) {}
+  void after() {
+#ifdef RESNET_WITH_CUDA
+    if (limit_ <= 0) return;
+    queued_.emplace_back();
+    queued_.back().record();
+    if (static_cast<int64_t>(queued_.size()) > limit_) {
+      queued_.front().synchronize();
+      queued_.pop_front();
+    }
+#endif
+  }
+
+ private:
+  int64_t limit_;
+#ifdef RESNET_WITH_CUDA
+  std::deque<at::cuda::CUDAEvent> queued_;
+#endif
+};
 
 
 }  // namespace
@@ -87,7 +117,12 @@ BenchResult run_bench(const BenchOptions& options) {
   meet();
   const double warmup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - warmup_start).count();
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < options.steps; ++i) step();
+  InFlight in_flight(options.in_flight, device);
+  int64_t steps = 0;
+  for (; steps < options.steps && !(options.stop && options.stop->load()); ++steps) {
+    step();
+    in_flight.after();
+  }
   meet();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -98,7 +133,7 @@ BenchResult run_bench(const BenchOptions& options) {
   r.device_name = describe_device(device);
   r.batch_size = options.batch_size;
   r.image_size = options.image_size;
-  r.steps = options.steps;
+  r.steps = steps;
   r.mode = options.inference ? "inference" : "train";
   r.precision = to_string(step_options.amp);
   r.channels_last = step_options.channels_last;
@@ -108,8 +143,8 @@ BenchResult run_bench(const BenchOptions& options) {
   r.warmup_seconds = warmup_seconds;
   r.processes = group ? group->size() : 1;
   r.rank = group ? group->rank() : 0;
-  r.img_per_s = static_cast<double>(options.batch_size * options.steps * r.processes) / seconds;
-  r.step_ms = 1000.0 * seconds / static_cast<double>(options.steps);
+  r.img_per_s = static_cast<double>(options.batch_size * steps * r.processes) / std::max(seconds, 1e-9);
+  r.step_ms = 1000.0 * seconds / static_cast<double>(std::max<int64_t>(steps, 1));
   r.peak_mem_mib = peak_memory_mib(device);
   if (!options.trace.empty()) {
     constexpr int kProfiledSteps = 5;

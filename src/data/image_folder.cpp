@@ -105,6 +105,7 @@ class StreamingSource : public ImageSource {
       // more): the batches then do not depend on which decoder a gather took.
       if (k > 0 && decoder->backend() != backend_) break;
       backend_ = decoder->backend();
+      if (decoder->allocators() != "stream-ordered") allocators_note_ = ", nvJPEG's own allocators";
       idle_decoders_.push_back(std::move(decoder));
     }
   }
@@ -117,7 +118,7 @@ class StreamingSource : public ImageSource {
   }
   int gathers_at_once() const override { return kStreamedGathersAtOnce; }
   std::string description() const override {
-    return index_.dir + " (image folder, streamed" + (backend_.empty() ? "" : ", JPEGs decoded on the GPU: nvJPEG " + backend_) + ")";
+    return index_.dir + " (image folder, streamed" + (backend_.empty() ? "" : ", JPEGs decoded on the GPU: nvJPEG " + backend_ + allocators_note_) + ")";
   }
 
   RawBatch gather(const torch::Tensor& indices, const torch::Device& device, const CropPlan* plan = nullptr) override {
@@ -464,6 +465,7 @@ class StreamingSource : public ImageSource {
   int64_t keep_side_;
   torch::Tensor labels_;
   std::string backend_;  // --gpu-decode's nvJPEG backend, where it started ("": the CPU decodes)
+  std::string allocators_note_;  // for the description, where a decoder's buffers come from cudaMalloc
   std::atomic<int64_t> batches_refused_{0};
   mutable std::mutex mutex_;  // guards what follows
   std::condition_variable decoder_free_;
