@@ -84,4 +84,20 @@ double peak_memory_mib(const c10::Device& device) {
   return 0.0;
 }
 
+std::string wait_asleep(void* stream) {
+#ifdef RESNET_WITH_CUDA
+  cudaEvent_t done = nullptr;
+  cudaError_t e = cudaEventCreateWithFlags(&done, cudaEventBlockingSync | cudaEventDisableTiming);
+  if (e == cudaSuccess) {
+    e = cudaEventRecord(done, static_cast<cudaStream_t>(stream));
+    if (e == cudaSuccess) e = cudaEventSynchronize(done);
+    cudaEventDestroy(done);
+  }
+  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+#else
+  (void)stream;
+  return "";
+#endif
+}
+
 }  // namespace resnet

@@ -27,4 +27,11 @@ void enable_cudnn_autotuning();
 // started or the last reset); 0 on the CPU.
 double peak_memory_mib(const c10::Device& device);
 
+// Waits on this thread for the work queued so far on CUDA stream `stream` (a cudaStream_t),
+// asleep until it is done. CUDA's own waits (cudaStreamSynchronize, CUDAStream::synchronize) keep
+// a core polling the whole time on a machine of many cores and one GPU; the loader's gathers wait
+// so for their GPU work while the CPU decodes other images of their batches beside them. "" when
+// done, else CUDA's error. (Without CUDA in the build: nothing is queued, "".)
+std::string wait_asleep(void* stream);
+
 }  // namespace resnet

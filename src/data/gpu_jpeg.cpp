@@ -4,6 +4,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #include <nvjpeg.h>
+
+#include "core/device.h"
 #endif
 
 #include <algorithm>
@@ -238,10 +240,11 @@ class NvjpegDecoder final : public GpuJpegDecoder {
     }
     const nvjpegStatus_t s =
         nvjpegDecodeBatched(handle_, state_, data.data(), lengths.data(), out.data(), static_cast<cudaStream_t>(stream));
-    // wait here: data, lengths and out must outlive the work, and the caller reads the images next
-    const cudaError_t synced = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+    // wait here (asleep: the CPU decodes beside it): data, lengths and out must outlive the work,
+    // and the caller reads the images next
+    const std::string synced = wait_asleep(stream);
     if (s != NVJPEG_STATUS_SUCCESS) return refuse("nvjpegDecodeBatched: " + status_text(s));
-    if (synced != cudaSuccess) return refuse(std::string("the decode's stream: ") + cudaGetErrorString(synced));
+    if (!synced.empty()) return refuse("the decode's stream: " + synced);
     images_decoded_ += n;
     return "";
   }

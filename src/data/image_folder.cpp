@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/parallel.h"
@@ -53,6 +54,14 @@ std::vector<torch::Tensor> decode_all(const std::vector<std::string>& files, std
   return images;
 }
 
+#ifdef RESNET_WITH_CUDA
+// Waits asleep (core/device.h's wait_asleep: the CPU decodes beside it) for `stream`'s work.
+void wait_for(const c10::cuda::CUDAStream& stream) {
+  const std::string error = wait_asleep(stream.stream());
+  if (!error.empty()) throw std::runtime_error("the loader's CUDA stream: " + error);
+}
+#endif
+
 // Copies a pinned batch to `device` on a side stream, waiting here (on the loader's background
 // thread) rather than on the stream the model runs on, so the copy overlaps the model's work.
 torch::Tensor to_device_beside_compute(const torch::Tensor& host, const torch::Device& device) {
@@ -64,7 +73,7 @@ torch::Tensor to_device_beside_compute(const torch::Tensor& host, const torch::D
       c10::cuda::CUDAStreamGuard guard(side);
       out = host.to(device, /*non_blocking=*/true);
     }
-    side.synchronize();
+    wait_for(side);
     // The batch is used on the model's stream: tell the allocator, so that its memory is not
     // handed to the side stream's next copy while the model still reads it.
     c10::cuda::CUDACachingAllocator::recordStream(out.storage().data_ptr(),
@@ -372,7 +381,7 @@ class StreamingSource : public ImageSource {
       images = torch::zeros({b, 3, max_h, max_w}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
       // nvJPEG's hardware path has been seen to write without waiting for work queued before it
       // on its stream (torchvision and torchcodec work round it the same way): the zeros first.
-      side.synchronize();
+      wait_for(side);
       std::vector<const std::vector<uint8_t>*> gpu_files;
       std::vector<int64_t> gpu_slots;
       for (int64_t i : on_gpu) gpu_files.push_back(&bytes[i]), gpu_slots.push_back(slot[i]);
@@ -407,7 +416,7 @@ class StreamingSource : public ImageSource {
         for (int64_t i : keep) slots.push_back(slot[i]);
         images = images.index_select(0, pinned_index(slots, device));
       }
-      side.synchronize();
+      wait_for(side);
     }
     c10::cuda::CUDACachingAllocator::recordStream(images.storage().data_ptr(),
                                                   c10::cuda::getDefaultCUDAStream(device.index()));
