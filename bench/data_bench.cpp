@@ -125,6 +125,7 @@ class StepBeside {
       options.amp = "fp16";
       options.warmup = 8;
       options.steps = std::numeric_limits<int64_t>::max();  // until stop_
+      options.warmed = &warmed_;
       options.stop = &stop_;
       options.in_flight = 2;
       try {
@@ -135,7 +136,11 @@ class StepBeside {
       done_ = true;
     });
     // its start-up and warm-up (2-5 s on an H200) before the loader's measurement
-    std::this_thread::sleep_for(std::chrono::seconds(10));
+    while (!warmed_ && !done_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (done_) {
+      thread_.join();
+      throw std::runtime_error("the step beside the loader failed (above)");
+    }
 #else
     (void)stream, (void)device;
     throw std::runtime_error("--beside-step needs a CUDA build");
@@ -159,7 +164,7 @@ class StepBeside {
 #ifdef RESNET_WITH_CUDA
   std::optional<c10::cuda::CUDAStream> own_;
 #endif
-  std::atomic<bool> stop_{false}, done_{false};
+  std::atomic<bool> warmed_{false}, stop_{false}, done_{false};
   std::thread thread_;
 };
 

@@ -1272,6 +1272,7 @@ GpuFiles files_the_gpu_takes(resnet::GpuJpegDecoder& decoder) {
 torch::Tensor decode_on_gpu(resnet::GpuJpegDecoder& decoder, const GpuFiles& g, const std::vector<size_t>& order) {
   auto images = torch::zeros({static_cast<int64_t>(order.size()), 3, g.max_h, g.max_w},
                              torch::TensorOptions().dtype(torch::kUInt8).device(torch::kCUDA, 0));
+  torch::cuda::synchronize(0);  // the zeros (default stream) before the decode (another stream)
   std::vector<const std::vector<uint8_t>*> pointers;
   std::vector<int64_t> slots;
   for (size_t k = 0; k < order.size(); ++k) pointers.push_back(&g.files[order[k]]), slots.push_back(static_cast<int64_t>(k));
@@ -1329,26 +1330,24 @@ TEST(GpuJpeg, DecodesAsTheCpuPathDoes) {
 
 TEST(GpuJpeg, OurAllocatorsDecodeWhatNvjpegsOwnDo) {
   // The stream-ordered allocators (the default) against nvJPEG's own (RESNET_NVJPEG_ALLOCATORS=
-  // default): the same pixels, over batches that grow (nvJPEG reallocates its buffers to grow, and
-  // our pinned cache hands freed blocks out again) and shrink again.
+  // default): the same pixels, over batches that grow, each by a larger file than the last (nvJPEG
+  // reallocates its buffers to grow, and our pinned cache hands freed blocks out again), and
+  // shrink again; and nvJPEG did take its memory from our allocators.
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   std::string why;
-  ::unsetenv("RESNET_NVJPEG_ALLOCATORS");
-  const auto ours = resnet::make_gpu_jpeg_decoder(0, why);
+  const auto ours = resnet::make_gpu_jpeg_decoder(0, why, /*stream_ordered=*/true);
   if (!ours) GTEST_SKIP() << why;
-  ::setenv("RESNET_NVJPEG_ALLOCATORS", "default", 1);
-  const auto theirs = resnet::make_gpu_jpeg_decoder(0, why);
-  ::unsetenv("RESNET_NVJPEG_ALLOCATORS");
+  const auto theirs = resnet::make_gpu_jpeg_decoder(0, why, /*stream_ordered=*/false);
   ASSERT_TRUE(theirs) << why;
   EXPECT_EQ(ours->allocators(), "stream-ordered");
   EXPECT_EQ(theirs->allocators(), "nvJPEG's");
   const GpuFiles g = files_the_gpu_takes(*ours);
   ASSERT_GE(g.files.size(), 4u);
-  std::vector<size_t> by_size(g.files.size());  // smallest file first: each batch needs more room
+  std::vector<size_t> by_size(g.files.size());
   std::iota(by_size.begin(), by_size.end(), size_t{0});
   std::sort(by_size.begin(), by_size.end(), [&](size_t a, size_t b) { return g.files[a].size() < g.files[b].size(); });
-  std::vector<std::vector<size_t>> batches;
-  for (size_t n = 1; n <= by_size.size(); ++n) batches.emplace_back(by_size.end() - static_cast<std::ptrdiff_t>(n), by_size.end());
+  std::vector<std::vector<size_t>> batches;  // the smallest file, the two smallest, ..., all
+  for (size_t n = 1; n <= by_size.size(); ++n) batches.emplace_back(by_size.begin(), by_size.begin() + static_cast<std::ptrdiff_t>(n));
   const std::vector<size_t> every = batches.back();
   batches.push_back({by_size.front()});  // small again
   batches.push_back(every);              // then all of them once more
@@ -1358,6 +1357,11 @@ TEST(GpuJpeg, OurAllocatorsDecodeWhatNvjpegsOwnDo) {
     EXPECT_TRUE(torch::equal(mine, want)) << "batch " << b << " of " << batches[b].size() << " files";
   }
   EXPECT_EQ(ours->batches_refused(), 0);
+  const auto counts = ours->allocations();
+  std::cout << "our allocators: device " << counts.device << ", pinned " << counts.pinned << ", pinned reused "
+            << counts.pinned_reused << "\n";
+  EXPECT_GT(counts.device + counts.pinned, 0) << "nvJPEG took no memory from our allocators";
+  EXPECT_EQ(theirs->allocations().device + theirs->allocations().pinned, 0);
 }
 
 TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {

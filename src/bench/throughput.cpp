@@ -32,14 +32,14 @@ void synchronize(const c10::Device& device) {
 }
 
 // Keeps at most `limit` steps queued on a CUDA device (0 or the CPU: no limit): after() follows
-// each step, and waits for the step `limit` before it.
+// each step, and waits (asleep, leaving the core to others) for the step `limit` before it.
 class InFlight {
  public:
   InFlight(int64_t limit, const c10::Device& device) : limit_(device.is_cuda() ? limit : 0) {}
   void after() {
 #ifdef RESNET_WITH_CUDA
     if (limit_ <= 0) return;
-    queued_.emplace_back();
+    queued_.emplace_back(cudaEventDisableTiming | cudaEventBlockingSync);
     queued_.back().record();
     if (static_cast<int64_t>(queued_.size()) > limit_) {
       queued_.front().synchronize();
@@ -116,6 +116,7 @@ BenchResult run_bench(const BenchOptions& options) {
   for (int64_t i = 0; i < warmup; ++i) step();
   meet();
   const double warmup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - warmup_start).count();
+  if (options.warmed) *options.warmed = true;
   const auto start = std::chrono::steady_clock::now();
   InFlight in_flight(options.in_flight, device);
   int64_t steps = 0;
@@ -143,8 +144,9 @@ BenchResult run_bench(const BenchOptions& options) {
   r.warmup_seconds = warmup_seconds;
   r.processes = group ? group->size() : 1;
   r.rank = group ? group->rank() : 0;
-  r.img_per_s = static_cast<double>(options.batch_size * steps * r.processes) / std::max(seconds, 1e-9);
-  r.step_ms = 1000.0 * seconds / static_cast<double>(std::max<int64_t>(steps, 1));
+  // (none when a stop came before the first: 0)
+  r.img_per_s = steps > 0 ? static_cast<double>(options.batch_size * steps * r.processes) / seconds : 0.0;
+  r.step_ms = steps > 0 ? 1000.0 * seconds / static_cast<double>(steps) : 0.0;
   r.peak_mem_mib = peak_memory_mib(device);
   if (!options.trace.empty()) {
     constexpr int kProfiledSteps = 5;

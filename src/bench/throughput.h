@@ -39,9 +39,11 @@ struct BenchOptions {
   // in buckets during backward); img_per_s is then the job's.
   DistEnv dist;
   int64_t dist_timeout_s = 600;
-  // Run beside another measurement (data_bench loader --beside-step): the timed steps end early
-  // once *stop is true, and at most `in_flight` steps are queued on the GPU at once (0: no limit),
-  // as in training, which queues one or two while it waits for the next batch.
+  // Run beside another measurement (data_bench loader --beside-step): *warmed turns true when the
+  // warm-up is done, the timed steps end early once *stop is true, and at most `in_flight` steps
+  // are queued on the GPU at once (0: no limit), as in training, which queues one or two while it
+  // waits for the next batch.
+  std::atomic<bool>* warmed = nullptr;
   const std::atomic<bool>* stop = nullptr;
   int64_t in_flight = 0;
 };

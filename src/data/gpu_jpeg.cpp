@@ -51,9 +51,11 @@ std::string status_text(nvjpegStatus_t s) {
 // GPU decoding took 4x longer than alone in training (where one or two steps are queued) and about
 // 1 s where many were (an H200, 2026-12-01): these waits are the suspect. Device memory comes from a
 // CUDA memory pool of the decoder's own (cudaMallocFromPoolAsync / cudaFreeAsync on the stream
-// nvJPEG names, which order reuse without waiting), kept rather than returned to the driver at each
-// synchronisation; pinned memory from a cache that hands a block out again once the work queued
-// before its free has finished (an event), and frees none while the decoder lives.
+// nvJPEG names, which order reuse without waiting; the pool neither returns memory to the driver
+// at each synchronisation nor makes one stream's allocation wait for another's free); pinned
+// memory from a cache that hands a block out again once the work queued before its free has
+// finished (an event), and frees a block only when more than kFreeBlocksKept are idle and its work
+// is done, so that no free waits.
 class NvjpegMemory {
  public:
   explicit NvjpegMemory(int device) {
@@ -63,16 +65,25 @@ class NvjpegMemory {
     props.location.type = cudaMemLocationTypeDevice;
     props.location.id = device;
     if (cudaMemPoolCreate(&pool_, &props) != cudaSuccess) {
+      (void)cudaGetLastError();
       pool_ = nullptr;
       return;
     }
     uint64_t keep = std::numeric_limits<uint64_t>::max();
-    cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep);
+    int no = 0;
+    if (cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess ||
+        cudaMemPoolSetAttribute(pool_, cudaMemPoolReuseAllowInternalDependencies, &no) != cudaSuccess) {
+      (void)cudaGetLastError();
+      cudaMemPoolDestroy(pool_);
+      pool_ = nullptr;
+    }
   }
   ~NvjpegMemory() {  // (after nvjpegDestroy, which frees through this)
     for (auto& b : free_pinned_) {
-      cudaEventSynchronize(b.freed);
-      cudaEventDestroy(b.freed);
+      if (b.freed) {
+        cudaEventSynchronize(b.freed);
+        cudaEventDestroy(b.freed);
+      }
       cudaFreeHost(b.ptr);
     }
     if (pool_) cudaMemPoolDestroy(pool_);
@@ -84,6 +95,10 @@ class NvjpegMemory {
   // (members, in case nvJPEG keeps the pointers rather than copies)
   nvjpegDevAllocatorV2_t* device_allocator() { return &device_allocator_; }
   nvjpegPinnedAllocatorV2_t* pinned_allocator() { return &pinned_allocator_; }
+  GpuJpegDecoder::Allocations counts() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return counts_;
+  }
 
  private:
   struct PinnedBlock {
@@ -93,13 +108,14 @@ class NvjpegMemory {
   };
   static constexpr size_t kFreeBlocksKept = 8;
 
-  static int device_malloc(void* ctx, void** ptr, size_t size, cudaStream_t stream) {
-    return cudaMallocFromPoolAsync(ptr, std::max<size_t>(size, 1), static_cast<NvjpegMemory*>(ctx)->pool_, stream) ==
-                   cudaSuccess
-               ? 0
-               : 1;
+  static int device_malloc(void* ctx, void** ptr, size_t size, cudaStream_t stream) noexcept {
+    auto* self = static_cast<NvjpegMemory*>(ctx);
+    if (cudaMallocFromPoolAsync(ptr, std::max<size_t>(size, 1), self->pool_, stream) != cudaSuccess) return 1;
+    std::lock_guard<std::mutex> lock(self->mutex_);
+    ++self->counts_.device;
+    return 0;
   }
-  static int device_free(void*, void* ptr, size_t, cudaStream_t stream) {
+  static int device_free(void*, void* ptr, size_t, cudaStream_t stream) noexcept {
     return cudaFreeAsync(ptr, stream) == cudaSuccess ? 0 : 1;
   }
   // (no exception may leave these: nvJPEG is C)
@@ -118,22 +134,35 @@ class NvjpegMemory {
     }
   }
 
+  // Whether a free block's last user has finished (a query that is not ready leaves no error behind)
+  static bool idle(const PinnedBlock& b) {
+    if (!b.freed) return true;
+    const cudaError_t e = cudaEventQuery(b.freed);
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    return e == cudaSuccess;
+  }
+  static void release(const PinnedBlock& b) {  // (idle already: waits for nothing)
+    if (b.freed) cudaEventDestroy(b.freed);
+    cudaFreeHost(b.ptr);
+  }
+
   int take_pinned(void** ptr, size_t size) {
     std::lock_guard<std::mutex> lock(mutex_);
-    // the smallest free block that fits and whose last user has finished
+    // the smallest idle free block that fits
     auto best = free_pinned_.end();
     for (auto it = free_pinned_.begin(); it != free_pinned_.end(); ++it)
-      if (it->size >= size && (best == free_pinned_.end() || it->size < best->size) && cudaEventQuery(it->freed) == cudaSuccess)
-        best = it;
+      if (it->size >= size && (best == free_pinned_.end() || it->size < best->size) && idle(*it)) best = it;
     if (best != free_pinned_.end()) {
       *ptr = best->ptr;
-      cudaEventDestroy(best->freed);
+      if (best->freed) cudaEventDestroy(best->freed);
       pinned_size_[best->ptr] = best->size;
       free_pinned_.erase(best);
+      ++counts_.pinned_reused;
       return 0;
     }
     if (cudaHostAlloc(ptr, size, cudaHostAllocDefault) != cudaSuccess) return 1;
     pinned_size_[*ptr] = size;
+    ++counts_.pinned;
     return 0;
   }
   int give_back_pinned(void* ptr, cudaStream_t stream) {
@@ -142,18 +171,21 @@ class NvjpegMemory {
     if (found == pinned_size_.end()) return 1;
     PinnedBlock block{ptr, found->second, nullptr};
     pinned_size_.erase(found);
-    if (cudaEventCreateWithFlags(&block.freed, cudaEventDisableTiming) != cudaSuccess) return 1;
-    if (cudaEventRecord(block.freed, stream) != cudaSuccess) {
-      cudaEventDestroy(block.freed);
-      return 1;
+    if (cudaEventCreateWithFlags(&block.freed, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventRecord(block.freed, stream) != cudaSuccess) {  // (unlikely) then wait for the stream here
+      (void)cudaGetLastError();
+      if (block.freed) cudaEventDestroy(block.freed);
+      block.freed = nullptr;
+      if (cudaStreamSynchronize(stream) != cudaSuccess) return 1;
     }
     free_pinned_.push_back(block);
-    if (free_pinned_.size() > kFreeBlocksKept) {  // (rare: nvJPEG reallocates only to grow) the smallest goes
-      auto smallest = std::min_element(free_pinned_.begin(), free_pinned_.end(),
-                                       [](const PinnedBlock& a, const PinnedBlock& b) { return a.size < b.size; });
-      cudaEventSynchronize(smallest->freed);
-      cudaEventDestroy(smallest->freed);
-      cudaFreeHost(smallest->ptr);
+    // More idle blocks than kept (rare: nvJPEG reallocates only to grow): the smallest idle ones go.
+    while (free_pinned_.size() > kFreeBlocksKept) {
+      auto smallest = free_pinned_.end();
+      for (auto it = free_pinned_.begin(); it != free_pinned_.end(); ++it)
+        if ((smallest == free_pinned_.end() || it->size < smallest->size) && idle(*it)) smallest = it;
+      if (smallest == free_pinned_.end()) break;  // none idle yet: later
+      release(*smallest);
       free_pinned_.erase(smallest);
     }
     return 0;
@@ -162,9 +194,10 @@ class NvjpegMemory {
   cudaMemPool_t pool_ = nullptr;
   nvjpegDevAllocatorV2_t device_allocator_{&NvjpegMemory::device_malloc, &NvjpegMemory::device_free, this};
   nvjpegPinnedAllocatorV2_t pinned_allocator_{&NvjpegMemory::pinned_malloc, &NvjpegMemory::pinned_free, this};
-  std::mutex mutex_;  // (nvJPEG may call from threads of its own)
+  mutable std::mutex mutex_;  // (nvJPEG may call from threads of its own)
   std::vector<PinnedBlock> free_pinned_;
   std::unordered_map<void*, size_t> pinned_size_;  // blocks given out, and their sizes
+  GpuJpegDecoder::Allocations counts_;
 };
 
 class NvjpegDecoder final : public GpuJpegDecoder {
@@ -251,6 +284,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
 
   std::string backend() const override { return hardware_ ? "hardware" : "hybrid"; }
   std::string allocators() const override { return memory_ ? "stream-ordered" : "nvJPEG's"; }
+  Allocations allocations() const override { return memory_ ? memory_->counts() : Allocations{}; }
 
  private:
   std::string refuse(const std::string& why) {
@@ -272,16 +306,20 @@ class NvjpegDecoder final : public GpuJpegDecoder {
 
 bool gpu_jpeg_built() { return true; }
 
-std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why) {
+std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why,
+                                                      std::optional<bool> stream_ordered) {
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_index));
   // The hardware engines where the GPU has them (creating fails where it has none), else hybrid;
   // each with chroma upsampling that interpolates (as libjpeg's "fancy" upsampling, which PIL and
   // our CPU path use) where that backend offers it.
   // Stream-ordered allocators (NvjpegMemory) unless RESNET_NVJPEG_ALLOCATORS=default asks for
   // nvJPEG's own (cudaMalloc, cudaHostAlloc), to compare the two.
-  const char* allocators = std::getenv("RESNET_NVJPEG_ALLOCATORS");
+  if (!stream_ordered) {
+    const char* allocators = std::getenv("RESNET_NVJPEG_ALLOCATORS");
+    stream_ordered = !allocators || std::strcmp(allocators, "default") != 0;
+  }
   std::unique_ptr<NvjpegMemory> memory;
-  if (!allocators || std::strcmp(allocators, "default") != 0) {
+  if (*stream_ordered) {
     memory = std::make_unique<NvjpegMemory>(device_index);
     if (!memory->ready()) memory.reset();  // (no memory pools on this GPU or driver: nvJPEG's own)
   }
@@ -322,7 +360,7 @@ std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::str
 
 bool gpu_jpeg_built() { return false; }
 
-std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int, std::string& why) {
+std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int, std::string& why, std::optional<bool>) {
   why = "this build has no nvJPEG (scripts/install-deps installs PyPI's nvidia-nvjpeg for a CUDA build)";
   return nullptr;
 }

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,12 @@ class GpuJpegDecoder {
   // whole GPU) or "nvJPEG's" (cudaMalloc and cudaHostAlloc; RESNET_NVJPEG_ALLOCATORS=default, or
   // where ours cannot start)
   virtual std::string allocators() const = 0;
+  // With "stream-ordered": how often nvJPEG took device memory, new pinned memory, and a pinned
+  // block freed before (all 0 with nvJPEG's own)
+  struct Allocations {
+    int64_t device = 0, pinned = 0, pinned_reused = 0;
+  };
+  virtual Allocations allocations() const = 0;
 
   int64_t images_decoded() const { return images_decoded_; }
   int64_t batches_refused() const { return batches_refused_; }
@@ -56,6 +63,9 @@ int64_t jpegs_for_the_cpu(int64_t eligible, int64_t forced, double cpu_rate, dou
 
 // A decoder for CUDA device `device_index`, or none (nullptr) where this build lacks nvJPEG or
 // nvJPEG cannot start on that GPU (the reason in `why`).
-std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why);
+// `stream_ordered`: whether nvJPEG's buffers come from our stream-ordered allocators or from its own
+// (none given: ours, unless the environment variable RESNET_NVJPEG_ALLOCATORS is "default").
+std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why,
+                                                      std::optional<bool> stream_ordered = std::nullopt);
 
 }  // namespace resnet

@@ -57,6 +57,7 @@ std::vector<torch::Tensor> decode_all(const std::vector<std::string>& files, std
 #ifdef RESNET_WITH_CUDA
 // Waits asleep (core/device.h's wait_asleep: the CPU decodes beside it) for `stream`'s work.
 void wait_for(const c10::cuda::CUDAStream& stream) {
+  c10::cuda::CUDAGuard on(stream.device_index());  // (the event must be of the stream's GPU)
   const std::string error = wait_asleep(stream.stream());
   if (!error.empty()) throw std::runtime_error("the loader's CUDA stream: " + error);
 }

@@ -6,6 +6,11 @@
 #include "core/error.h"
 #include "data/transforms.h"
 
+#ifdef RESNET_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 namespace resnet {
 namespace {
 
@@ -121,6 +126,14 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
   const auto start = std::chrono::steady_clock::now();
   RawBatch raw = gathering.get();
   waited_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+#ifdef RESNET_WITH_CUDA
+  // This thread's stream reads the batch (the transform below, queued there): its memory goes to
+  // no other stream's allocation before that work is done, whichever stream the caller runs on.
+  for (const torch::Tensor* t : {&raw.images, &raw.labels})
+    if (t->defined() && t->is_cuda())
+      c10::cuda::CUDACachingAllocator::recordStream(t->storage().data_ptr(),
+                                                    c10::cuda::getCurrentCUDAStream(t->device().index()));
+#endif
   prefetch();
   Batch out;
   out.labels = raw.labels;

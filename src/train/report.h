@@ -31,9 +31,9 @@ struct EpochReport {
   double img_per_s = 0;
   double seconds = 0;
   double data_wait = 0;  // of `seconds`, those the steps waited for the loader's batches
-  // With --gpu-decode on a streamed folder: how this epoch's gathers (and the next epoch's first,
-  // gathered ahead) split the decoding between nvJPEG and the CPU, and each part's seconds; the
-  // gathers overlap, so their seconds add up to more than the epoch's. All zero otherwise.
+  // With --gpu-decode on a streamed folder: how this epoch's training gathers split the decoding
+  // between nvJPEG and the CPU, and each part's seconds; the gathers overlap, so their seconds add
+  // up to more than the epoch's. All zero otherwise.
   DecodeStats decode;
   double elapsed = 0;  // wall seconds since the run started (its resumes' time added), test included
 };

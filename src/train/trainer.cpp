@@ -159,7 +159,7 @@ struct Run {
   double elapsed_before = 0;
   double elapsed() const { return elapsed_before + seconds_since(started); }
   int64_t saved_step = -1;  // the step resume.pt holds (-1: this run has written none)
-  DecodeStats decode_before;  // the training source's decode_stats() at the last epoch's end
+  DecodeStats decode_before;  // the training source's decode_stats() as this epoch's gathers began
   // --skip-nonfinite: steps skipped in the run before this epoch, and the count last said
   int64_t skipped_before_epoch = 0, skipped_said = 0;
   std::unique_ptr<Profiler> profiler;
@@ -568,6 +568,8 @@ bool Run::run_epoch(int64_t epoch) {
       reporter.message("Training images at " + std::to_string(size) + " px from this epoch on (--progressive-resize)");
     size_said = true;
   }
+  // (with --holdout the test split's batches come from the same source: counted before, not here)
+  decode_before = train_source->decode_stats();
   train_loader->start_epoch(epoch, state.batch);
   const auto t0 = Clock::now();
   auto last_log = t0;
@@ -663,7 +665,6 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   e.decode = {d.gpu_images - decode_before.gpu_images, d.cpu_images - decode_before.cpu_images,
               d.gpu_s - decode_before.gpu_s,           d.cpu_s - decode_before.cpu_s,
               d.read_s - decode_before.read_s,         d.headers_s - decode_before.headers_s};
-  decode_before = d;
   state.epoch = epoch + 1;
   state.batch = 0;
   state.epoch_loss_sum = 0;
