@@ -35,6 +35,8 @@
 #include "data/md5.h"
 #include "data/open.h"
 #include "data/transforms.h"
+#include "train/report.h"
+#include "train/trainer.h"
 #include "io/torch_save.h"
 #include "test_util.h"
 
@@ -1465,6 +1467,48 @@ TEST(GpuJpeg, AFileTheCpuFailsToDecodeLeavesTheGpuBatch) {
     }
     EXPECT_EQ(row, n - 1);
   }
+}
+
+TEST(GpuJpeg, EachEpochSaysHowItsDecodingSplit) {
+  // `train --gpu-decode` on gpu/train (8 files: 4 colour baseline JPEGs the engines take, and a
+  // progressive, grey, CMYK and PNG-named file only the CPU decodes), 2 held out of the same
+  // streamed source: each epoch's report counts its 6 training images once, between nvJPEG and the
+  // CPU (the held-out test's decoding, from the same source, not among them), with times.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  if (!resnet::make_gpu_jpeg_decoder(0, why)) GTEST_SKIP() << why;
+  resnet::test::TempDir dir;
+  fs::copy(fixture("gpu/train"), dir.path() / "train", fs::copy_options::recursive);
+  resnet::TrainOptions o;
+  o.model = "resnet18";
+  o.data = dir.path().string();
+  o.device = "cuda";
+  o.gpu_decode = true;
+  o.holdout = 2;
+  o.epochs = 3;
+  o.batch_size = 6;
+  o.image_size = 32;
+  o.checkpoint_dir = (dir.path() / "ck").string();
+  o.restart = true;
+  struct Epochs : resnet::TrainReporter {
+    std::vector<resnet::EpochReport> seen;
+    void epoch_end(const resnet::EpochReport& e) override { seen.push_back(e); }
+  } epochs;
+  resnet::train(o, epochs);
+  ASSERT_EQ(epochs.seen.size(), 3u);
+  for (const auto& e : epochs.seen) {
+    const auto& d = e.decode;
+    EXPECT_EQ(d.gpu_images + d.cpu_images, 6) << "epoch " << e.epoch;
+    EXPECT_GE(d.cpu_images, 1) << "epoch " << e.epoch;  // (of the four only the CPU decodes, those held out aside)
+    EXPECT_GT(d.cpu_s, 0.0) << "epoch " << e.epoch;
+    EXPECT_GT(d.read_s, 0.0) << "epoch " << e.epoch;
+    if (d.gpu_images > 0) {
+      EXPECT_GT(d.gpu_s, 0.0) << "epoch " << e.epoch;
+    }
+  }
+  int64_t on_gpu = 0;
+  for (const auto& e : epochs.seen) on_gpu += e.decode.gpu_images;
+  EXPECT_GT(on_gpu, 0);
 }
 
 TEST(GpuJpeg, GathersAtOnceShareTheDecoders) {
