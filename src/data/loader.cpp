@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "core/error.h"
 #include "data/transforms.h"
@@ -95,21 +96,21 @@ void Loader::prefetch() {
 
 void Loader::ask(int64_t batch) {
   auto indices = batch_indices(batch);
-  if (!options_.train || options_.crop.pad > 0) {
-    pending_.push_back(std::async(std::launch::async, [this, indices] { return source_->gather(indices, device_); }));
-    return;
-  }
   // RandomResizedCrop: the source may decode only each crop; it draws them as next()'s transform
-  // will, from the image's own stream of random numbers.
-  CropPlan plan;
-  plan.output_size = options_.image_size;
-  plan.box = [indices = indices.contiguous(), seed = options_.seed, epoch = epoch_, crop = options_.crop](
-                 int64_t row, int64_t height, int64_t width) {
-    std::mt19937_64 rng(mix(seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(indices.data_ptr<int64_t>()[row])));
-    return random_resized_crop_box(height, width, rng, crop);
-  };
-  pending_.push_back(
-      std::async(std::launch::async, [this, indices, plan] { return source_->gather(indices, device_, &plan); }));
+  // will, from the image's own stream of random numbers. (The test transform and pad-and-crop
+  // need whole images: no plan.)
+  std::optional<CropPlan> plan;
+  if (options_.train && options_.crop.pad == 0) {
+    plan.emplace();
+    plan->output_size = options_.image_size;
+    plan->box = [indices = indices.contiguous(), seed = options_.seed, epoch = epoch_, crop = options_.crop](
+                    int64_t row, int64_t height, int64_t width) {
+      std::mt19937_64 rng(mix(seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(indices.data_ptr<int64_t>()[row])));
+      return random_resized_crop_box(height, width, rng, crop);
+    };
+  }
+  pending_.push_back(std::async(std::launch::async,
+                                [this, indices, plan] { return source_->gather(indices, device_, plan ? &*plan : nullptr); }));
 }
 
 void Loader::settle() {
