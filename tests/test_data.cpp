@@ -1240,6 +1240,17 @@ TEST(GpuJpeg, TheCpuTakesTheShareThatMakesBothSidesFinishTogether) {
   }
 }
 
+TEST(GpuJpeg, TheDecoderKeepsItsCountWhereTheSplitAllows) {
+  using resnet::jpegs_for_the_gpu;
+  EXPECT_EQ(jpegs_for_the_gpu(230, 200, 0, 16), 200);    // not set up yet: the balanced split
+  EXPECT_EQ(jpegs_for_the_gpu(230, 200, 210, 16), 210);  // within the slack: the count it has
+  EXPECT_EQ(jpegs_for_the_gpu(230, 200, 190, 16), 190);
+  EXPECT_EQ(jpegs_for_the_gpu(230, 200, 216, 16), 216);  // (the edge)
+  EXPECT_EQ(jpegs_for_the_gpu(230, 200, 217, 16), 200);  // beyond it: set up again
+  EXPECT_EQ(jpegs_for_the_gpu(205, 200, 210, 16), 200);  // more than this batch has
+  EXPECT_EQ(jpegs_for_the_gpu(0, 0, 210, 16), 0);
+}
+
 #ifdef RESNET_WITH_CUDA  // (a build without CUDA has no GPU decoding to test)
 // gpu/train's files that `decoder` takes, with their names and sizes; checks that it takes the
 // colour baseline ones ("s*") and no other (progressive.JPEG aside: the hybrid decoder may take it)

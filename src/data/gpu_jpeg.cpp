@@ -27,6 +27,11 @@ int64_t jpegs_for_the_cpu(int64_t eligible, int64_t forced, double cpu_rate, dou
   return std::clamp<int64_t>(std::llround(m), 0, eligible);
 }
 
+int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int64_t slack) {
+  if (prepared > 0 && prepared <= eligible && std::abs(prepared - ideal) <= slack) return prepared;
+  return ideal;
+}
+
 #ifdef RESNET_WITH_NVJPEG
 namespace {
 
@@ -285,6 +290,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   std::string backend() const override { return hardware_ ? "hardware" : "hybrid"; }
   std::string allocators() const override { return memory_ ? "stream-ordered" : "nvJPEG's"; }
   Allocations allocations() const override { return memory_ ? memory_->counts() : Allocations{}; }
+  int64_t prepared_for() const override { return batch_; }
 
  private:
   std::string refuse(const std::string& why) {

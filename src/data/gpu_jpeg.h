@@ -42,6 +42,9 @@ class GpuJpegDecoder {
     int64_t device = 0, pinned = 0, pinned_reused = 0;
   };
   virtual Allocations allocations() const = 0;
+  // How many files decode() was last set up for (0: none yet). A call with another count sets
+  // nvJPEG's state up again (nvjpegDecodeBatchedInitialize, which frees and takes its buffers).
+  virtual int64_t prepared_for() const = 0;
 
   int64_t images_decoded() const { return images_decoded_; }
   int64_t batches_refused() const { return batches_refused_; }
@@ -60,6 +63,13 @@ bool gpu_jpeg_built();
 // is 0, so that the CPU's rate gets measured. The hardware engines alone decode about as fast as
 // the CPU cores of a GPU machine, so each side roughly doubles the other.
 int64_t jpegs_for_the_cpu(int64_t eligible, int64_t forced, double cpu_rate, double gpu_rate);
+
+// How many of a batch's `eligible` JPEGs the GPU decoder takes: `ideal` (eligible less the CPU's
+// share above), or `prepared` (the count the decoder is set up for, decode()'s prepared_for) where
+// that is within `slack` of `ideal` and at most `eligible`, so that the decoder keeps its count
+// from batch to batch (the CPU's share varies with each batch's files) and is not set up again
+// for each.
+int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int64_t slack);
 
 // A decoder for CUDA device `device_index`, or none (nullptr) where this build lacks nvJPEG or
 // nvJPEG cannot start on that GPU (the reason in `why`).

@@ -311,13 +311,17 @@ class StreamingSource : public ImageSource {
       }
     }
     const double headers_s = seconds_since(headers_start);
-    // The CPU's share of the GPU's JPEGs: the last ones (the batch is in shuffled order).
+    // The CPU's share of the GPU's JPEGs: the last ones (the batch is in shuffled order). The
+    // decoder keeps the count it is set up for where that is within 1/16 of the batch of the
+    // balanced split (setting nvJPEG up again frees and allocates its buffers).
     int64_t moved = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       moved = jpegs_for_the_cpu(static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()), cpu_rate_,
                                 gpu_rate_);
     }
+    const auto eligible = static_cast<int64_t>(on_gpu.size());
+    moved = eligible - jpegs_for_the_gpu(eligible, eligible - moved, decoder->prepared_for(), std::max<int64_t>(4, n / 16));
     on_cpu.insert(on_cpu.end(), on_gpu.end() - moved, on_gpu.end());
     on_gpu.resize(on_gpu.size() - static_cast<size_t>(moved));
     // A slot in the batch for each file read; one that then fails to decode loses it at the end.
