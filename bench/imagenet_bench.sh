@@ -83,7 +83,7 @@ if part dali && [ -d /tmp/site-dali/nvidia/dali ]; then
   done | tee "$out/dali.jsonl"
 fi
 python3 - "$out" <<'EOF'
-import csv, json, sys
+import csv, json, re, sys
 out = sys.argv[1]
 rows = []
 def last_json(name):
@@ -127,6 +127,9 @@ for decode in ('cpu', 'gpu', 'gpu-own-alloc'):
         ends = [l for l in open(f'{out}/train-{decode}.log') if l.startswith((' Top-5 accuracy', ' Not tested'))]
         for e, end in zip(epochs[1:], ends[1:]):
             waited = end.split('(')[-1].split(' s of it')[0] + ' s' if 'waiting for data' in end else 'under 2%'
+            between = re.search(r'the GPU ([0-9.]+) s between steps', end)
+            if between:
+                waited += f', the GPU {between.group(1)} s between steps'
             rows.append((f"resnet train on the folder, epoch {e['epoch']}, {decode.upper().replace('-OWN-ALLOC', ' (nvJPEG on its own allocators)')} decoding",
                          float(e['img_per_s']), f"{e['seconds']} s, waiting for data: {waited}"))
     except (OSError, IndexError, KeyError):

@@ -1484,7 +1484,8 @@ TEST(GpuJpeg, EachEpochSaysHowItsDecodingSplit) {
   // `train --gpu-decode` on gpu/train (8 files: 4 colour baseline JPEGs the engines take, and a
   // progressive, grey, CMYK and PNG-named file only the CPU decodes), 2 held out of the same
   // streamed source: each epoch's report counts its 6 training images once, between nvJPEG and the
-  // CPU (the held-out test's decoding, from the same source, not among them), with times.
+  // CPU (the held-out test's decoding, from the same source, not among them), with times; and how
+  // long the GPU sat between its 3 steps (at least the batches' transforms, less than the epoch).
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   std::string why;
   if (!resnet::make_gpu_jpeg_decoder(0, why)) GTEST_SKIP() << why;
@@ -1497,7 +1498,7 @@ TEST(GpuJpeg, EachEpochSaysHowItsDecodingSplit) {
   o.gpu_decode = true;
   o.holdout = 2;
   o.epochs = 3;
-  o.batch_size = 6;
+  o.batch_size = 2;
   o.image_size = 32;
   o.checkpoint_dir = (dir.path() / "ck").string();
   o.restart = true;
@@ -1516,6 +1517,8 @@ TEST(GpuJpeg, EachEpochSaysHowItsDecodingSplit) {
     if (d.gpu_images > 0) {
       EXPECT_GT(d.gpu_s, 0.0) << "epoch " << e.epoch;
     }
+    EXPECT_GT(e.gpu_between_steps, 0.0) << "epoch " << e.epoch;
+    EXPECT_LT(e.gpu_between_steps, e.seconds) << "epoch " << e.epoch;
   }
   int64_t on_gpu = 0;
   for (const auto& e : epochs.seen) on_gpu += e.decode.gpu_images;

@@ -31,6 +31,8 @@ struct EpochReport {
   double img_per_s = 0;
   double seconds = 0;
   double data_wait = 0;  // of `seconds`, those the steps waited for the loader's batches
+  // On a GPU: of `seconds`, those the GPU spent between the training steps (train/step_gaps.h)
+  double gpu_between_steps = 0;
   // With --gpu-decode on a streamed folder: how this epoch's training gathers split the decoding
   // between nvJPEG and the CPU, and each part's seconds; the gathers overlap, so their seconds add
   // up to more than the epoch's. All zero otherwise.

@@ -35,6 +35,7 @@
 #include "train/profile.h"
 #include "train/recipe.h"
 #include "train/step.h"
+#include "train/step_gaps.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -206,7 +207,8 @@ struct Run {
   void load_initial_weights();  // --weights, on a fresh start
   // Returns false when --max-steps stopped the run.
   bool run_epoch(int64_t epoch);
-  void finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds);
+  // `gpu_between`: the seconds the GPU spent between the epoch's steps (StepGaps)
+  void finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds, double gpu_between);
   // --trace: starts the profiler before step kTraceWarmupSteps + 1 of this run, and stops it after
   // kTraceSteps steps, or earlier (`now`) when the run or the epoch ends first.
   void start_trace();
@@ -587,7 +589,9 @@ bool Run::run_epoch(int64_t epoch) {
     skipped = torch::full({}, static_cast<double>(state.epoch_skipped), loss_sum.options());
     skipped_before_epoch = state.skipped_steps - state.epoch_skipped;
   }
+  StepGaps gaps(device);
   while (auto batch = train_loader->next(step->input_buffer())) {
+    gaps.ready();
     start_trace();
     // Nothing else on the GPU while the step is captured (the loader prefetches on a thread).
     if (step->captures_next()) train_loader->settle();
@@ -597,6 +601,7 @@ bool Run::run_epoch(int64_t epoch) {
     // Profiled steps run eagerly: a graph replay would show as one opaque launch.
     const auto loss = step->run(batch->images, batch->labels, /*eager=*/profiler != nullptr);
     if (ema) ema->update();
+    gaps.done();
     report.images_seen = state.batch * o.batch_size * world();
     const int64_t b = state.batch++;
     ++state.step;
@@ -650,17 +655,18 @@ bool Run::run_epoch(int64_t epoch) {
   }
   finish_trace(/*now=*/true);  // the evaluation is not part of the profile
   settle_epoch_loss(loss_sum, epoch, skipped);  // waits for the GPU too
-  finish_epoch(epoch, state.epoch_loss_sum, images, seconds_since(t0));
+  finish_epoch(epoch, state.epoch_loss_sum, images, seconds_since(t0), gaps.seconds());
   return true;
 }
 
-void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds) {
+void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds, double gpu_between) {
   EpochReport e;
   e.epoch = epoch + 1;
   e.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch - state.epoch_skipped));
   e.seconds = seconds;
   e.img_per_s = static_cast<double>(images) / seconds;
   e.data_wait = train_loader->seconds_waited();
+  e.gpu_between_steps = gpu_between;
   const DecodeStats d = train_source->decode_stats();
   e.decode = {d.gpu_images - decode_before.gpu_images, d.cpu_images - decode_before.cpu_images,
               d.gpu_s - decode_before.gpu_s,           d.cpu_s - decode_before.cpu_s,
