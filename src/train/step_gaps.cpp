@@ -12,6 +12,10 @@ namespace resnet {
 struct StepGaps::Events {
 #ifdef RESNET_WITH_CUDA
   std::vector<at::cuda::CUDAEvent> ready, done;  // (timing events: cudaEventDefault)
+  static void mark(std::vector<at::cuda::CUDAEvent>& events) {  // one more, on the current stream
+    events.emplace_back(cudaEventDefault);
+    events.back().record();
+  }
 #endif
 };
 
@@ -23,17 +27,13 @@ StepGaps::~StepGaps() = default;
 
 void StepGaps::ready() {
 #ifdef RESNET_WITH_CUDA
-  if (!events_) return;
-  events_->ready.emplace_back(cudaEventDefault);
-  events_->ready.back().record();
+  if (events_) Events::mark(events_->ready);
 #endif
 }
 
 void StepGaps::done() {
 #ifdef RESNET_WITH_CUDA
-  if (!events_) return;
-  events_->done.emplace_back(cudaEventDefault);
-  events_->done.back().record();
+  if (events_) Events::mark(events_->done);
 #endif
 }
 
