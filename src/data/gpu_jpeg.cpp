@@ -151,12 +151,17 @@ class NvjpegMemory {
     cudaFreeHost(b.ptr);
   }
 
-  int take_pinned(void** ptr, size_t size) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    // the smallest idle free block that fits
+  // The smallest idle free block of `at_least` bytes or more (end(): none). Under mutex_.
+  std::vector<PinnedBlock>::iterator smallest_idle(size_t at_least) {
     auto best = free_pinned_.end();
     for (auto it = free_pinned_.begin(); it != free_pinned_.end(); ++it)
-      if (it->size >= size && (best == free_pinned_.end() || it->size < best->size) && idle(*it)) best = it;
+      if (it->size >= at_least && (best == free_pinned_.end() || it->size < best->size) && idle(*it)) best = it;
+    return best;
+  }
+
+  int take_pinned(void** ptr, size_t size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto best = smallest_idle(size);
     if (best != free_pinned_.end()) {
       *ptr = best->ptr;
       if (best->freed) cudaEventDestroy(best->freed);
@@ -186,9 +191,7 @@ class NvjpegMemory {
     free_pinned_.push_back(block);
     // More idle blocks than kept (rare: nvJPEG reallocates only to grow): the smallest idle ones go.
     while (free_pinned_.size() > kFreeBlocksKept) {
-      auto smallest = free_pinned_.end();
-      for (auto it = free_pinned_.begin(); it != free_pinned_.end(); ++it)
-        if ((smallest == free_pinned_.end() || it->size < smallest->size) && idle(*it)) smallest = it;
+      const auto smallest = smallest_idle(0);
       if (smallest == free_pinned_.end()) break;  // none idle yet: later
       release(*smallest);
       free_pinned_.erase(smallest);
