@@ -18,8 +18,8 @@
 #      same folder (bench/dali_bench.py), its decoding on the GPU and on the CPU;
 # and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
 # bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES picks the training runs
-# (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-own-alloc" nvJPEG on its
-# own allocators (RESNET_NVJPEG_ALLOCATORS=default). PARTS picks the parts (default
+# (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-no-prealloc" nvJPEG
+# allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0). PARTS picks the parts (default
 # "decode gather loader bench beside train dali"; the folder is written whatever it says).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -57,10 +57,10 @@ fi
 # training. The step's own figure is not reported.) The step, on CUDA's default stream as in
 # training, keeps at most two steps queued as training does; a row where it failed before the
 # loader's last batch says beside_step_ended_early. nvJPEG with its buffers from our stream-ordered
-# allocators (the default), then from cudaMalloc/cudaHostAlloc (nvJPEG's own), then the CPU path.
+# set up ahead (the default), then allocated as nvJPEG decodes (its own way), then the CPU path.
 if part beside; then
-  for allocators in "" default; do
-    RESNET_NVJPEG_ALLOCATORS=$allocators build-device/data_bench loader --folder "$folder" --device cuda \
+  for preallocate in 1 0; do
+    RESNET_NVJPEG_PREALLOCATE=$preallocate build-device/data_bench loader --folder "$folder" --device cuda \
       --batch-size 256 --image-size 224 --batches 60 --gathers-at-once 3 --gpu-decode --beside-step default
   done
   build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
@@ -69,9 +69,9 @@ fi | tee "$out/loader-beside.jsonl"
 part train && for decode in ${TRAIN_DECODES:-cpu gpu}; do
   flags=()
   [ $decode != cpu ] && flags=(--gpu-decode)
-  allocators=""
-  [ $decode = gpu-own-alloc ] && allocators=default
-  RESNET_NVJPEG_ALLOCATORS=$allocators build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
+  preallocate=1
+  [ $decode = gpu-no-prealloc ] && preallocate=0
+  RESNET_NVJPEG_PREALLOCATE=$preallocate build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
     --checkpoint-dir /tmp/ck-inet-$decode --restart > "$out/train-$decode.log" 2>&1
   echo "train ($decode decoding) exit $?"
   cp /tmp/ck-inet-$decode/resnet50/metrics.csv "$out/metrics-inet-$decode.csv" 2>/dev/null
@@ -105,8 +105,8 @@ def split(d):  # a gather's parts with nvJPEG, ms each (data_bench's gpu_decode)
 for name in ('loader.jsonl', 'loader-beside.jsonl'):
     for d in last_json(name):
         how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
-        if "nvJPEG's own allocators" in d['source']:
-            how += " (its own allocators)"
+        if "not pre-allocated" in d['source']:
+            how += " (buffers not pre-allocated)"
         beside = ''
         if 'beside_step' in d:
             stream = "CUDA's default stream" if d['beside_step'] == 'default' else 'a stream of its own'
@@ -120,7 +120,7 @@ for d in last_json('dali.jsonl'):
     rows.append((f'DALI, batch 256, 224 px, {how} decoding', d.get('img_per_s', 0), d.get('error', '')))
 for d in last_json('bench.txt'):
     rows.append((f"resnet bench, {d['precision']}, batch {d['batch_size']}", d['img_per_s'], ''))
-for decode in ('cpu', 'gpu', 'gpu-own-alloc'):
+for decode in ('cpu', 'gpu', 'gpu-no-prealloc'):
     try:
         epochs = list(csv.DictReader(open(f'{out}/metrics-inet-{decode}.csv')))
         # each epoch's last line (" Top-5 accuracy: ..." or " Not tested ..."), in order
@@ -130,7 +130,7 @@ for decode in ('cpu', 'gpu', 'gpu-own-alloc'):
             between = re.search(r'the GPU ([0-9.]+) s between steps', end)
             if between:
                 waited += f', the GPU {between.group(1)} s between steps'
-            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {decode.upper().replace('-OWN-ALLOC', ' (nvJPEG on its own allocators)')} decoding",
+            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {decode.upper().replace('-NO-PREALLOC', ' (buffers not pre-allocated)')} decoding",
                          float(e['img_per_s']), f"{e['seconds']} s, waiting for data: {waited}"))
     except (OSError, IndexError, KeyError):
         pass

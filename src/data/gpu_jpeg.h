@@ -32,16 +32,15 @@ class GpuJpegDecoder {
                              torch::Tensor& images, void* stream) = 0;
   // "hardware" (the GPU's JPEG engines) or "hybrid"
   virtual std::string backend() const = 0;
-  // Whose allocators nvJPEG's buffers come from: "stream-ordered" (ours: they never wait for the
-  // whole GPU) or "nvJPEG's" (cudaMalloc and cudaHostAlloc; RESNET_NVJPEG_ALLOCATORS=default, or
-  // where ours cannot start)
-  virtual std::string allocators() const = 0;
-  // With "stream-ordered": how often nvJPEG took device memory, new pinned memory, and a pinned
-  // block freed before (all 0 with nvJPEG's own)
-  struct Allocations {
-    int64_t device = 0, pinned = 0, pinned_reused = 0;
+  // Whether nvJPEG's buffers are set up ahead for the images to come (the hardware decoder, unless
+  // make_gpu_jpeg_decoder was asked not to), so that decoding takes and frees none: each free waits
+  // for all the GPU's queued work, the training step's included.
+  virtual bool preallocates() const = 0;
+  // The image size they are set up for now (0 x 0: none yet): the largest seen, rounded up.
+  struct ImageSize {
+    int64_t height = 0, width = 0;
   };
-  virtual Allocations allocations() const = 0;
+  virtual ImageSize preallocated() const = 0;
   // How many files decode() was last set up for (0: none yet). A call with another count sets
   // nvJPEG's state up again (nvjpegDecodeBatchedInitialize, which frees and takes its buffers).
   virtual int64_t prepared_for() const = 0;
@@ -73,9 +72,9 @@ int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int
 
 // A decoder for CUDA device `device_index`, or none (nullptr) where this build lacks nvJPEG or
 // nvJPEG cannot start on that GPU (the reason in `why`).
-// `stream_ordered`: whether nvJPEG's buffers come from our stream-ordered allocators or from its own
-// (none given: ours, unless the environment variable RESNET_NVJPEG_ALLOCATORS is "default").
+// `preallocate`: whether the hardware decoder's buffers are set up ahead (preallocates()); none
+// given: yes, unless the environment variable RESNET_NVJPEG_PREALLOCATE is "0".
 std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why,
-                                                      std::optional<bool> stream_ordered = std::nullopt);
+                                                      std::optional<bool> preallocate = std::nullopt);
 
 }  // namespace resnet

@@ -115,7 +115,7 @@ class StreamingSource : public ImageSource {
       // more): the batches then do not depend on which decoder a gather took.
       if (k > 0 && decoder->backend() != backend_) break;
       backend_ = decoder->backend();
-      if (decoder->allocators() != "stream-ordered") allocators_note_ = ", nvJPEG's own allocators";
+      if (!decoder->preallocates() && backend_ == "hardware") allocators_note_ = ", buffers not pre-allocated";
       idle_decoders_.push_back(std::move(decoder));
     }
   }
@@ -479,7 +479,7 @@ class StreamingSource : public ImageSource {
   int64_t keep_side_;
   torch::Tensor labels_;
   std::string backend_;  // --gpu-decode's nvJPEG backend, where it started ("": the CPU decodes)
-  std::string allocators_note_;  // for the description, where a decoder's buffers come from cudaMalloc
+  std::string allocators_note_;  // for the description, where the hardware decoders allocate as they decode
   std::atomic<int64_t> batches_refused_{0};
   mutable std::mutex mutex_;  // guards what follows
   std::condition_variable decoder_free_;
