@@ -11,7 +11,8 @@
 // - every kernel and copy the GPU runs is summed per stream (count, time running, and the time
 //   from its launch to its start: long where the work queued behind other work).
 // The report is written when the program exits (to RESNET_CUDA_TRACE, else stderr). Only threads
-// and streams above RESNET_CUDA_TRACE_MIN_MS (default 5) of time are listed. Its own cost: a few
+// and streams above RESNET_CUDA_TRACE_MIN_MS (default 5) of time are listed, each thread's
+// RESNET_CUDA_TRACE_TOP (default 12) longest functions. Its own cost: a few
 // microseconds a call, so read it for waits of milliseconds, not for the program's speed.
 #include <cupti.h>
 #include <pthread.h>
@@ -137,6 +138,8 @@ void report() {
   if (!f) f = stderr;
   const char* min_env = std::getenv("RESNET_CUDA_TRACE_MIN_MS");
   const double min_ms = min_env ? std::atof(min_env) : 5.0;
+  const char* top_env = std::getenv("RESNET_CUDA_TRACE_TOP");
+  const size_t top = top_env ? static_cast<size_t>(std::max(1, std::atoi(top_env))) : 12;
   std::lock_guard<std::mutex> lock(g_mutex);
   std::fprintf(f, "# CUDA calls per thread (host time in the call; threads over %.1f ms)\n", min_ms);
   for (auto& t : g_threads) {
@@ -145,7 +148,7 @@ void report() {
     for (auto& [name, c] : t->calls) total += c.ns;
     if (ms(total) < min_ms) continue;
     std::fprintf(f, "thread %d (%s): %.1f ms in CUDA calls\n", t->index, t->name.c_str(), ms(total));
-    for (auto it : largest(t->calls, 12))
+    for (auto it : largest(t->calls, top))
       std::fprintf(f, "  %-48s %8llu calls %10.1f ms  longest %8.2f ms\n", it->first.c_str(),
                    static_cast<unsigned long long>(it->second.count), ms(it->second.ns), ms(it->second.max_ns));
   }

@@ -36,6 +36,7 @@
 
 #include "bench/throughput.h"
 #include "core/device.h"
+#include "core/log.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/open.h"
@@ -117,6 +118,7 @@ class StepBeside {
     if (!device.is_cuda()) throw std::runtime_error("--beside-step needs --device cuda");
     if (stream == "own") own_ = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
     thread_ = std::thread([this, device] {
+      resnet::name_this_thread("step");
       std::optional<c10::cuda::CUDAStreamGuard> guard;
       if (own_) guard.emplace(*own_);
       resnet::BenchOptions options;

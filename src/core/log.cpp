@@ -1,5 +1,7 @@
 #include "core/log.h"
 
+#include <pthread.h>
+
 #include <cstdio>
 #include <mutex>
 
@@ -41,5 +43,7 @@ void log_message(LogLevel level, const std::string& message) {
   else
     default_sink(level, message);
 }
+
+void name_this_thread(const std::string& name) { pthread_setname_np(pthread_self(), name.substr(0, 15).c_str()); }
 
 }  // namespace resnet

@@ -26,4 +26,8 @@ inline void log_info(const std::string& message) { log_message(LogLevel::kInfo, 
 inline void log_warning(const std::string& message) { log_message(LogLevel::kWarning, message); }
 inline void log_progress(const std::string& message) { log_message(LogLevel::kProgress, message); }
 
+// Names the calling thread (its first 15 characters), for debuggers and bench/cuda_api_trace's
+// report, which list threads by name.
+void name_this_thread(const std::string& name);
+
 }  // namespace resnet

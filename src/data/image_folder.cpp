@@ -343,6 +343,7 @@ class StreamingSource : public ImageSource {
     // errors[i] and decoded[i] of its files are written there, and read here only after get().
     double cpu_s = 0;
     auto cpu_part = std::async(std::launch::async, [&] {
+      name_this_thread("gather-cpu");
       const auto start = Clock::now();
       each_on_all_cores(on_cpu, errors, [&](int64_t i) {
         decoded[i] = lay_out(bytes[i], files[i], i, plan);

@@ -9,7 +9,7 @@
 // evaluation the split in order, every world_size-th image from `rank` (no padding: each image
 // is counted once). The next batches are gathered on background threads while the caller works on
 // this one (for streamed image folders that is where the decoding happens): as many at once as the
-// source's gathers_at_once(), delivered in order. With RandomResizedCrop the
+// source's gathers_at_once(), delivered in order, on threads that live as long as the loader. With RandomResizedCrop the
 // training crops are drawn there first, from each image's own random numbers, and handed to the
 // source (dataset.h's CropPlan), so that a streamed folder decodes only them.
 #pragma once
@@ -24,6 +24,8 @@
 #include "data/transforms.h"
 
 namespace resnet {
+
+class GatherThreads;  // (loader.cpp)
 
 struct LoaderOptions {
   int64_t batch_size = 32;
@@ -83,6 +85,7 @@ class Loader {
   int64_t asked_ = 0;       // the next batch to start gathering
   double waited_s_ = 0;
   std::deque<std::future<RawBatch>> pending_;  // batches next_batch_ ... asked_ - 1, in order
+  std::unique_ptr<GatherThreads> threads_;     // (after pending_: joined first, once all are settled)
 };
 
 }  // namespace resnet
