@@ -229,6 +229,7 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
                          {"read_ms_per_batch", 1000 * d.read_s / all},
                          {"headers_ms_per_batch", 1000 * d.headers_s / all},
                          {"gpu_ms_per_batch", 1000 * d.gpu_s / all},
+                         {"gpu_setups_per_batch", static_cast<double>(d.gpu_setups) / all},
                          {"cpu_ms_per_batch", 1000 * d.cpu_s / all}};
   }
   std::cout << out.dump() << std::endl;

@@ -20,7 +20,9 @@
 # bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES picks the training runs
 # (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-no-prealloc" nvJPEG
 # allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0). PARTS picks the parts (default
-# "decode gather loader bench beside train dali"; the folder is written whatever it says).
+# "decode gather loader bench beside train dali"; the folder is written whatever it says). TRACE=1
+# adds a traced run of the loader beside the step (see 3.). TESTS=REGEX runs those tests first
+# (device_run.sh's; BUILD_TARGETS then names their binaries beside resnet and data_bench).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-device-out}
@@ -28,7 +30,9 @@ train=${TRAIN:-20000}
 val=${VAL:-2000}
 folder=/tmp/inet
 mkdir -p "$out"
-TARGETS="resnet data_bench" TESTS=none SKIP_DATA=1 SKIP_PEER=1 bash bench/device_run.sh || exit 1
+targets="resnet data_bench"
+[ "${TRACE:-0}" = 1 ] && targets+=" cuda_api_trace"
+TARGETS=${BUILD_TARGETS:-$targets} TESTS=${TESTS:-none} SKIP_DATA=1 SKIP_PEER=1 bash bench/device_run.sh || exit 1
 export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 if [ ! -d "$folder/train" ]; then
   start=$(date +%s.%N)
@@ -56,15 +60,29 @@ fi
 # part of a gather slows. (In two processes the GPU time-slices between them: no figure of
 # training. The step's own figure is not reported.) The step, on CUDA's default stream as in
 # training, keeps at most two steps queued as training does; a row where it failed before the
-# loader's last batch says beside_step_ended_early. nvJPEG with its buffers from our stream-ordered
-# set up ahead (the default), then allocated as nvJPEG decodes (its own way), then the CPU path.
+# loader's last batch says beside_step_ended_early. nvJPEG with its buffers set up ahead and
+# batches filled up to a fixed count (the default), then without fixed counts, then with neither
+# (nvJPEG's own way), then the CPU path. TRACE=1: the first row again under bench/cuda_api_trace.cpp
+# (where the threads wait in CUDA calls), its report in $out/trace-beside-STREAM.txt.
+# BESIDE_STREAMS (default "default") picks the step's stream: "default", "own" or both; BESIDE_SETTINGS
+# (default "1 1,1 0,0 0") the nvJPEG rows (RESNET_NVJPEG_PREALLOCATE and _FIXED_COUNT of each).
 if part beside; then
-  for preallocate in 1 0; do
-    RESNET_NVJPEG_PREALLOCATE=$preallocate build-device/data_bench loader --folder "$folder" --device cuda \
-      --batch-size 256 --image-size 224 --batches 60 --gathers-at-once 3 --gpu-decode --beside-step default
+  for stream in ${BESIDE_STREAMS:-default}; do
+    IFS=, read -r -a all_settings <<< "${BESIDE_SETTINGS:-1 1,1 0,0 0}"
+    for settings in "${all_settings[@]}"; do
+      read -r preallocate fixed <<< "$settings"
+      RESNET_NVJPEG_PREALLOCATE=$preallocate RESNET_NVJPEG_FIXED_COUNT=$fixed build-device/data_bench loader \
+        --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 --gathers-at-once 3 \
+        --gpu-decode --beside-step $stream
+    done
+    if [ "${TRACE:-0}" = 1 ] && [ -f build-device/libcuda_api_trace.so ]; then
+      CUDA_INJECTION64_PATH=$PWD/build-device/libcuda_api_trace.so RESNET_CUDA_TRACE=$out/trace-beside-$stream.txt \
+        build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 \
+        --batches 60 --gathers-at-once 3 --gpu-decode --beside-step $stream > "$out/trace-beside-$stream.jsonl"
+    fi
+    build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
+      --gathers-at-once 3 --beside-step $stream
   done
-  build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
-    --gathers-at-once 3 --beside-step default
 fi | tee "$out/loader-beside.jsonl"
 part train && for decode in ${TRAIN_DECODES:-cpu gpu}; do
   flags=()
@@ -101,12 +119,13 @@ def split(d):  # a gather's parts with nvJPEG, ms each (data_bench's gpu_decode)
         return ''
     return (f"; a gather: reading {g['read_ms_per_batch']:.1f} ms, headers {g['headers_ms_per_batch']:.1f}, "
             f"GPU decode {g['gpu_ms_per_batch']:.1f} ({100 * g['gpu_share']:.0f}% of the images), "
-            f"CPU decode {g['cpu_ms_per_batch']:.1f}")
+            f"CPU decode {g['cpu_ms_per_batch']:.1f}; nvJPEG set up {g.get('gpu_setups_per_batch', 0):.2f} times a batch")
 for name in ('loader.jsonl', 'loader-beside.jsonl'):
     for d in last_json(name):
         how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
-        if "not pre-allocated" in d['source']:
-            how += " (buffers not pre-allocated)"
+        for note in ("not pre-allocated", "counts not fixed"):
+            if note in d['source']:
+                how += f" ({'buffers ' if 'allocated' in note else ''}{note})"
         beside = ''
         if 'beside_step' in d:
             stream = "CUDA's default stream" if d['beside_step'] == 'default' else 'a stream of its own'

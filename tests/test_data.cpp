@@ -113,6 +113,28 @@ TEST(Decode, MatchesPilForJpegPngGreyRgbaAndPalette) {
   }
 }
 
+TEST(Decode, EncodedJpegsDecodeBackToTheirPixels) {
+  // encode_jpeg (the GPU decoder's filler images) against our decoder: the size exactly, a smooth
+  // picture's pixels within what quality 90 and 4:2:0 lose; the baseline markers (SOF0).
+  auto y = torch::arange(24, torch::kFloat).view({24, 1}).expand({24, 40});
+  auto x = torch::arange(40, torch::kFloat).view({1, 40}).expand({24, 40});
+  const auto rgb = torch::stack({4 * y, 3 * x + 20, 200 - 2 * x}).to(torch::kUInt8);
+  const auto bytes = resnet::encode_jpeg(rgb, 90);
+  ASSERT_GE(bytes.size(), 4u);
+  EXPECT_EQ(bytes[0], 0xFF);
+  EXPECT_EQ(bytes[1], 0xD8);
+  EXPECT_EQ(bytes[bytes.size() - 1], 0xD9);
+  bool baseline = false;
+  for (size_t i = 0; i + 1 < bytes.size(); ++i) baseline = baseline || (bytes[i] == 0xFF && bytes[i + 1] == 0xC0);
+  EXPECT_TRUE(baseline);
+  const auto back = resnet::decode_image(bytes, "encoded.jpg");
+  ASSERT_EQ(back.sizes(), rgb.sizes());
+  const double mean = (back.to(torch::kFloat) - rgb.to(torch::kFloat)).abs().mean().item<double>();
+  EXPECT_LE(mean, 3.0);
+  EXPECT_THROW(resnet::encode_jpeg(rgb.to(torch::kFloat), 90), c10::Error);
+  EXPECT_THROW(resnet::encode_jpeg(rgb[0], 90), c10::Error);
+}
+
 TEST(Decode, JpegsLargerThanKeepSideDecodeSmallerAsPilsDraft) {
   // libjpeg's DCT scaling M/8, the smallest M keeping the shorter side at least keep_side: at 1/2
   // and 1/4 against PIL's draft() (the same scaled IDCT); at 3/8, which draft() lacks, against the
@@ -1251,7 +1273,25 @@ TEST(GpuJpeg, TheDecoderKeepsItsCountWhereTheSplitAllows) {
   EXPECT_EQ(jpegs_for_the_gpu(0, 0, 210, 16), 0);
 }
 
+TEST(GpuJpeg, AnUnknownBackendIsRefusedByName) {
+  if (!resnet::gpu_jpeg_built()) GTEST_SKIP() << "this build has no nvJPEG";
+  resnet::GpuJpegSettings settings;
+  settings.backend = "fastest";
+  std::string why;
+  EXPECT_EQ(resnet::make_gpu_jpeg_decoder(0, why, settings), nullptr);
+  expect_contains(why, "unknown nvJPEG backend 'fastest'");
+  expect_contains(why, "RESNET_NVJPEG_BACKEND");
+}
+
 #ifdef RESNET_WITH_CUDA  // (a build without CUDA has no GPU decoding to test)
+// The environment's settings (RESNET_NVJPEG_BACKEND included) with these two
+resnet::GpuJpegSettings nvjpeg_settings(bool preallocate, bool fixed_count) {
+  auto s = resnet::GpuJpegSettings::from_environment();
+  s.preallocate = preallocate;
+  s.fixed_count = fixed_count;
+  return s;
+}
+
 // gpu/train's files that `decoder` takes, with their names and sizes; checks that it takes the
 // colour baseline ones ("s*") and no other (progressive.JPEG aside: the hybrid decoder may take it)
 struct GpuFiles {
@@ -1350,9 +1390,9 @@ TEST(GpuJpeg, PreallocatedBuffersDecodeWhatNvjpegsOwnWayDoes) {
   // cover each batch's largest, and never shrink) and small ones again.
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   std::string why;
-  const auto ahead = resnet::make_gpu_jpeg_decoder(0, why, /*preallocate=*/true);
+  const auto ahead = resnet::make_gpu_jpeg_decoder(0, why, nvjpeg_settings(true, true));
   if (!ahead) GTEST_SKIP() << why;
-  const auto as_it_goes = resnet::make_gpu_jpeg_decoder(0, why, /*preallocate=*/false);
+  const auto as_it_goes = resnet::make_gpu_jpeg_decoder(0, why, nvjpeg_settings(false, false));
   ASSERT_TRUE(as_it_goes) << why;
   EXPECT_EQ(ahead->preallocates(), ahead->backend() == "hardware");  // (the hybrid decoder: never)
   EXPECT_FALSE(as_it_goes->preallocates());
@@ -1393,8 +1433,52 @@ TEST(GpuJpeg, PreallocatedBuffersDecodeWhatNvjpegsOwnWayDoes) {
   if (ahead->preallocates()) {
     EXPECT_GE(grew, 2);  // (set up for the first batch, grown for a larger one)
   }
+  // The same count of files of sizes it is set up for: nothing set up again.
+  const int64_t setups = ahead->setups();
+  EXPECT_GT(setups, 0);
+  decode_on_gpu(*ahead, g, every);
+  EXPECT_EQ(ahead->setups(), setups);
   EXPECT_EQ(ahead->batches_refused(), 0);
   EXPECT_EQ(as_it_goes->preallocated().height, 0);
+}
+
+TEST(GpuJpeg, FixedCountsFillBatchesUpInsteadOfSettingUpAgain) {
+  // A decoder with fixed counts (the default) against one without: the same pixels, nothing
+  // written beside each image (the fillers' pixels go elsewhere), and set up again only for a
+  // batch with more files than it is set up for (then for a multiple of 32).
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  const auto fixed = resnet::make_gpu_jpeg_decoder(0, why, nvjpeg_settings(true, true));
+  if (!fixed) GTEST_SKIP() << why;
+  EXPECT_TRUE(fixed->fixed_count());
+  const auto plain = resnet::make_gpu_jpeg_decoder(0, why, nvjpeg_settings(true, false));
+  ASSERT_TRUE(plain) << why;
+  EXPECT_FALSE(plain->fixed_count());
+  const GpuFiles g = files_the_gpu_takes(*fixed);
+  ASSERT_GE(g.files.size(), 4u);
+  ASSERT_LE(g.files.size(), 32u);
+  std::vector<size_t> every(g.files.size());
+  std::iota(every.begin(), every.end(), size_t{0});
+  std::vector<size_t> many;  // 40 files: every one, again and again
+  while (many.size() < 40) many.push_back(every[many.size() % every.size()]);
+  const auto same = [&](const std::vector<size_t>& order, const std::string& what) {
+    EXPECT_TRUE(torch::equal(decode_on_gpu(*fixed, g, order).cpu(), decode_on_gpu(*plain, g, order).cpu())) << what;
+  };
+  same(every, "every file");
+  EXPECT_EQ(fixed->prepared_for(), 32);
+  const int64_t setups = fixed->setups();
+  for (size_t n = every.size() - 1; n >= 1; --n) {  // fewer files each time: filled up, not set up again
+    same(std::vector<size_t>(every.begin(), every.begin() + static_cast<std::ptrdiff_t>(n)), std::to_string(n) + " files");
+    EXPECT_EQ(fixed->prepared_for(), 32) << n << " files";
+  }
+  EXPECT_EQ(fixed->setups(), setups);
+  same(many, "40 files");
+  EXPECT_EQ(fixed->prepared_for(), 64);
+  EXPECT_GT(fixed->setups(), setups);
+  same({every[0]}, "1 file after 40");  // 63 fillers: never set up for fewer
+  EXPECT_EQ(fixed->prepared_for(), 64);
+  EXPECT_EQ(fixed->images_decoded(), static_cast<int64_t>(every.size() * (every.size() + 1) / 2 + many.size() + 1));
+  EXPECT_EQ(fixed->batches_refused(), 0);
 }
 
 TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {

@@ -55,6 +55,7 @@ struct DecodeStats {
   int64_t gpu_images = 0, cpu_images = 0;
   double gpu_s = 0, cpu_s = 0, read_s = 0;
   double headers_s = 0;  // with --gpu-decode: the headers read (one thread), after read_s's reading
+  int64_t gpu_setups = 0;  // times a GPU decoder set nvJPEG up again (GpuJpegDecoder::setups)
 };
 
 class ImageSource {

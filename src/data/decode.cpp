@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <csetjmp>
 #include <cstring>
 #include <fstream>
@@ -294,6 +295,43 @@ ImageSize decoded_size(const std::vector<uint8_t>& bytes, const std::string& pat
 
 torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& path, int64_t keep_side) {
   return decode_layout(bytes, path, layout_image(bytes, path, keep_side));
+}
+
+std::vector<uint8_t> encode_jpeg(const torch::Tensor& rgb, int quality) {
+  TORCH_CHECK(rgb.dim() == 3 && rgb.size(0) == 3 && rgb.scalar_type() == torch::kUInt8 && rgb.device().is_cpu(),
+              "encode_jpeg: a uint8 [3, H, W] CPU tensor");
+  const auto hwc = rgb.permute({1, 2, 0}).contiguous();  // (libjpeg takes interleaved rows)
+  jpeg_compress_struct cinfo{};
+  JpegError err{};
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_fail;
+  unsigned char* out = nullptr;
+  unsigned long size = 0;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_compress(&cinfo);
+    std::free(out);
+    throw std::runtime_error(std::string("encode_jpeg: ") + err.message);
+  }
+  jpeg_create_compress(&cinfo);
+  jpeg_mem_dest(&cinfo, &out, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(hwc.size(1));
+  cinfo.image_height = static_cast<JDIMENSION>(hwc.size(0));
+  cinfo.input_components = 3;
+  cinfo.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  auto* row = hwc.data_ptr<uint8_t>();
+  const auto stride = static_cast<size_t>(hwc.size(1) * 3);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW rows[1] = {row + cinfo.next_scanline * stride};
+    jpeg_write_scanlines(&cinfo, rows, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::vector<uint8_t> bytes(out, out + size);
+  std::free(out);
+  return bytes;
 }
 
 }  // namespace resnet

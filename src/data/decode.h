@@ -103,4 +103,8 @@ struct PixelRows {
 // layout.width; decode_image's errors.
 void decode_into(const std::vector<uint8_t>& bytes, const std::string& path, const DecodeLayout& layout, PixelRows dst);
 
+// A baseline JPEG (4:2:0, libjpeg-turbo's defaults) of `rgb`, uint8 [3, H, W] on the CPU, at
+// `quality` (1-100). The one encoder here: the GPU decoder's filler images (data/gpu_jpeg.cpp).
+std::vector<uint8_t> encode_jpeg(const torch::Tensor& rgb, int quality);
+
 }  // namespace resnet

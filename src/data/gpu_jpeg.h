@@ -30,7 +30,7 @@ class GpuJpegDecoder {
   // file whose header passed but whose data is bad), and nothing is known of the images.
   virtual std::string decode(const std::vector<const std::vector<uint8_t>*>& files, const std::vector<int64_t>& slots,
                              torch::Tensor& images, void* stream) = 0;
-  // "hardware" (the GPU's JPEG engines) or "hybrid"
+  // "hardware" (the GPU's JPEG engines), "gpu-hybrid" or "hybrid" (GpuJpegSettings::backend)
   virtual std::string backend() const = 0;
   // Whether nvJPEG's buffers are set up ahead for the images to come (the hardware decoder, unless
   // make_gpu_jpeg_decoder was asked not to), so that decoding takes and frees none: each free waits
@@ -41,15 +41,22 @@ class GpuJpegDecoder {
     int64_t height = 0, width = 0;
   };
   virtual ImageSize preallocated() const = 0;
-  // How many files decode() was last set up for (0: none yet). A call with another count sets
-  // nvJPEG's state up again (nvjpegDecodeBatchedInitialize, which frees and takes its buffers).
+  // How many files decode() was last set up for (0: none yet). Without fixed counts, a call with
+  // another count sets nvJPEG's state up again (nvjpegDecodeBatchedInitialize, which frees and
+  // takes its buffers); with them, only a call with more files does.
   virtual int64_t prepared_for() const = 0;
+  // Whether a call with fewer files than prepared_for() is filled up to it with tiny images (whose
+  // pixels go to a buffer of the decoder's own) rather than setting nvJPEG up again.
+  virtual bool fixed_count() const = 0;
 
   int64_t images_decoded() const { return images_decoded_; }
   int64_t batches_refused() const { return batches_refused_; }
+  // How often decode() set nvJPEG up again: for another count of files, or its buffers for larger
+  // images (each frees and takes nvJPEG's buffers, which waits for all the GPU's queued work).
+  int64_t setups() const { return setups_; }
 
  protected:
-  int64_t images_decoded_ = 0, batches_refused_ = 0;
+  int64_t images_decoded_ = 0, batches_refused_ = 0, setups_ = 0;
 };
 
 // Whether this build has nvJPEG.
@@ -70,11 +77,23 @@ int64_t jpegs_for_the_cpu(int64_t eligible, int64_t forced, double cpu_rate, dou
 // for each.
 int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int64_t slack);
 
+// Which nvJPEG backend decodes, and how the decoder keeps nvJPEG from freeing and taking buffers
+// from batch to batch (each such free waits for all the GPU's queued work, the training step's
+// included). The environment variables RESNET_NVJPEG_BACKEND, RESNET_NVJPEG_PREALLOCATE=0 and
+// RESNET_NVJPEG_FIXED_COUNT=0 set them, to measure what each gives.
+struct GpuJpegSettings {
+  bool preallocate = true;  // the hardware decoder's buffers set up ahead for the largest images seen
+  bool fixed_count = true;  // batches filled up to the count set up for (fixed_count())
+  // "" (the hardware engines where the GPU has them, else "hybrid"), "hardware", "gpu-hybrid"
+  // (Huffman decoding on the GPU's cores for batches of over 50 baseline files) or "hybrid"
+  // (Huffman decoding on the CPU, the rest on the GPU)
+  std::string backend;
+  static GpuJpegSettings from_environment();
+};
+
 // A decoder for CUDA device `device_index`, or none (nullptr) where this build lacks nvJPEG or
-// nvJPEG cannot start on that GPU (the reason in `why`).
-// `preallocate`: whether the hardware decoder's buffers are set up ahead (preallocates()); none
-// given: yes, unless the environment variable RESNET_NVJPEG_PREALLOCATE is "0".
+// nvJPEG cannot start on that GPU (the reason in `why`). No settings given: from_environment().
 std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::string& why,
-                                                      std::optional<bool> preallocate = std::nullopt);
+                                                      std::optional<GpuJpegSettings> settings = std::nullopt);
 
 }  // namespace resnet
