@@ -62,7 +62,7 @@ fi
 # training, keeps at most two steps queued as training does; a row where it failed before the
 # loader's last batch says beside_step_ended_early. nvJPEG with its buffers set up ahead and
 # batches filled up to a fixed count (the default), then without fixed counts, then with neither
-# (nvJPEG's own way), then the CPU path. TRACE=1: the first row again under bench/cuda_api_trace.cpp
+# (nvJPEG's own way), then the CPU path. TRACE=1: nvJPEG with the default settings again under bench/cuda_api_trace.cpp
 # (where the threads wait in CUDA calls), its report in $out/trace-beside-STREAM.txt.
 # BESIDE_STREAMS (default "default") picks the step's stream: "default", "own" or both; BESIDE_SETTINGS
 # (default "1 1,1 0,0 0") the nvJPEG rows (RESNET_NVJPEG_PREALLOCATE and _FIXED_COUNT of each).
@@ -70,12 +70,18 @@ if part beside; then
   for stream in ${BESIDE_STREAMS:-default}; do
     IFS=, read -r -a all_settings <<< "${BESIDE_SETTINGS:-1 1,1 0,0 0}"
     for settings in "${all_settings[@]}"; do
-      read -r preallocate fixed <<< "$settings"
+      read -r preallocate fixed extra <<< "$settings"
+      if [ -z "$fixed" ] || [ -n "$extra" ]; then
+        echo "BESIDE_SETTINGS: '$settings' is not two values (PREALLOCATE FIXED_COUNT, as \"1 1\")" >&2
+        exit 2
+      fi
       RESNET_NVJPEG_PREALLOCATE=$preallocate RESNET_NVJPEG_FIXED_COUNT=$fixed build-device/data_bench loader \
         --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 --gathers-at-once 3 \
-        --gpu-decode --beside-step $stream
+        --gpu-decode --beside-step "$stream"
     done
-    if [ "${TRACE:-0}" = 1 ] && [ -f build-device/libcuda_api_trace.so ]; then
+    if [ "${TRACE:-0}" = 1 ] && [[ " ${BUILD_TARGETS:-cuda_api_trace} " != *" cuda_api_trace "* ]]; then
+      echo "TRACE=1: BUILD_TARGETS lacks cuda_api_trace; no trace" >&2
+    elif [ "${TRACE:-0}" = 1 ] && [ -f build-device/libcuda_api_trace.so ]; then
       CUDA_INJECTION64_PATH=$PWD/build-device/libcuda_api_trace.so RESNET_CUDA_TRACE=$out/trace-beside-$stream.txt \
         build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 \
         --batches 60 --gathers-at-once 3 --gpu-decode --beside-step $stream > "$out/trace-beside-$stream.jsonl"

@@ -131,6 +131,14 @@ TEST(Decode, EncodedJpegsDecodeBackToTheirPixels) {
   ASSERT_EQ(back.sizes(), rgb.sizes());
   const double mean = (back.to(torch::kFloat) - rgb.to(torch::kFloat)).abs().mean().item<double>();
   EXPECT_LE(mean, 3.0);
+  // A noisy picture's JPEG is larger than the encoder's first 4 KB: it grows its buffer.
+  torch::manual_seed(3);
+  const auto noise = torch::randint(0, 256, {3, 96, 128}, torch::kInt).to(torch::kUInt8);
+  const auto big = resnet::encode_jpeg(noise, 95);
+  EXPECT_GT(big.size(), 4096u);
+  EXPECT_EQ(big[big.size() - 2], 0xFF);
+  EXPECT_EQ(big[big.size() - 1], 0xD9);
+  EXPECT_EQ(resnet::decode_image(big, "noise.jpg").sizes(), noise.sizes());
   EXPECT_THROW(resnet::encode_jpeg(rgb.to(torch::kFloat), 90), c10::Error);
   EXPECT_THROW(resnet::encode_jpeg(rgb[0], 90), c10::Error);
 }
@@ -1467,11 +1475,13 @@ TEST(GpuJpeg, FixedCountsFillBatchesUpInsteadOfSettingUpAgain) {
   same(every, "every file");
   EXPECT_EQ(fixed->prepared_for(), 32);
   const int64_t setups = fixed->setups();
+  const int64_t plain_setups = plain->setups();
   for (size_t n = every.size() - 1; n >= 1; --n) {  // fewer files each time: filled up, not set up again
     same(std::vector<size_t>(every.begin(), every.begin() + static_cast<std::ptrdiff_t>(n)), std::to_string(n) + " files");
     EXPECT_EQ(fixed->prepared_for(), 32) << n << " files";
   }
   EXPECT_EQ(fixed->setups(), setups);
+  EXPECT_GE(plain->setups(), plain_setups + static_cast<int64_t>(every.size()) - 1);  // (without: each count set up)
   same(many, "40 files");
   EXPECT_EQ(fixed->prepared_for(), 64);
   EXPECT_GT(fixed->setups(), setups);

@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <csetjmp>
 #include <cstring>
 #include <fstream>
@@ -297,6 +296,35 @@ torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string&
   return decode_layout(bytes, path, layout_image(bytes, path, keep_side));
 }
 
+namespace {
+
+// libjpeg's output into a std::vector, grown by doubling (jpeg_mem_dest's buffer would be freed and
+// replaced behind our back as it grows, which an error path cannot clean up safely).
+struct VectorDestination {
+  jpeg_destination_mgr mgr;  // first: libjpeg sees only this
+  std::vector<uint8_t>* bytes;
+};
+void vector_destination_init(j_compress_ptr cinfo) {
+  auto* d = reinterpret_cast<VectorDestination*>(cinfo->dest);
+  d->bytes->resize(4096);
+  d->mgr.next_output_byte = d->bytes->data();
+  d->mgr.free_in_buffer = d->bytes->size();
+}
+boolean vector_destination_grow(j_compress_ptr cinfo) {  // (called with the buffer full)
+  auto* d = reinterpret_cast<VectorDestination*>(cinfo->dest);
+  const size_t used = d->bytes->size();
+  d->bytes->resize(2 * used);
+  d->mgr.next_output_byte = d->bytes->data() + used;
+  d->mgr.free_in_buffer = d->bytes->size() - used;
+  return TRUE;
+}
+void vector_destination_term(j_compress_ptr cinfo) {
+  auto* d = reinterpret_cast<VectorDestination*>(cinfo->dest);
+  d->bytes->resize(d->bytes->size() - d->mgr.free_in_buffer);
+}
+
+}  // namespace
+
 std::vector<uint8_t> encode_jpeg(const torch::Tensor& rgb, int quality) {
   TORCH_CHECK(rgb.dim() == 3 && rgb.size(0) == 3 && rgb.scalar_type() == torch::kUInt8 && rgb.device().is_cpu(),
               "encode_jpeg: a uint8 [3, H, W] CPU tensor");
@@ -305,15 +333,18 @@ std::vector<uint8_t> encode_jpeg(const torch::Tensor& rgb, int quality) {
   JpegError err{};
   cinfo.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = jpeg_fail;
-  unsigned char* out = nullptr;
-  unsigned long size = 0;
+  std::vector<uint8_t> bytes;
+  VectorDestination dest{};
+  dest.bytes = &bytes;
+  dest.mgr.init_destination = vector_destination_init;
+  dest.mgr.empty_output_buffer = vector_destination_grow;
+  dest.mgr.term_destination = vector_destination_term;
   if (setjmp(err.jump)) {
     jpeg_destroy_compress(&cinfo);
-    std::free(out);
     throw std::runtime_error(std::string("encode_jpeg: ") + err.message);
   }
   jpeg_create_compress(&cinfo);
-  jpeg_mem_dest(&cinfo, &out, &size);
+  cinfo.dest = &dest.mgr;
   cinfo.image_width = static_cast<JDIMENSION>(hwc.size(1));
   cinfo.image_height = static_cast<JDIMENSION>(hwc.size(0));
   cinfo.input_components = 3;
@@ -329,8 +360,6 @@ std::vector<uint8_t> encode_jpeg(const torch::Tensor& rgb, int quality) {
   }
   jpeg_finish_compress(&cinfo);
   jpeg_destroy_compress(&cinfo);
-  std::vector<uint8_t> bytes(out, out + size);
-  std::free(out);
   return bytes;
 }
 

@@ -83,10 +83,14 @@ class NvjpegDecoder final : public GpuJpegDecoder {
       why = "nvJPEG could not start: " + status_text(s);
       return false;
     }
-    if (fixed_count_) {  // the filler: a mid-grey JPEG of kFillerSide pixels a side
-      filler_ = encode_jpeg(torch::full({3, kFillerSide, kFillerSide}, 128, torch::kUInt8), 50);
+    if (fixed_count_) {  // the filler: a mid-grey JPEG of kFillerSide pixels a side (none: no fixed counts)
+      try {
+        filler_ = encode_jpeg(torch::full({3, kFillerSide, kFillerSide}, 128, torch::kUInt8), 50);
+      } catch (const std::exception&) {
+        filler_.clear();
+      }
       int64_t h = 0, w = 0;
-      fixed_count_ = accepts(filler_, h, w) && h == kFillerSide && w == kFillerSide;
+      fixed_count_ = !filler_.empty() && accepts(filler_, h, w) && h == kFillerSide && w == kFillerSide;
     }
     return true;
   }
@@ -125,11 +129,12 @@ class NvjpegDecoder final : public GpuJpegDecoder {
     // files too, where more than a quarter would be fillers, it was set up 0.55 times a batch
     // beside the training step and gave 1,505 img/s against 2,600; H200, 2026-12-02.)
     int count = n;
-    if (fixed_count_) count = n <= batch_ ? batch_ : (n + kCountStep - 1) / kCountStep * kCountStep;
+    if (fixed_count_) count = n <= batch_ ? batch_ : std::max(largest_, (n + kCountStep - 1) / kCountStep * kCountStep);
     if (count != batch_) {  // "once for batches of this size, and to reset a failed batch"
       const nvjpegStatus_t s = nvjpegDecodeBatchedInitialize(handle_, state_, count, 1, NVJPEG_OUTPUT_RGB);
       if (s != NVJPEG_STATUS_SUCCESS) return refuse("nvjpegDecodeBatchedInitialize: " + status_text(s));
       batch_ = count;
+      largest_ = std::max(largest_, count);
       ready_ = {0, 0};
       ++setups_;
     }
@@ -224,7 +229,8 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   ImageSize ready_{0, 0};  // the size nvJPEG's buffers are set up for (since the last initialisation)
   nvjpegJpegState_t state_ = nullptr;
   nvjpegJpegStream_t jpeg_stream_ = nullptr;
-  int batch_ = 0;  // the batch size the state was initialised for
+  int batch_ = 0;    // the batch size the state was initialised for
+  int largest_ = 0;  // the largest it has been (with fixed counts, set up for that again after a refusal)
 };
 
 }  // namespace
