@@ -64,7 +64,9 @@ fi
 # batches filled up to a fixed count (the default), then without fixed counts, then with neither
 # (nvJPEG's own way), then the CPU path. TRACE=1: nvJPEG with the default settings again under bench/cuda_api_trace.cpp
 # (where the threads wait in CUDA calls), its report in $out/trace-beside-STREAM.txt.
-# BESIDE_STREAMS (default "default") picks the step's stream: "default", "own" or both; BESIDE_SETTINGS
+# BESIDE_STREAMS (default "default") picks the step's streams: "default", "own", "green:N" (a stream of
+# a green context of N SMs, a multiple of 8 on an H100/H200: the other SMs stay free for the loader
+# and nvJPEG's own streams), or several; BESIDE_SETTINGS
 # (default "1 1,1 0,0 0") the nvJPEG rows (RESNET_NVJPEG_PREALLOCATE and _FIXED_COUNT of each).
 if part beside; then
   for stream in ${BESIDE_STREAMS:-default}; do
@@ -82,12 +84,12 @@ if part beside; then
     if [ "${TRACE:-0}" = 1 ] && [[ " ${BUILD_TARGETS:-cuda_api_trace} " != *" cuda_api_trace "* ]]; then
       echo "TRACE=1: BUILD_TARGETS lacks cuda_api_trace; no trace" >&2
     elif [ "${TRACE:-0}" = 1 ] && [ -f build-device/libcuda_api_trace.so ]; then
-      CUDA_INJECTION64_PATH=$PWD/build-device/libcuda_api_trace.so RESNET_CUDA_TRACE=$out/trace-beside-$stream.txt \
+      CUDA_INJECTION64_PATH=$PWD/build-device/libcuda_api_trace.so RESNET_CUDA_TRACE=$out/trace-beside-${stream//:/-}.txt \
         build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 \
-        --batches 60 --gathers-at-once 3 --gpu-decode --beside-step $stream > "$out/trace-beside-$stream.jsonl"
+        --batches 60 --gathers-at-once 3 --gpu-decode --beside-step "$stream" > "$out/trace-beside-${stream//:/-}.jsonl"
     fi
     build-device/data_bench loader --folder "$folder" --device cuda --batch-size 256 --image-size 224 --batches 60 \
-      --gathers-at-once 3 --beside-step $stream
+      --gathers-at-once 3 --beside-step "$stream"
   done
 fi | tee "$out/loader-beside.jsonl"
 part train && for decode in ${TRAIN_DECODES:-cpu gpu}; do
@@ -134,8 +136,10 @@ for name in ('loader.jsonl', 'loader-beside.jsonl'):
                 how += f" ({'buffers ' if 'allocated' in note else ''}{note})"
         beside = ''
         if 'beside_step' in d:
-            stream = "CUDA's default stream" if d['beside_step'] == 'default' else 'a stream of its own'
-            beside = f", beside the training step in this process (on {stream})"
+            where = d['beside_step']
+            stream = ("CUDA's default stream" if where == 'default' else 'a stream of its own' if where == 'own'
+                      else f"a green context of {where[6:]} SMs")
+            beside = f", beside the training step in this process (on {stream}; the step {d.get('beside_step_img_per_s', 0):,.0f} img/s)"
             if d.get('beside_step_ended_early'):
                 beside += ' (the step failed first: not a figure of the two)'
         rows.append((f"loader, batch 256, 224 px, {how} decoding, {d.get('gathers_at_once', 1)} batch(es) gathered at once{beside}",
