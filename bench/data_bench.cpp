@@ -125,7 +125,8 @@ c10::cuda::CUDAStream green_stream(int device, unsigned sms) {
     return fn;
   };
   const auto check = [](CUresult r, const char* what) {
-    if (r != CUDA_SUCCESS) throw std::runtime_error(std::string("green contexts: ") + what + " failed (CUresult " + std::to_string(r) + ")");
+    if (r != CUDA_SUCCESS)
+      throw std::runtime_error(std::string("green contexts: ") + what + " failed (CUresult " + std::to_string(r) + ")");
   };
   auto get_resource = reinterpret_cast<decltype(&cuDeviceGetDevResource)>(entry("cuDeviceGetDevResource"));
   auto split = reinterpret_cast<decltype(&cuDevSmResourceSplitByCount)>(entry("cuDevSmResourceSplitByCount"));
@@ -164,7 +165,8 @@ class StepBeside {
 #ifdef RESNET_WITH_CUDA
     if (!device.is_cuda()) throw std::runtime_error("--beside-step needs --device cuda");
     if (stream == "own") own_ = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
-    if (stream.rfind("green:", 0) == 0) own_ = green_stream(device.index(), static_cast<unsigned>(std::stoul(stream.substr(6))));
+    if (stream.rfind("green:", 0) == 0)
+      own_ = green_stream(device.index(), static_cast<unsigned>(std::stoul(stream.substr(6))));
     thread_ = std::thread([this, device] {
       resnet::name_this_thread("step");
       std::optional<c10::cuda::CUDAStreamGuard> guard;

@@ -1477,7 +1477,8 @@ TEST(GpuJpeg, FixedCountsFillBatchesUpInsteadOfSettingUpAgain) {
   const int64_t setups = fixed->setups();
   const int64_t plain_setups = plain->setups();
   for (size_t n = every.size() - 1; n >= 1; --n) {  // fewer files each time: filled up, not set up again
-    same(std::vector<size_t>(every.begin(), every.begin() + static_cast<std::ptrdiff_t>(n)), std::to_string(n) + " files");
+    same(std::vector<size_t>(every.begin(), every.begin() + static_cast<std::ptrdiff_t>(n)),
+         std::to_string(n) + " files");
     EXPECT_EQ(fixed->prepared_for(), 32) << n << " files";
   }
   EXPECT_EQ(fixed->setups(), setups);

@@ -140,7 +140,8 @@ class NvjpegDecoder final : public GpuJpegDecoder {
     }
     constexpr int64_t kFillerBytes = 3 * kFillerSide * kFillerSide;
     if (count > n && fillers_.numel() < (count - n) * kFillerBytes)
-      fillers_ = torch::empty({count * kFillerBytes}, torch::TensorOptions().dtype(torch::kUInt8).device(images.device()));
+      fillers_ =
+          torch::empty({count * kFillerBytes}, torch::TensorOptions().dtype(torch::kUInt8).device(images.device()));
     const int64_t height = images.size(2), width = images.size(3);  // (the batch's largest file's)
     preallocate(height, width);
     uint8_t* base = images.data_ptr<uint8_t>();
