@@ -19,7 +19,8 @@
 # and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
 # bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES picks the training runs
 # (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-no-prealloc" nvJPEG
-# allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0). PARTS picks the parts (default
+# allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0), "gpu-pipeline" its hardware
+# decoder with its pipeline (RESNET_NVJPEG_PIPELINE=1; off by default). PARTS picks the parts (default
 # "decode gather loader bench beside train dali"; the folder is written whatever it says). TRACE=1
 # adds a traced run of the loader beside the step (see 3.). TESTS=REGEX runs those tests first
 # (device_run.sh's; BUILD_TARGETS then names their binaries beside resnet and data_bench).
@@ -64,9 +65,7 @@ fi
 # batches filled up to a fixed count (the default), then without fixed counts, then with neither
 # (nvJPEG's own way), then the CPU path. TRACE=1: nvJPEG with the default settings again under bench/cuda_api_trace.cpp
 # (where the threads wait in CUDA calls), its report in $out/trace-beside-STREAM.txt.
-# BESIDE_STREAMS (default "default") picks the step's streams: "default", "own", "green:N" (a stream of
-# a green context of N SMs, a multiple of 8 on an H100/H200: the other SMs stay free for the loader
-# and nvJPEG's own streams), or several; BESIDE_SETTINGS
+# BESIDE_STREAMS (default "default") picks the step's streams: "default", "own" or both; BESIDE_SETTINGS
 # (default "1 1,1 0,0 0") the nvJPEG rows (RESNET_NVJPEG_PREALLOCATE and _FIXED_COUNT of each).
 if part beside; then
   for stream in ${BESIDE_STREAMS:-default}; do
@@ -95,9 +94,10 @@ fi | tee "$out/loader-beside.jsonl"
 part train && for decode in ${TRAIN_DECODES:-cpu gpu}; do
   flags=()
   [ $decode != cpu ] && flags=(--gpu-decode)
-  preallocate=1
+  preallocate=1 pipeline=0
   [ $decode = gpu-no-prealloc ] && preallocate=0
-  RESNET_NVJPEG_PREALLOCATE=$preallocate build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
+  [ $decode = gpu-pipeline ] && pipeline=1
+  RESNET_NVJPEG_PREALLOCATE=$preallocate RESNET_NVJPEG_PIPELINE=$pipeline build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
     --checkpoint-dir /tmp/ck-inet-$decode --restart > "$out/train-$decode.log" 2>&1
   echo "train ($decode decoding) exit $?"
   cp /tmp/ck-inet-$decode/resnet50/metrics.csv "$out/metrics-inet-$decode.csv" 2>/dev/null
@@ -131,14 +131,13 @@ def split(d):  # a gather's parts with nvJPEG, ms each (data_bench's gpu_decode)
 for name in ('loader.jsonl', 'loader-beside.jsonl'):
     for d in last_json(name):
         how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
-        for note in ("not pre-allocated", "counts not fixed"):
+        for note in ("not pre-allocated", "counts not fixed", "pipelined"):
             if note in d['source']:
                 how += f" ({'buffers ' if 'allocated' in note else ''}{note})"
         beside = ''
         if 'beside_step' in d:
             where = d['beside_step']
-            stream = ("CUDA's default stream" if where == 'default' else 'a stream of its own' if where == 'own'
-                      else f"a green context of {where[6:]} SMs")
+            stream = "CUDA's default stream" if where == 'default' else 'a stream of its own'
             beside = f", beside the training step in this process (on {stream}; the step {d.get('beside_step_img_per_s', 0):,.0f} img/s)"
             if d.get('beside_step_ended_early'):
                 beside += ' (the step failed first: not a figure of the two)'
@@ -149,7 +148,7 @@ for d in last_json('dali.jsonl'):
     rows.append((f'DALI, batch 256, 224 px, {how} decoding', d.get('img_per_s', 0), d.get('error', '')))
 for d in last_json('bench.txt'):
     rows.append((f"resnet bench, {d['precision']}, batch {d['batch_size']}", d['img_per_s'], ''))
-for decode in ('cpu', 'gpu', 'gpu-no-prealloc'):
+for decode in ('cpu', 'gpu', 'gpu-no-prealloc', 'gpu-pipeline'):
     try:
         epochs = list(csv.DictReader(open(f'{out}/metrics-inet-{decode}.csv')))
         # each epoch's last line (" Top-5 accuracy: ..." or " Not tested ..."), in order
@@ -159,7 +158,7 @@ for decode in ('cpu', 'gpu', 'gpu-no-prealloc'):
             between = re.search(r'the GPU ([0-9.]+) s between steps', end)
             if between:
                 waited += f', the GPU {between.group(1)} s between steps'
-            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {decode.upper().replace('-NO-PREALLOC', ' (buffers not pre-allocated)')} decoding",
+            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {decode.upper().replace('-NO-PREALLOC', ' (buffers not pre-allocated)').replace('-PIPELINE', ' (pipelined)')} decoding",
                          float(e['img_per_s']), f"{e['seconds']} s, waiting for data: {waited}"))
     except (OSError, IndexError, KeyError):
         pass

@@ -255,6 +255,29 @@ TEST(Transforms, CropRegionsGiveWhatTheWholeImagesGive) {
   }
 }
 
+TEST(ImageFolder, TheEnvironmentSetsHowManyBatchesAStreamedFolderGathersAtOnce) {
+  // Three by default; RESNET_GATHERS_AT_ONCE=N (1-16) for others; anything else refused by name.
+  const auto index = resnet::index_image_folder(fixture("gpu/train"));
+  {
+    const resnet::test::ScopedEnv unset("RESNET_GATHERS_AT_ONCE", nullptr);
+    EXPECT_EQ(resnet::streaming_source(index, false)->gathers_at_once(), 3);
+  }
+  {
+    const resnet::test::ScopedEnv five("RESNET_GATHERS_AT_ONCE", "5");
+    EXPECT_EQ(resnet::streaming_source(index, false)->gathers_at_once(), 5);
+  }
+  for (const char* bad : {"0", "17", "4x", "", "-2"}) {
+    const resnet::test::ScopedEnv env("RESNET_GATHERS_AT_ONCE", bad);
+    try {
+      resnet::streaming_source(index, false);
+      ADD_FAILURE() << "'" << bad << "' was taken";
+    } catch (const resnet::UsageError& e) {
+      expect_contains(e.what(), "RESNET_GATHERS_AT_ONCE");
+      expect_contains(e.what(), std::string("'") + bad + "'");
+    }
+  }
+}
+
 TEST(ImageFolder, AStreamedBatchHoldsEachRegionWithZerosBeyond) {
   // The loader decodes each image straight into its row of the batch (channels-last, as libjpeg
   // writes pixels): row b is decode_image_region's pixels for its crop, zeros beyond; whole
@@ -1291,6 +1314,28 @@ TEST(GpuJpeg, AnUnknownBackendIsRefusedByName) {
   expect_contains(why, "RESNET_NVJPEG_BACKEND");
 }
 
+TEST(GpuJpeg, TheEnvironmentSetsThePipelineOnlyWhenAskedTo) {
+  // Off by default (the hardware decoder without its pipeline); RESNET_NVJPEG_PIPELINE=1 turns it
+  // on, =0 leaves it off; the other settings keep their defaults.
+  {
+    const resnet::test::ScopedEnv unset("RESNET_NVJPEG_PIPELINE", nullptr);
+    EXPECT_FALSE(resnet::GpuJpegSettings::from_environment().pipeline);
+  }
+  resnet::GpuJpegSettings on, off;
+  {
+    const resnet::test::ScopedEnv one("RESNET_NVJPEG_PIPELINE", "1");
+    on = resnet::GpuJpegSettings::from_environment();
+  }
+  {
+    const resnet::test::ScopedEnv zero("RESNET_NVJPEG_PIPELINE", "0");
+    off = resnet::GpuJpegSettings::from_environment();
+  }
+  EXPECT_TRUE(on.pipeline);
+  EXPECT_FALSE(off.pipeline);
+  EXPECT_EQ(on.preallocate, off.preallocate);
+  EXPECT_EQ(on.fixed_count, off.fixed_count);
+}
+
 #ifdef RESNET_WITH_CUDA  // (a build without CUDA has no GPU decoding to test)
 // The environment's settings (RESNET_NVJPEG_BACKEND included) with these two
 resnet::GpuJpegSettings nvjpeg_settings(bool preallocate, bool fixed_count) {
@@ -1490,6 +1535,32 @@ TEST(GpuJpeg, FixedCountsFillBatchesUpInsteadOfSettingUpAgain) {
   EXPECT_EQ(fixed->prepared_for(), 64);
   EXPECT_EQ(fixed->images_decoded(), static_cast<int64_t>(every.size() * (every.size() + 1) / 2 + many.size() + 1));
   EXPECT_EQ(fixed->batches_refused(), 0);
+}
+
+TEST(GpuJpeg, TheHardwareDecoderWithoutItsPipelineGivesTheSamePixels) {
+  // The default (no pipeline) against nvJPEG's pipelined hardware decoder: the same pixels, batch
+  // after batch, for every count of files (with and without fillers).
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  auto settings = nvjpeg_settings(true, true);
+  settings.pipeline = false;
+  const auto plain = resnet::make_gpu_jpeg_decoder(0, why, settings);
+  if (!plain) GTEST_SKIP() << why;
+  settings.pipeline = true;
+  const auto pipelined = resnet::make_gpu_jpeg_decoder(0, why, settings);
+  ASSERT_TRUE(pipelined) << why;
+  ASSERT_EQ(plain->backend(), pipelined->backend());
+  const GpuFiles g = files_the_gpu_takes(*plain);
+  ASSERT_GE(g.files.size(), 4u);
+  std::vector<size_t> order(g.files.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  for (size_t n = order.size(); n >= 1; --n) {
+    const std::vector<size_t> some(order.rbegin(), order.rbegin() + static_cast<std::ptrdiff_t>(n));
+    EXPECT_TRUE(torch::equal(decode_on_gpu(*plain, g, some).cpu(), decode_on_gpu(*pipelined, g, some).cpu()))
+        << n << " files";
+  }
+  EXPECT_EQ(plain->batches_refused(), 0);
+  EXPECT_EQ(pipelined->batches_refused(), 0);
 }
 
 TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {

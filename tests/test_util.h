@@ -5,8 +5,10 @@
 #include <torch/types.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "core/error.h"
@@ -24,6 +26,28 @@ inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   return denom == 0.0 ? diff : diff / denom;
 }
 
+// An environment variable set (or, with nullptr, unset) for a scope; its value before back at the
+// end, also when an assertion returns early.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* before = std::getenv(name);
+    if (before) before_ = before;
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (before_) setenv(name_.c_str(), before_->c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> before_;
+};
+
 // A fresh, empty folder under the system's temporary folder, removed with the object.
 class TempDir {
  public:
@@ -38,7 +62,6 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// The message of the InputError that `f` throws, or "(no InputError)".
 // cuDNN deterministic and not autotuned for a scope (GPU parity tests that compare two runs),
 // the previous settings back at its end, also when an assertion returns early.
 class DeterministicCudnn {
@@ -59,6 +82,7 @@ class DeterministicCudnn {
   bool benchmark_, deterministic_;
 };
 
+// The message of the InputError that `f` throws, or "(no InputError)".
 inline std::string input_error_of(const std::function<void()>& f) {
   try {
     f();

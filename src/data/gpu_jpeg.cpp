@@ -25,6 +25,8 @@ GpuJpegSettings GpuJpegSettings::from_environment() {
   GpuJpegSettings s;
   s.preallocate = on("RESNET_NVJPEG_PREALLOCATE");
   s.fixed_count = on("RESNET_NVJPEG_FIXED_COUNT");
+  const char* pipeline = std::getenv("RESNET_NVJPEG_PIPELINE");
+  s.pipeline = pipeline && std::strcmp(pipeline, "0") != 0;
   const char* backend = std::getenv("RESNET_NVJPEG_BACKEND");
   s.backend = backend ? backend : "";
   return s;
@@ -262,7 +264,9 @@ std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::str
   for (const auto& [name, id] : tries) {
     for (const unsigned flags : {unsigned{NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION}, unsigned{NVJPEG_FLAGS_DEFAULT}}) {
       handle = nullptr;
-      s = nvjpegCreateEx(id, nullptr, nullptr, flags, &handle);
+      const unsigned no_pipeline =
+          how.pipeline || id != NVJPEG_BACKEND_HARDWARE ? 0u : unsigned{NVJPEG_FLAGS_HW_DECODE_NO_PIPELINE};
+      s = nvjpegCreateEx(id, nullptr, nullptr, flags | no_pipeline, &handle);
       if (s == NVJPEG_STATUS_SUCCESS) break;
     }
     if (s == NVJPEG_STATUS_SUCCESS) {

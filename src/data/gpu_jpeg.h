@@ -79,11 +79,15 @@ int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int
 
 // Which nvJPEG backend decodes, and how the decoder keeps nvJPEG from freeing and taking buffers
 // from batch to batch (each such free waits for all the GPU's queued work, the training step's
-// included). The environment variables RESNET_NVJPEG_BACKEND, RESNET_NVJPEG_PREALLOCATE=0 and
-// RESNET_NVJPEG_FIXED_COUNT=0 set them, to measure what each gives.
+// included). The environment variables RESNET_NVJPEG_BACKEND, RESNET_NVJPEG_PREALLOCATE=0,
+// RESNET_NVJPEG_FIXED_COUNT=0 and RESNET_NVJPEG_PIPELINE=1 set them, to measure what each gives.
 struct GpuJpegSettings {
   bool preallocate = true;  // the hardware decoder's buffers set up ahead for the largest images seen
   bool fixed_count = true;  // batches filled up to the count set up for (fixed_count())
+  // nvJPEG's hardware decoder with its pipeline (off: NVJPEG_FLAGS_HW_DECODE_NO_PIPELINE). Without
+  // it, beside the training step, a gather's GPU part decoded 3-5x more images a second and
+  // `resnet train --gpu-decode` ran 11% faster (H200, 2026-12-02; docs/PERFORMANCE.md)
+  bool pipeline = false;
   // "" (the hardware engines where the GPU has them, else "hybrid"), "hardware", "gpu-hybrid"
   // (Huffman decoding on the GPU's cores for batches of over 50 baseline files) or "hybrid"
   // (Huffman decoding on the CPU, the rest on the GPU)

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <future>
@@ -99,12 +100,24 @@ torch::Tensor pinned_index(const std::vector<int64_t>& values, const torch::Devi
 // its own from the pool (nvJPEG's state is one caller's), and the shared figures are under a mutex.
 constexpr int kStreamedGathersAtOnce = 3;
 
+// kStreamedGathersAtOnce, or RESNET_GATHERS_AT_ONCE (1-16) to measure others: each GPU gather takes
+// an nvJPEG decoder of its own, so it also sets how many decoders run at once.
+int streamed_gathers_at_once() {
+  const char* v = std::getenv("RESNET_GATHERS_AT_ONCE");
+  if (!v) return kStreamedGathersAtOnce;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (end == v || *end != '\0' || n < 1 || n > 16)
+    throw UsageError(std::string("RESNET_GATHERS_AT_ONCE: expected a whole number from 1 to 16, got '") + v + "'");
+  return static_cast<int>(n);
+}
+
 class StreamingSource : public ImageSource {
  public:
   StreamingSource(ImageFolderIndex index, bool skip_bad, int gpu_decode_device, int64_t keep_side)
       : index_(std::move(index)), skip_bad_(skip_bad), keep_side_(keep_side),
         labels_(torch::tensor(index_.labels, torch::kLong)) {
-    for (int k = 0; gpu_decode_device >= 0 && k < kStreamedGathersAtOnce; ++k) {
+    for (int k = 0; gpu_decode_device >= 0 && k < gathers_; ++k) {
       std::string why;
       auto decoder = make_gpu_jpeg_decoder(gpu_decode_device, why);
       if (!decoder) {  // (a second that fails leaves one, which the gathers then take in turn)
@@ -118,6 +131,7 @@ class StreamingSource : public ImageSource {
       allocators_note_.clear();
       if (!decoder->preallocates() && backend_ == "hardware") allocators_note_ += ", buffers not pre-allocated";
       if (!decoder->fixed_count()) allocators_note_ += ", counts not fixed";
+      if (GpuJpegSettings::from_environment().pipeline && backend_ == "hardware") allocators_note_ += ", pipelined";
       idle_decoders_.push_back(std::move(decoder));
     }
   }
@@ -128,7 +142,7 @@ class StreamingSource : public ImageSource {
     std::lock_guard<std::mutex> lock(mutex_);
     return stats_;
   }
-  int gathers_at_once() const override { return kStreamedGathersAtOnce; }
+  int gathers_at_once() const override { return gathers_; }
   std::string description() const override {
     return index_.dir + " (image folder, streamed" + (backend_.empty() ? "" : ", JPEGs decoded on the GPU: nvJPEG " + backend_ + allocators_note_) + ")";
   }
@@ -488,6 +502,7 @@ class StreamingSource : public ImageSource {
   ImageFolderIndex index_;
   bool skip_bad_;
   int64_t keep_side_;
+  int gathers_ = streamed_gathers_at_once();
   torch::Tensor labels_;
   std::string backend_;  // --gpu-decode's nvJPEG backend, where it started ("": the CPU decodes)
   std::string allocators_note_;  // for the description, where the decoders free and allocate as they decode
