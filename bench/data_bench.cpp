@@ -6,11 +6,9 @@
 //                                           read + decode + crop + flip + normalise + transfer, as
 //                                           `resnet train` gets its batches (issue 15);
 //                                           --gathers-at-once 1: one batch gathered at a time;
-//                                           --beside-step default|own|green:N: while a ResNet-50
-//                                           training step (resnet bench's, fp16, batch 256) runs in
-//                                           this process on CUDA's default stream, a stream of its
-//                                           own, or a stream of a green context of N SMs (the rest
-//                                           left to the loader and nvJPEG)
+//                                           --beside-step default|own: while a ResNet-50 training
+//                                           step (resnet bench's, fp16, batch 256) runs in this
+//                                           process on CUDA's default stream or a stream of its own
 //   data_bench gather --folder DIR          the source's gather alone (read + decode each training
 //                                           crop into the padded batch), on the CPU, no transform:
 //                                           the work of the loader's background thread
@@ -34,8 +32,6 @@
 #ifdef RESNET_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cuda.h>
-#include <cuda_runtime_api.h>
 #endif
 
 #include "bench/throughput.h"
@@ -109,50 +105,6 @@ double peak_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
-#ifdef RESNET_WITH_CUDA
-// A stream of a CUDA green context of `sms` SMs of GPU `device` (driver API, CUDA 12.4+, through
-// the runtime's entry points: no link to libcuda): work queued on it runs on those SMs only, and
-// work elsewhere (the loader's, nvJPEG's own streams) finds the other SMs free. Issue 15: nvJPEG's
-// per-image work queued behind the step's kernels, which fill every SM. The context lives as long
-// as the process.
-c10::cuda::CUDAStream green_stream(int device, unsigned sms) {
-  const auto entry = [](const char* name) {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion(name, &fn, 12040, cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess || !fn)
-      throw std::runtime_error(std::string("green contexts: the driver has no ") + name);
-    return fn;
-  };
-  const auto check = [](CUresult r, const char* what) {
-    if (r != CUDA_SUCCESS)
-      throw std::runtime_error(std::string("green contexts: ") + what + " failed (CUresult " + std::to_string(r) + ")");
-  };
-  auto get_resource = reinterpret_cast<decltype(&cuDeviceGetDevResource)>(entry("cuDeviceGetDevResource"));
-  auto split = reinterpret_cast<decltype(&cuDevSmResourceSplitByCount)>(entry("cuDevSmResourceSplitByCount"));
-  auto describe = reinterpret_cast<decltype(&cuDevResourceGenerateDesc)>(entry("cuDevResourceGenerateDesc"));
-  auto create = reinterpret_cast<decltype(&cuGreenCtxCreate)>(entry("cuGreenCtxCreate"));
-  auto stream_create = reinterpret_cast<decltype(&cuGreenCtxStreamCreate)>(entry("cuGreenCtxStreamCreate"));
-  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-  cudaFree(nullptr);  // (the primary context first, as the driver advises)
-  CUdevResource all{}, part{}, rest{};
-  check(get_resource(static_cast<CUdevice>(device), &all, CU_DEV_RESOURCE_TYPE_SM), "cuDeviceGetDevResource");
-  if (sms == 0 || sms >= all.sm.smCount)
-    throw std::runtime_error("green:N: N must be below the GPU's " + std::to_string(all.sm.smCount) + " SMs");
-  unsigned groups = 1;
-  check(split(&part, &groups, &all, &rest, 0, sms), "cuDevSmResourceSplitByCount");
-  if (groups != 1) throw std::runtime_error("green contexts: no group of " + std::to_string(sms) + " SMs");
-  CUdevResourceDesc desc{};
-  check(describe(&desc, &part, 1), "cuDevResourceGenerateDesc");
-  CUgreenCtx context = nullptr;
-  check(create(&context, desc, static_cast<CUdevice>(device), CU_GREEN_CTX_DEFAULT_STREAM), "cuGreenCtxCreate");
-  CUstream stream = nullptr;
-  check(stream_create(&stream, context, CU_STREAM_NON_BLOCKING, 0), "cuGreenCtxStreamCreate");
-  std::cerr << "the step's green context: " << part.sm.smCount << " of " << all.sm.smCount << " SMs" << std::endl;
-  return c10::cuda::getStreamFromExternal(stream, static_cast<c10::DeviceIndex>(device));
-}
-#endif
-
 // A ResNet-50 training step (resnet bench's: fp16, batch 256) running over and over on its own
 // thread, on CUDA's default stream ("default", as `resnet train` runs it) or on a stream of its own
 // ("own"), with at most two steps queued on the GPU (as training, which waits for its data), while
@@ -165,8 +117,6 @@ class StepBeside {
 #ifdef RESNET_WITH_CUDA
     if (!device.is_cuda()) throw std::runtime_error("--beside-step needs --device cuda");
     if (stream == "own") own_ = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
-    if (stream.rfind("green:", 0) == 0)
-      own_ = green_stream(device.index(), static_cast<unsigned>(std::stoul(stream.substr(6))));
     thread_ = std::thread([this, device] {
       resnet::name_this_thread("step");
       std::optional<c10::cuda::CUDAStreamGuard> guard;
@@ -351,15 +301,8 @@ int main(int argc, char** argv) {
   ld->add_option("--gathers-at-once", gathers, "batches gathered at once (at most the source's; default: the source's)");
   std::string beside_step;
   ld->add_option("--beside-step", beside_step,
-                 "measure while a ResNet-50 training step runs in this process: on CUDA's default stream, "
-                 "its own, or one of a green context of N SMs (green:N)")
-      ->check([](const std::string& v) -> std::string {
-        if (v == "default" || v == "own") return "";
-        if (v.rfind("green:", 0) == 0 && v.size() > 6 && v.find_first_not_of("0123456789", 6) == std::string::npos &&
-            v.size() < 10)
-          return "";
-        return "default, own or green:N (N SMs for the step), not '" + v + "'";
-      });
+                 "measure while a ResNet-50 training step runs in this process, on CUDA's default stream or its own")
+      ->check(CLI::IsMember({"default", "own"}));
   auto* ga = app.add_subcommand("gather", "the streamed source's gather alone, with training crops, on the CPU");
   ga->add_option("--folder", folder)->required();
   ga->add_option("--batch-size", batch_size);
