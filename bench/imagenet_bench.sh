@@ -20,7 +20,8 @@
 # bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES picks the training runs
 # (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-no-prealloc" nvJPEG
 # allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0), "gpu-pipeline" its hardware
-# decoder with its pipeline (RESNET_NVJPEG_PIPELINE=1; off by default). PARTS picks the parts (default
+# decoder with its pipeline (RESNET_NVJPEG_PIPELINE=1; off by default); TRAIN_GATHERS (default "3")
+# the batches gathered at once in each (RESNET_GATHERS_AT_ONCE). PARTS picks the parts (default
 # "decode gather loader bench beside train dali"; the folder is written whatever it says). TRACE=1
 # adds a traced run of the loader beside the step (see 3.). TESTS=REGEX runs those tests first
 # (device_run.sh's; BUILD_TARGETS then names their binaries beside resnet and data_bench).
@@ -92,15 +93,20 @@ if part beside; then
   done
 fi | tee "$out/loader-beside.jsonl"
 part train && for decode in ${TRAIN_DECODES:-cpu gpu}; do
-  flags=()
-  [ $decode != cpu ] && flags=(--gpu-decode)
-  preallocate=1 pipeline=0
-  [ $decode = gpu-no-prealloc ] && preallocate=0
-  [ $decode = gpu-pipeline ] && pipeline=1
-  RESNET_NVJPEG_PREALLOCATE=$preallocate RESNET_NVJPEG_PIPELINE=$pipeline build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
-    --checkpoint-dir /tmp/ck-inet-$decode --restart > "$out/train-$decode.log" 2>&1
-  echo "train ($decode decoding) exit $?"
-  cp /tmp/ck-inet-$decode/resnet50/metrics.csv "$out/metrics-inet-$decode.csv" 2>/dev/null
+  for gathers in ${TRAIN_GATHERS:-3}; do
+    flags=()
+    [ $decode != cpu ] && flags=(--gpu-decode)
+    preallocate=1 pipeline=0
+    [ $decode = gpu-no-prealloc ] && preallocate=0
+    [ $decode = gpu-pipeline ] && pipeline=1
+    run=$decode
+    [ "$gathers" != 3 ] && run=$decode-g$gathers
+    RESNET_NVJPEG_PREALLOCATE=$preallocate RESNET_NVJPEG_PIPELINE=$pipeline RESNET_GATHERS_AT_ONCE=$gathers \
+      build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
+      --checkpoint-dir /tmp/ck-inet-$run --restart > "$out/train-$run.log" 2>&1
+    echo "train ($run decoding) exit $?"
+    cp /tmp/ck-inet-$run/resnet50/metrics.csv "$out/metrics-inet-$run.csv" 2>/dev/null
+  done
 done
 if part dali && [ -d /tmp/site-dali/nvidia/dali ]; then
   for decoder in mixed cpu; do
@@ -148,17 +154,23 @@ for d in last_json('dali.jsonl'):
     rows.append((f'DALI, batch 256, 224 px, {how} decoding', d.get('img_per_s', 0), d.get('error', '')))
 for d in last_json('bench.txt'):
     rows.append((f"resnet bench, {d['precision']}, batch {d['batch_size']}", d['img_per_s'], ''))
-for decode in ('cpu', 'gpu', 'gpu-no-prealloc', 'gpu-pipeline'):
+import glob
+for path in sorted(glob.glob(f'{out}/metrics-inet-*.csv')):
+    run = path[len(f'{out}/metrics-inet-'):-len('.csv')]  # DECODE or DECODE-gN (N gathers at once)
+    decode, _, gathers = run.partition('-g')
+    how = {'cpu': 'CPU', 'gpu': 'GPU', 'gpu-no-prealloc': 'GPU (buffers not pre-allocated)',
+           'gpu-pipeline': 'GPU (pipelined)'}.get(decode, decode)
+    at_once = f', {gathers} batches gathered at once' if gathers else ''
     try:
-        epochs = list(csv.DictReader(open(f'{out}/metrics-inet-{decode}.csv')))
+        epochs = list(csv.DictReader(open(path)))
         # each epoch's last line (" Top-5 accuracy: ..." or " Not tested ..."), in order
-        ends = [l for l in open(f'{out}/train-{decode}.log') if l.startswith((' Top-5 accuracy', ' Not tested'))]
+        ends = [l for l in open(f'{out}/train-{run}.log') if l.startswith((' Top-5 accuracy', ' Not tested'))]
         for e, end in zip(epochs[1:], ends[1:]):
             waited = end.split('(')[-1].split(' s of it')[0] + ' s' if 'waiting for data' in end else 'under 2%'
             between = re.search(r'the GPU ([0-9.]+) s between steps', end)
             if between:
                 waited += f', the GPU {between.group(1)} s between steps'
-            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {decode.upper().replace('-NO-PREALLOC', ' (buffers not pre-allocated)').replace('-PIPELINE', ' (pipelined)')} decoding",
+            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {how} decoding{at_once}",
                          float(e['img_per_s']), f"{e['seconds']} s, waiting for data: {waited}"))
     except (OSError, IndexError, KeyError):
         pass
