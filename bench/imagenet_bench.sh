@@ -20,8 +20,8 @@
 # bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES picks the training runs
 # (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-no-prealloc" nvJPEG
 # allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0), "gpu-pipeline" its hardware
-# decoder with its pipeline (RESNET_NVJPEG_PIPELINE=1; off by default); TRAIN_GATHERS (default "3")
-# the batches gathered at once in each (RESNET_GATHERS_AT_ONCE). PARTS picks the parts (default
+# decoder with its pipeline (RESNET_NVJPEG_PIPELINE=1; off by default); each may add environment
+# settings for its run after colons, as "gpu:RESNET_GATHERS_AT_ONCE=5:RESNET_CUDA_WAIT=block". PARTS picks the parts (default
 # "decode gather loader bench beside train dali"; the folder is written whatever it says). TRACE=1
 # adds a traced run of the loader beside the step (see 3.). TESTS=REGEX runs those tests first
 # (device_run.sh's; BUILD_TARGETS then names their binaries beside resnet and data_bench).
@@ -92,21 +92,24 @@ if part beside; then
       --gathers-at-once 3 --beside-step "$stream"
   done
 fi | tee "$out/loader-beside.jsonl"
-part train && for decode in ${TRAIN_DECODES:-cpu gpu}; do
-  for gathers in ${TRAIN_GATHERS:-3}; do
-    flags=()
-    [ $decode != cpu ] && flags=(--gpu-decode)
-    preallocate=1 pipeline=0
-    [ $decode = gpu-no-prealloc ] && preallocate=0
-    [ $decode = gpu-pipeline ] && pipeline=1
-    run=$decode
-    [ "$gathers" != 3 ] && run=$decode-g$gathers
-    RESNET_NVJPEG_PREALLOCATE=$preallocate RESNET_NVJPEG_PIPELINE=$pipeline RESNET_GATHERS_AT_ONCE=$gathers \
-      build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
-      --checkpoint-dir /tmp/ck-inet-$run --restart > "$out/train-$run.log" 2>&1
-    echo "train ($run decoding) exit $?"
-    cp /tmp/ck-inet-$run/resnet50/metrics.csv "$out/metrics-inet-$run.csv" 2>/dev/null
-  done
+part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
+  IFS=: read -r -a words <<< "$run"
+  decode=${words[0]}
+  settings=("${words[@]:1}")  # VAR=VALUE each, for this run only
+  flags=(--gpu-decode)
+  case $decode in
+    cpu) flags=() ;;
+    gpu) ;;
+    gpu-no-prealloc) settings+=(RESNET_NVJPEG_PREALLOCATE=0) ;;
+    gpu-pipeline) settings+=(RESNET_NVJPEG_PIPELINE=1) ;;
+    *) echo "TRAIN_DECODES: '$decode' is not cpu, gpu, gpu-no-prealloc or gpu-pipeline" >&2; exit 2 ;;
+  esac
+  name=${run//[^A-Za-z0-9_.-]/_}
+  env "${settings[@]}" build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 \
+    "${flags[@]}" --checkpoint-dir "/tmp/ck-inet-$name" --restart > "$out/train-$name.log" 2>&1
+  echo "train ($run) exit $?"
+  echo "$run" > "$out/train-$name.what"
+  cp "/tmp/ck-inet-$name/resnet50/metrics.csv" "$out/metrics-inet-$name.csv" 2>/dev/null
 done
 if part dali && [ -d /tmp/site-dali/nvidia/dali ]; then
   for decoder in mixed cpu; do
@@ -156,21 +159,24 @@ for d in last_json('bench.txt'):
     rows.append((f"resnet bench, {d['precision']}, batch {d['batch_size']}", d['img_per_s'], ''))
 import glob
 for path in sorted(glob.glob(f'{out}/metrics-inet-*.csv')):
-    run = path[len(f'{out}/metrics-inet-'):-len('.csv')]  # DECODE or DECODE-gN (N gathers at once)
-    decode, _, gathers = run.partition('-g')
+    name = path[len(f'{out}/metrics-inet-'):-len('.csv')]
+    try:  # the run as TRAIN_DECODES gave it: DECODE[:VAR=VALUE...]
+        decode, *settings = open(f'{out}/train-{name}.what').read().strip().split(':')
+    except OSError:
+        decode, settings = name, []
     how = {'cpu': 'CPU', 'gpu': 'GPU', 'gpu-no-prealloc': 'GPU (buffers not pre-allocated)',
            'gpu-pipeline': 'GPU (pipelined)'}.get(decode, decode)
-    at_once = f', {gathers} batches gathered at once' if gathers else ''
+    given = f" ({', '.join(settings)})" if settings else ''
     try:
         epochs = list(csv.DictReader(open(path)))
         # each epoch's last line (" Top-5 accuracy: ..." or " Not tested ..."), in order
-        ends = [l for l in open(f'{out}/train-{run}.log') if l.startswith((' Top-5 accuracy', ' Not tested'))]
+        ends = [l for l in open(f'{out}/train-{name}.log') if l.startswith((' Top-5 accuracy', ' Not tested'))]
         for e, end in zip(epochs[1:], ends[1:]):
             waited = end.split('(')[-1].split(' s of it')[0] + ' s' if 'waiting for data' in end else 'under 2%'
             between = re.search(r'the GPU ([0-9.]+) s between steps', end)
             if between:
                 waited += f', the GPU {between.group(1)} s between steps'
-            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {how} decoding{at_once}",
+            rows.append((f"resnet train on the folder, epoch {e['epoch']}, {how} decoding{given}",
                          float(e['img_per_s']), f"{e['seconds']} s, waiting for data: {waited}"))
     except (OSError, IndexError, KeyError):
         pass

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <set>
+#include <utility>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -11,6 +12,11 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "test_util.h"
+
+#ifdef RESNET_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 using resnet::parse_device;
 
@@ -49,6 +55,49 @@ TEST(Device, CudaIndexBeyondTheDevicesIsRefused) {
 
 // The image decoder's parallel loop once ran on one thread: at::parallel_for's OpenMP pragma
 // compiles into the caller, which was built without -fopenmp. This fails if that comes back.
+TEST(Device, CudaWaitTakesItsFourSpellingsAndRefusesOthersByName) {
+  EXPECT_EQ(resnet::cuda_wait_flag(nullptr), -1);
+  EXPECT_EQ(resnet::cuda_wait_flag("auto"), 0);  // cudaDeviceScheduleAuto, Spin, Yield, BlockingSync
+  EXPECT_EQ(resnet::cuda_wait_flag("spin"), 1);
+  EXPECT_EQ(resnet::cuda_wait_flag("yield"), 2);
+  EXPECT_EQ(resnet::cuda_wait_flag("block"), 4);
+  for (const char* bad : {"", "Block", "sleep", "4"}) {
+    try {
+      resnet::cuda_wait_flag(bad);
+      ADD_FAILURE() << "'" << bad << "' was taken";
+    } catch (const resnet::UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("RESNET_CUDA_WAIT"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::string("'") + bad + "'"), std::string::npos) << e.what();
+    }
+  }
+  // A CPU device: nothing to set, whatever the variable says, and no error.
+  const resnet::test::ScopedEnv env("RESNET_CUDA_WAIT", "block");
+  EXPECT_NO_THROW(resnet::set_cuda_wait_from_environment(c10::Device(c10::kCPU)));
+}
+
+#ifdef RESNET_WITH_CUDA
+TEST(Device, CudaWaitSetsTheDevicesSchedulingFlagOnAContextInUse) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  const c10::Device cuda(c10::kCUDA, 0);
+  cudaSetDevice(0);
+  cudaFree(nullptr);  // the primary context in use first, as in training (the loader starts before)
+  unsigned before = 0;
+  ASSERT_EQ(cudaGetDeviceFlags(&before), cudaSuccess);
+  for (const auto& [name, flag] : {std::pair{"block", unsigned{cudaDeviceScheduleBlockingSync}},
+                                   std::pair{"yield", unsigned{cudaDeviceScheduleYield}},
+                                   std::pair{"spin", unsigned{cudaDeviceScheduleSpin}}}) {
+    const resnet::test::ScopedEnv env("RESNET_CUDA_WAIT", name);
+    resnet::set_cuda_wait_from_environment(cuda);
+    unsigned now = 0;
+    ASSERT_EQ(cudaGetDeviceFlags(&now), cudaSuccess);
+    EXPECT_EQ(now & cudaDeviceScheduleMask, flag) << name;
+    EXPECT_EQ(now & ~unsigned{cudaDeviceScheduleMask}, before & ~unsigned{cudaDeviceScheduleMask}) << name;
+    EXPECT_TRUE(torch::ones({4}, torch::kCUDA).sum().item<float>() == 4.0f) << name;  // the GPU still works
+  }
+  cudaSetDeviceFlags(before);
+}
+#endif
+
 TEST(Parallel, EachOnAllCoresUsesSeveralThreadsAndKeepsEachError) {
   const int before = at::get_num_threads();
   at::set_num_threads(4);  // OpenMP starts the threads even on a machine of fewer cores

@@ -67,6 +67,7 @@ BenchResult run_bench(const BenchOptions& options) {
   require_at_least(options.image_size, 32, "--image-size");
 
   const c10::Device device = device_for_process(options.device, options.dist);
+  set_cuda_wait_from_environment(device);
   std::unique_ptr<Group> group;
   if (options.dist.distributed()) group = Group::connect(options.dist, device, std::chrono::seconds(options.dist_timeout_s));
   torch::manual_seed(options.seed);

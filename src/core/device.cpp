@@ -8,10 +8,12 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "core/log.h"
 
 #ifdef RESNET_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
 #endif
 
 namespace resnet {
@@ -82,6 +84,39 @@ double peak_memory_mib(const c10::Device& device) {
   (void)device;
 #endif
   return 0.0;
+}
+
+// cudaDeviceScheduleAuto, Spin, Yield and BlockingSync (CUDA's values, checked below where CUDA is)
+constexpr int kScheduleAuto = 0, kScheduleSpin = 1, kScheduleYield = 2, kScheduleBlock = 4;
+#ifdef RESNET_WITH_CUDA
+static_assert(kScheduleAuto == cudaDeviceScheduleAuto && kScheduleSpin == cudaDeviceScheduleSpin &&
+              kScheduleYield == cudaDeviceScheduleYield && kScheduleBlock == cudaDeviceScheduleBlockingSync);
+#endif
+
+int cuda_wait_flag(const char* value) {
+  if (value == nullptr) return -1;
+  const std::string v = value;
+  if (v == "auto") return kScheduleAuto;
+  if (v == "spin") return kScheduleSpin;
+  if (v == "yield") return kScheduleYield;
+  if (v == "block") return kScheduleBlock;
+  throw UsageError("RESNET_CUDA_WAIT must be auto, spin, yield or block (got '" + v + "')");
+}
+
+void set_cuda_wait_from_environment(const c10::Device& device) {
+  const int flag = cuda_wait_flag(std::getenv("RESNET_CUDA_WAIT"));
+  if (flag < 0 || !device.is_cuda()) return;
+#ifdef RESNET_WITH_CUDA
+  c10::cuda::CUDAGuard guard(device);
+  unsigned flags = 0;
+  cudaError_t e = cudaGetDeviceFlags(&flags);
+  if (e == cudaSuccess) e = cudaSetDeviceFlags((flags & ~unsigned{cudaDeviceScheduleMask}) | static_cast<unsigned>(flag));
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // (not left for the next CUDA call to report)
+    log_warning(std::string("RESNET_CUDA_WAIT=") + std::getenv("RESNET_CUDA_WAIT") + " not applied to " + device.str() +
+                ": " + cudaGetErrorString(e));
+  }
+#endif
 }
 
 std::string wait_asleep(void* stream) {

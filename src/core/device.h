@@ -27,6 +27,19 @@ void enable_cudnn_autotuning();
 // started or the last reset); 0 on the CPU.
 double peak_memory_mib(const c10::Device& device);
 
+// How this process's threads wait for GPU `device` (CUDA's scheduling flag), from the environment
+// variable RESNET_CUDA_WAIT: "auto" (CUDA's default: a waiting thread polls its core while the
+// machine has more cores than CUDA contexts), "spin", "yield", or "block" (asleep until the GPU is
+// done: the core goes to other threads, the loader's decoders among them, at a later wake-up).
+// Unset: nothing changes. Issue 15: nvJPEG's own waits (thousands an epoch, 1-2 ms each beside the
+// training step) poll beside the decoding threads. A UsageError naming the variable for another
+// value; a warning where CUDA refuses the flag. Nothing for a CPU device.
+void set_cuda_wait_from_environment(const c10::Device& device);
+
+// The cudaDeviceSchedule* flag that RESNET_CUDA_WAIT's value `value` stands for (-1: unset, null);
+// a UsageError for one that is none of the above.
+int cuda_wait_flag(const char* value);
+
 // Waits on this thread for the work queued so far on CUDA stream `stream` (a cudaStream_t),
 // asleep until it is done. CUDA's own waits (cudaStreamSynchronize, CUDAStream::synchronize) keep
 // a core polling the whole time on a machine of many cores and one GPU; the loader's gathers wait
