@@ -21,7 +21,8 @@
 # (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-no-prealloc" nvJPEG
 # allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0), "gpu-pipeline" its hardware
 # decoder with its pipeline (RESNET_NVJPEG_PIPELINE=1; off by default); each may add environment
-# settings for its run after colons, as "gpu:RESNET_GATHERS_AT_ONCE=5:RESNET_CUDA_WAIT=block". PARTS picks the parts (default
+# settings for its run after colons, as "gpu:RESNET_GATHERS_AT_ONCE=5:RESNET_CUDA_WAIT=block" (the
+# nvJPEG settings the caller exported do not reach the runs). PARTS picks the parts (default
 # "decode gather loader bench beside train dali"; the folder is written whatever it says). TRACE=1
 # adds a traced run of the loader beside the step (see 3.). TESTS=REGEX runs those tests first
 # (device_run.sh's; BUILD_TARGETS then names their binaries beside resnet and data_bench).
@@ -32,6 +33,24 @@ train=${TRAIN:-20000}
 val=${VAL:-2000}
 folder=/tmp/inet
 mkdir -p "$out"
+# Each training run: its decode, then its settings (VAR=VALUE each); checked before the other parts
+declare -A run_settings=()
+for run in ${TRAIN_DECODES:-cpu gpu}; do
+  IFS=: read -r -a words <<< "$run"
+  case ${words[0]} in
+    cpu|gpu) extra=() ;;
+    gpu-no-prealloc) extra=(RESNET_NVJPEG_PREALLOCATE=0) ;;
+    gpu-pipeline) extra=(RESNET_NVJPEG_PIPELINE=1) ;;
+    *) echo "TRAIN_DECODES: '${words[0]}' (of '$run') is not cpu, gpu, gpu-no-prealloc or gpu-pipeline" >&2; exit 2 ;;
+  esac
+  for setting in "${words[@]:1}"; do
+    if [[ ! $setting =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then
+      echo "TRAIN_DECODES: '$setting' (of '$run') is not VAR=VALUE" >&2
+      exit 2
+    fi
+  done
+  run_settings[$run]="${extra[*]} ${words[*]:1}"
+done
 targets="resnet data_bench"
 [ "${TRACE:-0}" = 1 ] && targets+=" cuda_api_trace"
 TARGETS=${BUILD_TARGETS:-$targets} TESTS=${TESTS:-none} SKIP_DATA=1 SKIP_PEER=1 bash bench/device_run.sh || exit 1
@@ -93,22 +112,17 @@ if part beside; then
   done
 fi | tee "$out/loader-beside.jsonl"
 part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
-  IFS=: read -r -a words <<< "$run"
-  decode=${words[0]}
-  settings=("${words[@]:1}")  # VAR=VALUE each, for this run only
   flags=(--gpu-decode)
-  case $decode in
-    cpu) flags=() ;;
-    gpu) ;;
-    gpu-no-prealloc) settings+=(RESNET_NVJPEG_PREALLOCATE=0) ;;
-    gpu-pipeline) settings+=(RESNET_NVJPEG_PIPELINE=1) ;;
-    *) echo "TRAIN_DECODES: '$decode' is not cpu, gpu, gpu-no-prealloc or gpu-pipeline" >&2; exit 2 ;;
-  esac
+  [[ $run == cpu || $run == cpu:* ]] && flags=()
+  read -r -a settings <<< "${run_settings[$run]}"
   name=${run//[^A-Za-z0-9_.-]/_}
-  env "${settings[@]}" build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 \
-    "${flags[@]}" --checkpoint-dir "/tmp/ck-inet-$name" --restart > "$out/train-$name.log" 2>&1
+  # (the defaults first, so that what the caller exported does not reach the run; its own after)
+  env RESNET_NVJPEG_PREALLOCATE=1 RESNET_NVJPEG_FIXED_COUNT=1 RESNET_NVJPEG_PIPELINE=0 "${settings[@]}" \
+    build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
+    --checkpoint-dir "/tmp/ck-inet-$name" --restart > "$out/train-$name.log" 2>&1
   echo "train ($run) exit $?"
   echo "$run" > "$out/train-$name.what"
+  echo "$name" >> "$out/train-runs.txt"
   cp "/tmp/ck-inet-$name/resnet50/metrics.csv" "$out/metrics-inet-$name.csv" 2>/dev/null
 done
 if part dali && [ -d /tmp/site-dali/nvidia/dali ]; then
@@ -157,9 +171,12 @@ for d in last_json('dali.jsonl'):
     rows.append((f'DALI, batch 256, 224 px, {how} decoding', d.get('img_per_s', 0), d.get('error', '')))
 for d in last_json('bench.txt'):
     rows.append((f"resnet bench, {d['precision']}, batch {d['batch_size']}", d['img_per_s'], ''))
-import glob
-for path in sorted(glob.glob(f'{out}/metrics-inet-*.csv')):
-    name = path[len(f'{out}/metrics-inet-'):-len('.csv')]
+try:  # the training runs in TRAIN_DECODES' order
+    runs = list(dict.fromkeys(l.strip() for l in open(f'{out}/train-runs.txt')))
+except OSError:
+    runs = []
+for name in runs:
+    path = f'{out}/metrics-inet-{name}.csv'
     try:  # the run as TRAIN_DECODES gave it: DECODE[:VAR=VALUE...]
         decode, *settings = open(f'{out}/train-{name}.what').read().strip().split(':')
     except OSError:

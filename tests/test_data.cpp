@@ -765,6 +765,7 @@ TEST(Loader, AStreamedFolderGathersSeveralBatchesAtOnceInOrder) {
   // A streamed folder has three batches gathered at once, on three threads; the loader gives exactly
   // the batches, in the order, of one gathered at a time: training crops (only the crops decoded)
   // and tests, over two epochs and a last partial batch.
+  const resnet::test::ScopedEnv default_count("RESNET_GATHERS_AT_ONCE", nullptr);
   const auto index = resnet::index_image_folder(fixture("gpu/train"));
   const auto source = resnet::streaming_source(index, false);
   ASSERT_EQ(source->gathers_at_once(), 3);
@@ -1332,8 +1333,12 @@ TEST(GpuJpeg, TheEnvironmentSetsThePipelineOnlyWhenAskedTo) {
   }
   EXPECT_TRUE(on.pipeline);
   EXPECT_FALSE(off.pipeline);
-  EXPECT_EQ(on.preallocate, off.preallocate);
-  EXPECT_EQ(on.fixed_count, off.fixed_count);
+  const resnet::GpuJpegSettings defaults;
+  EXPECT_FALSE(defaults.pipeline);
+  for (const auto& s : {on, off}) {
+    EXPECT_EQ(s.preallocate, defaults.preallocate);
+    EXPECT_EQ(s.fixed_count, defaults.fixed_count);
+  }
 }
 
 #ifdef RESNET_WITH_CUDA  // (a build without CUDA has no GPU decoding to test)
@@ -1550,6 +1555,9 @@ TEST(GpuJpeg, TheHardwareDecoderWithoutItsPipelineGivesTheSamePixels) {
   const auto pipelined = resnet::make_gpu_jpeg_decoder(0, why, settings);
   ASSERT_TRUE(pipelined) << why;
   ASSERT_EQ(plain->backend(), pipelined->backend());
+  if (plain->backend() != "hardware") GTEST_SKIP() << "nvJPEG's " << plain->backend() << " backend has no pipeline";
+  EXPECT_FALSE(plain->pipelined());
+  EXPECT_TRUE(pipelined->pipelined());
   const GpuFiles g = files_the_gpu_takes(*plain);
   ASSERT_GE(g.files.size(), 4u);
   std::vector<size_t> order(g.files.size());
@@ -1716,6 +1724,7 @@ TEST(GpuJpeg, GathersAtOnceShareTheDecoders) {
   // every batch of two epochs is the CPU path's within the decoders' differences, in order, and
   // every image is counted once in the figures.
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  const resnet::test::ScopedEnv default_count("RESNET_GATHERS_AT_ONCE", nullptr);
   std::string why;
   if (!resnet::make_gpu_jpeg_decoder(0, why)) GTEST_SKIP() << why;
   const auto index = resnet::index_image_folder(fixture("gpu/train"));

@@ -1,12 +1,15 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <time.h>
+
 #include <chrono>
+#include <map>
 #include <set>
-#include <utility>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/device.h"
@@ -53,8 +56,6 @@ TEST(Device, CudaIndexBeyondTheDevicesIsRefused) {
   else EXPECT_EQ(parse_device("cuda:0"), c10::Device(c10::kCUDA, 0));
 }
 
-// The image decoder's parallel loop once ran on one thread: at::parallel_for's OpenMP pragma
-// compiles into the caller, which was built without -fopenmp. This fails if that comes back.
 TEST(Device, CudaWaitTakesItsFourSpellingsAndRefusesOthersByName) {
   EXPECT_EQ(resnet::cuda_wait_flag(nullptr), -1);
   EXPECT_EQ(resnet::cuda_wait_flag("auto"), 0);  // cudaDeviceScheduleAuto, Spin, Yield, BlockingSync
@@ -70,19 +71,39 @@ TEST(Device, CudaWaitTakesItsFourSpellingsAndRefusesOthersByName) {
       EXPECT_NE(std::string(e.what()).find(std::string("'") + bad + "'"), std::string::npos) << e.what();
     }
   }
-  // A CPU device: nothing to set, whatever the variable says, and no error.
-  const resnet::test::ScopedEnv env("RESNET_CUDA_WAIT", "block");
+  // A bad value is refused whatever the device; a good one is nothing to a CPU device.
+  const resnet::test::ScopedEnv bad("RESNET_CUDA_WAIT", "nap");
+  EXPECT_THROW(resnet::set_cuda_wait_from_environment(c10::Device(c10::kCPU)), resnet::UsageError);
+  const resnet::test::ScopedEnv good("RESNET_CUDA_WAIT", "block");
   EXPECT_NO_THROW(resnet::set_cuda_wait_from_environment(c10::Device(c10::kCPU)));
 }
 
 #ifdef RESNET_WITH_CUDA
+namespace {
+// This thread's CPU seconds (clock_gettime's thread clock)
+double thread_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+}  // namespace
+
 TEST(Device, CudaWaitSetsTheDevicesSchedulingFlagOnAContextInUse) {
+  // Set on a context already in use (as in training: the model and the loader's decoders may have
+  // started CUDA before): the flag read back, the others kept, and a wait for a quarter of a second
+  // of GPU work asleep with "block" (this thread's CPU time well under the wait) but not with "spin".
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   const c10::Device cuda(c10::kCUDA, 0);
   cudaSetDevice(0);
-  cudaFree(nullptr);  // the primary context in use first, as in training (the loader starts before)
+  cudaFree(nullptr);  // the primary context in use first
   unsigned before = 0;
   ASSERT_EQ(cudaGetDeviceFlags(&before), cudaSuccess);
+  struct Restore {
+    unsigned flags;
+    ~Restore() { cudaSetDeviceFlags(flags); }
+  } restore{before};
+  const auto a = torch::randn({4096, 4096}, torch::kCUDA);
+  std::map<std::string, double> busy;  // CPU time / wall time during the wait
   for (const auto& [name, flag] : {std::pair{"block", unsigned{cudaDeviceScheduleBlockingSync}},
                                    std::pair{"yield", unsigned{cudaDeviceScheduleYield}},
                                    std::pair{"spin", unsigned{cudaDeviceScheduleSpin}}}) {
@@ -92,12 +113,25 @@ TEST(Device, CudaWaitSetsTheDevicesSchedulingFlagOnAContextInUse) {
     ASSERT_EQ(cudaGetDeviceFlags(&now), cudaSuccess);
     EXPECT_EQ(now & cudaDeviceScheduleMask, flag) << name;
     EXPECT_EQ(now & ~unsigned{cudaDeviceScheduleMask}, before & ~unsigned{cudaDeviceScheduleMask}) << name;
-    EXPECT_TRUE(torch::ones({4}, torch::kCUDA).sum().item<float>() == 4.0f) << name;  // the GPU still works
+    torch::cuda::synchronize();
+    auto x = a;
+    for (int i = 0; i < 60; ++i) x = torch::mm(x, a).div_(64.0);  // about 0.25 s on an H100 (fp32)
+    const auto wall0 = std::chrono::steady_clock::now();
+    const double cpu0 = thread_cpu_seconds();
+    torch::cuda::synchronize();
+    const double cpu = thread_cpu_seconds() - cpu0;
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+    EXPECT_TRUE(torch::isfinite(x).all().item<bool>()) << name;  // the GPU still works
+    ASSERT_GT(wall, 0.05) << name << ": too little GPU work to tell a sleeping wait from a polling one";
+    busy[name] = cpu / wall;
   }
-  cudaSetDeviceFlags(before);
+  EXPECT_LT(busy["block"], 0.5) << "the wait kept its core busy " << busy["block"] << " of the time";
+  EXPECT_GT(busy["spin"], busy["block"]) << "spin " << busy["spin"] << ", block " << busy["block"];
 }
 #endif
 
+// The image decoder's parallel loop once ran on one thread: at::parallel_for's OpenMP pragma
+// compiles into the caller, which was built without -fopenmp. This fails if that comes back.
 TEST(Parallel, EachOnAllCoresUsesSeveralThreadsAndKeepsEachError) {
   const int before = at::get_num_threads();
   at::set_num_threads(4);  // OpenMP starts the threads even on a machine of fewer cores

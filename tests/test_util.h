@@ -27,7 +27,8 @@ inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 // An environment variable set (or, with nullptr, unset) for a scope; its value before back at the
-// end, also when an assertion returns early.
+// end, also when an assertion returns early. Only while no other thread reads the environment
+// (setenv is not safe beside getenv): before a loader or decoder starts its threads.
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const char* value) : name_(name) {

@@ -110,7 +110,8 @@ void set_cuda_wait_from_environment(const c10::Device& device) {
   c10::cuda::CUDAGuard guard(device);
   unsigned flags = 0;
   cudaError_t e = cudaGetDeviceFlags(&flags);
-  if (e == cudaSuccess) e = cudaSetDeviceFlags((flags & ~unsigned{cudaDeviceScheduleMask}) | static_cast<unsigned>(flag));
+  if (e == cudaSuccess)
+    e = cudaSetDeviceFlags((flags & ~unsigned{cudaDeviceScheduleMask}) | static_cast<unsigned>(flag));
   if (e != cudaSuccess) {
     cudaGetLastError();  // (not left for the next CUDA call to report)
     log_warning(std::string("RESNET_CUDA_WAIT=") + std::getenv("RESNET_CUDA_WAIT") + " not applied to " + device.str() +

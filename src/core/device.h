@@ -33,7 +33,8 @@ double peak_memory_mib(const c10::Device& device);
 // done: the core goes to other threads, the loader's decoders among them, at a later wake-up).
 // Unset: nothing changes. Issue 15: nvJPEG's own waits (thousands an epoch, 1-2 ms each beside the
 // training step) poll beside the decoding threads. A UsageError naming the variable for another
-// value; a warning where CUDA refuses the flag. Nothing for a CPU device.
+// value, whatever the device; a warning where CUDA refuses the flag; a good value is nothing to a
+// CPU device.
 void set_cuda_wait_from_environment(const c10::Device& device);
 
 // The cudaDeviceSchedule* flag that RESNET_CUDA_WAIT's value `value` stands for (-1: unset, null);

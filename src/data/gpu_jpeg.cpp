@@ -65,9 +65,9 @@ std::string status_text(nvjpegStatus_t s) {
 
 class NvjpegDecoder final : public GpuJpegDecoder {
  public:
-  NvjpegDecoder(int device, nvjpegHandle_t handle, std::string backend, const GpuJpegSettings& settings)
+  NvjpegDecoder(int device, nvjpegHandle_t handle, std::string backend, const GpuJpegSettings& settings, bool pipelined)
       : device_(device), handle_(handle), backend_(std::move(backend)), hardware_(backend_ == "hardware"),
-        preallocate_(hardware_ && settings.preallocate), fixed_count_(settings.fixed_count) {}
+        preallocate_(hardware_ && settings.preallocate), fixed_count_(settings.fixed_count), pipelined_(pipelined) {}
   ~NvjpegDecoder() override {
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
     if (jpeg_stream_) nvjpegJpegStreamDestroy(jpeg_stream_);
@@ -182,6 +182,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   ImageSize preallocated() const override { return ready_; }
   int64_t prepared_for() const override { return batch_; }
   bool fixed_count() const override { return fixed_count_; }
+  bool pipelined() const override { return pipelined_; }
 
  private:
   // Left to itself, nvJPEG's hardware decoder takes buffers for each batch's images as it decodes
@@ -226,6 +227,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   bool hardware_;
   bool preallocate_;
   bool fixed_count_;
+  bool pipelined_;
   std::vector<uint8_t> filler_;  // the filler JPEG (fixed counts)
   torch::Tensor fillers_;        // on the GPU: where the fillers' pixels go
   ImageSize seen_{0, 0};   // the largest size asked for since the decoder started, rounded up
@@ -261,13 +263,24 @@ std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::str
   nvjpegHandle_t handle = nullptr;
   nvjpegStatus_t s = NVJPEG_STATUS_NOT_INITIALIZED;
   std::string backend;
+  bool pipelined = true;  // (nvJPEG's hardware decoder, where it started without the flag)
   for (const auto& [name, id] : tries) {
-    for (const unsigned flags : {unsigned{NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION}, unsigned{NVJPEG_FLAGS_DEFAULT}}) {
-      handle = nullptr;
-      const unsigned no_pipeline =
-          how.pipeline || id != NVJPEG_BACKEND_HARDWARE ? 0u : unsigned{NVJPEG_FLAGS_HW_DECODE_NO_PIPELINE};
-      s = nvjpegCreateEx(id, nullptr, nullptr, flags | no_pipeline, &handle);
-      if (s == NVJPEG_STATUS_SUCCESS) break;
+    // The hardware decoder without its pipeline where asked and nvJPEG takes the flag, else with it
+    // (before another backend); with smooth chroma upsampling where nvJPEG has it.
+    std::vector<unsigned> pipeline_flags{0u};
+    if (!how.pipeline && id == NVJPEG_BACKEND_HARDWARE)
+      pipeline_flags.insert(pipeline_flags.begin(), NVJPEG_FLAGS_HW_DECODE_NO_PIPELINE);
+    for (const unsigned pipeline_flag : pipeline_flags) {
+      for (const unsigned flags :
+           {unsigned{NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION}, unsigned{NVJPEG_FLAGS_DEFAULT}}) {
+        handle = nullptr;
+        s = nvjpegCreateEx(id, nullptr, nullptr, flags | pipeline_flag, &handle);
+        if (s == NVJPEG_STATUS_SUCCESS) break;
+      }
+      if (s == NVJPEG_STATUS_SUCCESS) {
+        pipelined = pipeline_flag == 0;
+        break;
+      }
     }
     if (s == NVJPEG_STATUS_SUCCESS) {
       backend = name;
@@ -279,7 +292,8 @@ std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::str
           (how.backend.empty() ? "" : " with backend " + how.backend) + ": " + status_text(s);
     return nullptr;
   }
-  auto decoder = std::make_unique<NvjpegDecoder>(device_index, handle, backend, how);
+  auto decoder =
+      std::make_unique<NvjpegDecoder>(device_index, handle, backend, how, pipelined && backend == "hardware");
   if (!decoder->start(why)) return nullptr;
   return decoder;
 }

@@ -48,6 +48,9 @@ class GpuJpegDecoder {
   // Whether a call with fewer files than prepared_for() is filled up to it with tiny images (whose
   // pixels go to a buffer of the decoder's own) rather than setting nvJPEG up again.
   virtual bool fixed_count() const = 0;
+  // Whether nvJPEG's hardware decoder runs with its pipeline (GpuJpegSettings::pipeline, or where
+  // nvJPEG refused the flag that turns it off); false for the other backends, which have none.
+  virtual bool pipelined() const = 0;
 
   int64_t images_decoded() const { return images_decoded_; }
   int64_t batches_refused() const { return batches_refused_; }
@@ -80,13 +83,14 @@ int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int
 // Which nvJPEG backend decodes, and how the decoder keeps nvJPEG from freeing and taking buffers
 // from batch to batch (each such free waits for all the GPU's queued work, the training step's
 // included). The environment variables RESNET_NVJPEG_BACKEND, RESNET_NVJPEG_PREALLOCATE=0,
-// RESNET_NVJPEG_FIXED_COUNT=0 and RESNET_NVJPEG_PIPELINE=1 set them, to measure what each gives.
+// RESNET_NVJPEG_FIXED_COUNT=0 and RESNET_NVJPEG_PIPELINE=1 set them, to measure what each gives
+// (the last three: "0" is off, any other value on).
 struct GpuJpegSettings {
   bool preallocate = true;  // the hardware decoder's buffers set up ahead for the largest images seen
   bool fixed_count = true;  // batches filled up to the count set up for (fixed_count())
   // nvJPEG's hardware decoder with its pipeline (off: NVJPEG_FLAGS_HW_DECODE_NO_PIPELINE). Without
   // it, beside the training step, a gather's GPU part decoded 3-5x more images a second and
-  // `resnet train --gpu-decode` ran 11% faster (H200, 2026-12-02; docs/PERFORMANCE.md)
+  // `resnet train --gpu-decode` ran 9-11% faster (H200, 2026-12-02; docs/PERFORMANCE.md)
   bool pipeline = false;
   // "" (the hardware engines where the GPU has them, else "hybrid"), "hardware", "gpu-hybrid"
   // (Huffman decoding on the GPU's cores for batches of over 50 baseline files) or "hybrid"

@@ -131,7 +131,7 @@ class StreamingSource : public ImageSource {
       allocators_note_.clear();
       if (!decoder->preallocates() && backend_ == "hardware") allocators_note_ += ", buffers not pre-allocated";
       if (!decoder->fixed_count()) allocators_note_ += ", counts not fixed";
-      if (GpuJpegSettings::from_environment().pipeline && backend_ == "hardware") allocators_note_ += ", pipelined";
+      if (decoder->pipelined()) allocators_note_ += ", pipelined";
       idle_decoders_.push_back(std::move(decoder));
     }
   }

@@ -172,7 +172,8 @@ struct Run {
   // writes before the rest goes)
   BackgroundWriter writer;
 
-  Run(const TrainOptions& options, TrainReporter& r) : o(options), reporter(r), device(device_for_process(options.device, options.dist)) {
+  Run(const TrainOptions& options, TrainReporter& r)
+      : o(options), reporter(r), device(device_for_process(options.device, options.dist)) {
     set_cuda_wait_from_environment(device);
   }
 
