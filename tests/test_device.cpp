@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/device.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "test_util.h"
@@ -54,6 +55,20 @@ TEST(Device, CudaIndexBeyondTheDevicesIsRefused) {
   EXPECT_THROW(parse_device("cuda:" + std::to_string(count)), resnet::UsageError);
   if (count == 0) EXPECT_THROW(parse_device("cuda"), resnet::UsageError);
   else EXPECT_EQ(parse_device("cuda:0"), c10::Device(c10::kCUDA, 0));
+}
+
+TEST(Env, AWholeNumberWithinItsBoundsOrAnErrorNamingTheVariable) {
+  EXPECT_EQ(resnet::whole_number_from_env("N", "1", 1, 16, "1 to 16"), 1);
+  EXPECT_EQ(resnet::whole_number_from_env("N", "16", 1, 16, "1 to 16"), 16);
+  for (const char* bad : {"0", "17", "", "4x", "x", "-1"}) {
+    try {
+      resnet::whole_number_from_env("N_OF_THINGS", bad, 1, 16, "from 1 to 16");
+      ADD_FAILURE() << "'" << bad << "' was taken";
+    } catch (const resnet::UsageError& e) {
+      EXPECT_EQ(std::string(e.what()),
+                std::string("environment variable N_OF_THINGS must be from 1 to 16 (got '") + bad + "')");
+    }
+  }
 }
 
 TEST(Device, CudaWaitTakesItsFourSpellingsAndRefusesOthersByName) {

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdlib>
 
+#include "core/env.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -65,12 +66,8 @@ void enable_cudnn_autotuning() {
   at::globalContext().setBenchmarkCuDNN(true);
   const char* limit = std::getenv("RESNET_CUDNN_BENCHMARK_LIMIT");
   if (limit == nullptr || *limit == '\0') return;
-  char* end = nullptr;
-  const long n = std::strtol(limit, &end, 10);
-  if (*end != '\0' || n < 0 || n > 100000)
-    throw UsageError(std::string("RESNET_CUDNN_BENCHMARK_LIMIT must be a number of kernels, 0 or more (got '") + limit +
-                     "')");
-  at::globalContext().setBenchmarkLimitCuDNN(static_cast<int>(n));
+  at::globalContext().setBenchmarkLimitCuDNN(
+      whole_number_from_env("RESNET_CUDNN_BENCHMARK_LIMIT", limit, 0, 100000, "a number of kernels from 0 to 100000"));
 }
 
 double peak_memory_mib(const c10::Device& device) {

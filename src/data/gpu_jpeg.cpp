@@ -18,15 +18,14 @@
 namespace resnet {
 
 GpuJpegSettings GpuJpegSettings::from_environment() {
-  const auto on = [](const char* name) {
+  const auto on = [](const char* name, bool unset) {  // "0" is off, any other value on
     const char* v = std::getenv(name);
-    return !v || std::strcmp(v, "0") != 0;
+    return v ? std::strcmp(v, "0") != 0 : unset;
   };
   GpuJpegSettings s;
-  s.preallocate = on("RESNET_NVJPEG_PREALLOCATE");
-  s.fixed_count = on("RESNET_NVJPEG_FIXED_COUNT");
-  const char* pipeline = std::getenv("RESNET_NVJPEG_PIPELINE");
-  s.pipeline = pipeline && std::strcmp(pipeline, "0") != 0;
+  s.preallocate = on("RESNET_NVJPEG_PREALLOCATE", true);
+  s.fixed_count = on("RESNET_NVJPEG_FIXED_COUNT", true);
+  s.pipeline = on("RESNET_NVJPEG_PIPELINE", false);
   const char* backend = std::getenv("RESNET_NVJPEG_BACKEND");
   s.backend = backend ? backend : "";
   return s;

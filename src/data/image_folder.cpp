@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "core/device.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/parallel.h"
@@ -105,11 +106,7 @@ constexpr int kStreamedGathersAtOnce = 3;
 int streamed_gathers_at_once() {
   const char* v = std::getenv("RESNET_GATHERS_AT_ONCE");
   if (!v) return kStreamedGathersAtOnce;
-  char* end = nullptr;
-  const long n = std::strtol(v, &end, 10);
-  if (end == v || *end != '\0' || n < 1 || n > 16)
-    throw UsageError(std::string("RESNET_GATHERS_AT_ONCE: expected a whole number from 1 to 16, got '") + v + "'");
-  return static_cast<int>(n);
+  return whole_number_from_env("RESNET_GATHERS_AT_ONCE", v, 1, 16, "a whole number from 1 to 16");
 }
 
 class StreamingSource : public ImageSource {

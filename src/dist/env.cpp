@@ -3,18 +3,14 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/env.h"
 #include "core/error.h"
 
 namespace resnet {
 namespace {
 
 int parse_int(const char* name, const char* value, int least) {
-  char* end = nullptr;
-  const long n = std::strtol(value, &end, 10);
-  if (*value == '\0' || *end != '\0' || n < least || n > 1 << 20)
-    throw UsageError(std::string("environment variable ") + name + " must be a whole number, at least " +
-                     std::to_string(least) + " (got '" + value + "')");
-  return static_cast<int>(n);
+  return whole_number_from_env(name, value, least, 1 << 20, "a whole number, at least " + std::to_string(least));
 }
 
 }  // namespace
