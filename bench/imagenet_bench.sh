@@ -190,6 +190,9 @@ for name in runs:
         ends = [l for l in open(f'{out}/train-{name}.log') if l.startswith((' Top-5 accuracy', ' Not tested'))]
         for e, end in zip(epochs[1:], ends[1:]):
             waited = end.split('(')[-1].split(' s of it')[0] + ' s' if 'waiting for data' in end else 'under 2%'
+            first = re.search(r'([0-9.]+) s for the first batch', end)
+            if first:
+                waited += f' ({first.group(1)} s for the first batch)'
             between = re.search(r'the GPU ([0-9.]+) s between steps', end)
             if between:
                 waited += f', the GPU {between.group(1)} s between steps'

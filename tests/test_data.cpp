@@ -13,6 +13,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <atomic>
 #include <thread>
 #include <tuple>
 
@@ -711,8 +712,12 @@ class SlowSource : public resnet::ImageSource {
   resnet::RawBatch gather(const torch::Tensor& indices, const torch::Device& device,
                           const resnet::CropPlan* plan = nullptr) override {
     std::this_thread::sleep_for(delay_);
-    return base_->gather(indices, device, plan);
+    ++gathers;
+    auto batch = base_->gather(indices, device, plan);
+    batch.decode.cpu_images = indices.size(0);  // (as a streamed folder counts its decoding)
+    return batch;
   }
+  std::atomic<int> gathers{0};  // batches gathered so far
 
  private:
   std::shared_ptr<resnet::ImageSource> base_;
@@ -738,6 +743,79 @@ TEST(Loader, CountsTheTimeItsCallerWaitedForBatches) {
   EXPECT_EQ(loader.seconds_waited(), 0.0);
 }
 
+// Each epoch's labels, batch by batch, from a loader that starts every epoch in turn.
+std::vector<std::vector<int64_t>> epochs_of_labels(resnet::Loader& loader, int epochs) {
+  std::vector<std::vector<int64_t>> out;
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    loader.start_epoch(epoch);
+    out.emplace_back();
+    while (auto batch = loader.next())
+      for (int64_t i = 0; i < batch->labels.size(0); ++i) out.back().push_back(batch->labels[i].item<int64_t>());
+  }
+  return out;
+}
+
+TEST(Loader, GathersTheNextEpochsFirstBatchWhileTheCallerTests) {
+  // A source of 60 ms a batch, three epochs of three batches, the caller busy for 300 ms after
+  // each epoch (its test): told the run's length, the loader gathers the next epoch's first batch
+  // meanwhile, so only the first epoch waits for its first batch; the epochs are the same as
+  // without gathering ahead, each counts the decoding of its own 12 images, and nothing is
+  // gathered past the last.
+  resnet::LoaderOptions o;
+  o.batch_size = 4;
+  o.image_size = 8;
+  o.seed = 3;
+  resnet::Loader plain(numbered_images(12), o, torch::kCPU);
+  const auto want = epochs_of_labels(plain, 3);
+  o.epochs = 3;
+  auto slow = std::make_shared<SlowSource>(numbered_images(12), std::chrono::milliseconds(60));
+  resnet::Loader loader(slow, o, torch::kCPU);
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    loader.start_epoch(epoch);
+    std::vector<int64_t> got;
+    while (auto batch = loader.next())
+      for (int64_t i = 0; i < batch->labels.size(0); ++i) got.push_back(batch->labels[i].item<int64_t>());
+    EXPECT_EQ(got, want[static_cast<size_t>(epoch)]) << "epoch " << epoch;
+    if (epoch == 0) {
+      EXPECT_GE(loader.seconds_waited_first(), 0.04);
+    } else {
+      EXPECT_LT(loader.seconds_waited_first(), 0.03) << "epoch " << epoch;
+    }
+    EXPECT_GE(loader.seconds_waited(), loader.seconds_waited_first());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(loader.epoch_decode_stats().cpu_images, 12) << "epoch " << epoch;
+  }
+  EXPECT_EQ(slow->gathers.load(), 9);
+}
+
+TEST(Loader, StartingAnyOtherEpochDropsWhatWasGatheredAhead) {
+  // After an epoch ends the loader gathers the next one's first batches; starting the same epoch
+  // again, one further on, or the next from a resumed position gives what a fresh loader gives.
+  resnet::LoaderOptions o;
+  o.batch_size = 4;
+  o.image_size = 8;
+  o.seed = 9;
+  resnet::Loader plain(numbered_images(10), o, torch::kCPU);
+  const auto want = epochs_of_labels(plain, 4);
+  o.epochs = 4;
+  resnet::Loader loader(numbered_images(10), o, torch::kCPU);
+  auto epoch_labels = [&](int64_t epoch, int64_t skip) {
+    loader.start_epoch(epoch, skip);
+    std::vector<int64_t> seen;
+    while (auto batch = loader.next())
+      for (int64_t i = 0; i < batch->labels.size(0); ++i) seen.push_back(batch->labels[i].item<int64_t>());
+    return seen;
+  };
+  EXPECT_EQ(epoch_labels(0, 0), want[0]);
+  EXPECT_EQ(epoch_labels(0, 0), want[0]);  // the same epoch again
+  EXPECT_EQ(epoch_labels(2, 0), want[2]);  // one further on
+  EXPECT_EQ(epoch_labels(3, 1), std::vector<int64_t>(want[3].begin() + 4, want[3].end()));  // resumed mid-epoch
+  // An epoch left unfinished: the next starts from its own first batch all the same
+  loader.start_epoch(1);
+  ASSERT_TRUE(loader.next());
+  EXPECT_EQ(epoch_labels(2, 0), want[2]);
+}
+
 TEST(Loader, ANewImageSizeMidEpochReachesTheBatchesAlreadyGathering) {
   // The streamed folder decodes each training crop at the smallest scale that keeps the output
   // size, so batches gathered ahead for the old size are gathered again: after set_image_size the
@@ -759,12 +837,28 @@ TEST(Loader, ANewImageSizeMidEpochReachesTheBatchesAlreadyGathering) {
     ASSERT_TRUE(got && want);
     EXPECT_TRUE(torch::equal(got->images, want->images)) << "batch " << b;
   }
+  // Between epochs (--progressive-resize's case): the next epoch's batches gathered ahead at the
+  // old size are gathered again at the new one.
+  o.epochs = 2;
+  o.image_size = 16;
+  resnet::Loader ahead(source, o, torch::kCPU);
+  ahead.start_epoch(0);
+  while (ahead.next()) {
+  }
+  ahead.set_image_size(96);
+  ahead.start_epoch(1);
+  from_start.start_epoch(1);
+  for (int b = 0; b < 3; ++b) {
+    const auto got = ahead.next(), want = from_start.next();
+    ASSERT_TRUE(got && want);
+    EXPECT_TRUE(torch::equal(got->images, want->images)) << "epoch 2, batch " << b;
+  }
 }
 
 TEST(Loader, AStreamedFolderGathersSeveralBatchesAtOnceInOrder) {
   // A streamed folder has three batches gathered at once, on three threads; the loader gives exactly
   // the batches, in the order, of one gathered at a time: training crops (only the crops decoded)
-  // and tests, over two epochs and a last partial batch.
+  // and tests, over two epochs (the second's first batches gathered ahead) and a last partial batch.
   const resnet::test::ScopedEnv default_count("RESNET_GATHERS_AT_ONCE", nullptr);
   const auto index = resnet::index_image_folder(fixture("gpu/train"));
   const auto source = resnet::streaming_source(index, false);
@@ -775,8 +869,9 @@ TEST(Loader, AStreamedFolderGathersSeveralBatchesAtOnceInOrder) {
     o.image_size = 32;
     o.train = train;
     o.seed = 5;
-    const auto two = all_batches(source, o, torch::kCPU, 2);
     const auto one = all_batches(resnet::with_gathers_at_once(source, 1), o, torch::kCPU, 2);
+    o.epochs = 2;  // (and the second epoch's first batches gathered ahead)
+    const auto two = all_batches(source, o, torch::kCPU, 2);
     ASSERT_EQ(two.size(), one.size());
     ASSERT_EQ(two.size(), 2 * static_cast<size_t>((index.files.size() + 2) / 3));
     for (size_t b = 0; b < two.size(); ++b) {

@@ -67,14 +67,16 @@ void ConsoleReporter::epoch_end(const EpochReport& e) {
                 100.0 * static_cast<double>(d.cpu_images) / all, d.cpu_s > 0 ? static_cast<double>(d.cpu_images) / d.cpu_s : 0.0,
                 d.read_s, d.headers_s);
   }
-  // where the loader held the steps back for more than 2% of the epoch: how long, and how long the
-  // GPU then sat between steps (the host's wait overlaps the GPU's work)
-  char waited[128] = "";
+  // where the loader held the steps back for more than 2% of the epoch: how long (and how much of
+  // that for the first batch, before any step), and how long the GPU then sat between steps (the
+  // host's wait overlaps the GPU's work)
+  char waited[160] = "", first[48] = "";
+  if (e.data_wait_first >= 0.05) std::snprintf(first, sizeof first, ", %.2f s for the first batch", e.data_wait_first);
   if (e.data_wait > 0.02 * e.seconds && e.gpu_between_steps > 0)
-    std::snprintf(waited, sizeof waited, " (%.1f s of it waiting for data; the GPU %.1f s between steps)", e.data_wait,
-                  e.gpu_between_steps);
+    std::snprintf(waited, sizeof waited, " (%.1f s of it waiting for data%s; the GPU %.1f s between steps)", e.data_wait,
+                  first, e.gpu_between_steps);
   else if (e.data_wait > 0.02 * e.seconds)
-    std::snprintf(waited, sizeof waited, " (%.1f s of it waiting for data)", e.data_wait);
+    std::snprintf(waited, sizeof waited, " (%.1f s of it waiting for data%s)", e.data_wait, first);
   if (!e.tested) {
     std::printf(" Not tested this epoch (--eval-every); train loss: %.6f, %.1f img/s, %.1f s%s\n\n", e.train_loss,
                 e.img_per_s, e.seconds, waited);

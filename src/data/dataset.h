@@ -21,6 +21,23 @@ enum class Split { kTrain, kTest };
 
 const char* split_name(Split split);
 
+// What a streamed source's GPU decoding did so far (data_bench loader reports it): the images each
+// side decoded and the seconds it took (the two sides run at once), and the seconds spent reading
+// files and headers before them. All zero for other sources.
+struct DecodeStats {
+  int64_t gpu_images = 0, cpu_images = 0;
+  double gpu_s = 0, cpu_s = 0, read_s = 0;
+  double headers_s = 0;  // with --gpu-decode: the headers read (one thread), after read_s's reading
+  int64_t gpu_setups = 0;  // times a GPU decoder set nvJPEG up again (GpuJpegDecoder::setups)
+
+  DecodeStats& operator+=(const DecodeStats& o) {
+    gpu_images += o.gpu_images, cpu_images += o.cpu_images;
+    gpu_s += o.gpu_s, cpu_s += o.cpu_s, read_s += o.read_s, headers_s += o.headers_s;
+    gpu_setups += o.gpu_setups;
+    return *this;
+  }
+};
+
 struct RawBatch {
   RawBatch() = default;
   RawBatch(torch::Tensor images_, torch::Tensor sizes_, torch::Tensor labels_)
@@ -33,6 +50,7 @@ struct RawBatch {
   // `crops` int64 [B, 4], the plan's box (top, left, height, width) in the file's pixels; and
   // `file_sizes` int64 [B, 2]. Undefined: each image whole, at scale 1 (sizes are the files').
   torch::Tensor regions, crops, file_sizes;
+  DecodeStats decode;  // what gathering this batch took, where the source says (zero elsewhere)
 };
 
 // A box of an image's pixels (the training crop; transforms.h).
@@ -46,16 +64,6 @@ struct CropBox {
 struct CropPlan {
   std::function<CropBox(int64_t row, int64_t height, int64_t width)> box;
   int64_t output_size = 0;
-};
-
-// What a streamed source's GPU decoding did so far (data_bench loader reports it): the images each
-// side decoded and the seconds it took (the two sides run at once), and the seconds spent reading
-// files and headers before them. All zero for other sources.
-struct DecodeStats {
-  int64_t gpu_images = 0, cpu_images = 0;
-  double gpu_s = 0, cpu_s = 0, read_s = 0;
-  double headers_s = 0;  // with --gpu-decode: the headers read (one thread), after read_s's reading
-  int64_t gpu_setups = 0;  // times a GPU decoder set nvJPEG up again (GpuJpegDecoder::setups)
 };
 
 class ImageSource {

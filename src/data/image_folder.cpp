@@ -442,8 +442,9 @@ class StreamingSource : public ImageSource {
     }
     c10::cuda::CUDACachingAllocator::recordStream(images.storage().data_ptr(),
                                                   c10::cuda::getDefaultCUDAStream(device.index()));
-    note_rates(static_cast<int64_t>(on_gpu.size()), gpu_s, static_cast<int64_t>(on_cpu.size()), cpu_s, read_s, headers_s,
-               gpu_setups);
+    const DecodeStats took{static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()), gpu_s, cpu_s, read_s,
+                           headers_s, gpu_setups};
+    note_rates(took);
     auto sizes = torch::empty({static_cast<int64_t>(keep.size()), 2}, torch::kLong);
     for (size_t s = 0; s < keep.size(); ++s) {
       sizes[static_cast<int64_t>(s)][0] = size[keep[s]].height;
@@ -451,6 +452,7 @@ class StreamingSource : public ImageSource {
     }
     RawBatch batch{images, sizes, to_device_beside_compute(labels_of(idx, keep), device)};
     if (plan) attach_regions(batch, decoded, keep);
+    batch.decode = took;
     return batch;
 #else
     (void)device;
@@ -462,16 +464,12 @@ class StreamingSource : public ImageSource {
   // batch's split; and the totals data_bench reports. (The GPU's rate counts the batch's images,
   // not the fillers of a fixed count: counting those too gave the GPU a larger share, whose larger
   // images took longer, 1,197 img/s beside the training step against 2,600; H200, 2026-12-02.)
-  void note_rates(int64_t gpu_images, double gpu_s, int64_t cpu_images, double cpu_s, double read_s, double headers_s,
-                  int64_t gpu_setups) {
+  void note_rates(const DecodeStats& took) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto smooth = [](double& rate, double now) { rate = rate > 0 ? 0.7 * rate + 0.3 * now : now; };
-    if (gpu_images > 0 && gpu_s > 0) smooth(gpu_rate_, static_cast<double>(gpu_images) / gpu_s);
-    if (cpu_images > 0 && cpu_s > 0) smooth(cpu_rate_, static_cast<double>(cpu_images) / cpu_s);
-    stats_.gpu_images += gpu_images, stats_.gpu_s += gpu_s;
-    stats_.cpu_images += cpu_images, stats_.cpu_s += cpu_s;
-    stats_.read_s += read_s, stats_.headers_s += headers_s;
-    stats_.gpu_setups += gpu_setups;
+    if (took.gpu_images > 0 && took.gpu_s > 0) smooth(gpu_rate_, static_cast<double>(took.gpu_images) / took.gpu_s);
+    if (took.cpu_images > 0 && took.cpu_s > 0) smooth(cpu_rate_, static_cast<double>(took.cpu_images) / took.cpu_s);
+    stats_ += took;
   }
 
   // A decoder from the pool for one gather, back in the pool at the end (waiting for one while

@@ -112,27 +112,55 @@ int64_t Loader::batches_per_epoch() const {
   return (shard_size() + options_.batch_size - 1) / options_.batch_size;
 }
 
-torch::Tensor Loader::batch_indices(int64_t batch) const {
-  const int64_t begin = batch * options_.batch_size;
-  const int64_t end = std::min(order_.size(0), begin + options_.batch_size);
-  return order_.slice(0, begin, end);
+torch::Tensor Loader::batch_indices(const torch::Tensor& order, int64_t batch, int64_t batch_size) {
+  const int64_t begin = batch * batch_size;
+  const int64_t end = std::min(order.size(0), begin + batch_size);
+  return order.slice(0, begin, end);
+}
+
+torch::Tensor Loader::epoch_order(int64_t epoch) const {
+  torch::Tensor order;
+  if (options_.train) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(mix(options_.seed, epoch, ~0ull));
+    order = torch::randperm(source_->size(), gen, torch::kLong);
+    const int64_t padded = shard_size() * options_.world_size;
+    if (padded > order.size(0)) order = torch::cat({order, order.slice(0, 0, padded - order.size(0))});
+  } else {
+    order = torch::arange(source_->size(), torch::kLong);
+  }
+  if (options_.world_size > 1) order = order.slice(0, options_.rank, order.size(0), options_.world_size).contiguous();
+  return order;
+}
+
+void Loader::drop_pending() {
+  settle();
+  pending_.clear();
+  asked_ = next_batch_;
+  ahead_order_ = torch::Tensor();
+  ahead_asked_ = 0;
 }
 
 void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
-  settle();
-  pending_.clear();
+  waited_s_ = waited_first_s_ = 0;
+  first_ = true;
+  decoded_ = {};
+  // The epoch that follows the one just ended, from its start: its first batches are those
+  // gathered ahead. Anything else (a resumed position, the last epoch left unfinished) drops
+  // what is gathering and starts afresh.
+  if (ahead_order_.defined() && epoch == epoch_ + 1 && skip_batches == 0 && next_batch_ == batches_per_epoch()) {
+    order_ = std::move(ahead_order_);
+    epoch_ = epoch;
+    next_batch_ = 0;
+    asked_ = ahead_asked_;
+    ahead_order_ = torch::Tensor();
+    ahead_asked_ = 0;
+    prefetch();
+    return;
+  }
+  drop_pending();
   epoch_ = epoch;
   next_batch_ = asked_ = skip_batches;
-  waited_s_ = 0;
-  if (options_.train) {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(mix(options_.seed, epoch, ~0ull));
-    order_ = torch::randperm(source_->size(), gen, torch::kLong);
-    const int64_t padded = shard_size() * options_.world_size;
-    if (padded > order_.size(0)) order_ = torch::cat({order_, order_.slice(0, 0, padded - order_.size(0))});
-  } else {
-    order_ = torch::arange(source_->size(), torch::kLong);
-  }
-  if (options_.world_size > 1) order_ = order_.slice(0, options_.rank, order_.size(0), options_.world_size).contiguous();
+  order_ = epoch_order(epoch);
   prefetch();
 }
 
@@ -143,23 +171,30 @@ void Loader::set_image_size(int64_t size) {
   // Batches already gathering had their crops decoded for the old size (a streamed folder decodes
   // each at the smallest scale that keeps it): gathered again.
   if (!pending_.empty()) {
-    settle();
-    pending_.clear();
-    asked_ = next_batch_;
+    drop_pending();
     prefetch();
   }
 }
 
 void Loader::prefetch() {
-  const int64_t depth = std::max(1, source_->gathers_at_once());
-  while (asked_ < batches_per_epoch() && asked_ - next_batch_ < depth) {
-    ask(asked_);
-    ++asked_;  // (only once its gathering started)
+  const auto depth = static_cast<size_t>(std::max(1, source_->gathers_at_once()));
+  while (pending_.size() < depth) {
+    if (asked_ < batches_per_epoch()) {
+      ask(epoch_, order_, asked_);
+      ++asked_;  // (only once its gathering started)
+      continue;
+    }
+    // This epoch's batches all asked for: the next epoch's first ones, where the run has one
+    if (!options_.train || epoch_ + 1 >= options_.epochs) break;
+    if (!ahead_order_.defined()) ahead_order_ = epoch_order(epoch_ + 1);
+    if (ahead_asked_ >= batches_per_epoch()) break;
+    ask(epoch_ + 1, ahead_order_, ahead_asked_);
+    ++ahead_asked_;
   }
 }
 
-void Loader::ask(int64_t batch) {
-  auto indices = batch_indices(batch);
+void Loader::ask(int64_t epoch, const torch::Tensor& order, int64_t batch) {
+  auto indices = batch_indices(order, batch, options_.batch_size);
   // RandomResizedCrop: the source may decode only each crop; it draws them as next()'s transform
   // will, from the image's own stream of random numbers. (The test transform and pad-and-crop
   // need whole images: no plan.)
@@ -167,7 +202,7 @@ void Loader::ask(int64_t batch) {
   if (options_.train && options_.crop.pad == 0) {
     plan.emplace();
     plan->output_size = options_.image_size;
-    plan->box = [indices = indices.contiguous(), seed = options_.seed, epoch = epoch_, crop = options_.crop](
+    plan->box = [indices = indices.contiguous(), seed = options_.seed, epoch, crop = options_.crop](
                     int64_t row, int64_t height, int64_t width) {
       std::mt19937_64 rng(mix(seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(indices.data_ptr<int64_t>()[row])));
       return random_resized_crop_box(height, width, rng, crop);
@@ -183,14 +218,18 @@ void Loader::settle() {
 }
 
 std::optional<Batch> Loader::next(const torch::Tensor& into) {
-  if (pending_.empty()) return std::nullopt;
+  if (next_batch_ >= batches_per_epoch() || pending_.empty()) return std::nullopt;
   auto gathering = std::move(pending_.front());
   pending_.pop_front();
   // (counted before get(): a gather that throws leaves the batches after it in step)
   const int64_t batch = next_batch_++;
   const auto start = std::chrono::steady_clock::now();
   RawBatch raw = gathering.get();
-  waited_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  waited_s_ += waited;
+  if (first_) waited_first_s_ = waited;
+  first_ = false;
+  decoded_ += raw.decode;
 #ifdef RESNET_WITH_CUDA
   // This thread's stream reads the batch (the transform below, queued there): its memory goes to
   // no other stream's allocation before that work is done, whichever stream the caller runs on.
@@ -203,7 +242,7 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
   Batch out;
   out.labels = raw.labels;
   if (options_.train) {
-    const auto indices = batch_indices(batch);
+    const auto indices = batch_indices(order_, batch, options_.batch_size);
     const auto* index = indices.data_ptr<int64_t>();
     std::vector<uint64_t> seeds(static_cast<size_t>(indices.size(0)));
     for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = mix(options_.seed, epoch_, static_cast<uint64_t>(index[i]));

@@ -9,7 +9,11 @@
 // evaluation the split in order, every world_size-th image from `rank` (no padding: each image
 // is counted once). The next batches are gathered on background threads while the caller works on
 // this one (for streamed image folders that is where the decoding happens): as many at once as the
-// source's gathers_at_once(), delivered in order, on threads that live as long as the loader. With RandomResizedCrop the
+// source's gathers_at_once(), delivered in order, on threads that live as long as the loader. A
+// training loader told the run's length (`epochs`) goes on into the next epoch's first batches once
+// this one's are all asked for, so that epoch starts without waiting (the test between the two
+// overlaps their gathering); start_epoch() takes them where it starts the epoch that follows, at
+// its first batch and the same image size, and drops them otherwise. With RandomResizedCrop the
 // training crops are drawn there first, from each image's own random numbers, and handed to the
 // source (dataset.h's CropPlan), so that a streamed folder decodes only them.
 #pragma once
@@ -37,6 +41,7 @@ struct LoaderOptions {
   RandomErasingOptions erase;  // and its random erasing (--random-erase)
   double test_crop_pct = kTestCropPct;  // the test transform's centre crop (--test-crop-pct)
   bool trivial_augment = false;         // the train transform's TrivialAugment (--trivial-augment)
+  int64_t epochs = 0;  // training: the run's epochs, gathered ahead up to the last (0: no gathering ahead)
 };
 
 struct Batch {
@@ -69,12 +74,19 @@ class Loader {
   const ImageSource& source() const { return *source_; }
   // Seconds next() waited this epoch for a batch still being gathered (the loader not keeping up).
   double seconds_waited() const { return waited_s_; }
+  // Of those, the wait for the epoch's first batch (none where it was gathered ahead).
+  double seconds_waited_first() const { return waited_first_s_; }
+  // What gathering the batches next() gave this epoch took (RawBatch::decode, summed): the same
+  // whenever they were gathered.
+  const DecodeStats& epoch_decode_stats() const { return decoded_; }
   const torch::Device& device() const { return device_; }
 
  private:
-  torch::Tensor batch_indices(int64_t batch) const;
+  torch::Tensor epoch_order(int64_t epoch) const;  // this shard's images of `epoch`, in order
+  static torch::Tensor batch_indices(const torch::Tensor& order, int64_t batch, int64_t batch_size);
   void prefetch();  // asks for batches until gathers_at_once() are in flight
-  void ask(int64_t batch);
+  void ask(int64_t epoch, const torch::Tensor& order, int64_t batch);
+  void drop_pending();  // waits for what is gathering and forgets it
 
   std::shared_ptr<ImageSource> source_;
   LoaderOptions options_;
@@ -83,8 +95,13 @@ class Loader {
   int64_t epoch_ = 0;
   int64_t next_batch_ = 0;  // the next batch next() gives
   int64_t asked_ = 0;       // the next batch to start gathering
-  double waited_s_ = 0;
-  std::deque<std::future<RawBatch>> pending_;  // batches next_batch_ ... asked_ - 1, in order
+  torch::Tensor ahead_order_;  // the next epoch's order, once its batches are asked for
+  int64_t ahead_asked_ = 0;    // its next batch to start gathering
+  double waited_s_ = 0, waited_first_s_ = 0;
+  bool first_ = true;  // next() gives the epoch's first batch next
+  DecodeStats decoded_;
+  // Batches next_batch_ ... asked_ - 1 of epoch_, then batches 0 ... ahead_asked_ - 1 of the next
+  std::deque<std::future<RawBatch>> pending_;
   std::unique_ptr<GatherThreads> threads_;     // (after pending_: joined first, once all are settled)
 };
 

@@ -31,6 +31,7 @@ struct EpochReport {
   double img_per_s = 0;
   double seconds = 0;
   double data_wait = 0;  // of `seconds`, those the steps waited for the loader's batches
+  double data_wait_first = 0;  // of those, the wait for the epoch's first batch
   // On a GPU: of `seconds`, those the GPU spent between the training steps (train/step_gaps.h)
   double gpu_between_steps = 0;
   // With --gpu-decode on a streamed folder: how this epoch's training gathers split the decoding

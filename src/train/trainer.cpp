@@ -160,7 +160,6 @@ struct Run {
   double elapsed_before = 0;
   double elapsed() const { return elapsed_before + seconds_since(started); }
   int64_t saved_step = -1;  // the step resume.pt holds (-1: this run has written none)
-  DecodeStats decode_before;  // the training source's decode_stats() as this epoch's gathers began
   // --skip-nonfinite: steps skipped in the run before this epoch, and the count last said
   int64_t skipped_before_epoch = 0, skipped_said = 0;
   std::unique_ptr<Profiler> profiler;
@@ -320,7 +319,8 @@ void Run::open_data() {
   const RandomErasingOptions erase{o.random_erase};
   train_loader = std::make_unique<Loader>(
       train_source,
-      LoaderOptions{o.batch_size, o.image_size, true, o.seed, rank, world(), crop, erase, o.test_crop_pct, o.trivial_augment},
+      LoaderOptions{o.batch_size, o.image_size, true, o.seed, rank, world(), crop, erase, o.test_crop_pct, o.trivial_augment,
+                    o.epochs},
       device);
   test_loader = std::make_unique<Loader>(
       test_source, LoaderOptions{o.batch_size, o.image_size, false, o.seed, rank, world(), {}, {}, o.test_crop_pct}, device);
@@ -573,8 +573,6 @@ bool Run::run_epoch(int64_t epoch) {
       reporter.message("Training images at " + std::to_string(size) + " px from this epoch on (--progressive-resize)");
     size_said = true;
   }
-  // (with --holdout the test split's batches come from the same source: counted before, not here)
-  decode_before = train_source->decode_stats();
   train_loader->start_epoch(epoch, state.batch);
   const auto t0 = Clock::now();
   auto last_log = t0;
@@ -669,11 +667,9 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   e.seconds = seconds;
   e.img_per_s = static_cast<double>(images) / seconds;
   e.data_wait = train_loader->seconds_waited();
+  e.data_wait_first = train_loader->seconds_waited_first();
   e.gpu_between_steps = gpu_between;
-  const DecodeStats d = train_source->decode_stats();
-  e.decode = {d.gpu_images - decode_before.gpu_images, d.cpu_images - decode_before.cpu_images,
-              d.gpu_s - decode_before.gpu_s,           d.cpu_s - decode_before.cpu_s,
-              d.read_s - decode_before.read_s,         d.headers_s - decode_before.headers_s};
+  e.decode = train_loader->epoch_decode_stats();  // (the training batches': not the held-out test's)
   state.epoch = epoch + 1;
   state.batch = 0;
   state.epoch_loss_sum = 0;
