@@ -177,7 +177,7 @@ class StepBeside {
 void loader(const std::string& folder, const std::string& device_name, int64_t batch_size, int64_t size,
             int64_t batches, bool gpu_decode, int gathers, const std::string& beside_step) {
   const auto device = resnet::parse_device(device_name);
-  resnet::set_cuda_wait_from_environment(device);
+  resnet::set_cuda_wait_from_environment(device, gpu_decode ? "block" : nullptr);  // (as train's)
   std::unique_ptr<StepBeside> beside;
   if (!beside_step.empty()) {
     beside = std::make_unique<StepBeside>(beside_step, device);

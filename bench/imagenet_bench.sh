@@ -11,9 +11,9 @@
 #      loader again while that step runs in the same process, on the same GPU, as in training
 #      (data_bench loader --beside-step: nvJPEG with the step on CUDA's default stream, as `resnet
 #      train` runs it, and on a stream of its own; CPU decoding), each part of a gather timed;
-#   4. resnet train on the folder, 3 epochs at the same settings, with --gpu-decode and without:
-#      epochs 2 and 3's img/s from metrics.csv, and how long their steps waited for data (the
-#      epoch lines say so where it is over 2% of the epoch);
+#   4. resnet train on the folder, TRAIN_EPOCHS epochs (default 3) at the same settings, with
+#      --gpu-decode and without: each epoch's img/s after the first from metrics.csv, and how long
+#      its steps waited for data (the epoch lines say so where it is over 2% of the epoch);
 #   5. where DALI is installed (/tmp/site-dali: bench/dali_parts.sh), DALI's training input on the
 #      same folder (bench/dali_bench.py), its decoding on the GPU and on the CPU;
 # and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
@@ -118,7 +118,7 @@ part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
   name=${run//[^A-Za-z0-9_.-]/_}
   # (the defaults first, so that what the caller exported does not reach the run; its own after)
   env RESNET_NVJPEG_PREALLOCATE=1 RESNET_NVJPEG_FIXED_COUNT=1 RESNET_NVJPEG_PIPELINE=0 "${settings[@]}" \
-    build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs 3 "${flags[@]}" \
+    build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs "${TRAIN_EPOCHS:-3}" "${flags[@]}" \
     --checkpoint-dir "/tmp/ck-inet-$name" --restart > "$out/train-$name.log" 2>&1
   echo "train ($run) exit $?"
   echo "$run" > "$out/train-$name.what"

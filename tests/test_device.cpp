@@ -142,6 +142,24 @@ TEST(Device, CudaWaitSetsTheDevicesSchedulingFlagOnAContextInUse) {
   }
   EXPECT_LT(busy["block"], 0.5) << "the wait kept its core busy " << busy["block"] << " of the time";
   EXPECT_GT(busy["spin"], busy["block"]) << "spin " << busy["spin"] << ", block " << busy["block"];
+  // The caller's default (train --gpu-decode: block) where the variable is unset, not where it is set
+  auto flag_now = [] {
+    unsigned now = 0;
+    EXPECT_EQ(cudaGetDeviceFlags(&now), cudaSuccess);
+    return now & cudaDeviceScheduleMask;
+  };
+  {
+    const resnet::test::ScopedEnv unset("RESNET_CUDA_WAIT", nullptr);
+    resnet::set_cuda_wait_from_environment(cuda, "block");
+    EXPECT_EQ(flag_now(), unsigned{cudaDeviceScheduleBlockingSync});
+    resnet::set_cuda_wait_from_environment(cuda, "spin");
+    EXPECT_EQ(flag_now(), unsigned{cudaDeviceScheduleSpin});
+    resnet::set_cuda_wait_from_environment(cuda);  // no default: left as it is
+    EXPECT_EQ(flag_now(), unsigned{cudaDeviceScheduleSpin});
+  }
+  const resnet::test::ScopedEnv given("RESNET_CUDA_WAIT", "yield");
+  resnet::set_cuda_wait_from_environment(cuda, "block");
+  EXPECT_EQ(flag_now(), unsigned{cudaDeviceScheduleYield});
 }
 #endif
 

@@ -100,8 +100,10 @@ int cuda_wait_flag(const char* value) {
   throw UsageError("RESNET_CUDA_WAIT must be auto, spin, yield or block (got '" + v + "')");
 }
 
-void set_cuda_wait_from_environment(const c10::Device& device) {
-  const int flag = cuda_wait_flag(std::getenv("RESNET_CUDA_WAIT"));
+void set_cuda_wait_from_environment(const c10::Device& device, const char* otherwise) {
+  const char* given = std::getenv("RESNET_CUDA_WAIT");
+  const char* value = given ? given : otherwise;
+  const int flag = cuda_wait_flag(value);
   if (flag < 0 || !device.is_cuda()) return;
 #ifdef RESNET_WITH_CUDA
   c10::cuda::CUDAGuard guard(device);
@@ -111,8 +113,8 @@ void set_cuda_wait_from_environment(const c10::Device& device) {
     e = cudaSetDeviceFlags((flags & ~unsigned{cudaDeviceScheduleMask}) | static_cast<unsigned>(flag));
   if (e != cudaSuccess) {
     cudaGetLastError();  // (not left for the next CUDA call to report)
-    log_warning(std::string("RESNET_CUDA_WAIT=") + std::getenv("RESNET_CUDA_WAIT") + " not applied to " + device.str() +
-                ": " + cudaGetErrorString(e));
+    log_warning(std::string("RESNET_CUDA_WAIT=") + value + (given ? "" : " (the default here)") + " not applied to " +
+                device.str() + ": " + cudaGetErrorString(e));
   }
 #endif
 }

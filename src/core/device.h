@@ -31,11 +31,11 @@ double peak_memory_mib(const c10::Device& device);
 // variable RESNET_CUDA_WAIT: "auto" (CUDA's default: a waiting thread polls its core while the
 // machine has more cores than CUDA contexts), "spin", "yield", or "block" (asleep until the GPU is
 // done: the core goes to other threads, the loader's decoders among them, at a later wake-up).
-// Unset: nothing changes. Issue 15: nvJPEG's own waits (thousands an epoch, 1-2 ms each beside the
-// training step) poll beside the decoding threads. A UsageError naming the variable for another
-// value, whatever the device; a warning where CUDA refuses the flag; a good value is nothing to a
-// CPU device.
-void set_cuda_wait_from_environment(const c10::Device& device);
+// Unset: `otherwise`'s value (null: nothing changes). Issue 15: nvJPEG's own waits (thousands an
+// epoch, 1-2 ms each beside the training step) poll beside the decoding threads, so training with
+// --gpu-decode passes "block". A UsageError naming the variable for another value, whatever the
+// device; a warning where CUDA refuses the flag; a good value is nothing to a CPU device.
+void set_cuda_wait_from_environment(const c10::Device& device, const char* otherwise = nullptr);
 
 // The cudaDeviceSchedule* flag that RESNET_CUDA_WAIT's value `value` stands for (-1: unset, null);
 // a UsageError for one that is none of the above.

@@ -173,7 +173,9 @@ struct Run {
 
   Run(const TrainOptions& options, TrainReporter& r)
       : o(options), reporter(r), device(device_for_process(options.device, options.dist)) {
-    set_cuda_wait_from_environment(device);
+    // With --gpu-decode the GPU's waits sleep: the decoding threads need the cores (+2.5% and, with 5
+    // gathers at once, +4.6% of training speed on an ImageNet-like folder; H200, 16 cores, 2026-12-02)
+    set_cuda_wait_from_environment(device, o.gpu_decode ? "block" : nullptr);
   }
 
   int world() const { return group ? group->size() : 1; }
