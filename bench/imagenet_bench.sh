@@ -196,6 +196,9 @@ for name in runs:
             between = re.search(r'the GPU ([0-9.]+) s between steps', end)
             if between:
                 waited += f', the GPU {between.group(1)} s between steps'
+            transforming = re.search(r'([0-9.]+) s of that transforming', end)
+            if transforming:
+                waited += f' ({transforming.group(1)} s transforming)'
             rows.append((f"resnet train on the folder, epoch {e['epoch']}, {how} decoding{given}",
                          float(e['img_per_s']), f"{e['seconds']} s, waiting for data: {waited}"))
     except (OSError, IndexError, KeyError):

@@ -788,6 +788,36 @@ TEST(Loader, GathersTheNextEpochsFirstBatchWhileTheCallerTests) {
   EXPECT_EQ(slow->gathers.load(), 9);
 }
 
+TEST(Loader, TellsItsCallerAsEachBatchArrives) {
+  // The hook runs once a batch, on the caller's thread, while next() is giving it; none once removed.
+  resnet::LoaderOptions o;
+  o.batch_size = 4;
+  o.image_size = 8;
+  o.epochs = 2;
+  resnet::Loader loader(numbered_images(10), o, torch::kCPU);
+  int arrivals = 0, batches = 0;
+  bool elsewhere = false;
+  const auto caller = std::this_thread::get_id();
+  loader.on_arrival([&] {
+    ++arrivals;
+    elsewhere = elsewhere || std::this_thread::get_id() != caller;
+  });
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    loader.start_epoch(epoch);
+    while (loader.next()) {
+      ++batches;
+      EXPECT_EQ(arrivals, batches);
+    }
+  }
+  EXPECT_EQ(batches, 6);
+  EXPECT_FALSE(elsewhere);
+  loader.on_arrival(nullptr);
+  loader.start_epoch(0);
+  while (loader.next()) {
+  }
+  EXPECT_EQ(arrivals, 6);
+}
+
 TEST(Loader, StartingAnyOtherEpochDropsWhatWasGatheredAhead) {
   // After an epoch ends the loader gathers the next one's first batches; starting the same epoch
   // again, one further on, or the next from a resumed position gives what a fresh loader gives.
@@ -1774,7 +1804,8 @@ TEST(GpuJpeg, EachEpochSaysHowItsDecodingSplit) {
   // progressive, grey, CMYK and PNG-named file only the CPU decodes), 2 held out of the same
   // streamed source: each epoch's report counts its 6 training images once, between nvJPEG and the
   // CPU (the held-out test's decoding, from the same source, not among them), with times; and how
-  // long the GPU sat between its 3 steps (at least the batches' transforms, less than the epoch).
+  // long the GPU sat between its 3 steps (at least the batches' transforms, less than the epoch),
+  // and how much of that the transforms took (marked as each batch arrived).
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   std::string why;
   if (!resnet::make_gpu_jpeg_decoder(0, why)) GTEST_SKIP() << why;
@@ -1808,6 +1839,8 @@ TEST(GpuJpeg, EachEpochSaysHowItsDecodingSplit) {
     }
     EXPECT_GT(e.gpu_between_steps, 0.0) << "epoch " << e.epoch;
     EXPECT_LT(e.gpu_between_steps, e.seconds) << "epoch " << e.epoch;
+    EXPECT_GT(e.gpu_transforming, 0.0) << "epoch " << e.epoch;  // (each batch's transform, on the GPU)
+    EXPECT_LE(e.gpu_transforming, e.gpu_between_steps) << "epoch " << e.epoch;
   }
   int64_t on_gpu = 0;
   for (const auto& e : epochs.seen) on_gpu += e.decode.gpu_images;

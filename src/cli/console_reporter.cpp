@@ -69,12 +69,14 @@ void ConsoleReporter::epoch_end(const EpochReport& e) {
   }
   // where the loader held the steps back for more than 2% of the epoch: how long (and how much of
   // that for the first batch, before any step), and how long the GPU then sat between steps (the
-  // host's wait overlaps the GPU's work)
-  char waited[160] = "", first[48] = "";
+  // host's wait overlaps the GPU's work), of which the batches' transforms took some
+  char waited[200] = "", first[48] = "", transforming[48] = "";
   if (e.data_wait_first >= 0.05) std::snprintf(first, sizeof first, ", %.2f s for the first batch", e.data_wait_first);
+  if (e.gpu_transforming > 0)
+    std::snprintf(transforming, sizeof transforming, ", %.2f s of that transforming", e.gpu_transforming);
   if (e.data_wait > 0.02 * e.seconds && e.gpu_between_steps > 0)
-    std::snprintf(waited, sizeof waited, " (%.1f s of it waiting for data%s; the GPU %.1f s between steps)", e.data_wait,
-                  first, e.gpu_between_steps);
+    std::snprintf(waited, sizeof waited, " (%.1f s of it waiting for data%s; the GPU %.1f s between steps%s)", e.data_wait,
+                  first, e.gpu_between_steps, transforming);
   else if (e.data_wait > 0.02 * e.seconds)
     std::snprintf(waited, sizeof waited, " (%.1f s of it waiting for data%s)", e.data_wait, first);
   if (!e.tested) {

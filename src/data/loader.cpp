@@ -239,6 +239,7 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
                                                     c10::cuda::getCurrentCUDAStream(t->device().index()));
 #endif
   prefetch();
+  if (on_arrival_) on_arrival_();
   Batch out;
   out.labels = raw.labels;
   if (options_.train) {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <future>
 #include <memory>
 #include <optional>
@@ -79,6 +80,9 @@ class Loader {
   // What gathering the batches next() gave this epoch took (RawBatch::decode, summed): the same
   // whenever they were gathered.
   const DecodeStats& epoch_decode_stats() const { return decoded_; }
+  // Called by next() on the caller's thread once each batch has arrived, before its transform is
+  // queued (train's StepGaps marks the GPU's stream there); empty: none.
+  void on_arrival(std::function<void()> hook) { on_arrival_ = std::move(hook); }
   const torch::Device& device() const { return device_; }
 
  private:
@@ -100,6 +104,7 @@ class Loader {
   double waited_s_ = 0, waited_first_s_ = 0;
   bool first_ = true;  // next() gives the epoch's first batch next
   DecodeStats decoded_;
+  std::function<void()> on_arrival_;
   // Batches next_batch_ ... asked_ - 1 of epoch_, then batches 0 ... ahead_asked_ - 1 of the next
   std::deque<std::future<RawBatch>> pending_;
   std::unique_ptr<GatherThreads> threads_;     // (after pending_: joined first, once all are settled)

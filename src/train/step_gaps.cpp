@@ -11,7 +11,7 @@ namespace resnet {
 
 struct StepGaps::Events {
 #ifdef RESNET_WITH_CUDA
-  std::vector<at::cuda::CUDAEvent> ready, done;  // (timing events: cudaEventDefault)
+  std::vector<at::cuda::CUDAEvent> arrived, ready, done;  // (timing events: cudaEventDefault)
   static void mark(std::vector<at::cuda::CUDAEvent>& events) {  // one more, on the current stream
     events.emplace_back(cudaEventDefault);
     events.back().record();
@@ -25,6 +25,12 @@ StepGaps::StepGaps(const c10::Device& device) {
 
 StepGaps::~StepGaps() = default;
 
+void StepGaps::arrived() {
+#ifdef RESNET_WITH_CUDA
+  if (events_) Events::mark(events_->arrived);
+#endif
+}
+
 void StepGaps::ready() {
 #ifdef RESNET_WITH_CUDA
   if (events_) Events::mark(events_->ready);
@@ -37,16 +43,23 @@ void StepGaps::done() {
 #endif
 }
 
-double StepGaps::seconds() {
-  double ms = 0;
+StepGaps::Seconds StepGaps::seconds() {
+  Seconds s;
 #ifdef RESNET_WITH_CUDA
-  if (!events_) return 0;
+  if (!events_) return s;
   const size_t n = std::min(events_->ready.size(), events_->done.size());
-  if (n < 2) return 0;
+  if (n < 2) return s;
   events_->done[n - 1].synchronize();  // (one stream: the earlier events are complete then too)
-  for (size_t k = 1; k < n; ++k) ms += static_cast<double>(events_->done[k - 1].elapsed_time(events_->ready[k]));
+  // (arrivals count only where every batch's was marked: then the k-th belongs to the k-th ready)
+  const bool split = events_->arrived.size() >= n;
+  double between = 0, transforming = 0;
+  for (size_t k = 1; k < n; ++k) {
+    between += static_cast<double>(events_->done[k - 1].elapsed_time(events_->ready[k]));
+    if (split) transforming += static_cast<double>(events_->arrived[k].elapsed_time(events_->ready[k]));
+  }
+  s.between = between / 1000.0, s.transforming = transforming / 1000.0;
 #endif
-  return ms / 1000.0;
+  return s;
 }
 
 }  // namespace resnet

@@ -212,7 +212,7 @@ struct Run {
   // Returns false when --max-steps stopped the run.
   bool run_epoch(int64_t epoch);
   // `gpu_between`: the seconds the GPU spent between the epoch's steps (StepGaps)
-  void finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds, double gpu_between);
+  void finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds, StepGaps::Seconds gpu_between);
   // --trace: starts the profiler before step kTraceWarmupSteps + 1 of this run, and stops it after
   // kTraceSteps steps, or earlier (`now`) when the run or the epoch ends first.
   void start_trace();
@@ -593,6 +593,11 @@ bool Run::run_epoch(int64_t epoch) {
     skipped_before_epoch = state.skipped_steps - state.epoch_skipped;
   }
   StepGaps gaps(device);
+  struct Arrivals {  // marked on the GPU's stream as each batch arrives, for this epoch's loop only
+    Loader& loader;
+    Arrivals(Loader& l, StepGaps& gaps) : loader(l) { loader.on_arrival([&gaps] { gaps.arrived(); }); }
+    ~Arrivals() { loader.on_arrival(nullptr); }
+  } arrivals(*train_loader, gaps);
   while (auto batch = train_loader->next(step->input_buffer())) {
     gaps.ready();
     start_trace();
@@ -662,7 +667,7 @@ bool Run::run_epoch(int64_t epoch) {
   return true;
 }
 
-void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds, double gpu_between) {
+void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double seconds, StepGaps::Seconds gpu_between) {
   EpochReport e;
   e.epoch = epoch + 1;
   e.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, state.batch - state.epoch_skipped));
@@ -670,7 +675,8 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
   e.img_per_s = static_cast<double>(images) / seconds;
   e.data_wait = train_loader->seconds_waited();
   e.data_wait_first = train_loader->seconds_waited_first();
-  e.gpu_between_steps = gpu_between;
+  e.gpu_between_steps = gpu_between.between;
+  e.gpu_transforming = gpu_between.transforming;
   e.decode = train_loader->epoch_decode_stats();  // (the training batches': not the held-out test's)
   state.epoch = epoch + 1;
   state.batch = 0;
