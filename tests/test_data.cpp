@@ -15,6 +15,10 @@
 #include <set>
 #include <atomic>
 #include <thread>
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <tuple>
 
 #ifdef RESNET_WITH_CUDA
@@ -786,6 +790,56 @@ TEST(Loader, GathersTheNextEpochsFirstBatchWhileTheCallerTests) {
     EXPECT_EQ(loader.epoch_decode_stats().cpu_images, 12) << "epoch " << epoch;
   }
   EXPECT_EQ(slow->gathers.load(), 9);
+}
+
+TEST(Loader, TheEnvironmentLowersTheGatheringThreadsAndThoseTheyStart) {
+  // RESNET_DATA_NICE=7: a gather runs at nice 7 (or the process's own, if lower already), and so
+  // does a thread it starts (as its decoding threads); the caller's thread keeps its own; 20 and
+  // words are refused by name.
+  struct Nice : resnet::ImageSource {
+    std::shared_ptr<resnet::ImageSource> base = numbered_images(8);
+    std::atomic<int> gather_nice{-100}, started_nice{-100};
+    int64_t size() const override { return base->size(); }
+    const std::vector<std::string>& classes() const override { return base->classes(); }
+    torch::Tensor labels() const override { return base->labels(); }
+    std::string description() const override { return "nice"; }
+    resnet::RawBatch gather(const torch::Tensor& indices, const torch::Device& device,
+                            const resnet::CropPlan* plan = nullptr) override {
+      gather_nice = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+      std::thread([this] { started_nice = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))); }).join();
+      return base->gather(indices, device, plan);
+    }
+  };
+  const int own = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+  auto source = std::make_shared<Nice>();
+  resnet::LoaderOptions o;
+  o.batch_size = 4;
+  o.image_size = 8;
+  {
+    const resnet::test::ScopedEnv nice("RESNET_DATA_NICE", "7");
+    resnet::Loader loader(source, o, torch::kCPU);
+    loader.start_epoch(0);
+    ASSERT_TRUE(loader.next());
+  }
+  EXPECT_EQ(source->gather_nice.load(), std::max(own, 7));
+  EXPECT_EQ(source->started_nice.load(), std::max(own, 7));
+  EXPECT_EQ(getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))), own);
+  {
+    const resnet::test::ScopedEnv unset("RESNET_DATA_NICE", nullptr);
+    resnet::Loader loader(source, o, torch::kCPU);
+    loader.start_epoch(0);
+    ASSERT_TRUE(loader.next());
+  }
+  EXPECT_EQ(source->gather_nice.load(), own);
+  for (const char* bad : {"20", "-1", "low"}) {
+    const resnet::test::ScopedEnv nice("RESNET_DATA_NICE", bad);
+    try {
+      resnet::Loader loader(source, o, torch::kCPU);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const resnet::UsageError& e) {
+      expect_contains(e.what(), "RESNET_DATA_NICE");
+    }
+  }
 }
 
 TEST(Loader, TellsItsCallerAsEachBatchArrives) {

@@ -1,14 +1,22 @@
 #include "data/loader.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core/env.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "data/transforms.h"
@@ -31,6 +39,24 @@ uint64_t mix(uint64_t seed, uint64_t epoch, uint64_t stream) {
   return out[0];
 }
 
+// RESNET_DATA_NICE (0-19; unset: 0): the nice value of the gathering threads, and so of the
+// threads they start (decoding: OpenMP's teams, the GPU gathers' CPU part), which inherit it.
+int data_nice_from_env() {
+  const char* v = std::getenv("RESNET_DATA_NICE");
+  return v ? whole_number_from_env("RESNET_DATA_NICE", v, 0, 19, "a whole number from 0 to 19") : 0;
+}
+
+// This thread at nice `nice` at least (Linux: a thread's own), below the training thread's
+// priority; a warning where the system refuses.
+void lower_this_thread(int nice) {
+  const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+  errno = 0;
+  const int now = getpriority(PRIO_PROCESS, tid);
+  if (errno != 0 || now >= nice) return;  // (already as low: raising it back needs privileges)
+  if (setpriority(PRIO_PROCESS, tid, nice) != 0)
+    log_warning("RESNET_DATA_NICE=" + std::to_string(nice) + " not applied to a data thread: " + std::strerror(errno));
+}
+
 }  // namespace
 
 // Threads that gather batches for the whole life of a loader, each taking the oldest batch asked
@@ -40,8 +66,11 @@ uint64_t mix(uint64_t seed, uint64_t epoch, uint64_t stream) {
 // 2026-12-01.)
 class GatherThreads {
  public:
-  explicit GatherThreads(int n) {
-    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { run(); });
+  GatherThreads(int n, int nice) {
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this, nice] {
+      if (nice > 0) lower_this_thread(nice);
+      run();
+    });
   }
   ~GatherThreads() {
     {
@@ -92,7 +121,7 @@ Loader::Loader(std::shared_ptr<ImageSource> source, LoaderOptions options, torch
     : source_(std::move(source)),
       options_(options),
       device_(device),
-      threads_(std::make_unique<GatherThreads>(std::max(1, source_->gathers_at_once()))) {
+      threads_(std::make_unique<GatherThreads>(std::max(1, source_->gathers_at_once()), data_nice_from_env())) {
   if (options_.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   if (options_.image_size < 8) throw UsageError("--image-size must be at least 8");
   if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size)

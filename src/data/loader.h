@@ -13,7 +13,9 @@
 // training loader told the run's length (`epochs`) goes on into the next epoch's first batches once
 // this one's are all asked for, so that epoch starts without waiting (the test between the two
 // overlaps their gathering); start_epoch() takes them where it starts the epoch that follows, at
-// its first batch and the same image size, and drops them otherwise. With RandomResizedCrop the
+// its first batch and the same image size, and drops them otherwise. RESNET_DATA_NICE=N (0-19)
+// runs the gathering threads, and the decoding threads they start, at nice N: below the training
+// thread, which then gets a core as soon as it wakes. With RandomResizedCrop the
 // training crops are drawn there first, from each image's own random numbers, and handed to the
 // source (dataset.h's CropPlan), so that a streamed folder decodes only them.
 #pragma once
