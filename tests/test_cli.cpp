@@ -11,6 +11,7 @@
 
 #include <torch/cuda.h>
 
+#include "cli/console_reporter.h"
 #include "test_util.h"
 
 using resnet::test::run_resnet;
@@ -457,4 +458,36 @@ TEST(CliCuda, TrainWarmsUpBesideTheDataThenGraphsTheStep) {
   EXPECT_TRUE(contains(r.output, "cuDNN autotuning and GPU warm-up ")) << r.output;
   EXPECT_TRUE(contains(r.output, "Training step: CUDA graph (batch 8)")) << r.output;
   EXPECT_TRUE(fs::exists(tmp.path() / "resnet18" / "metrics.csv"));
+}
+
+TEST(ConsoleReporter, AnEpochLineSaysWhatTheStepsWaitedFor) {
+  // The epoch line's waits (bench/imagenet_bench.sh reads them): the host's wait for data, of it
+  // the first batch's (from 0.05 s), the GPU's time between steps and of that the transforms';
+  // nothing where the wait is under 2% of the epoch.
+  resnet::EpochReport e;
+  e.epoch = 2;
+  e.tested = false;
+  e.seconds = 3.0;
+  e.img_per_s = 7000;
+  e.data_wait = 1.5;
+  e.data_wait_first = 0.2;
+  e.gpu_between_steps = 0.4;
+  e.gpu_transforming = 0.02;
+  resnet::cli::ConsoleReporter reporter;
+  auto line = [&] {
+    testing::internal::CaptureStdout();
+    reporter.epoch_end(e);
+    return testing::internal::GetCapturedStdout();
+  };
+  EXPECT_TRUE(contains(line(), "(1.5 s of it waiting for data, 0.20 s for the first batch; the GPU 0.4 s between "
+                               "steps, 0.02 s of that transforming)"));
+  e.data_wait_first = 0.01;
+  e.gpu_transforming = 0;
+  EXPECT_TRUE(contains(line(), "(1.5 s of it waiting for data; the GPU 0.4 s between steps)"));
+  e.gpu_between_steps = 0;  // (the CPU)
+  EXPECT_TRUE(contains(line(), "(1.5 s of it waiting for data)"));
+  e.data_wait = 0.05;
+  const std::string quiet = line();
+  EXPECT_FALSE(contains(quiet, "waiting")) << quiet;
+  EXPECT_TRUE(contains(quiet, "7000.0 img/s, 3.0 s\n")) << quiet;
 }

@@ -1,6 +1,7 @@
 #include "data/loader.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -53,8 +54,9 @@ void lower_this_thread(int nice) {
   errno = 0;
   const int now = getpriority(PRIO_PROCESS, tid);
   if (errno != 0 || now >= nice) return;  // (already as low: raising it back needs privileges)
-  if (setpriority(PRIO_PROCESS, tid, nice) != 0)
-    log_warning("RESNET_DATA_NICE=" + std::to_string(nice) + " not applied to a data thread: " + std::strerror(errno));
+  static std::atomic<bool> warned{false};
+  if (setpriority(PRIO_PROCESS, tid, nice) != 0 && !warned.exchange(true))
+    log_warning("RESNET_DATA_NICE=" + std::to_string(nice) + " not applied to the data threads: " + std::strerror(errno));
 }
 
 }  // namespace

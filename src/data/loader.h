@@ -77,7 +77,7 @@ class Loader {
   const ImageSource& source() const { return *source_; }
   // Seconds next() waited this epoch for a batch still being gathered (the loader not keeping up).
   double seconds_waited() const { return waited_s_; }
-  // Of those, the wait for the epoch's first batch (none where it was gathered ahead).
+  // Of those, the wait for the epoch's first batch (little where it was gathered ahead).
   double seconds_waited_first() const { return waited_first_s_; }
   // What gathering the batches next() gave this epoch took (RawBatch::decode, summed): the same
   // whenever they were gathered.

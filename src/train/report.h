@@ -34,7 +34,7 @@ struct EpochReport {
   double data_wait_first = 0;  // of those, the wait for the epoch's first batch
   // On a GPU: of `seconds`, those the GPU spent between the training steps (train/step_gaps.h)
   double gpu_between_steps = 0;
-  double gpu_transforming = 0;  // of those, the batches' transforms (the rest: the GPU idle)
+  double gpu_transforming = 0;  // of those, the batches' transforms (the rest: the loop's other work, the GPU idle)
   // With --gpu-decode on a streamed folder: how this epoch's training gathers split the decoding
   // between nvJPEG and the CPU, and each part's seconds; the gathers overlap, so their seconds add
   // up to more than the epoch's. All zero otherwise.

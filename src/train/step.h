@@ -160,6 +160,7 @@ class EvalStep {
   Classifier& model() { return model_; }
   bool captures_next() const { return graph_ && graph_->captures_next(); }
   bool captured() const { return graph_ && graph_->captured(); }
+  bool capture_ahead() const { return graph_ && !graph_->captured(); }  // (its warm-up, then the capture)
   // As TrainStep::input_buffer.
   const torch::Tensor& input_buffer() const { return static_images_; }
 

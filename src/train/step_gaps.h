@@ -4,7 +4,8 @@
 // of the training to do but that batch's transform: waiting for the loader, or for the loop's
 // host work. The epoch line's "waiting for data" is the host's wait, which overlaps the GPU's work;
 // this is the GPU's side. A third event as the loader hands each batch over, before its transform
-// is queued, splits that time: the transform's share, and the rest, when the GPU sat idle.
+// is queued, splits that time: the transform's share (with the host's queuing of it), and the rest:
+// the loop's other work (the loss's sum, on log steps its read-back) and the GPU idle.
 #pragma once
 
 #include <c10/core/Device.h>
