@@ -756,6 +756,15 @@ std::vector<int64_t> labels_of_epoch(resnet::Loader& loader, int64_t epoch, int6
   return seen;
 }
 
+// Batches of 4 images of 8 px, shuffled from `seed`: the loader tests' small options.
+resnet::LoaderOptions small_batches(uint64_t seed) {
+  resnet::LoaderOptions o;
+  o.batch_size = 4;
+  o.image_size = 8;
+  o.seed = seed;
+  return o;
+}
+
 // Each epoch's labels from a loader that starts every epoch in turn.
 std::vector<std::vector<int64_t>> epochs_of_labels(resnet::Loader& loader, int epochs) {
   std::vector<std::vector<int64_t>> out;
@@ -769,10 +778,7 @@ TEST(Loader, GathersTheNextEpochsFirstBatchWhileTheCallerTests) {
   // meanwhile, so only the first epoch waits for its first batch; the epochs are the same as
   // without gathering ahead, each counts the decoding of its own 12 images, and nothing is
   // gathered past the last.
-  resnet::LoaderOptions o;
-  o.batch_size = 4;
-  o.image_size = 8;
-  o.seed = 3;
+  auto o = small_batches(3);
   resnet::Loader plain(numbered_images(12), o, torch::kCPU);
   const auto want = epochs_of_labels(plain, 3);
   o.epochs = 3;
@@ -879,10 +885,7 @@ TEST(Loader, TellsItsCallerAsEachBatchArrives) {
 TEST(Loader, StartingAnyOtherEpochDropsWhatWasGatheredAhead) {
   // After an epoch ends the loader gathers the next one's first batches; starting the same epoch
   // again, one further on, or the next from a resumed position gives what a fresh loader gives.
-  resnet::LoaderOptions o;
-  o.batch_size = 4;
-  o.image_size = 8;
-  o.seed = 9;
+  auto o = small_batches(9);
   resnet::Loader plain(numbered_images(10), o, torch::kCPU);
   const auto want = epochs_of_labels(plain, 4);
   o.epochs = 4;
