@@ -97,7 +97,7 @@ void cmyk_row_to_rgb(const JSAMPLE* cmyk, uint8_t* rgb, JDIMENSION width) {
 void decode_jpeg_into(const std::vector<uint8_t>& bytes, const std::string& path, int eighths, int64_t y, int64_t h,
                       int64_t x, int64_t w, bool whole, PixelRows dst) {
   constexpr int64_t kMargin = 16;
-  bool outside = false;
+  bool outside = false, stalled = false;
   with_jpeg(bytes, path, [&](jpeg_decompress_struct& cinfo) {
     cinfo.scale_num = static_cast<unsigned>(eighths);
     cinfo.scale_denom = 8;
@@ -120,21 +120,32 @@ void decode_jpeg_into(const std::vector<uint8_t>& bytes, const std::string& path
     const int64_t skip = x - static_cast<int64_t>(column);  // the first column kept, in a row read
     // rows from libjpeg's own pool, freed with the decompressor (a longjmp skips destructors)
     auto* pool = reinterpret_cast<j_common_ptr>(&cinfo);
-    JSAMPARRAY row = (*cinfo.mem->alloc_sarray)(pool, JPOOL_IMAGE, cinfo.output_width * (cmyk ? 4 : 3), 1);
+    // Rows read 16 a call, not one: 1.6-4% more images a second (data_bench gather, 500-px JPEGs, on
+    // 1 and 2 cores of the development machine, 2026-12-02)
+    constexpr JDIMENSION kRows = 16;
+    JSAMPARRAY rows = (*cinfo.mem->alloc_sarray)(pool, JPOOL_IMAGE, cinfo.output_width * (cmyk ? 4 : 3), kRows);
     if (y_first > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(y_first));
-    for (int64_t r = y_first; r < y + h; ++r) {
-      jpeg_read_scanlines(&cinfo, row, 1);
-      if (r < y) continue;
-      uint8_t* out = dst.data + (r - y) * dst.row;
-      if (cmyk)
-        cmyk_row_to_rgb(row[0] + 4 * skip, out, static_cast<JDIMENSION>(w));
-      else
-        std::memcpy(out, row[0] + 3 * skip, static_cast<size_t>(w) * 3);
+    for (int64_t r = y_first; r < y + h;) {
+      const auto want = static_cast<JDIMENSION>(std::min<int64_t>(kRows, y + h - r));
+      const JDIMENSION got = jpeg_read_scanlines(&cinfo, rows, want);
+      for (JDIMENSION k = 0; k < got; ++k, ++r) {
+        if (r < y) continue;
+        uint8_t* out = dst.data + (r - y) * dst.row;
+        if (cmyk)
+          cmyk_row_to_rgb(rows[k] + 4 * skip, out, static_cast<JDIMENSION>(w));
+        else
+          std::memcpy(out, rows[k] + 3 * skip, static_cast<size_t>(w) * 3);
+      }
+      if (got == 0) {  // (never with a file in memory, which libjpeg pads when cut short: not left unwritten)
+        stalled = true;
+        return;
+      }
     }
     // a part leaves the rest undecoded: jpeg_destroy_decompress (with_jpeg) aborts it
     if (whole) jpeg_finish_decompress(&cinfo);
   });
   if (outside) throw InputError(path + ": libjpeg decodes it to another size than its header gives");
+  if (stalled) throw InputError(path + ": libjpeg stopped giving rows before the end of the image");
 }
 
 // ---- PNG --------------------------------------------------------------------------------------
