@@ -16,8 +16,9 @@
 #      its steps waited for data (the epoch lines say so where it is over 2% of the epoch);
 #   5. where DALI is installed (/tmp/site-dali: bench/dali_parts.sh), DALI's training input on the
 #      same folder (bench/dali_bench.py), its decoding on the GPU and on the CPU;
-# and a table. Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried; builds with
-# bench/device_run.sh. Logs and JSON lines go to $OUT. TRAIN_DECODES picks the training runs
+# and a table ($OUT/table.md). Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried;
+# builds with bench/device_run.sh. Logs and JSON lines go to $OUT, packed at the end into
+# $OUT/logs.tgz (PACK=0: left loose), since a device call brings back at most 8 files. TRAIN_DECODES picks the training runs
 # (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-no-prealloc" nvJPEG
 # allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0), "gpu-pipeline" its hardware
 # decoder with its pipeline (RESNET_NVJPEG_PIPELINE=1; off by default); each may add environment
@@ -131,7 +132,7 @@ if part dali && [ -d /tmp/site-dali/nvidia/dali ]; then
       --decoder $decoder --batches 60 2> "$out/dali-$decoder.log" | tail -1
   done | tee "$out/dali.jsonl"
 fi
-python3 - "$out" <<'EOF'
+python3 - "$out" <<'EOF' | tee "$out/table.md"
 import csv, json, re, sys
 out = sys.argv[1]
 rows = []
@@ -207,3 +208,9 @@ print('| what | img/s | |\n|---|---|---|')
 for what, v, note in rows:
     print(f'| {what} | {v:,.0f} | {note} |')
 EOF
+# A device call brings back at most 8 files: the table stays loose, the rest goes into logs.tgz
+# (PACK=0 leaves every file loose; run.log, the caller's own, stays loose too).
+if [ "${PACK:-1}" = 1 ]; then
+  (cd "$out" && find . -maxdepth 1 -type f ! -name logs.tgz ! -name table.md ! -name run.log -printf '%P\n' |
+    tar czf logs.tgz -T - --remove-files)
+fi
