@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <sys/resource.h>
@@ -143,9 +144,9 @@ int64_t Loader::batches_per_epoch() const {
   return (shard_size() + options_.batch_size - 1) / options_.batch_size;
 }
 
-torch::Tensor Loader::batch_indices(const torch::Tensor& order, int64_t batch, int64_t batch_size) {
-  const int64_t begin = batch * batch_size;
-  const int64_t end = std::min(order.size(0), begin + batch_size);
+torch::Tensor Loader::batch_indices(const torch::Tensor& order, int64_t batch) const {
+  const int64_t begin = batch * options_.batch_size;
+  const int64_t end = std::min(order.size(0), begin + options_.batch_size);
   return order.slice(0, begin, end);
 }
 
@@ -179,12 +180,10 @@ void Loader::start_epoch(int64_t epoch, int64_t skip_batches) {
   // gathered ahead. Anything else (a resumed position, the last epoch left unfinished) drops
   // what is gathering and starts afresh.
   if (ahead_order_.defined() && epoch == epoch_ + 1 && skip_batches == 0 && next_batch_ == batches_per_epoch()) {
-    order_ = std::move(ahead_order_);
+    order_ = std::exchange(ahead_order_, torch::Tensor());
+    asked_ = std::exchange(ahead_asked_, 0);
     epoch_ = epoch;
     next_batch_ = 0;
-    asked_ = ahead_asked_;
-    ahead_order_ = torch::Tensor();
-    ahead_asked_ = 0;
     prefetch();
     return;
   }
@@ -225,7 +224,7 @@ void Loader::prefetch() {
 }
 
 void Loader::ask(int64_t epoch, const torch::Tensor& order, int64_t batch) {
-  auto indices = batch_indices(order, batch, options_.batch_size);
+  auto indices = batch_indices(order, batch);
   // RandomResizedCrop: the source may decode only each crop; it draws them as next()'s transform
   // will, from the image's own stream of random numbers. (The test transform and pad-and-crop
   // need whole images: no plan.)
@@ -274,7 +273,7 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
   Batch out;
   out.labels = raw.labels;
   if (options_.train) {
-    const auto indices = batch_indices(order_, batch, options_.batch_size);
+    const auto indices = batch_indices(order_, batch);
     const auto* index = indices.data_ptr<int64_t>();
     std::vector<uint64_t> seeds(static_cast<size_t>(indices.size(0)));
     for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = mix(options_.seed, epoch_, static_cast<uint64_t>(index[i]));

@@ -89,7 +89,7 @@ class Loader {
 
  private:
   torch::Tensor epoch_order(int64_t epoch) const;  // this shard's images of `epoch`, in order
-  static torch::Tensor batch_indices(const torch::Tensor& order, int64_t batch, int64_t batch_size);
+  torch::Tensor batch_indices(const torch::Tensor& order, int64_t batch) const;  // batch `batch` of `order`
   void prefetch();  // asks for batches until gathers_at_once() are in flight
   void ask(int64_t epoch, const torch::Tensor& order, int64_t batch);
   void drop_pending();  // waits for what is gathering and forgets it
