@@ -204,10 +204,82 @@ TEST(Evaluate, FlipAveragesTheLogitsOfEachImageAndItsMirror) {
   }
   resnet::EvalStep step(model, resnet::StepOptions{}, torch::kCPU);
   const auto without = resnet::evaluate(step, loader);
-  const auto with = resnet::evaluate(step, loader, nullptr, /*flip=*/true);
+  const auto with = resnet::evaluate(step, loader, nullptr, resnet::TestViews{/*flip=*/true});
   EXPECT_NEAR(without.loss, plain / batches, 1e-6);
   EXPECT_NEAR(with.loss, flipped / batches, 1e-6);
   EXPECT_GT(std::abs(with.loss - without.loss), 1e-4) << "the mirror changed nothing: is it flipped?";
+}
+
+// A view moved by (dx, dy), made another way: the image padded by `pad` with its edges repeated,
+// then the window that starts `pad` pixels in, less the shift.
+static torch::Tensor moved_by_padding(const torch::Tensor& x, int64_t dx, int64_t dy, int64_t pad) {
+  namespace F = torch::nn::functional;
+  const auto padded = F::pad(x.to(torch::kFloat), F::PadFuncOptions({pad, pad, pad, pad}).mode(torch::kReplicate));
+  return padded.narrow(2, pad - dy, x.size(2)).narrow(3, pad - dx, x.size(3)).to(x.dtype());
+}
+
+TEST(Evaluate, ShiftedImagesRepeatTheirEdges) {
+  torch::manual_seed(3);
+  const auto x = torch::randint(256, {2, 3, 7, 9}, torch::kUInt8);
+  EXPECT_TRUE(torch::equal(resnet::shift_images(x, 0, 0), x));
+  for (int64_t dy : {-3, -1, 0, 2, 6})
+    for (int64_t dx : {-8, -2, 0, 1, 4})
+      EXPECT_TRUE(torch::equal(resnet::shift_images(x, dx, dy), moved_by_padding(x, dx, dy, 9))) << dx << "," << dy;
+  // right by 2: the first two columns are copies of the first, the rest the image's columns 0..6
+  const auto right = resnet::shift_images(x, 2, 0);
+  EXPECT_TRUE(torch::equal(right.select(3, 0), x.select(3, 0)));
+  EXPECT_TRUE(torch::equal(right.select(3, 1), x.select(3, 0)));
+  EXPECT_TRUE(torch::equal(right.narrow(3, 2, 7), x.narrow(3, 0, 7)));
+  EXPECT_THROW(resnet::check_test_views({false, 7}, 7), resnet::UsageError);
+  EXPECT_THROW(resnet::check_test_views({false, -1}, 224), resnet::UsageError);
+  EXPECT_NO_THROW(resnet::check_test_views({true, 6}, 7));
+}
+
+TEST(Evaluate, ShiftAveragesNinePositionsAndTheirMirrors) {
+  // A model that sees where things are: each class's logit is the mean of one region (the left
+  // columns, the top rows, the pixel at the middle), so every shift and the mirror change it.
+  struct Regions : resnet::Classifier {
+    Regions() : Classifier("regions", 3) {}
+    torch::Tensor forward(torch::Tensor x) override {
+      const auto left = x.narrow(3, 0, 3).mean({1, 2, 3}), top = x.narrow(2, 0, 2).mean({1, 2, 3});
+      const auto middle = x.narrow(2, 4, 1).narrow(3, 4, 1).mean({1, 2, 3});
+      return torch::stack({left * 3, top * 3, middle * 3}, 1);
+    }
+  };
+  torch::manual_seed(7);
+  resnet::LabeledImages data;
+  data.labels = torch::randint(3, {10}, torch::kLong);
+  data.images = torch::randint(256, {10, 3, 8, 8}, torch::kUInt8);
+  data.classes = {"a", "b", "c"};
+  auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
+  resnet::Loader loader(source, {4, 8, /*train=*/false, 0, 0, 1, {}, {}}, torch::kCPU);
+  Regions model;
+  const int64_t s = 2;
+  double shifted = 0, both = 0;
+  int batches = 0;
+  loader.start_epoch(0);
+  while (auto batch = loader.next()) {
+    torch::Tensor sum_shifted = torch::zeros({batch->images.size(0), 3}), sum_both = sum_shifted.clone();
+    for (int64_t dy : {-s, int64_t{0}, s})
+      for (int64_t dx : {-s, int64_t{0}, s}) {
+        const auto view = moved_by_padding(batch->images, dx, dy, s);
+        const auto a = model.forward(view);
+        sum_shifted += a;
+        sum_both += a + model.forward(view.flip({3}));
+      }
+    shifted += torch::nn::functional::cross_entropy(sum_shifted / 9, batch->labels).item<double>();
+    both += torch::nn::functional::cross_entropy(sum_both / 18, batch->labels).item<double>();
+    ++batches;
+  }
+  resnet::EvalStep step(model, resnet::StepOptions{}, torch::kCPU);
+  const auto plain = resnet::evaluate(step, loader);
+  const auto with_shift = resnet::evaluate(step, loader, nullptr, resnet::TestViews{false, s});
+  const auto with_both = resnet::evaluate(step, loader, nullptr, resnet::TestViews{true, s});
+  EXPECT_EQ((resnet::TestViews{true, s}.count()), 18);
+  EXPECT_NEAR(with_shift.loss, shifted / batches, 1e-5);
+  EXPECT_NEAR(with_both.loss, both / batches, 1e-5);
+  EXPECT_GT(std::abs(with_shift.loss - plain.loss), 1e-4) << "the shifts changed nothing";
+  EXPECT_GT(std::abs(with_both.loss - with_shift.loss), 1e-4) << "the mirrors changed nothing";
 }
 
 TEST(Checkpoint, ResumeRefusesAnotherArchitecture) {

@@ -67,6 +67,14 @@ void add_fused_option(CLI::App& command, std::string& fused) {
       ->capture_default_str();
 }
 
+void add_tta_shift_option(CLI::App& command, int64_t& shift) {
+  command
+      .add_option("--tta-shift", shift,
+                  "test-time augmentation: also average the logits of each test image moved N pixels left, right, "
+                  "up, down and diagonally, edges repeated (9 positions; with --tta-flip each with its mirror; 0: off)")
+      ->capture_default_str();
+}
+
 void add_trace_option(CLI::App& command, TraceFlag& flag) {
   flag.option = command.add_option("--trace", flag.values,
                                    "profile a few steps: print the operator table, write a Chrome trace")

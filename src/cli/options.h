@@ -29,6 +29,8 @@ void add_max_image_pixels_option(CLI::App& command);
 void add_precision_options(CLI::App& command, std::string& amp, std::string& channels_last, std::string* cuda_graphs);
 // --fused, for the commands that train.
 void add_fused_option(CLI::App& command, std::string& fused);
+// --tta-shift (train, test): test-time views moved by N pixels (TestViews::shift).
+void add_tta_shift_option(CLI::App& command, int64_t& shift);
 
 // `--trace`, `--trace True` (the sample's spelling), `--trace false`.
 // --nproc-per-node and --dist-timeout (train, bench): data-parallel over several processes.

@@ -27,6 +27,8 @@ struct TestOptions {
   std::string amp = "auto", channels_last = "auto", cuda_graphs = "auto";
   CLI::Option* data_option = nullptr;
   bool tta_flip = false;
+  int64_t tta_shift = 0;
+  int64_t holdout = 0;
   bool confusion = false;
 };
 
@@ -45,20 +47,24 @@ void run_test(const TestOptions& o) {
   settings.data = o.data;
   settings.classes_from_data = !o.checkpoint.weights.empty() && o.checkpoint.classes.empty();
   settings.batch_size = o.batch_size;
-  settings.flip = o.tta_flip;
+  settings.views = {o.tta_flip, o.tta_shift};
+  require_at_least(o.holdout, 0, "--holdout");
+  settings.holdout = o.holdout;
   settings.step = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device);
   const std::filesystem::path folder = std::filesystem::path(path).parent_path();  // the model file's
   if (o.trace.enabled()) settings.trace_path = (folder / "trace-test.json").string();
   std::cout << "Testing " << trained.info.arch << " from " << path << " (" << to_string(settings.step.amp)
             << (settings.step.channels_last ? ", channels-last" : "") << (settings.step.cuda_graphs ? ", CUDA graphs" : "")
-            << ")" << std::endl;
+            << (settings.views.count() > 1 ? ", " + std::to_string(settings.views.count()) + " views an image" : "")
+            << (o.holdout > 0 ? ", on the " + std::to_string(o.holdout) + " held-out training images" : "") << ")"
+            << std::endl;
   const TestReport report = test_model(trained, settings, device);
   if (!settings.trace_path.empty())
     std::cout << report.trace_table << "Chrome trace (open in ui.perfetto.dev): " << settings.trace_path << std::endl;
   const EvalResult& r = report.result;
   std::cout << format_test_error(r);
-  std::printf(" Top-5 accuracy: %.1f%% (%lld images)\n\nAccuracy per class:\n", 100.0 * r.top5,
-              static_cast<long long>(r.images));
+  std::printf(" Top-5 accuracy: %.1f%% (%lld images; top-1 %.2f%%)\n\nAccuracy per class:\n", 100.0 * r.top5,
+              static_cast<long long>(r.images), 100.0 * r.accuracy);
   for (size_t c = 0; c < r.per_class.size(); ++c)
     std::printf("  %-20s %5.1f%%  (%lld images)\n", trained.info.classes[c].c_str(),
                 std::isnan(r.per_class[c]) ? 0.0 : 100.0 * r.per_class[c], static_cast<long long>(r.per_class_count[c]));
@@ -90,6 +96,10 @@ void add_test_command(CLI::App& app) {
   add_precision_options(*cmd, o->amp, o->channels_last, &o->cuda_graphs);
   add_trace_option(*cmd, o->trace);
   cmd->add_flag("--tta-flip", o->tta_flip, "test-time augmentation: average the logits of each image and its mirror");
+  add_tta_shift_option(*cmd, o->tta_shift);
+  cmd->add_option("--holdout", o->holdout,
+                  "test the N training images that `train --holdout N` held out instead of the test split (0: off)")
+      ->capture_default_str();
   cmd->add_flag("--confusion", o->confusion,
                 "also print the confusion matrix and write it as confusion.csv and confusion.png beside the model file");
   cmd->callback([o] { run_test(*o); });

@@ -149,6 +149,7 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--tta-flip", o->tta_flip,
                 "test each epoch with test-time augmentation: the logits of each image and its mirror averaged");
+  add_tta_shift_option(*cmd, o->tta_shift);
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_flag("--nesterov", o->nesterov, "Nesterov momentum");
   cmd->add_option("--target-accuracy", o->target_accuracy,

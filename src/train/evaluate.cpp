@@ -8,6 +8,10 @@
 #include <iomanip>
 #include <numeric>
 #include <sstream>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
 
 namespace resnet {
 
@@ -16,7 +20,48 @@ EvalResult evaluate(Classifier& model, Loader& loader) {
   return evaluate(step, loader);
 }
 
-EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, bool flip) {
+void check_test_views(const TestViews& views, int64_t image_size) {
+  require_at_least(views.shift, 0, "--tta-shift");
+  if (views.shift >= image_size)
+    throw UsageError("--tta-shift must be below the image size (" + std::to_string(image_size) + " px; got " +
+                     std::to_string(views.shift) + ")");
+}
+
+torch::Tensor shift_images(const torch::Tensor& images, int64_t dx, int64_t dy) {
+  // Row y of the result is row clamp(y - dy) of the input (columns likewise): a gather with the
+  // indices clamped to the edge.
+  auto moved = [&](const torch::Tensor& x, int64_t dim, int64_t by) {
+    if (by == 0) return x;
+    const int64_t n = x.size(dim);
+    const auto index = (torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(x.device())) - by).clamp(0, n - 1);
+    return x.index_select(dim, index);
+  };
+  return moved(moved(images, 2, dy), 3, dx);
+}
+
+// The mean of `step`'s logits over the views of `images`.
+static torch::Tensor view_logits(EvalStep& step, const torch::Tensor& images, const TestViews& views) {
+  if (views.count() == 1) return step.logits(images);
+  const int64_t s = views.shift;
+  std::vector<std::pair<int64_t, int64_t>> positions = {{0, 0}};
+  if (s > 0)
+    for (int64_t dy : {-s, int64_t{0}, s})
+      for (int64_t dx : {-s, int64_t{0}, s})
+        if (dx != 0 || dy != 0) positions.emplace_back(dx, dy);
+  torch::Tensor sum;
+  for (const auto& [dx, dy] : positions) {
+    const auto moved = shift_images(images, dx, dy);
+    for (bool mirror : {false, true}) {
+      if (mirror && !views.flip) continue;
+      // each pass may replay the same graph, whose output buffer is the last pass's: add, don't keep
+      const auto logits = step.logits(mirror ? moved.flip({3}) : moved);
+      sum = sum.defined() ? sum + logits : logits.clone();
+    }
+  }
+  return sum / static_cast<double>(views.count());
+}
+
+EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, TestViews views) {
   Classifier& model = step.model();
   const bool was_training = model.is_training();
   model.eval();
@@ -31,9 +76,7 @@ EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, bool flip) {
   loader.start_epoch(0);
   while (auto batch = loader.next(step.input_buffer())) {
     if (step.captures_next()) loader.settle();
-    torch::Tensor logits = step.logits(batch->images);
-    // the mirror's pass replays the same graph: its output buffer is the first pass's, so copy first
-    if (flip) logits = (logits.clone() + step.logits(batch->images.flip({3}))) / 2;
+    const torch::Tensor logits = view_logits(step, batch->images, views);
     const auto loss = torch::nn::functional::cross_entropy(logits, batch->labels).to(torch::kDouble);
     const auto topk = std::get<1>(logits.topk(k, 1));
     sums[0] += loss;

@@ -24,11 +24,27 @@ struct EvalResult {
   std::vector<int64_t> confusion;
 };
 
+// Test-time augmentation: each image's logits are the mean of its views' (`--tta-flip`,
+// `--tta-shift`).
+struct TestViews {
+  bool flip = false;  // the image and its horizontal mirror
+  // > 0: each of those also moved by `shift` pixels (of the network's input) left, right, up, down
+  // and diagonally, the edge pixels repeated into the gap: 9 positions instead of 1
+  int64_t shift = 0;
+  int64_t count() const { return (flip ? 2 : 1) * (shift > 0 ? 9 : 1); }
+};
+
+// UsageError naming --tta-shift unless 0 <= views.shift < image_size.
+void check_test_views(const TestViews& views, int64_t image_size);
+
+// `images` (N, C, H, W) moved right by `dx` and down by `dy` pixels (negative: left, up), the edge
+// rows and columns repeated into the gap (as --crop-pad pads). Keeps the device and dtype.
+torch::Tensor shift_images(const torch::Tensor& images, int64_t dx, int64_t dy);
+
 // The whole split through `step` (its precision, memory format and graphs). With a `group`, each
 // process evaluates its loader's shard and the counts and losses are summed over the group: every
-// process gets the result of the whole split. With `flip`, test-time augmentation: the logits are
-// the mean of the image's and its horizontal mirror's.
-EvalResult evaluate(EvalStep& step, Loader& loader, Group* group = nullptr, bool flip = false);
+// process gets the result of the whole split. `views`: the logits averaged over each image's views.
+EvalResult evaluate(EvalStep& step, Loader& loader, Group* group = nullptr, TestViews views = {});
 // The same in fp32, eager, NCHW.
 EvalResult evaluate(Classifier& model, Loader& loader);
 

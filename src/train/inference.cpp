@@ -143,7 +143,9 @@ std::vector<Prediction> predict_files(const TrainedModel& trained, const std::ve
 
 TestReport test_model(TrainedModel& trained, const TestSettings& settings, const c10::Device& device) {
   TestReport report;
-  auto source = open_split(settings.data, Split::kTest, device);
+  check_test_views(settings.views, trained.info.image_size);
+  auto source = settings.holdout > 0 ? hold_out(open_split(settings.data, Split::kTrain, device), settings.holdout).second
+                                     : open_split(settings.data, Split::kTest, device);
   if (settings.classes_from_data) {
     if (source->classes().size() != trained.info.classes.size())
       throw InputError(settings.data + ": has " + std::to_string(source->classes().size()) +
@@ -161,16 +163,16 @@ TestReport test_model(TrainedModel& trained, const TestSettings& settings, const
   step_options.main_batch = settings.batch_size;
   EvalStep step(*trained.model, step_options, device);
   if (settings.trace_path.empty()) {
-    report.result = evaluate(step, loader, nullptr, settings.flip);
+    report.result = evaluate(step, loader, nullptr, settings.views);
     return report;
   }
   // Profiled: a first pass autotunes cuDNN (and captures the graph); the second is measured, eager
   // so that the table shows operators rather than one graph launch.
-  evaluate(step, loader, nullptr, settings.flip);
+  evaluate(step, loader, nullptr, settings.views);
   step_options.cuda_graphs = false;
   EvalStep eager(*trained.model, step_options, device);
   Profiler profiler(device.is_cuda());
-  report.result = evaluate(eager, loader, nullptr, settings.flip);
+  report.result = evaluate(eager, loader, nullptr, settings.views);
   report.trace_table = profiler.finish(settings.trace_path);
   return report;
 }

@@ -58,10 +58,12 @@ std::vector<Prediction> predict_files(const TrainedModel& trained, const std::ve
 
 struct TestSettings {
   std::string data;  // CIFAR-10 binary folder or image folder; its test split is used
+  // > 0: instead, the training split's images that `train --holdout N` held out (hold_out)
+  int64_t holdout = 0;
   int64_t batch_size = 32;
   StepOptions step;
   std::string trace_path;  // non-empty: profile a second pass and write a Chrome trace there
-  bool flip = false;       // test-time augmentation: logits averaged with the horizontal mirror's
+  TestViews views;         // test-time augmentation
   // Weights without class names of their own (--weights without --classes): take the split's
   // names, when their number matches the model's.
   bool classes_from_data = false;
@@ -72,8 +74,8 @@ struct TestReport {
   std::string trace_table;  // with trace_path: the profiler's table
 };
 
-// `resnet test`: the test split of settings.data through the model. InputError when the split's
-// classes differ from the model's.
+// `resnet test`: the test split of settings.data (or its held-out training images) through the
+// model. InputError when the split's classes differ from the model's.
 TestReport test_model(TrainedModel& trained, const TestSettings& settings, const c10::Device& device);
 
 }  // namespace resnet

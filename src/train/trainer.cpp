@@ -689,7 +689,7 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
     if (ema) averaged.emplace(*ema, *model);
     // The next epoch's first batches gather meanwhile, but not while the test's graph is captured
     if (eval_step->capture_ahead()) train_loader->settle();
-    e.test = evaluate(*eval_step, *test_loader, group.get(), o.tta_flip);
+    e.test = evaluate(*eval_step, *test_loader, group.get(), TestViews{o.tta_flip, o.tta_shift});
     if (e.test.accuracy > state.best_accuracy) {
       state.best_accuracy = e.test.accuracy;
       if (o.save_model && lead())
@@ -737,6 +737,7 @@ void validate(const TrainOptions& o) {
   require_at_least(o.image_size, 32, "--image-size");
   require_at_least(o.log_every, 1, "--log-every");
   require_at_least(o.eval_every, 1, "--eval-every");
+  check_test_views({o.tta_flip, o.tta_shift}, o.image_size);
   require_at_least(o.checkpoint_every, 0, "--checkpoint-every");
   require_at_least(o.max_steps, 0, "--max-steps");
   require_at_least(o.dist_timeout_s, 1, "--dist-timeout");
@@ -824,6 +825,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"clip_grad_norm", o.clip_grad_norm},
           {"holdout", o.holdout},
           {"tta_flip", o.tta_flip},
+          {"tta_shift", o.tta_shift},
           {"eval_every", o.eval_every},
           {"recipe", o.recipe},
           {"amp", o.amp},

@@ -40,6 +40,7 @@ struct TrainOptions {
   MixOptions mix = {};         // Mixup / CutMix of the training batches (train/mix.h)
   double clip_grad_norm = 0;   // the gradients' total L2 norm at most this (0: no clipping)
   bool tta_flip = false;       // the per-epoch test averages each image's logits with its mirror's
+  int64_t tta_shift = 0;       // and with those of its copies moved by this many pixels (TestViews)
   // Up to this many steps whose loss is not finite are skipped (weights unchanged) before a
   // non-finite loss stops the run; 0: the first one stops it.
   int64_t skip_nonfinite = 0;
