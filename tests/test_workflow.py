@@ -209,11 +209,19 @@ try:
           'the recipe beside --weights runs without its --zero-init-residual: ' + out_w[-300:])
     # --holdout: training images held out and tested on instead of the test split.
     h_dir = os.path.join(tmp, 'holdout')
-    rc_h, out_h = run('train', *common, '--holdout', '200', '--epochs', '1', '--checkpoint-dir', h_dir)
+    views = ['--tta-flip', '--tta-shift', '3']
+    rc_h, out_h = run('train', *common, '--holdout', '200', '--epochs', '1', '--save_model', *views, '--checkpoint-dir', h_dir)
     check(rc_h == 0 and 'each epoch is tested on 200 images held out of' in out_h and
           '800 training and 200 held-out images' in out_h, 'a --holdout 200 run tests on 200 training images: ' + out_h[-500:])
     h_rows = open(os.path.join(h_dir, 'resnet18', 'metrics.csv')).read().splitlines()
     check(len(h_rows) == 2, f'and writes its row: {h_rows}')
+    # `resnet test --holdout 200` with the same views tests the same images: the run's figure again.
+    rc_t, out_t = run('test', '--model', 'resnet18', '--checkpoint-dir', h_dir, '--data', a.sample, '--device', 'cpu',
+                      '--batch-size', str(BATCH), '--holdout', '200', *views)
+    top1 = re.search(r'\(200 images; top-1 ([0-9.]+)%\)', out_t)
+    check(rc_t == 0 and '18 views an image, on the 200 held-out training images' in out_t and top1 is not None and
+          abs(float(top1.group(1)) - 100 * float(h_rows[1].split(',')[3])) < 1e-6,
+          f'resnet test --holdout 200 {" ".join(views)} repeats the run\'s held-out top-1 ({h_rows[1]}): ' + out_t[-400:])
     rc_h, out_h = run('train', *common, '--holdout', '1000', '--epochs', '1', '--checkpoint-dir', h_dir, '--restart')
     check(rc_h == 2 and '--holdout must be between 1 and the training images less one (999' in out_h,
           'a --holdout as large as the split is refused: ' + out_h.strip().splitlines()[-1])

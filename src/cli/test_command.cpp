@@ -34,6 +34,8 @@ struct TestOptions {
 
 void run_test(const TestOptions& o) {
   require_at_least(o.batch_size, 1, "--batch-size");
+  require_at_least(o.tta_shift, 0, "--tta-shift");
+  require_at_least(o.holdout, 0, "--holdout");
   o.trace.enabled();  // a bad --trace word fails before any work
   const auto device = parse_device(o.device);
   if (!std::filesystem::exists(o.data))
@@ -48,7 +50,6 @@ void run_test(const TestOptions& o) {
   settings.classes_from_data = !o.checkpoint.weights.empty() && o.checkpoint.classes.empty();
   settings.batch_size = o.batch_size;
   settings.views = {o.tta_flip, o.tta_shift};
-  require_at_least(o.holdout, 0, "--holdout");
   settings.holdout = o.holdout;
   settings.step = parse_step_options(o.amp, o.channels_last, o.cuda_graphs, device);
   const std::filesystem::path folder = std::filesystem::path(path).parent_path();  // the model file's
