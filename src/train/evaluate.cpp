@@ -48,9 +48,11 @@ static torch::Tensor view_logits(EvalStep& step, const torch::Tensor& images, co
     for (int64_t dy : {-s, int64_t{0}, s})
       for (int64_t dx : {-s, int64_t{0}, s})
         if (dx != 0 || dy != 0) positions.emplace_back(dx, dy);
+  // `images` may be the step's own input buffer, which each pass overwrites with its view
+  const torch::Tensor original = images.clone();
   torch::Tensor sum;
   for (const auto& [dx, dy] : positions) {
-    const auto moved = shift_images(images, dx, dy);
+    const auto moved = shift_images(original, dx, dy);
     for (bool mirror : {false, true}) {
       if (mirror && !views.flip) continue;
       // each pass may replay the same graph, whose output buffer is the last pass's: add, don't keep
