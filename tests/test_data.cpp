@@ -261,7 +261,8 @@ TEST(Transforms, CropRegionsGiveWhatTheWholeImagesGive) {
 }
 
 TEST(ImageFolder, TheEnvironmentSetsHowManyBatchesAStreamedFolderGathersAtOnce) {
-  // Three by default; RESNET_GATHERS_AT_ONCE=N (1-16) for others; anything else refused by name.
+  // Three by default when the CPU decodes (five with --gpu-decode: GpuJpeg's test);
+  // RESNET_GATHERS_AT_ONCE=N (1-16) for others; anything else refused by name.
   const auto index = resnet::index_image_folder(fixture("gpu/train"));
   {
     const resnet::test::ScopedEnv unset("RESNET_GATHERS_AT_ONCE", nullptr);
@@ -1903,7 +1904,7 @@ TEST(GpuJpeg, EachEpochSaysHowItsDecodingSplit) {
 }
 
 TEST(GpuJpeg, GathersAtOnceShareTheDecoders) {
-  // With --gpu-decode the loader's three gathers at once each take a decoder of the source's pool:
+  // With --gpu-decode the loader's five gathers at once each take a decoder of the source's pool:
   // every batch of two epochs is the CPU path's within the decoders' differences, in order, and
   // every image is counted once in the figures.
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
@@ -1917,6 +1918,7 @@ TEST(GpuJpeg, GathersAtOnceShareTheDecoders) {
   o.image_size = 32;
   o.seed = 9;
   const auto gpu_source = resnet::streaming_source(index, false, 0);
+  EXPECT_EQ(gpu_source->gathers_at_once(), 5);  // (three when the CPU decodes: ImageFolder's test)
   const auto got = all_batches(gpu_source, o, cuda, 2);
   const auto want = all_batches(resnet::with_gathers_at_once(resnet::streaming_source(index, false), 1), o, cuda, 2);
   ASSERT_EQ(got.size(), want.size());

@@ -100,12 +100,17 @@ torch::Tensor pinned_index(const std::vector<int64_t>& values, const torch::Devi
 // 4,951, 5,687. gather() is safe to call from several threads: each GPU gather takes a decoder of
 // its own from the pool (nvJPEG's state is one caller's), and the shared figures are under a mutex.
 constexpr int kStreamedGathersAtOnce = 3;
+// Five with nvJPEG: the loader alone gains nothing past three, but beside a training step, which
+// takes the GPU and CPU time the gathers would use, five trained faster than three in each of four
+// device calls (`resnet train --gpu-decode`, same call each: +1.9%, +1.6%, +3.1%, +1.8%; eight no
+// better than five; docs/PERFORMANCE.md, issue 15).
+constexpr int kGpuDecodeGathersAtOnce = 5;
 
-// kStreamedGathersAtOnce, or RESNET_GATHERS_AT_ONCE (1-16) to measure others: each GPU gather takes
-// an nvJPEG decoder of its own, so it also sets how many decoders run at once.
-int streamed_gathers_at_once() {
+// The default above for the decoding path, or RESNET_GATHERS_AT_ONCE (1-16) to measure others: each
+// GPU gather takes an nvJPEG decoder of its own, so it also sets how many decoders run at once.
+int streamed_gathers_at_once(bool gpu_decode) {
   const char* v = std::getenv("RESNET_GATHERS_AT_ONCE");
-  if (!v) return kStreamedGathersAtOnce;
+  if (!v) return gpu_decode ? kGpuDecodeGathersAtOnce : kStreamedGathersAtOnce;
   return whole_number_from_env("RESNET_GATHERS_AT_ONCE", v, 1, 16, "a whole number from 1 to 16");
 }
 
@@ -114,11 +119,15 @@ class StreamingSource : public ImageSource {
   StreamingSource(ImageFolderIndex index, bool skip_bad, int gpu_decode_device, int64_t keep_side)
       : index_(std::move(index)), skip_bad_(skip_bad), keep_side_(keep_side),
         labels_(torch::tensor(index_.labels, torch::kLong)) {
+    gathers_ = streamed_gathers_at_once(gpu_decode_device >= 0);
     for (int k = 0; gpu_decode_device >= 0 && k < gathers_; ++k) {
       std::string why;
       auto decoder = make_gpu_jpeg_decoder(gpu_decode_device, why);
       if (!decoder) {  // (a second that fails leaves one, which the gathers then take in turn)
-        if (k == 0) log_warning("--gpu-decode: " + why + "; decoding on the CPU");
+        if (k == 0) {
+          log_warning("--gpu-decode: " + why + "; decoding on the CPU");
+          gathers_ = streamed_gathers_at_once(false);
+        }
         break;
       }
       // One backend for all (a later one may fall back to the hybrid decoder, whose pixels differ
@@ -497,7 +506,7 @@ class StreamingSource : public ImageSource {
   ImageFolderIndex index_;
   bool skip_bad_;
   int64_t keep_side_;
-  int gathers_ = streamed_gathers_at_once();
+  int gathers_ = 1;  // (the constructor sets it)
   torch::Tensor labels_;
   std::string backend_;  // --gpu-decode's nvJPEG backend, where it started ("": the CPU decodes)
   std::string allocators_note_;  // for the description, where the decoders free and allocate as they decode
