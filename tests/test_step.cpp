@@ -452,14 +452,6 @@ TEST(CudaGraphs, GraphedEvaluationWithShiftedViewsMatchesEager) {
   // view must still be made from the batch, not from the view before it. A model that sees where
   // things are (one logit per region), so a view taken from the wrong image changes the answer.
   if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
-  struct Regions : resnet::Classifier {
-    Regions() : Classifier("regions", 3) {}
-    torch::Tensor forward(torch::Tensor x) override {
-      const auto left = x.narrow(3, 0, 3).mean({1, 2, 3}), top = x.narrow(2, 0, 2).mean({1, 2, 3});
-      const auto middle = x.narrow(2, 4, 1).narrow(3, 4, 1).mean({1, 2, 3});
-      return torch::stack({left * 3, top * 3, middle * 3}, 1);
-    }
-  };
   const torch::Device cuda(torch::kCUDA, 0);
   torch::manual_seed(11);
   resnet::LabeledImages data;
@@ -469,7 +461,7 @@ TEST(CudaGraphs, GraphedEvaluationWithShiftedViewsMatchesEager) {
   data.classes = {"a", "b", "c"};
   auto source = resnet::in_memory_source(data, cuda, "toy");
   resnet::Loader loader(source, {batch, 8, /*train=*/false, 0, 0, 1, {}, {}}, cuda);
-  Regions model;
+  resnet::test::RegionsModel model;
   resnet::EvalStep eager(model, StepOptions{Amp::kOff, false, false}, cuda);
   resnet::EvalStep graphed(model, StepOptions{Amp::kOff, false, true}, cuda);
   for (const resnet::TestViews views : {resnet::TestViews{true, 0}, resnet::TestViews{false, 2}, resnet::TestViews{true, 2}}) {

@@ -236,16 +236,7 @@ TEST(Evaluate, ShiftedImagesRepeatTheirEdges) {
 }
 
 TEST(Evaluate, ShiftAveragesNinePositionsAndTheirMirrors) {
-  // A model that sees where things are: each class's logit is the mean of one region (the left
-  // columns, the top rows, the pixel at the middle), so every shift and the mirror change it.
-  struct Regions : resnet::Classifier {
-    Regions() : Classifier("regions", 3) {}
-    torch::Tensor forward(torch::Tensor x) override {
-      const auto left = x.narrow(3, 0, 3).mean({1, 2, 3}), top = x.narrow(2, 0, 2).mean({1, 2, 3});
-      const auto middle = x.narrow(2, 4, 1).narrow(3, 4, 1).mean({1, 2, 3});
-      return torch::stack({left * 3, top * 3, middle * 3}, 1);
-    }
-  };
+  // A model that sees where things are (test_util.h): every shift and the mirror change its logits.
   torch::manual_seed(7);
   resnet::LabeledImages data;
   data.labels = torch::randint(3, {10}, torch::kLong);
@@ -253,7 +244,7 @@ TEST(Evaluate, ShiftAveragesNinePositionsAndTheirMirrors) {
   data.classes = {"a", "b", "c"};
   auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
   resnet::Loader loader(source, {4, 8, /*train=*/false, 0, 0, 1, {}, {}}, torch::kCPU);
-  Regions model;
+  resnet::test::RegionsModel model;
   const int64_t s = 2;
   double shifted = 0, both = 0;
   int batches = 0;

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "models/classifier.h"
 
 namespace resnet::test {
 
@@ -115,5 +116,17 @@ inline CommandResult run_shell(const std::string& command) {
 inline CommandResult run_resnet(const std::string& args) {
   return run_shell(std::string(RESNET_BINARY) + " " + args + " 2>&1");
 }
+
+// A model that sees where things are, for tests of test-time views (8 x 8 images or larger): one
+// logit a region's mean (the left 3 columns, the top 2 rows, the pixel at row 4, column 4), so a
+// shift or a mirror changes the logits.
+struct RegionsModel : Classifier {
+  RegionsModel() : Classifier("regions", 3) {}
+  torch::Tensor forward(torch::Tensor x) override {
+    const auto left = x.narrow(3, 0, 3).mean({1, 2, 3}), top = x.narrow(2, 0, 2).mean({1, 2, 3});
+    const auto middle = x.narrow(2, 4, 1).narrow(3, 4, 1).mean({1, 2, 3});
+    return torch::stack({left * 3, top * 3, middle * 3}, 1);
+  }
+};
 
 }  // namespace resnet::test
