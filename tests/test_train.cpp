@@ -173,6 +173,16 @@ TEST(Evaluate, CountsTopOneTopFiveAndPerClass) {
   EXPECT_NE(resnet::format_test_error(wrong).find("Test Error: \n Accuracy: 0.0%, Avg loss: "), std::string::npos);
 }
 
+// `n` random 8 x 8 images of three classes, in memory on the CPU.
+static std::shared_ptr<resnet::ImageSource> random_toy_source(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  resnet::LabeledImages data;
+  data.labels = torch::randint(3, {n}, torch::kLong);
+  data.images = torch::randint(256, {n, 3, 8, 8}, torch::kUInt8);
+  data.classes = {"a", "b", "c"};
+  return resnet::in_memory_source(data, torch::kCPU, "toy");
+}
+
 TEST(Evaluate, FlipAveragesTheLogitsOfEachImageAndItsMirror) {
   // A model that tells left from right: class 0's logit is the left half's mean, class 1's the
   // right half's. With --tta-flip each image's logits are the mean of its own and its mirror's.
@@ -184,13 +194,7 @@ TEST(Evaluate, FlipAveragesTheLogitsOfEachImageAndItsMirror) {
       return torch::stack({left * 4, right * 4, torch::zeros_like(left)}, 1);
     }
   };
-  torch::manual_seed(6);
-  resnet::LabeledImages data;
-  data.labels = torch::randint(3, {12}, torch::kLong);
-  data.images = torch::randint(256, {12, 3, 8, 8}, torch::kUInt8);
-  data.classes = {"a", "b", "c"};
-  auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
-  resnet::Loader loader(source, {5, 8, /*train=*/false, 0, 0, 1, {}, {}}, torch::kCPU);
+  resnet::Loader loader(random_toy_source(12, 6), {5, 8, /*train=*/false, 0, 0, 1, {}, {}}, torch::kCPU);
   Sided model;
   // by hand, over the loader's own batches
   double plain = 0, flipped = 0;
@@ -237,13 +241,7 @@ TEST(Evaluate, ShiftedImagesRepeatTheirEdges) {
 
 TEST(Evaluate, ShiftAveragesNinePositionsAndTheirMirrors) {
   // A model that sees where things are (test_util.h): every shift and the mirror change its logits.
-  torch::manual_seed(7);
-  resnet::LabeledImages data;
-  data.labels = torch::randint(3, {10}, torch::kLong);
-  data.images = torch::randint(256, {10, 3, 8, 8}, torch::kUInt8);
-  data.classes = {"a", "b", "c"};
-  auto source = resnet::in_memory_source(data, torch::kCPU, "toy");
-  resnet::Loader loader(source, {4, 8, /*train=*/false, 0, 0, 1, {}, {}}, torch::kCPU);
+  resnet::Loader loader(random_toy_source(10, 7), {4, 8, /*train=*/false, 0, 0, 1, {}, {}}, torch::kCPU);
   resnet::test::RegionsModel model;
   const int64_t s = 2;
   double shifted = 0, both = 0;
