@@ -70,10 +70,6 @@ CASES = [
      '--checkpoint-dir', tmp),
     ('train', '--weights', text, '--data', a.sample, '--device', 'cpu', '--checkpoint-dir', tmp),
     ('train', '--bach-size', '3'),
-    ('train', '--tta-shift', '-2'),
-    ('train', '--tta-shift', '32', '--image-size', '32', '--data', a.sample, '--device', 'cpu'),
-    ('test', '--tta-shift', '-1'),
-    ('test', '--holdout', '-1'),
     ('test', '--data', a.sample, '--checkpoint-dir', missing_dir),
     ('test', '--data', missing_dir),
     ('test', '--weights', text, '--data', a.sample),
@@ -94,6 +90,15 @@ CASES = [
     ('export', '--format', 'onnx'),
     ('plot', '--checkpoint-dir', missing_dir),
 ]
+# Cases whose message must also say this (the check of that flag, not a later failure).
+SAYS = {
+    ('train', '--tta-shift', '-2'): '--tta-shift must be at least 0 (got -2)',
+    ('train', '--tta-shift', '32', '--image-size', '32', '--data', a.sample, '--device', 'cpu'):
+        '--tta-shift must be below the image size (32 px; got 32)',
+    ('test', '--tta-shift', '-1'): '--tta-shift must be at least 0 (got -1)',
+    ('test', '--holdout', '-1'): '--holdout must be at least 0 (got -1)',
+}
+CASES += list(SAYS)
 QUOTED = re.compile(r'`resnet (\w+)([^`]*)`')  # a command line in a message: its flags are its command's
 for case in CASES:
     command = case[0]
@@ -103,6 +108,6 @@ for case in CASES:
         wrong += [f for f in FLAG.findall(rest) if f not in accepted.get(other, set())]
     flags = set(FLAG.findall(QUOTED.sub('', out))) - set(case)  # what the message brings up, beyond what was typed
     wrong = sorted(set(wrong) | (flags - accepted[command]))
-    check(rc in (1, 2) and not wrong,
+    check(rc in (1, 2) and not wrong and SAYS.get(case, '') in out,
           f'resnet {" ".join(case)}: exit {rc}; flags named: {sorted(flags)}; not {command}\'s: {wrong} -- {out.strip()[:160]!r}')
 finish()

@@ -222,6 +222,16 @@ try:
     check(rc_t == 0 and '18 views an image, on the 200 held-out training images' in out_t and top1 is not None and
           abs(float(top1.group(1)) - 100 * float(h_rows[1].split(',')[3])) < 1e-6,
           f'resnet test --holdout 200 {" ".join(views)} repeats the run\'s held-out top-1 ({h_rows[1]}): ' + out_t[-400:])
+    check(json.load(open(os.path.join(h_dir, 'resnet18', 'checkpoint.json'))).get('holdout') == 200,
+          'checkpoint.json records --holdout 200')
+    rc_t, out_t = run('test', '--model', 'resnet18', '--checkpoint-dir', h_dir, '--data', a.sample, '--device', 'cpu',
+                      '--holdout', '100')
+    check(rc_t == 1 and 'the model was trained with --holdout 200; --holdout 100 would test other images' in out_t,
+          'another --holdout than the run\'s is refused: ' + out_t.strip()[-300:])
+    rc_t, out_t = run('test', '--model', 'resnet18', '--checkpoint-dir', ck, '--data', a.sample, '--device', 'cpu',
+                      '--holdout', '200')
+    check(rc_t == 1 and 'trained on the whole training split (no --holdout)' in out_t,
+          '--holdout on a model trained on every training image is refused: ' + out_t.strip()[-300:])
     rc_h, out_h = run('train', *common, '--holdout', '1000', '--epochs', '1', '--checkpoint-dir', h_dir, '--restart')
     check(rc_h == 2 and '--holdout must be between 1 and the training images less one (999' in out_h,
           'a --holdout as large as the split is refused: ' + out_h.strip().splitlines()[-1])

@@ -8,6 +8,7 @@
 #include "cli/options.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "io/file.h"
 #include "plot/chart.h"
 #include "train/inference.h"
@@ -32,6 +33,25 @@ struct TestOptions {
   bool confusion = false;
 };
 
+// `test --holdout N` tests the images `train --holdout N` held out: InputError where the model's
+// checkpoint.json says it trained on other images (or on all of them).
+void check_holdout(const BestModelInfo& info, int64_t holdout, const std::string& path) {
+  if (holdout == 0) return;
+  const std::string json = best_model_info_path(path);
+  if (info.holdout < 0) {
+    log_warning((std::filesystem::exists(json) ? json + " does not say" : path + " comes with no record of") +
+                " how many images its training held out; --holdout " + std::to_string(holdout) +
+                " trusts that it was trained with the same --holdout");
+  } else if (info.holdout == 0) {
+    throw InputError(json + ": the model was trained on the whole training split (no --holdout): --holdout " +
+                     std::to_string(holdout) + " would test it on images it was trained on");
+  } else if (info.holdout != holdout) {
+    throw InputError(json + ": the model was trained with --holdout " + std::to_string(info.holdout) + "; --holdout " +
+                     std::to_string(holdout) + " would test other images, some of them trained on (pass --holdout " +
+                     std::to_string(info.holdout) + ")");
+  }
+}
+
 void run_test(const TestOptions& o) {
   require_at_least(o.batch_size, 1, "--batch-size");
   require_at_least(o.tta_shift, 0, "--tta-shift");
@@ -45,6 +65,8 @@ void run_test(const TestOptions& o) {
                                     "(in the repository: --data assets/cifar10-sample)");
   const std::string path = model_source(o.checkpoint);
   TrainedModel trained = load_model_to_use(o.checkpoint, path, device);
+  check_test_views({o.tta_flip, o.tta_shift}, trained.info.image_size);
+  check_holdout(trained.info, o.holdout, path);
   TestSettings settings;
   settings.data = o.data;
   settings.classes_from_data = !o.checkpoint.weights.empty() && o.checkpoint.classes.empty();
@@ -87,7 +109,7 @@ void run_test(const TestOptions& o) {
 
 void add_test_command(CLI::App& app) {
   auto o = std::make_shared<TestOptions>();
-  CLI::App* cmd = app.add_subcommand("test", "evaluate the best saved model on the test split");
+  CLI::App* cmd = app.add_subcommand("test", "evaluate the best saved model on the test split (or, with --holdout, on the training images its run held out)");
   add_checkpoint_options(*cmd, o->checkpoint, "test");
   o->data_option =
       cmd->add_option("--data,--path", o->data, "CIFAR-10 binary folder or image folder")->capture_default_str();

@@ -162,13 +162,14 @@ std::function<void()> best_model_writer(const std::string& dir, const Classifier
   SaveEntries weights;
   for (const auto& [name, tensor] : state_dict(model)) weights.emplace_back(name, tensor);
   auto file = std::make_shared<const TorchFile>(weights, /*ordered=*/true);
-  const nlohmann::json j = {{"arch", info.arch},
-                            {"num_classes", model.num_classes()},
-                            {"classes", info.classes},
-                            {"image_size", info.image_size},
-                            {"test_crop_pct", info.test_crop_pct},
-                            {"accuracy", info.accuracy},
-                            {"epoch", info.epoch}};
+  nlohmann::json j = {{"arch", info.arch},
+                      {"num_classes", model.num_classes()},
+                      {"classes", info.classes},
+                      {"image_size", info.image_size},
+                      {"test_crop_pct", info.test_crop_pct},
+                      {"accuracy", info.accuracy},
+                      {"epoch", info.epoch}};
+  if (info.holdout >= 0) j["holdout"] = info.holdout;
   return [pth, file, text = j.dump(1) + "\n"] {
     file->write(pth);
     write_file_atomically(best_model_info_path(pth), text);

@@ -42,6 +42,9 @@ BestModelInfo parse_best_model_info(const std::string& text, const std::string& 
     info.accuracy = j.value("accuracy", 0.0);
     info.epoch = integer("epoch", 0);
     if (info.epoch < 0) throw bad("\"epoch\" must not be negative (found " + std::to_string(info.epoch) + ")");
+    info.holdout = integer("holdout", -1);
+    if (j.contains("holdout") && info.holdout < 0)
+      throw bad("\"holdout\" must not be negative (found " + std::to_string(info.holdout) + ")");
     return info;
   } catch (const nlohmann::json::exception& e) {
     throw bad(e.what());

@@ -77,7 +77,7 @@ EvalResult evaluate(EvalStep& step, Loader& loader, Group* group, TestViews view
   auto sums = torch::zeros({3 + classes * answers}, torch::TensorOptions().dtype(torch::kDouble).device(loader.device()));
   loader.start_epoch(0);
   while (auto batch = loader.next(step.input_buffer())) {
-    if (step.captures_next()) loader.settle();
+    if (step.capture_ahead()) loader.settle();  // no gathering while the graph is captured
     const torch::Tensor logits = view_logits(step, batch->images, views);
     const auto loss = torch::nn::functional::cross_entropy(logits, batch->labels).to(torch::kDouble);
     const auto topk = std::get<1>(logits.topk(k, 1));

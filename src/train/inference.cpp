@@ -144,8 +144,14 @@ std::vector<Prediction> predict_files(const TrainedModel& trained, const std::ve
 TestReport test_model(TrainedModel& trained, const TestSettings& settings, const c10::Device& device) {
   TestReport report;
   check_test_views(settings.views, trained.info.image_size);
-  auto source = settings.holdout > 0 ? hold_out(open_split(settings.data, Split::kTrain, device), settings.holdout).second
-                                     : open_split(settings.data, Split::kTest, device);
+  std::shared_ptr<ImageSource> source;
+  if (settings.holdout > 0) {  // decoded as train decodes its training split (the CPU's decoding)
+    DataOptions train_options;
+    train_options.decode_keep_side = kDecodeKeepSides * trained.info.image_size;
+    source = hold_out(open_split(settings.data, Split::kTrain, device, train_options), settings.holdout).second;
+  } else {
+    source = open_split(settings.data, Split::kTest, device);
+  }
   if (settings.classes_from_data) {
     if (source->classes().size() != trained.info.classes.size())
       throw InputError(settings.data + ": has " + std::to_string(source->classes().size()) +

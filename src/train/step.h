@@ -160,7 +160,9 @@ class EvalStep {
   Classifier& model() { return model_; }
   bool captures_next() const { return graph_ && graph_->captures_next(); }
   bool captured() const { return graph_ && graph_->captured(); }
-  bool capture_ahead() const { return graph_ && !graph_->captured(); }  // (its warm-up, then the capture)
+  // Whether a graph is still to be warmed up and captured, by the next call or a later one (the
+  // first call makes the graph; with several views an image, one batch may warm up and capture it).
+  bool capture_ahead() const { return options_.cuda_graphs && !captured(); }
   // As TrainStep::input_buffer.
   const torch::Tensor& input_buffer() const { return static_images_; }
 

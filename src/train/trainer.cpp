@@ -695,7 +695,7 @@ void Run::finish_epoch(int64_t epoch, double loss_sum, int64_t images, double se
       if (o.save_model && lead())
         writer.submit(best_model_writer(dir.string(), *model,
                                         {o.model, train_source->classes(), o.image_size, o.test_crop_pct, e.test.accuracy,
-                                         state.epoch}));
+                                         state.epoch, o.holdout}));
     }
   }
   e.best_accuracy = state.best_accuracy;
