@@ -314,6 +314,8 @@ TEST(CheckpointInfo, ParsesWhatTrainWritesAndRefusesTheRestByName) {
   EXPECT_EQ(info.image_size, 32);
   EXPECT_EQ(info.epoch, 3);
   EXPECT_EQ(info.test_crop_pct, 0.875);  // absent: the sample's
+  EXPECT_EQ(info.holdout, -1);            // absent: not recorded
+  EXPECT_EQ(resnet::parse_best_model_info(R"({"arch": "r", "classes": ["x"], "holdout": 5000})", "ck.json").holdout, 5000);
   EXPECT_EQ(resnet::parse_best_model_info(R"({"arch": "resnet50", "classes": ["x"]})", "ck.json").image_size, 224);
   EXPECT_EQ(resnet::parse_best_model_info(R"({"arch": "r", "classes": ["x"], "test_crop_pct": 1})", "ck.json").test_crop_pct,
             1.0);
@@ -326,6 +328,8 @@ TEST(CheckpointInfo, ParsesWhatTrainWritesAndRefusesTheRestByName) {
       {"{\"arch\": \"resnet18\", \"classes\": [\"a\"], \"image_size\": 0}",
        "\"image_size\" must be 1 to 65,536 pixels (found 0)"},
       {"{\"arch\": \"resnet18\", \"classes\": [\"a\"], \"epoch\": -1}", "\"epoch\" must not be negative"},
+      {"{\"arch\": \"r\", \"classes\": [\"a\"], \"holdout\": -3}", "\"holdout\" must not be negative (found -3)"},
+      {"{\"arch\": \"r\", \"classes\": [\"a\"], \"holdout\": 2.5}", "\"holdout\" must be an integer"},
       {"{\"arch\": \"r\", \"classes\": [\"a\"], \"test_crop_pct\": 0}", "\"test_crop_pct\" must be above 0 and at most 1 (found 0)"},
       {"{\"arch\": \"r\", \"classes\": [\"a\"], \"test_crop_pct\": \"1\"}", "type must be number"},
       {"{\"arch\": 5, \"classes\": [\"a\"]}", "type must be string"},
