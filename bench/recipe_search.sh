@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine of one or more GPUs: training recipes compared side by side, one run per GPU at
-# once (issue 12). Each argument is NAME=FLAGS, the flags given to `resnet train` after
+# once (issue 12); with more runs than GPUs, each GPU runs its share one after another (run k on
+# GPU k mod the GPUs). Each argument is NAME=FLAGS, the flags given to `resnet train` after
 # `--recipe fast`, e.g.
 #   bench/recipe_search.sh "crop25=--crop-scale 0.25,1 --holdout 5000" "crop50=--crop-scale 0.5,1 --holdout 5000"
 # Choices are made on held-out training images (--holdout N), never on the test split. Builds
@@ -37,6 +38,14 @@ run_one() {
   echo "$name: exit $rc, $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}") s wall" >> "$logs/train-$name.log"
 }
 
+# One run of a NAME=FLAGS argument on a GPU (COMMON's flags added).
+run_spec() {
+  local gpu=$1 spec=$2
+  # shellcheck disable=SC2206  # the flags are words
+  local flags=(${spec#*=} ${COMMON:-})
+  run_one "$gpu" "${spec%%=*}" "${flags[@]}"
+}
+
 # Copies each named run's log and metrics to $OUT and prints its last lines.
 report() {
   for name in "$@"; do
@@ -48,7 +57,12 @@ report() {
 }
 
 case "${1:-}" in
-  --run-one) shift; run_one "$@"; exit ;;
+  --run-chain)  # GPU, then the NAME=FLAGS arguments it runs one after another
+    shift
+    gpu=$1
+    shift
+    for spec in "$@"; do run_spec "$gpu" "$spec"; done
+    exit ;;
   --collect)
     shift
     deadline=$(($(date +%s) + ${WAIT:-0}))
@@ -66,23 +80,23 @@ export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$L
 cp build-device/resnet /tmp/resnet-recipe || exit 1
 [ -d /tmp/cifar/train ] || tar xJf .device/cifar-10-jpeg.tar.xz -C /tmp/cifar
 gpus=$(nvidia-smi -L | wc -l)
-[ $# -le "$gpus" ] || { echo "$# runs for $gpus GPUs"; exit 2; }
-i=0
-pids=()
+[ "$gpus" -ge 1 ] || { echo "no GPU (nvidia-smi -L)"; exit 2; }
 names=()
 for spec in "$@"; do
-  name=${spec%%=*}
-  names+=("$name")
-  # shellcheck disable=SC2206  # the flags are words
-  flags=(${spec#*=} ${COMMON:-})
+  names+=("${spec%%=*}")
+  rm -f "$logs/train-${spec%%=*}.log"
+done
+pids=()
+for ((gpu = 0; gpu < gpus && gpu < $#; gpu++)); do
+  share=()
+  args=("$@")
+  for ((k = gpu; k < $#; k += gpus)); do share+=("${args[$k]}"); done
   if [ "${DETACH:-0}" = 1 ]; then
-    rm -f "$logs/train-$name.log"
-    setsid bash "$PWD/bench/recipe_search.sh" --run-one "$i" "$name" "${flags[@]}" < /dev/null > /dev/null 2>&1 &
+    setsid bash "$PWD/bench/recipe_search.sh" --run-chain "$gpu" "${share[@]}" < /dev/null > /dev/null 2>&1 &
   else
-    run_one "$i" "$name" "${flags[@]}" &
+    bash "$PWD/bench/recipe_search.sh" --run-chain "$gpu" "${share[@]}" &
     pids+=($!)
   fi
-  i=$((i + 1))
 done
 if [ "${DETACH:-0}" = 1 ]; then
   echo "started ${names[*]} in their own sessions; collect with: bench/recipe_search.sh --collect ${names[*]}"
