@@ -267,6 +267,11 @@ TEST(ImageFolder, TheEnvironmentSetsHowManyBatchesAStreamedFolderGathersAtOnce) 
   {
     const resnet::test::ScopedEnv unset("RESNET_GATHERS_AT_ONCE", nullptr);
     EXPECT_EQ(resnet::streaming_source(index, false)->gathers_at_once(), 3);
+    // --gpu-decode where no decoder starts (here: an unknown backend) decodes on the CPU, three at once
+    const resnet::test::ScopedEnv bogus("RESNET_NVJPEG_BACKEND", "bogus");
+    const auto fallen_back = resnet::streaming_source(index, false, /*gpu_decode_device=*/0);
+    EXPECT_EQ(fallen_back->gathers_at_once(), 3);
+    EXPECT_EQ(fallen_back->description().find("nvJPEG"), std::string::npos) << fallen_back->description();
   }
   {
     const resnet::test::ScopedEnv five("RESNET_GATHERS_AT_ONCE", "5");
