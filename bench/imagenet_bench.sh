@@ -13,7 +13,9 @@
 #      train` runs it, and on a stream of its own; CPU decoding), each part of a gather timed;
 #   4. resnet train on the folder, TRAIN_EPOCHS epochs (default 3) at the same settings, with
 #      --gpu-decode and without: each epoch's img/s after the first from metrics.csv, and how long
-#      its steps waited for data (the epoch lines say so where it is over 2% of the epoch);
+#      its steps waited for data (the epoch lines say so where it is over 2% of the epoch), and a
+#      trace of each batch (RESNET_LOADER_TRACE) read by bench/loader_trace.py into $OUT/loader-trace.md:
+#      what the late batches' time went to;
 #   5. where DALI is installed (/tmp/site-dali: bench/dali_parts.sh), DALI's training input on the
 #      same folder (bench/dali_bench.py), its decoding on the GPU and on the CPU;
 # and a table ($OUT/table.md). Expects .deps, .device (the archive) and .whl (nvidia-nvjpeg) carried;
@@ -118,7 +120,8 @@ part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
   read -r -a settings <<< "${run_settings[$run]}"
   name=${run//[^A-Za-z0-9_.-]/_}
   # (the defaults first, so that what the caller exported does not reach the run; its own after)
-  env RESNET_NVJPEG_PREALLOCATE=1 RESNET_NVJPEG_FIXED_COUNT=1 RESNET_NVJPEG_PIPELINE=0 "${settings[@]}" \
+  env RESNET_NVJPEG_PREALLOCATE=1 RESNET_NVJPEG_FIXED_COUNT=1 RESNET_NVJPEG_PIPELINE=0 \
+    RESNET_LOADER_TRACE="$out/loader-trace-$name.csv" "${settings[@]}" \
     build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs "${TRAIN_EPOCHS:-3}" "${flags[@]}" \
     --checkpoint-dir "/tmp/ck-inet-$name" --restart > "$out/train-$name.log" 2>&1
   echo "train ($run) exit $?"
@@ -126,6 +129,9 @@ part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
   echo "$name" >> "$out/train-runs.txt"
   cp "/tmp/ck-inet-$name/resnet50/metrics.csv" "$out/metrics-inet-$name.csv" 2>/dev/null
 done
+if part train && ls "$out"/loader-trace-*.csv > /dev/null 2>&1; then
+  python3 bench/loader_trace.py "$out"/loader-trace-*.csv > "$out/loader-trace.md"
+fi
 if part dali && [ -d /tmp/site-dali/nvidia/dali ]; then
   for decoder in mixed cpu; do
     PYTHONPATH=/tmp/site-dali:/tmp/site${PYTHONPATH:+:$PYTHONPATH} python3 bench/dali_bench.py --folder "$folder/train" \
@@ -208,9 +214,9 @@ print('| what | img/s | |\n|---|---|---|')
 for what, v, note in rows:
     print(f'| {what} | {v:,.0f} | {note} |')
 EOF
-# A device call brings back at most 8 files: the table stays loose, the rest goes into logs.tgz
+# A device call brings back at most 8 files: the tables stay loose, the rest goes into logs.tgz
 # (PACK=0 leaves every file loose; run.log, the caller's own, stays loose too).
 if [ "${PACK:-1}" = 1 ]; then
-  (cd "$out" && find . -maxdepth 1 -type f ! -name logs.tgz ! -name table.md ! -name run.log -printf '%P\n' |
+  (cd "$out" && find . -maxdepth 1 -type f ! -name logs.tgz ! -name table.md ! -name loader-trace.md ! -name run.log -printf '%P\n' |
     tar czf logs.tgz -T - --remove-files)
 fi

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <numeric>
 #include <random>
 #include <set>
@@ -802,6 +803,71 @@ TEST(Loader, GathersTheNextEpochsFirstBatchWhileTheCallerTests) {
     EXPECT_EQ(loader.epoch_decode_stats().cpu_images, 12) << "epoch " << epoch;
   }
   EXPECT_EQ(slow->gathers.load(), 9);
+}
+
+TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
+  // RESNET_LOADER_TRACE=FILE: a training and a test loader of one process write one CSV: a row a
+  // batch they hand over, in order, each batch's times in the order they happen (asked for, started,
+  // gathered, handed over; waited only while it was taken), its images and its decoding counts.
+  // A file that cannot be written is refused by name.
+  resnet::test::TempDir dir;
+  const auto path = (dir.path() / "loader.csv").string();
+  {
+    const resnet::test::ScopedEnv trace("RESNET_LOADER_TRACE", path.c_str());
+    auto o = small_batches(4);
+    o.epochs = 2;
+    auto slow = std::make_shared<SlowSource>(numbered_images(10), std::chrono::milliseconds(30));
+    resnet::Loader train(slow, o, torch::kCPU);
+    o.train = false;
+    resnet::Loader test(numbered_images(10), o, torch::kCPU);
+    for (int epoch = 0; epoch < 2; ++epoch) {
+      train.start_epoch(epoch);
+      while (train.next()) {
+      }
+      test.start_epoch(0);
+      while (test.next()) {
+      }
+    }
+  }
+  std::ifstream in(path);
+  std::string header, line;
+  ASSERT_TRUE(std::getline(in, header));
+  EXPECT_EQ(header, "loader,epoch,batch,images,asked_s,started_s,gathered_s,taken_s,handed_s,waited_s,gpu_images,"
+                    "cpu_images,read_s,headers_s,gpu_s,cpu_s");
+  std::vector<std::string> order;
+  int64_t train_images = 0;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream fields(line);
+    for (std::string v; std::getline(fields, v, ',');) f.push_back(v);
+    ASSERT_EQ(f.size(), 16u) << line;
+    order.push_back(f[0] + " " + f[1] + "." + f[2]);
+    const double asked = std::stod(f[4]), started = std::stod(f[5]), gathered = std::stod(f[6]);
+    const double taken = std::stod(f[7]), handed = std::stod(f[8]), waited = std::stod(f[9]);
+    EXPECT_LE(asked, started) << line;
+    EXPECT_LE(started, gathered) << line;
+    EXPECT_LE(gathered, handed) << line;
+    EXPECT_LE(taken, handed) << line;
+    EXPECT_GE(waited, 0.0) << line;
+    EXPECT_LE(waited, handed - taken + 1e-6) << line;
+    if (f[0] == "train") {
+      train_images += std::stoll(f[3]);
+      EXPECT_GE(gathered - started, 0.025) << "the slow source's 30 ms: " << line;
+      EXPECT_EQ(std::stoll(f[11]), std::stoll(f[3])) << "its decoding counts: " << line;
+    }
+  }
+  const std::vector<std::string> want = {"train 0.0", "train 0.1", "train 0.2", "test 0.0", "test 0.1", "test 0.2",
+                                         "train 1.0", "train 1.1", "train 1.2", "test 0.0", "test 0.1", "test 0.2"};
+  EXPECT_EQ(order, want);
+  EXPECT_EQ(train_images, 20);
+  const resnet::test::ScopedEnv nowhere("RESNET_LOADER_TRACE", (dir.path() / "no" / "such" / "dir.csv").c_str());
+  try {
+    resnet::Loader loader(numbered_images(4), small_batches(1), torch::kCPU);
+    ADD_FAILURE() << "a trace file that cannot be written was taken";
+  } catch (const resnet::UsageError& e) {
+    expect_contains(e.what(), "RESNET_LOADER_TRACE");
+    expect_contains(e.what(), "dir.csv");
+  }
 }
 
 TEST(Loader, TheEnvironmentLowersTheGatheringThreadsAndThoseTheyStart) {

@@ -51,6 +51,11 @@ struct RawBatch {
   // `file_sizes` int64 [B, 2]. Undefined: each image whole, at scale 1 (sizes are the files').
   torch::Tensor regions, crops, file_sizes;
   DecodeStats decode;  // what gathering this batch took, where the source says (zero elsewhere)
+  // When the Loader asked for this batch, and when a gathering thread started and finished it
+  // (seconds on the Loader's clock; for RESNET_LOADER_TRACE); zero from a source called directly.
+  struct Times {
+    double asked = 0, started = 0, finished = 0;
+  } times;
 };
 
 // A box of an image's pixels (the training crop; transforms.h).

@@ -6,8 +6,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -60,7 +62,55 @@ void lower_this_thread(int nice) {
     log_warning("RESNET_DATA_NICE=" + std::to_string(nice) + " not applied to the data threads: " + std::strerror(errno));
 }
 
+// Seconds on the loaders' clock: from the first call in this process.
+double clock_s() {
+  static const auto origin = std::chrono::steady_clock::now();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - origin).count();
+}
+
 }  // namespace
+
+// RESNET_LOADER_TRACE's file: one per path in a process, shared by the loaders that trace to it,
+// written from scratch when the first of them opens it. A row is written whole and flushed, so a
+// run stopped midway keeps what it traced.
+class LoaderTrace {
+ public:
+  static std::shared_ptr<LoaderTrace> open(const std::string& path) {
+    static std::mutex registry_mutex;
+    static std::map<std::string, std::weak_ptr<LoaderTrace>> registry;
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    if (auto open = registry[path].lock()) return open;
+    auto trace = std::make_shared<LoaderTrace>(path);
+    registry[path] = trace;
+    return trace;
+  }
+  explicit LoaderTrace(const std::string& path) : file_(std::fopen(path.c_str(), "w")) {
+    if (!file_)
+      throw UsageError("RESNET_LOADER_TRACE: cannot write '" + path + "': " + std::strerror(errno));
+    std::fputs("loader,epoch,batch,images,asked_s,started_s,gathered_s,taken_s,handed_s,waited_s,gpu_images,"
+               "cpu_images,read_s,headers_s,gpu_s,cpu_s\n",
+               file_);
+    std::fflush(file_);
+  }
+  ~LoaderTrace() { std::fclose(file_); }
+  LoaderTrace(const LoaderTrace&) = delete;
+  LoaderTrace& operator=(const LoaderTrace&) = delete;
+  // `taken`: when next() asked for the batch; `waited`: how long it then waited for the gathering;
+  // `handed`: when it handed the batch over, its transform queued.
+  void row(const char* loader, int64_t epoch, int64_t batch, int64_t images, const RawBatch::Times& t, double taken,
+           double waited, double handed, const DecodeStats& d) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::fprintf(file_, "%s,%lld,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.6f,%.6f,%.6f,%.6f\n", loader,
+                 static_cast<long long>(epoch), static_cast<long long>(batch), static_cast<long long>(images),
+                 t.asked, t.started, t.finished, taken, handed, waited, static_cast<long long>(d.gpu_images),
+                 static_cast<long long>(d.cpu_images), d.read_s, d.headers_s, d.gpu_s, d.cpu_s);
+    std::fflush(file_);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::FILE* file_;
+};
 
 // Threads that gather batches for the whole life of a loader, each taking the oldest batch asked
 // for. (A thread a batch, as std::async gives, cost nvJPEG's hardware decoder a set-up and a
@@ -125,6 +175,8 @@ Loader::Loader(std::shared_ptr<ImageSource> source, LoaderOptions options, torch
       options_(options),
       device_(device),
       threads_(std::make_unique<GatherThreads>(std::max(1, source_->gathers_at_once()), data_nice_from_env())) {
+  clock_s();  // (the clock starts no later than the first loader)
+  if (const char* path = std::getenv("RESNET_LOADER_TRACE"); path && *path) trace_ = LoaderTrace::open(path);
   if (options_.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   if (options_.image_size < 8) throw UsageError("--image-size must be at least 8");
   if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size)
@@ -238,8 +290,12 @@ void Loader::ask(int64_t epoch, const torch::Tensor& order, int64_t batch) {
       return random_resized_crop_box(height, width, rng, crop);
     };
   }
-  pending_.push_back(threads_->submit(
-      [this, indices, plan] { return source_->gather(indices, device_, plan ? &*plan : nullptr); }));
+  pending_.push_back(threads_->submit([this, indices, plan, asked = clock_s()] {
+    const double started = clock_s();
+    RawBatch raw = source_->gather(indices, device_, plan ? &*plan : nullptr);
+    raw.times = {asked, started, clock_s()};
+    return raw;
+  }));
 }
 
 void Loader::settle() {
@@ -253,9 +309,9 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
   pending_.pop_front();
   // (counted before get(): a gather that throws leaves the batches after it in step)
   const int64_t batch = next_batch_++;
-  const auto start = std::chrono::steady_clock::now();
+  const double taken = clock_s();
   RawBatch raw = gathering.get();
-  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double waited = clock_s() - taken;
   waited_s_ += waited;
   if (first_) waited_first_s_ = waited;
   first_ = false;
@@ -282,6 +338,9 @@ std::optional<Batch> Loader::next(const torch::Tensor& into) {
   } else {
     out.images = test_transform(raw, options_.image_size, into, options_.test_crop_pct);
   }
+  if (trace_)
+    trace_->row(options_.train ? "train" : "test", epoch_, batch, raw.labels.size(0), raw.times, taken, waited,
+                clock_s(), raw.decode);
   return out;
 }
 

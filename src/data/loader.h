@@ -32,6 +32,8 @@
 
 namespace resnet {
 
+class LoaderTrace;  // (loader.cpp: RESNET_LOADER_TRACE's file)
+
 class GatherThreads;  // (loader.cpp)
 
 struct LoaderOptions {
@@ -69,6 +71,10 @@ class Loader {
   // The next batch of the epoch, or nullopt at its end. Where `into` is a float tensor of the
   // batch's image shape on the device (a graphed step's static input buffer), the images are
   // written there and the batch's images are `into`: no copy between the loader and the step.
+  // With RESNET_LOADER_TRACE=FILE set when the loader was made, each call writes a CSV row there
+  // (the process's loaders share the file, which a process starts afresh): when the batch was asked
+  // for, started and finished gathering, asked for by next() and handed over, in seconds from the
+  // first traced loader's start, and its DecodeStats: what a late batch waited on.
   std::optional<Batch> next(const torch::Tensor& into = {});
   // Waits until the background threads have gathered the batches asked for (before a CUDA graph
   // capture: nothing else then runs on the GPU).
@@ -107,6 +113,7 @@ class Loader {
   bool first_ = true;  // next() gives the epoch's first batch next
   DecodeStats decoded_;
   std::function<void()> on_arrival_;
+  std::shared_ptr<LoaderTrace> trace_;  // RESNET_LOADER_TRACE's file, where it is set
   // Batches next_batch_ ... asked_ - 1 of epoch_, then batches 0 ... ahead_asked_ - 1 of the next
   std::deque<std::future<RawBatch>> pending_;
   std::unique_ptr<GatherThreads> threads_;     // (after pending_: joined first, once all are settled)
