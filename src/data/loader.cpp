@@ -175,13 +175,14 @@ Loader::Loader(std::shared_ptr<ImageSource> source, LoaderOptions options, torch
       options_(options),
       device_(device),
       threads_(std::make_unique<GatherThreads>(std::max(1, source_->gathers_at_once()), data_nice_from_env())) {
-  clock_s();  // (the clock starts no later than the first loader)
-  if (const char* path = std::getenv("RESNET_LOADER_TRACE"); path && *path) trace_ = LoaderTrace::open(path);
   if (options_.batch_size < 1) throw UsageError("--batch-size must be at least 1");
   if (options_.image_size < 8) throw UsageError("--image-size must be at least 8");
   if (options_.world_size < 1 || options_.rank < 0 || options_.rank >= options_.world_size)
     throw UsageError("rank " + std::to_string(options_.rank) + " is outside a job of " +
                      std::to_string(options_.world_size) + " processes");
+  clock_s();  // (the clock starts no later than the first loader)
+  if (const char* path = std::getenv("RESNET_LOADER_TRACE"); path && *path)  // (a file per process of a job)
+    trace_ = LoaderTrace::open(options_.world_size > 1 ? std::string(path) + ".rank" + std::to_string(options_.rank) : path);
 }
 
 Loader::~Loader() { settle(); }

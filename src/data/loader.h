@@ -72,7 +72,8 @@ class Loader {
   // batch's image shape on the device (a graphed step's static input buffer), the images are
   // written there and the batch's images are `into`: no copy between the loader and the step.
   // With RESNET_LOADER_TRACE=FILE set when the loader was made, each call writes a CSV row there
-  // (the process's loaders share the file, which a process starts afresh): when the batch was asked
+  // (the process's loaders share the file, which a process starts afresh; FILE.rankN for process N
+  // of a data-parallel job): when the batch was asked
   // for, started and finished gathering, asked for by next() and handed over, in seconds from the
   // first traced loader's start, and its DecodeStats: what a late batch waited on.
   std::optional<Batch> next(const torch::Tensor& into = {});
