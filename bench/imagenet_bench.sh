@@ -114,11 +114,13 @@ if part beside; then
       --gathers-at-once 3 --beside-step "$stream"
   done
 fi | tee "$out/loader-beside.jsonl"
+traces=()  # this call's loader traces
 part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
   flags=(--gpu-decode)
   [[ $run == cpu || $run == cpu:* ]] && flags=()
   read -r -a settings <<< "${run_settings[$run]}"
   name=${run//[^A-Za-z0-9_.-]/_}
+  rm -f "$out/loader-trace-$name.csv"
   # (the defaults first, so that what the caller exported does not reach the run; its own after)
   env RESNET_NVJPEG_PREALLOCATE=1 RESNET_NVJPEG_FIXED_COUNT=1 RESNET_NVJPEG_PIPELINE=0 \
     RESNET_LOADER_TRACE="$out/loader-trace-$name.csv" "${settings[@]}" \
@@ -128,9 +130,10 @@ part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
   echo "$run" > "$out/train-$name.what"
   echo "$name" >> "$out/train-runs.txt"
   cp "/tmp/ck-inet-$name/resnet50/metrics.csv" "$out/metrics-inet-$name.csv" 2>/dev/null
+  [ -f "$out/loader-trace-$name.csv" ] && traces+=("$out/loader-trace-$name.csv")
 done
-if part train && ls "$out"/loader-trace-*.csv > /dev/null 2>&1; then
-  python3 bench/loader_trace.py "$out"/loader-trace-*.csv > "$out/loader-trace.md"
+if [ ${#traces[@]} -gt 0 ]; then
+  python3 bench/loader_trace.py "${traces[@]}" > "$out/loader-trace.md" || echo "loader_trace.py failed ($?)" >&2
 fi
 if part dali && [ -d /tmp/site-dali/nvidia/dali ]; then
   for decoder in mixed cpu; do

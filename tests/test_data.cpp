@@ -806,12 +806,16 @@ TEST(Loader, GathersTheNextEpochsFirstBatchWhileTheCallerTests) {
 }
 
 TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
-  // RESNET_LOADER_TRACE=FILE: a training and a test loader of one process write one CSV: a row a
-  // batch they hand over, in order, each batch's times in the order they happen (asked for, started,
-  // gathered, handed over; waited only while it was taken), its images and its decoding counts.
-  // A file that cannot be written is refused by name.
+  // RESNET_LOADER_TRACE=FILE: a training and a test loader of one process write one CSV (an old
+  // file's content replaced): a row a batch they hand over, in order, each batch's times in the
+  // order they happen (asked for, started, gathered, handed over; waited only while it was taken),
+  // its images and its decoding counts. The first batch waits for its gathering (30 ms); the second
+  // epoch's first, gathered ahead while the caller was busy, waits for nothing. A file that cannot
+  // be written is refused by name.
   resnet::test::TempDir dir;
   const auto path = (dir.path() / "loader.csv").string();
+  std::ofstream(path) << "an old trace\n";
+  double waited_first_epoch = 0;
   {
     const resnet::test::ScopedEnv trace("RESNET_LOADER_TRACE", path.c_str());
     auto o = small_batches(4);
@@ -824,6 +828,8 @@ TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
       train.start_epoch(epoch);
       while (train.next()) {
       }
+      if (epoch == 0) waited_first_epoch = train.seconds_waited();
+      std::this_thread::sleep_for(std::chrono::milliseconds(60));  // (the next epoch's first batches gather)
       test.start_epoch(0);
       while (test.next()) {
       }
@@ -836,6 +842,7 @@ TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
                     "cpu_images,read_s,headers_s,gpu_s,cpu_s");
   std::vector<std::string> order;
   int64_t train_images = 0;
+  double waited_rows = 0;
   while (std::getline(in, line)) {
     std::vector<std::string> f;
     std::stringstream fields(line);
@@ -850,8 +857,18 @@ TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
     EXPECT_LE(taken, handed) << line;
     EXPECT_GE(waited, 0.0) << line;
     EXPECT_LE(waited, handed - taken + 1e-6) << line;
+    EXPECT_LE(asked, taken) << line;
+    EXPECT_LE(gathered, taken + waited + 1e-6) << "handed over before it was gathered: " << line;
     if (f[0] == "train") {
       train_images += std::stoll(f[3]);
+      if (f[1] == "0") waited_rows += waited;
+      if (f[1] == "0" && f[2] == "0") {
+        EXPECT_GE(waited, 0.02) << "the first batch waits for its gathering: " << line;
+      }
+      if (f[1] == "1" && f[2] == "0") {
+        EXPECT_GE(taken - asked, 0.04) << "asked for during the pause: " << line;
+        EXPECT_LT(waited, 0.01) << "gathered ahead: " << line;
+      }
       EXPECT_GE(gathered - started, 0.025) << "the slow source's 30 ms: " << line;
       EXPECT_EQ(std::stoll(f[11]), std::stoll(f[3])) << "its decoding counts: " << line;
     }
@@ -860,6 +877,7 @@ TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
                                          "train 1.0", "train 1.1", "train 1.2", "test 0.0", "test 0.1", "test 0.2"};
   EXPECT_EQ(order, want);
   EXPECT_EQ(train_images, 20);
+  EXPECT_NEAR(waited_rows, waited_first_epoch, 1e-4) << "the rows' waits are the loader's own count";
   const resnet::test::ScopedEnv nowhere("RESNET_LOADER_TRACE", (dir.path() / "no" / "such" / "dir.csv").c_str());
   try {
     resnet::Loader loader(numbered_images(4), small_batches(1), torch::kCPU);

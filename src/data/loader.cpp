@@ -84,9 +84,11 @@ class LoaderTrace {
     registry[path] = trace;
     return trace;
   }
-  explicit LoaderTrace(const std::string& path) : file_(std::fopen(path.c_str(), "w")) {
-    if (!file_)
-      throw UsageError("RESNET_LOADER_TRACE: cannot write '" + path + "': " + std::strerror(errno));
+  explicit LoaderTrace(const std::string& path) : file_(std::fopen(path.c_str(), "we")) {
+    if (!file_) {
+      const int err = errno;
+      throw UsageError("RESNET_LOADER_TRACE: cannot write '" + path + "': " + std::strerror(err));
+    }
     std::fputs("loader,epoch,batch,images,asked_s,started_s,gathered_s,taken_s,handed_s,waited_s,gpu_images,"
                "cpu_images,read_s,headers_s,gpu_s,cpu_s\n",
                file_);

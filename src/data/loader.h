@@ -73,9 +73,10 @@ class Loader {
   // written there and the batch's images are `into`: no copy between the loader and the step.
   // With RESNET_LOADER_TRACE=FILE set when the loader was made, each call writes a CSV row there
   // (the process's loaders share the file, which a process starts afresh; FILE.rankN for process N
-  // of a data-parallel job): when the batch was asked
-  // for, started and finished gathering, asked for by next() and handed over, in seconds from the
-  // first traced loader's start, and its DecodeStats: what a late batch waited on.
+  // of a data-parallel job): when the batch was asked for, started and finished gathering, asked
+  // for by next() and handed over, in seconds from the first loader made in the process, the wait,
+  // and its DecodeStats: what a late batch waited on. A test loader's rows say epoch 0 at each
+  // evaluation (it starts epoch 0 each time); a caller's settle() is not counted as waiting.
   std::optional<Batch> next(const torch::Tensor& into = {});
   // Waits until the background threads have gathered the batches asked for (before a CUDA graph
   // capture: nothing else then runs on the GPU).
