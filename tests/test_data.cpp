@@ -711,27 +711,41 @@ std::vector<std::pair<torch::Tensor, torch::Tensor>> all_batches(std::shared_ptr
   return out;
 }
 
-// numbered_images whose every gather takes `delay` first (a slow disk, a slow decoder).
-class SlowSource : public resnet::ImageSource {
+// Another source's images as they are: the test doubles below override gather() to watch it.
+class ForwardingSource : public resnet::ImageSource {
  public:
-  SlowSource(std::shared_ptr<resnet::ImageSource> base, std::chrono::milliseconds delay)
-      : base_(std::move(base)), delay_(delay) {}
+  ForwardingSource(std::shared_ptr<resnet::ImageSource> base, std::string description)
+      : base_(std::move(base)), description_(std::move(description)) {}
   int64_t size() const override { return base_->size(); }
   const std::vector<std::string>& classes() const override { return base_->classes(); }
   torch::Tensor labels() const override { return base_->labels(); }
-  std::string description() const override { return "slow"; }
+  std::string description() const override { return description_; }
+  resnet::RawBatch gather(const torch::Tensor& indices, const torch::Device& device,
+                          const resnet::CropPlan* plan = nullptr) override {
+    return base_->gather(indices, device, plan);
+  }
+
+ private:
+  std::shared_ptr<resnet::ImageSource> base_;
+  std::string description_;
+};
+
+// numbered_images whose every gather takes `delay` first (a slow disk, a slow decoder).
+class SlowSource : public ForwardingSource {
+ public:
+  SlowSource(std::shared_ptr<resnet::ImageSource> base, std::chrono::milliseconds delay)
+      : ForwardingSource(std::move(base), "slow"), delay_(delay) {}
   resnet::RawBatch gather(const torch::Tensor& indices, const torch::Device& device,
                           const resnet::CropPlan* plan = nullptr) override {
     std::this_thread::sleep_for(delay_);
     ++gathers;
-    auto batch = base_->gather(indices, device, plan);
+    auto batch = ForwardingSource::gather(indices, device, plan);
     batch.decode.cpu_images = indices.size(0);  // (as a streamed folder counts its decoding)
     return batch;
   }
   std::atomic<int> gathers{0};  // batches gathered so far
 
  private:
-  std::shared_ptr<resnet::ImageSource> base_;
   std::chrono::milliseconds delay_;
 };
 
@@ -892,18 +906,14 @@ TEST(Loader, TheEnvironmentLowersTheGatheringThreadsAndThoseTheyStart) {
   // RESNET_DATA_NICE=7: a gather runs at nice 7 (or the process's own, if lower already), and so
   // does a thread it starts (as its decoding threads); the caller's thread keeps its own; 20 and
   // words are refused by name.
-  struct Nice : resnet::ImageSource {
-    std::shared_ptr<resnet::ImageSource> base = numbered_images(8);
+  struct Nice : ForwardingSource {
+    Nice() : ForwardingSource(numbered_images(8), "nice") {}
     std::atomic<int> gather_nice{-100}, started_nice{-100};
-    int64_t size() const override { return base->size(); }
-    const std::vector<std::string>& classes() const override { return base->classes(); }
-    torch::Tensor labels() const override { return base->labels(); }
-    std::string description() const override { return "nice"; }
     resnet::RawBatch gather(const torch::Tensor& indices, const torch::Device& device,
                             const resnet::CropPlan* plan = nullptr) override {
       gather_nice = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
       std::thread([this] { started_nice = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))); }).join();
-      return base->gather(indices, device, plan);
+      return ForwardingSource::gather(indices, device, plan);
     }
   };
   const int own = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
