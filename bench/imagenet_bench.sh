@@ -24,7 +24,7 @@
 # (default "cpu gpu"; each takes about a minute): "gpu" is nvJPEG, "gpu-no-prealloc" nvJPEG
 # allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0), "gpu-pipeline" its hardware
 # decoder with its pipeline (RESNET_NVJPEG_PIPELINE=1; off by default); each may add environment
-# settings for its run after colons, as "gpu:RESNET_GATHERS_AT_ONCE=5:RESNET_CUDA_WAIT=block" (the
+# settings for its run after colons, as "gpu:RESNET_NVJPEG_SPLIT=gpu:RESNET_GATHERS_AT_ONCE=4" (the
 # nvJPEG settings the caller exported do not reach the runs). PARTS picks the parts (default
 # "decode gather loader bench beside train dali"; the folder is written whatever it says). TRACE=1
 # adds a traced run of the loader beside the step (see 3.). TESTS=REGEX runs those tests first
@@ -122,7 +122,7 @@ part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
   name=${run//[^A-Za-z0-9_.-]/_}
   rm -f "$out/loader-trace-$name.csv"
   # (the defaults first, so that what the caller exported does not reach the run; its own after)
-  env RESNET_NVJPEG_PREALLOCATE=1 RESNET_NVJPEG_FIXED_COUNT=1 RESNET_NVJPEG_PIPELINE=0 \
+  env RESNET_NVJPEG_PREALLOCATE=1 RESNET_NVJPEG_FIXED_COUNT=1 RESNET_NVJPEG_PIPELINE=0 RESNET_NVJPEG_SPLIT=balanced \
     RESNET_LOADER_TRACE="$out/loader-trace-$name.csv" "${settings[@]}" \
     build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs "${TRAIN_EPOCHS:-3}" "${flags[@]}" \
     --checkpoint-dir "/tmp/ck-inet-$name" --restart > "$out/train-$name.log" 2>&1

@@ -11,7 +11,8 @@ which the median leaves aside), how long it sat queued before a gathering thread
 long its gathering took, and the gathering's parts as the source counted them (reading, headers,
 nvJPEG's decode, the CPU's decode, each summed over the threads that did them). A late batch whose
 gathering took longer than the others' points at the decoding; one that started late, at too few
-gathers at once. Rows cut short (a run stopped while writing) are left out. Standard library only."""
+gathers at once. Each epoch also says what share of its images nvJPEG decoded and how often a
+decoder set nvJPEG up again (the gpu_setups column; '-' for a trace written before it). Rows cut short (a run stopped while writing) are left out. Standard library only."""
 import argparse, csv, statistics
 
 LATE_MS = 2.0  # a wait longer than this counts the batch late (a step takes 30 ms at batch 256)
@@ -47,17 +48,22 @@ def main():
         if not rows:
             print('(no training batches)')
             continue
-        print(f'| epoch | batches | waited, s | late (over {LATE_MS:g} ms) | group | ' + ' | '.join(PARTS) + ' |')
-        print('|' + '---|' * (5 + len(PARTS)))
+        print(f'| epoch | batches | waited, s | late (over {LATE_MS:g} ms) | GPU share of the images | nvJPEG set-ups | group | '
+              + ' | '.join(PARTS) + ' |')
+        print('|' + '---|' * (7 + len(PARTS)))
         for epoch in sorted({int(r['epoch']) for r in rows}):
             mine = [r for r in rows if int(r['epoch']) == epoch]
             late = [r for r in mine if 1000 * r['waited_s'] > LATE_MS]
             waited = sum(r['waited_s'] for r in mine)
+            gpu = sum(r['gpu_images'] for r in mine)
+            decoded = gpu + sum(r['cpu_images'] for r in mine)
+            share = f'{100 * gpu / decoded:.0f}%' if decoded else '-'
+            setups = f"{sum(r['gpu_setups'] for r in mine):.0f}" if all('gpu_setups' in r for r in mine) else '-'
             for group, members in (('late', late), ('on time', [r for r in mine if r not in late])):
                 if not members:
                     continue
                 cells = ' | '.join(f'{1000 * statistics.median(f(r) for r in members):.1f}' for f in PARTS.values())
-                print(f'| {epoch + 1} | {len(mine)} | {waited:.2f} | {len(late)} | {group} ({len(members)}) | {cells} |')
+                print(f'| {epoch + 1} | {len(mine)} | {waited:.2f} | {len(late)} | {share} | {setups} | {group} ({len(members)}) | {cells} |')
         print()
 
 

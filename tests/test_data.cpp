@@ -738,9 +738,10 @@ class SlowSource : public ForwardingSource {
   resnet::RawBatch gather(const torch::Tensor& indices, const torch::Device& device,
                           const resnet::CropPlan* plan = nullptr) override {
     std::this_thread::sleep_for(delay_);
-    ++gathers;
+    const int number = ++gathers;
     auto batch = ForwardingSource::gather(indices, device, plan);
     batch.decode.cpu_images = indices.size(0);  // (as a streamed folder counts its decoding)
+    batch.decode.gpu_setups = number;           // (a figure of its own for each batch: the trace's)
     return batch;
   }
   std::atomic<int> gathers{0};  // batches gathered so far
@@ -853,15 +854,16 @@ TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
   std::string header, line;
   ASSERT_TRUE(std::getline(in, header));
   EXPECT_EQ(header, "loader,epoch,batch,images,asked_s,started_s,gathered_s,taken_s,handed_s,waited_s,gpu_images,"
-                    "cpu_images,read_s,headers_s,gpu_s,cpu_s");
+                    "cpu_images,read_s,headers_s,gpu_s,cpu_s,gpu_setups");
   std::vector<std::string> order;
   int64_t train_images = 0;
   double waited_rows = 0;
+  std::set<int64_t> train_setups;
   while (std::getline(in, line)) {
     std::vector<std::string> f;
     std::stringstream fields(line);
     for (std::string v; std::getline(fields, v, ',');) f.push_back(v);
-    ASSERT_EQ(f.size(), 16u) << line;
+    ASSERT_EQ(f.size(), 17u) << line;
     order.push_back(f[0] + " " + f[1] + "." + f[2]);
     const double asked = std::stod(f[4]), started = std::stod(f[5]), gathered = std::stod(f[6]);
     const double taken = std::stod(f[7]), handed = std::stod(f[8]), waited = std::stod(f[9]);
@@ -885,8 +887,12 @@ TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
       }
       EXPECT_GE(gathered - started, 0.025) << "the slow source's 30 ms: " << line;
       EXPECT_EQ(std::stoll(f[11]), std::stoll(f[3])) << "its decoding counts: " << line;
+      train_setups.insert(std::stoll(f[16]));
     }
   }
+  // (the slow source numbers its gathers 1-6 in gpu_setups: each batch's own figure, the train
+  // loader's six batches each once)
+  EXPECT_EQ(train_setups, (std::set<int64_t>{1, 2, 3, 4, 5, 6}));
   const std::vector<std::string> want = {"train 0.0", "train 0.1", "train 0.2", "test 0.0", "test 0.1", "test 0.2",
                                          "train 1.0", "train 1.1", "train 1.2", "test 0.0", "test 0.1", "test 0.2"};
   EXPECT_EQ(order, want);
@@ -1621,6 +1627,33 @@ TEST(GpuJpeg, TheEnvironmentSetsThePipelineOnlyWhenAskedTo) {
   }
 }
 
+TEST(GpuJpeg, TheEnvironmentPicksTheSplit) {
+  // RESNET_NVJPEG_SPLIT: unset or "balanced", the balanced split; "gpu", every JPEG the decoder
+  // takes; anything else refused with the variable's name and the value given.
+  using Split = resnet::GpuJpegSettings::Split;
+  {
+    const resnet::test::ScopedEnv unset("RESNET_NVJPEG_SPLIT", nullptr);
+    EXPECT_EQ(resnet::GpuJpegSettings::from_environment().split, Split::kBalanced);
+  }
+  {
+    const resnet::test::ScopedEnv balanced("RESNET_NVJPEG_SPLIT", "balanced");
+    EXPECT_EQ(resnet::GpuJpegSettings::from_environment().split, Split::kBalanced);
+  }
+  {
+    const resnet::test::ScopedEnv gpu("RESNET_NVJPEG_SPLIT", "gpu");
+    EXPECT_EQ(resnet::GpuJpegSettings::from_environment().split, Split::kGpu);
+  }
+  const resnet::test::ScopedEnv bad("RESNET_NVJPEG_SPLIT", "GPU ");
+  try {
+    resnet::GpuJpegSettings::from_environment();
+    ADD_FAILURE() << "RESNET_NVJPEG_SPLIT='GPU ' was taken";
+  } catch (const resnet::UsageError& e) {
+    expect_contains(e.what(), "RESNET_NVJPEG_SPLIT");
+    expect_contains(e.what(), "balanced or gpu");
+    expect_contains(e.what(), "'GPU '");
+  }
+}
+
 #ifdef RESNET_WITH_CUDA  // (a build without CUDA has no GPU decoding to test)
 // The environment's settings (RESNET_NVJPEG_BACKEND included) with these two
 resnet::GpuJpegSettings nvjpeg_settings(bool preallocate, bool fixed_count) {
@@ -1904,6 +1937,36 @@ TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {
             << stats.cpu_s << " s\n";
   EXPECT_EQ(stats.gpu_images + stats.cpu_images, 4 * n);
   EXPECT_GT(stats.gpu_images, 0);
+}
+
+TEST(GpuJpeg, TheGpuSplitLeavesTheCpuOnlyTheFilesItRefuses) {
+  // RESNET_NVJPEG_SPLIT=gpu: in every batch (the first, and the later ones where the balanced split
+  // gives the CPU a share of the JPEGs) nvJPEG decodes each file it takes and the CPU only the
+  // others; the batch is the CPU path's within the decoders' differences, and the source says so.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  auto probe = resnet::make_gpu_jpeg_decoder(0, why);
+  if (!probe) GTEST_SKIP() << why;
+  const auto taken = static_cast<int64_t>(files_the_gpu_takes(*probe).files.size());
+  const auto index = resnet::index_image_folder(fixture("gpu/train"));
+  const auto n = static_cast<int64_t>(index.files.size());
+  ASSERT_GT(taken, 0);
+  ASSERT_LT(taken, n);  // (gpu/ has files only the CPU decodes)
+  const auto all = torch::arange(n);
+  const torch::Device cuda(torch::kCUDA, 0);
+  const auto cpu = resnet::streaming_source(index, false)->gather(all, cuda);
+  const resnet::test::ScopedEnv split("RESNET_NVJPEG_SPLIT", "gpu");
+  const auto gpu_source = resnet::streaming_source(index, false, 0);
+  expect_contains(gpu_source->description(), "every JPEG it takes");
+  for (int round = 0; round < 4; ++round) {
+    const auto gpu = gpu_source->gather(all, cuda);
+    EXPECT_EQ(gpu.decode.gpu_images, taken) << "round " << round;
+    EXPECT_EQ(gpu.decode.cpu_images, n - taken) << "round " << round;
+    ASSERT_TRUE(torch::equal(cpu.sizes, gpu.sizes)) << "round " << round;
+    EXPECT_TRUE(torch::equal(cpu.labels.cpu(), gpu.labels.cpu())) << "round " << round;
+    const auto diff = (cpu.images.to(torch::kFloat) - gpu.images.to(torch::kFloat)).abs();
+    EXPECT_LE(diff.mean().item<double>(), 8.0) << "round " << round;
+  }
 }
 
 // --skip-bad-images with --gpu-decode: a file whose header reads but whose pixels do not (a PNG cut

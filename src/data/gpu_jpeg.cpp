@@ -1,5 +1,7 @@
 #include "data/gpu_jpeg.h"
 
+#include "core/error.h"
+
 #ifdef RESNET_WITH_NVJPEG
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
@@ -28,6 +30,14 @@ GpuJpegSettings GpuJpegSettings::from_environment() {
   s.pipeline = on("RESNET_NVJPEG_PIPELINE", false);
   const char* backend = std::getenv("RESNET_NVJPEG_BACKEND");
   s.backend = backend ? backend : "";
+  if (const char* split = std::getenv("RESNET_NVJPEG_SPLIT")) {
+    if (std::strcmp(split, "gpu") == 0) {
+      s.split = Split::kGpu;
+    } else if (std::strcmp(split, "balanced") != 0) {
+      throw UsageError(std::string("environment variable RESNET_NVJPEG_SPLIT must be balanced or gpu (got '") + split +
+                       "')");
+    }
+  }
   return s;
 }
 

@@ -80,11 +80,12 @@ int64_t jpegs_for_the_cpu(int64_t eligible, int64_t forced, double cpu_rate, dou
 // for each.
 int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int64_t slack);
 
-// Which nvJPEG backend decodes, and how the decoder keeps nvJPEG from freeing and taking buffers
+// Which nvJPEG backend decodes, how the decoder keeps nvJPEG from freeing and taking buffers
 // from batch to batch (each such free waits for all the GPU's queued work, the training step's
-// included). The environment variables RESNET_NVJPEG_BACKEND, RESNET_NVJPEG_PREALLOCATE=0,
-// RESNET_NVJPEG_FIXED_COUNT=0 and RESNET_NVJPEG_PIPELINE=1 set them, to measure what each gives
-// (the last three: "0" is off, any other value on).
+// included), and how a batch's JPEGs are split between it and the CPU. The environment variables
+// RESNET_NVJPEG_BACKEND, RESNET_NVJPEG_PREALLOCATE=0, RESNET_NVJPEG_FIXED_COUNT=0,
+// RESNET_NVJPEG_PIPELINE=1 and RESNET_NVJPEG_SPLIT=gpu set them, to measure what each gives
+// (PREALLOCATE, FIXED_COUNT and PIPELINE: "0" is off, any other value on).
 struct GpuJpegSettings {
   bool preallocate = true;  // the hardware decoder's buffers set up ahead for the largest images seen
   bool fixed_count = true;  // batches filled up to the count set up for (fixed_count())
@@ -96,6 +97,16 @@ struct GpuJpegSettings {
   // (Huffman decoding on the GPU's cores for batches of over 50 baseline files) or "hybrid"
   // (Huffman decoding on the CPU, the rest on the GPU)
   std::string backend;
+  // Which JPEGs the GPU decodes (RESNET_NVJPEG_SPLIT): kBalanced, a share sized so that the GPU and
+  // the CPU finish together at their measured rates (jpegs_for_the_cpu); kGpu, every JPEG the
+  // decoder takes, the CPU only the files it refuses. (With fixed counts, beside the training step,
+  // a call of the hardware decoder took about as long whatever the images it had among its
+  // fillers: 90-120 ms for 25 or 150 of them; the balanced split, reading that as a slow GPU, gave
+  // it 29-38% of the images, and the CPU's 16 cores decoded the rest. H200, 2026-12-02.)
+  enum class Split { kBalanced, kGpu };
+  Split split = Split::kBalanced;
+  // The settings the environment gives; a UsageError naming the variable for a value it does not
+  // know (RESNET_NVJPEG_SPLIT: "balanced" or "gpu").
   static GpuJpegSettings from_environment();
 };
 

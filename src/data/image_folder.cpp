@@ -120,6 +120,7 @@ class StreamingSource : public ImageSource {
       : index_(std::move(index)), skip_bad_(skip_bad), keep_side_(keep_side),
         labels_(torch::tensor(index_.labels, torch::kLong)) {
     gathers_ = streamed_gathers_at_once(gpu_decode_device >= 0);
+    if (gpu_decode_device >= 0) gpu_takes_all_ = GpuJpegSettings::from_environment().split == GpuJpegSettings::Split::kGpu;
     for (int k = 0; gpu_decode_device >= 0 && k < gathers_; ++k) {
       std::string why;
       auto decoder = make_gpu_jpeg_decoder(gpu_decode_device, why);
@@ -138,6 +139,7 @@ class StreamingSource : public ImageSource {
       if (!decoder->preallocates() && backend_ == "hardware") allocators_note_ += ", buffers not pre-allocated";
       if (!decoder->fixed_count()) allocators_note_ += ", counts not fixed";
       if (decoder->pipelined()) allocators_note_ += ", pipelined";
+      if (gpu_takes_all_) allocators_note_ += ", every JPEG it takes";
       idle_decoders_.push_back(std::move(decoder));
     }
   }
@@ -333,17 +335,19 @@ class StreamingSource : public ImageSource {
       }
     }
     const double headers_s = seconds_since(headers_start);
-    // The CPU's share of the GPU's JPEGs: the last ones (the batch is in shuffled order). The
-    // decoder keeps the count it is set up for where that is within 1/16 of the batch of the
-    // balanced split (setting nvJPEG up again frees and allocates its buffers).
+    // The CPU's share of the GPU's JPEGs (none where RESNET_NVJPEG_SPLIT=gpu): the last ones (the
+    // batch is in shuffled order). The decoder keeps the count it is set up for where that is
+    // within 1/16 of the batch of the balanced split (setting nvJPEG up again frees and allocates
+    // its buffers).
     int64_t moved = 0;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      moved = jpegs_for_the_cpu(static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()), cpu_rate_,
-                                gpu_rate_);
-    }
     const auto eligible = static_cast<int64_t>(on_gpu.size());
-    moved = eligible - jpegs_for_the_gpu(eligible, eligible - moved, decoder->prepared_for(), std::max<int64_t>(4, n / 16));
+    if (!gpu_takes_all_) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        moved = jpegs_for_the_cpu(eligible, static_cast<int64_t>(on_cpu.size()), cpu_rate_, gpu_rate_);
+      }
+      moved = eligible - jpegs_for_the_gpu(eligible, eligible - moved, decoder->prepared_for(), std::max<int64_t>(4, n / 16));
+    }
     on_cpu.insert(on_cpu.end(), on_gpu.end() - moved, on_gpu.end());
     on_gpu.resize(on_gpu.size() - static_cast<size_t>(moved));
     // A slot in the batch for each file read; one that then fails to decode loses it at the end.
@@ -507,6 +511,7 @@ class StreamingSource : public ImageSource {
   bool skip_bad_;
   int64_t keep_side_;
   int gathers_ = 1;  // (the constructor sets it)
+  bool gpu_takes_all_ = false;  // RESNET_NVJPEG_SPLIT=gpu: every JPEG a decoder takes goes to it
   torch::Tensor labels_;
   std::string backend_;  // --gpu-decode's nvJPEG backend, where it started ("": the CPU decodes)
   std::string allocators_note_;  // for the description, where the decoders free and allocate as they decode
