@@ -97,6 +97,8 @@ SAYS = {
         '--tta-shift must be below the image size (32 px; got 32)',
     ('test', '--tta-shift', '-1'): '--tta-shift must be at least 0 (got -1)',
     ('test', '--holdout', '-1'): '--holdout must be at least 0 (got -1)',
+    ('train', '--mixup-off-epoch', '-1', '--mixup', '0.2'): '--mixup-off-epoch must be at least 0 (got -1)',
+    ('train', '--mixup-off-epoch', '3'): '--mixup-off-epoch 3: there is no Mixup or CutMix to turn off',
 }
 CASES += list(SAYS)
 QUOTED = re.compile(r'`resnet (\w+)([^`]*)`')  # a command line in a message: its flags are its command's

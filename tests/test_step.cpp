@@ -165,6 +165,48 @@ TEST(TrainStep, MixedBatchesAndClippedGradients) {
     EXPECT_LE(resnet::test::relative_error(got[i], want_params[i]), 1e-5) << i;
 }
 
+TEST(TrainStep, MixingTurnedOffTrainsOnTheBatchAsItIs) {
+  // --mixup-off-epoch: after set_mix({}) a step's loss is the plain (label-smoothed) loss of the
+  // batch, and it draws nothing from the generator; set_mix with the same options changes nothing,
+  // and turned back on the step mixes as a step made with them does.
+  const torch::Device cpu(torch::kCPU);
+  const auto data = random_batches(2, 6, 32, cpu);
+  const resnet::MixOptions mix{0.4, 1.0};
+  auto reference = seeded_model("resnet18", cpu);
+  const auto logits = reference->forward(data.images[0]).detach();
+  const double plain = torch::nn::functional::cross_entropy(
+                           logits, data.labels[0], torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(0.1))
+                           .item<double>();
+
+  auto model = seeded_model("resnet18", cpu);
+  resnet::Sgd sgd(model->parameters(), {0.01, 0.9, 1e-4});
+  StepOptions options;
+  options.mix = mix;
+  options.label_smoothing = 0.1;
+  resnet::TrainStep step(*model, sgd, options, cpu);
+  EXPECT_FALSE(step.set_mix(mix));
+  EXPECT_TRUE(step.set_mix({}));
+  EXPECT_FALSE(step.set_mix({}));
+  torch::manual_seed(5);
+  EXPECT_NEAR(step.run(data.images[0], data.labels[0]).item<double>(), plain, 1e-5 * plain);
+  const auto after_step = torch::rand({4});
+  torch::manual_seed(5);
+  EXPECT_TRUE(torch::equal(after_step, torch::rand({4}))) << "a step without mixing drew random numbers";
+
+  // on again: the loss of mix_batch's draw on this batch, from the weights the first step left
+  EXPECT_TRUE(step.set_mix(mix));
+  torch::manual_seed(21);
+  const auto mixed = resnet::mix_batch(data.images[1], data.labels[1], model->num_classes(), mix, 0.1);
+  torch::Tensor want;
+  {  // (train mode: the batch's own statistics, so the running ones this forward moves change nothing)
+    torch::NoGradGuard no_grad;
+    want = resnet::soft_cross_entropy(model->forward(mixed.images), mixed.targets);
+  }
+  torch::manual_seed(21);
+  const double got = step.run(data.images[1], data.labels[1]).item<double>();
+  EXPECT_NEAR(got, want.item<double>(), 1e-4 * want.item<double>());
+}
+
 TEST(TrainStep, SkipNonFiniteLeavesTheWeightsOfABadStep) {
   // --skip-nonfinite: a batch whose loss is NaN changes no weight; the next good one does.
   const torch::Device cpu(torch::kCPU);
@@ -403,6 +445,46 @@ TEST(CudaGraphs, MixingClippingAndSkippingRunInTheCapturedStep) {
       EXPECT_TRUE(torch::isfinite(pb[i]).all().item<bool>()) << resnet::to_string(amp) << " parameter " << i;
       EXPECT_LE(resnet::test::relative_error(pb[i], pa[i]), 1e-3) << resnet::to_string(amp) << " parameter " << i;
     }
+  }
+}
+
+TEST(CudaGraphs, MixingTurnedOffIsCapturedAgain) {
+  // --mixup-off-epoch under CUDA graphs: the graph captured with Mixup/CutMix is dropped when they
+  // are turned off, and the new one's replays give the eager steps' losses without mixing.
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  const resnet::test::DeterministicCudnn deterministic;
+  const int64_t warm = resnet::kGraphWarmupSteps;
+  const auto data = random_batches(2 * (warm + 3), 16, 64, cuda);
+  StepOptions eager{Amp::kBf16, true, false};
+  eager.mix = {0.4, 1.0};
+  eager.label_smoothing = 0.1;
+  StepOptions graphed = eager;
+  graphed.cuda_graphs = true;
+  std::vector<double> losses[2];
+  for (int g = 0; g < 2; ++g) {
+    auto model = seeded_model("resnet50", cuda);
+    resnet::to_channels_last(*model);
+    resnet::Sgd sgd(model->parameters(), {0.01, 0.9, 1e-4});
+    resnet::TrainStep step(*model, sgd, g ? graphed : eager, cuda);
+    torch::manual_seed(3);
+    for (size_t i = 0; i < data.images.size(); ++i) {
+      if (i == static_cast<size_t>(warm + 3)) {
+        if (g) {
+          ASSERT_TRUE(step.captured()) << step.describe();
+        }
+        EXPECT_TRUE(step.set_mix({}));
+        EXPECT_FALSE(step.captured());
+      }
+      losses[g].push_back(step.run(data.images[i], data.labels[i]).item<double>());
+    }
+    if (g) {
+      EXPECT_TRUE(step.captured()) << "captured again without mixing: " << step.describe();
+    }
+  }
+  for (size_t i = 0; i < losses[0].size(); ++i) {
+    EXPECT_TRUE(std::isfinite(losses[1][i])) << "step " << i;
+    EXPECT_LE(std::abs(losses[1][i] - losses[0][i]), 1e-3 * std::abs(losses[0][i])) << "step " << i;
   }
 }
 

@@ -182,6 +182,26 @@ try:
     want = [torch_lr[steps - 1], torch_lr[2 * steps - 1]]  # the rate of each epoch's last step
     check(lr_c == lr_d and all(abs(a - b) <= 1e-5 * b for a, b in zip(lr_c, want)),
           f'metrics.csv has the rates of PyTorch\'s LinearLR + CosineAnnealingLR: {lr_c} {lr_d} {want}')
+    # --mixup-off-epoch 1: the second epoch trains on the batches as they are; a run stopped in it
+    # (step 13) and resumed says so again and ends as the unbroken one, bit for bit.
+    off = ['--mixup', '0.2', '--cutmix', '1.0', '--mixup-off-epoch', '1']
+    mo_a_dir, mo_b_dir = os.path.join(tmp, 'mixoff-a'), os.path.join(tmp, 'mixoff-b')
+    rc_mo_a, out_mo_a = run('train', *common, *off, '--epochs', '2', '--checkpoint-dir', mo_a_dir)
+    rc_mo_b1, out_mo_b1 = run('train', *common, *off, '--epochs', '2', '--checkpoint-dir', mo_b_dir, '--max-steps', '13')
+    rc_mo_b2, out_mo_b2 = run('train', *common, *off, '--epochs', '2', '--checkpoint-dir', mo_b_dir)
+    said = 'Mixup and CutMix off from this epoch on (--mixup-off-epoch 1)'
+    check(rc_mo_a == 0 and rc_mo_b1 == 0 and rc_mo_b2 == 0, 'the --mixup-off-epoch runs exit 0: ' + out_mo_a[-300:])
+    check(out_mo_a.count(said) == 1 and out_mo_a.index(said) > out_mo_a.index('Epoch 2') and said in out_mo_b1 and said in out_mo_b2,
+          'the epoch where mixing stops says so, also in the resumed run: ' + out_mo_a[-600:])
+    mo_a = torch.load(os.path.join(mo_a_dir, 'resnet18', 'resume.pt'))
+    mo_b = torch.load(os.path.join(mo_b_dir, 'resnet18', 'resume.pt'))
+    differ = [k for k in keys if not torch.equal(mo_a[k], mo_b[k])]
+    check(not differ, f'the resumed run with mixing turned off equals the unbroken one bitwise (differ: {differ[:5]})')
+    rc_mo_all, out_mo_all = run('train', *common, '--mixup', '0.2', '--cutmix', '1.0', '--epochs', '2', '--checkpoint-dir',
+                      os.path.join(tmp, 'mixoff-all'))
+    mo_all = torch.load(os.path.join(tmp, 'mixoff-all', 'resnet18', 'resume.pt'))
+    check(rc_mo_all == 0 and any(not torch.equal(mo_a[k], mo_all[k]) for k in keys if k.startswith('model.')),
+          'mixing to the end trains other weights than mixing only in the first epoch')
     # --recipe fast: its settings where the command line gives none, the command line's where it does.
     r_dir = os.path.join(tmp, 'recipe')
     rc_r, out_r = run('train', *common, '--recipe', 'fast', '--amp', 'off', '--epochs', '1', '--max-steps', '2',

@@ -140,6 +140,9 @@ void add_train_command(CLI::App& app) {
                   "CutMix: paste a box of a shuffled copy into each batch, its area ~ Beta(alpha, alpha) (e.g. 1; 0: "
                   "off; with --mixup: one or the other per batch)")
       ->capture_default_str();
+  cmd->add_option("--mixup-off-epoch", o->mixup_off_epoch,
+                  "Mixup and CutMix only in the first N epochs, the rest on the images as they are (0: to the end)")
+      ->capture_default_str();
   cmd->add_option("--clip-grad-norm", o->clip_grad_norm,
                   "clip the gradients' total L2 norm to this before each step (0: off)")
       ->capture_default_str();

@@ -179,6 +179,13 @@ torch::Tensor TrainStep::run(const torch::Tensor& images, const torch::Tensor& l
   return static_loss_;
 }
 
+bool TrainStep::set_mix(const MixOptions& mix) {
+  if (mix.mixup_alpha == options_.mix.mixup_alpha && mix.cutmix_alpha == options_.mix.cutmix_alpha) return false;
+  options_.mix = mix;
+  drop_graph();
+  return true;
+}
+
 void TrainStep::drop_graph() {
   graph_.reset();
   static_images_ = static_labels_ = static_loss_ = static_skipped_ = torch::Tensor();

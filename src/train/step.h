@@ -117,6 +117,9 @@ class TrainStep {
   bool captures_next() const { return graph_ && graph_->captures_next(); }
   // Whether steps of the main batch size replay a captured graph.
   bool captured() const { return graph_ && graph_->captured(); }
+  // Mixup / CutMix from the next step on (--mixup-off-epoch turns them off); a captured graph,
+  // which holds the old mixing, is dropped and captured again. Returns whether anything changed.
+  bool set_mix(const MixOptions& mix);
   // The graph's static input buffer (float, the model's memory format) once it exists, for the
   // loader to write the next batch into (Loader::next); undefined before the first graphed step
   // and when graphs are off. run() with this tensor copies nothing.

@@ -53,7 +53,7 @@ constexpr int64_t kTraceSteps = 5;        // steps profiled
 const char* kResumeKeys[] = {"batch_size", "image_size", "seed",           "learning_rate",  "momentum",
                              "weight_decay", "freeze_backbone", "lr_schedule", "lr_scale_batch",
                              "label_smoothing", "nesterov", "no_decay_bn_bias", "crop_scale", "crop_pad", "random_erase", "trivial_augment", "ema_decay",
-                             "mixup", "cutmix", "clip_grad_norm", "holdout", "progressive_resize"};
+                             "mixup", "cutmix", "mixup_off_epoch", "clip_grad_norm", "holdout", "progressive_resize"};
 
 // "Learning rate: cosine from 0.4 (0.1 x 1024 / 256) to 0, after 5 warm-up epochs from 0.04"
 std::string describe_schedule(const TrainOptions& o, double base_lr, int world) {
@@ -419,7 +419,7 @@ void Run::resume_or_restart(const ResumeFile* resume) {
   if (!saved.settings.contains("crop_scale")) saved.settings["crop_scale"] = {0.08, 1.0};
   for (const char* key : {"ema_decay", "mixup", "cutmix", "clip_grad_norm", "random_erase"})
     if (!saved.settings.contains(key)) saved.settings[key] = 0.0;
-  for (const char* key : {"holdout", "crop_pad"})
+  for (const char* key : {"holdout", "crop_pad", "mixup_off_epoch"})
     if (!saved.settings.contains(key)) saved.settings[key] = 0;
   if (!saved.settings.contains("progressive_resize")) saved.settings["progressive_resize"] = nlohmann::json::array();
   for (const char* key : kResumeKeys)
@@ -575,6 +575,12 @@ bool Run::run_epoch(int64_t epoch) {
       reporter.message("Training images at " + std::to_string(size) + " px from this epoch on (--progressive-resize)");
     size_said = true;
   }
+  // --mixup-off-epoch: the batches as they are from then on (said where the step changes, also
+  // in a run resumed after that epoch)
+  const bool mixing = o.mix.enabled() && (o.mixup_off_epoch == 0 || epoch < o.mixup_off_epoch);
+  if (step->set_mix(mixing ? o.mix : MixOptions{}))
+    reporter.message("Mixup and CutMix off from this epoch on (--mixup-off-epoch " + std::to_string(o.mixup_off_epoch) +
+                     ")");
   train_loader->start_epoch(epoch, state.batch);
   const auto t0 = Clock::now();
   auto last_log = t0;
@@ -789,6 +795,10 @@ void validate(const TrainOptions& o) {
   if (!(o.label_smoothing >= 0 && o.label_smoothing <= 1))
     throw UsageError("--label-smoothing must be between 0 and 1 (got " + text({o.label_smoothing}) + ")");
   check_mix_options(o.mix);
+  require_at_least(o.mixup_off_epoch, 0, "--mixup-off-epoch");
+  if (o.mixup_off_epoch > 0 && !o.mix.enabled())
+    throw UsageError("--mixup-off-epoch " + std::to_string(o.mixup_off_epoch) +
+                     ": there is no Mixup or CutMix to turn off (give --mixup or --cutmix)");
   require_at_least(o.skip_nonfinite, 0, "--skip-nonfinite");
   require_at_least(o.holdout, 0, "--holdout");
   if (!(o.clip_grad_norm >= 0 && std::isfinite(o.clip_grad_norm)))
@@ -822,6 +832,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"ema_decay", o.ema_decay},
           {"mixup", o.mix.mixup_alpha},
           {"cutmix", o.mix.cutmix_alpha},
+          {"mixup_off_epoch", o.mixup_off_epoch},
           {"clip_grad_norm", o.clip_grad_norm},
           {"holdout", o.holdout},
           {"tta_flip", o.tta_flip},

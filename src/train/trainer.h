@@ -38,6 +38,9 @@ struct TrainOptions {
   int64_t lr_scale_batch = 0;
   double label_smoothing = 0;  // of the training loss (the test loss stays plain cross-entropy)
   MixOptions mix = {};         // Mixup / CutMix of the training batches (train/mix.h)
+  // Mixup and CutMix after this many epochs no more (timm's --mixup-off-epoch): the last epochs
+  // train on the images as they are; 0: mixed to the end.
+  int64_t mixup_off_epoch = 0;
   double clip_grad_norm = 0;   // the gradients' total L2 norm at most this (0: no clipping)
   bool tta_flip = false;       // the per-epoch test averages each image's logits with its mirror's
   int64_t tta_shift = 0;       // and with those of its copies moved by this many pixels (TestViews)
