@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <filesystem>
+#include <cmath>
 #include <fstream>
 #include <string>
 #include <utility>
@@ -458,6 +459,31 @@ TEST(CliCuda, TrainWarmsUpBesideTheDataThenGraphsTheStep) {
   EXPECT_TRUE(contains(r.output, "cuDNN autotuning and GPU warm-up ")) << r.output;
   EXPECT_TRUE(contains(r.output, "Training step: CUDA graph (batch 8)")) << r.output;
   EXPECT_TRUE(fs::exists(tmp.path() / "resnet18" / "metrics.csv"));
+}
+
+TEST(CliCuda, MixingTurnedOffCapturesTheStepAgain) {
+  // --mixup-off-epoch 1 on CUDA: the second epoch drops the graph captured with Mixup and captures
+  // the step again while the loader writes into its input buffer; both epochs train to a finite
+  // loss, and the graph is what the step runs at the end.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  resnet::test::TempDir tmp;
+  const auto r = run_resnet("train --model resnet18 --data " + kSample +
+                            " --epochs 2 --batch-size 8 --image-size 64 --log-every 1000 --mixup 0.2 --cutmix 1 "
+                            "--mixup-off-epoch 1 --checkpoint-dir " +
+                            tmp.path().string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "Mixup and CutMix off (--mixup-off-epoch 1: from epoch 2 on)")) << r.output;
+  EXPECT_TRUE(contains(r.output, "Training step: CUDA graph (batch 8)")) << r.output;
+  std::ifstream metrics(tmp.path() / "resnet18" / "metrics.csv");
+  std::string line;
+  std::getline(metrics, line);  // (the header)
+  int epochs = 0;
+  while (std::getline(metrics, line)) {
+    const double train_loss = std::stod(line.substr(line.find(',') + 1));
+    EXPECT_TRUE(std::isfinite(train_loss) && train_loss > 0) << line;
+    ++epochs;
+  }
+  EXPECT_EQ(epochs, 2);
 }
 
 TEST(ConsoleReporter, AnEpochLineSaysWhatTheStepsWaitedFor) {

@@ -1591,6 +1591,22 @@ TEST(GpuJpeg, TheDecoderKeepsItsCountWhereTheSplitAllows) {
   EXPECT_EQ(jpegs_for_the_gpu(0, 0, 210, 16), 0);
 }
 
+TEST(GpuJpeg, TheGpuSplitMovesNoJpegToTheCpu) {
+  // RESNET_NVJPEG_SPLIT=gpu: none of the GPU's JPEGs go to the CPU, whatever the rates and counts;
+  // balanced: jpegs_for_the_cpu's share, kept at the decoder's count where within the slack.
+  using resnet::jpegs_moved_to_the_cpu;
+  using Split = resnet::GpuJpegSettings::Split;
+  EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kBalanced, 256, 0, 100, 100, 0, 16), 128);
+  EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kBalanced, 230, 26, 3000, 1000, 0, 16), 166);  // (230 x 3 - 26) / 4
+  EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kBalanced, 230, 26, 3000, 1000, 70, 16), 160);  // kept at 70
+  EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kBalanced, 200, 0, 0, 0, 0, 16), 25);  // an eighth, to measure the CPU
+  for (const auto& [eligible, forced, cpu, gpu, prepared] :
+       std::vector<std::tuple<int64_t, int64_t, double, double, int64_t>>{
+           {256, 0, 100, 100, 0}, {230, 26, 3000, 1000, 70}, {200, 0, 0, 0, 0}, {100, 0, 1e6, 1, 256}, {0, 5, 1, 1, 0}})
+    EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kGpu, eligible, forced, cpu, gpu, prepared, 16), 0)
+        << eligible << " " << forced << " " << cpu << " " << gpu << " " << prepared;
+}
+
 TEST(GpuJpeg, AnUnknownBackendIsRefusedByName) {
   if (!resnet::gpu_jpeg_built()) GTEST_SKIP() << "this build has no nvJPEG";
   resnet::GpuJpegSettings settings;
@@ -1940,9 +1956,10 @@ TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {
 }
 
 TEST(GpuJpeg, TheGpuSplitLeavesTheCpuOnlyTheFilesItRefuses) {
-  // RESNET_NVJPEG_SPLIT=gpu: in every batch (the first, and the later ones where the balanced split
-  // gives the CPU a share of the JPEGs) nvJPEG decodes each file it takes and the CPU only the
-  // others; the batch is the CPU path's within the decoders' differences, and the source says so.
+  // RESNET_NVJPEG_SPLIT=gpu: in every batch (gpu/'s files 12 times over, so that from the second
+  // the rates measured could move JPEGs beyond the decoder's slack) nvJPEG decodes each file it
+  // takes and the CPU only the others; the batch is the CPU path's within the decoders'
+  // differences, and the source says so. (Which split moves what: TheGpuSplitMovesNoJpegToTheCpu.)
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   std::string why;
   auto probe = resnet::make_gpu_jpeg_decoder(0, why);
@@ -1952,7 +1969,8 @@ TEST(GpuJpeg, TheGpuSplitLeavesTheCpuOnlyTheFilesItRefuses) {
   const auto n = static_cast<int64_t>(index.files.size());
   ASSERT_GT(taken, 0);
   ASSERT_LT(taken, n);  // (gpu/ has files only the CPU decodes)
-  const auto all = torch::arange(n);
+  constexpr int64_t kTimes = 12;
+  const auto all = torch::arange(n).repeat({kTimes});
   const torch::Device cuda(torch::kCUDA, 0);
   const auto cpu = resnet::streaming_source(index, false)->gather(all, cuda);
   const resnet::test::ScopedEnv split("RESNET_NVJPEG_SPLIT", "gpu");
@@ -1960,8 +1978,8 @@ TEST(GpuJpeg, TheGpuSplitLeavesTheCpuOnlyTheFilesItRefuses) {
   expect_contains(gpu_source->description(), "every JPEG it takes");
   for (int round = 0; round < 4; ++round) {
     const auto gpu = gpu_source->gather(all, cuda);
-    EXPECT_EQ(gpu.decode.gpu_images, taken) << "round " << round;
-    EXPECT_EQ(gpu.decode.cpu_images, n - taken) << "round " << round;
+    EXPECT_EQ(gpu.decode.gpu_images, kTimes * taken) << "round " << round;
+    EXPECT_EQ(gpu.decode.cpu_images, kTimes * (n - taken)) << "round " << round;
     ASSERT_TRUE(torch::equal(cpu.sizes, gpu.sizes)) << "round " << round;
     EXPECT_TRUE(torch::equal(cpu.labels.cpu(), gpu.labels.cpu())) << "round " << round;
     const auto diff = (cpu.images.to(torch::kFloat) - gpu.images.to(torch::kFloat)).abs();

@@ -189,16 +189,20 @@ try:
     rc_mo_a, out_mo_a = run('train', *common, *off, '--epochs', '2', '--checkpoint-dir', mo_a_dir)
     rc_mo_b1, out_mo_b1 = run('train', *common, *off, '--epochs', '2', '--checkpoint-dir', mo_b_dir, '--max-steps', '13')
     rc_mo_b2, out_mo_b2 = run('train', *common, *off, '--epochs', '2', '--checkpoint-dir', mo_b_dir)
-    said = 'Mixup and CutMix off from this epoch on (--mixup-off-epoch 1)'
+    said = 'Mixup and CutMix off (--mixup-off-epoch 1: from epoch 2 on)'
     check(rc_mo_a == 0 and rc_mo_b1 == 0 and rc_mo_b2 == 0, 'the --mixup-off-epoch runs exit 0: ' + out_mo_a[-300:])
     check(out_mo_a.count(said) == 1 and out_mo_a.index(said) > out_mo_a.index('Epoch 2') and said in out_mo_b1 and said in out_mo_b2,
           'the epoch where mixing stops says so, also in the resumed run: ' + out_mo_a[-600:])
+    check('Mixup and CutMix in epochs 1-1, off from epoch 2 (--mixup-off-epoch)' in out_mo_a,
+          'the start says when mixing stops: ' + out_mo_a[:600])
     mo_a = torch.load(os.path.join(mo_a_dir, 'resnet18', 'resume.pt'))
     mo_b = torch.load(os.path.join(mo_b_dir, 'resnet18', 'resume.pt'))
     differ = [k for k in keys if not torch.equal(mo_a[k], mo_b[k])]
     check(not differ, f'the resumed run with mixing turned off equals the unbroken one bitwise (differ: {differ[:5]})')
-    rc_mo_all, out_mo_all = run('train', *common, '--mixup', '0.2', '--cutmix', '1.0', '--epochs', '2', '--checkpoint-dir',
-                      os.path.join(tmp, 'mixoff-all'))
+    rc_mo_all, out_mo_all = run('train', *common, '--mixup', '0.2', '--cutmix', '1.0', '--mixup-off-epoch', '2',
+                                '--epochs', '2', '--checkpoint-dir', os.path.join(tmp, 'mixoff-all'))
+    check('Mixup and CutMix to the end: --mixup-off-epoch 2 is not below --epochs 2' in out_mo_all and
+          'Mixup and CutMix off' not in out_mo_all, 'an off epoch at the end says mixing runs to the end: ' + out_mo_all[:600])
     mo_all = torch.load(os.path.join(tmp, 'mixoff-all', 'resnet18', 'resume.pt'))
     check(rc_mo_all == 0 and any(not torch.equal(mo_a[k], mo_all[k]) for k in keys if k.startswith('model.')),
           'mixing to the end trains other weights than mixing only in the first epoch')

@@ -54,6 +54,13 @@ int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int
   return ideal;
 }
 
+int64_t jpegs_moved_to_the_cpu(GpuJpegSettings::Split split, int64_t eligible, int64_t forced, double cpu_rate,
+                               double gpu_rate, int64_t prepared, int64_t slack) {
+  if (split == GpuJpegSettings::Split::kGpu) return 0;
+  const int64_t ideal = eligible - jpegs_for_the_cpu(eligible, forced, cpu_rate, gpu_rate);
+  return eligible - jpegs_for_the_gpu(eligible, ideal, prepared, slack);
+}
+
 #ifdef RESNET_WITH_NVJPEG
 namespace {
 

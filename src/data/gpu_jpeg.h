@@ -101,14 +101,21 @@ struct GpuJpegSettings {
   // the CPU finish together at their measured rates (jpegs_for_the_cpu); kGpu, every JPEG the
   // decoder takes, the CPU only the files it refuses. (With fixed counts, beside the training step,
   // a call of the hardware decoder took about as long whatever the images it had among its
-  // fillers: 90-120 ms for 25 or 150 of them; the balanced split, reading that as a slow GPU, gave
-  // it 29-38% of the images, and the CPU's 16 cores decoded the rest. H200, 2026-12-02.)
+  // fillers: 92-118 ms, median, for 25 or for 150 of them with five gathers at once; the balanced
+  // split, reading that as a slow GPU, gave it 29-38% of the images, and the CPU's 16 cores
+  // decoded the rest. H200, 2026-12-02.)
   enum class Split { kBalanced, kGpu };
   Split split = Split::kBalanced;
   // The settings the environment gives; a UsageError naming the variable for a value it does not
   // know (RESNET_NVJPEG_SPLIT: "balanced" or "gpu").
   static GpuJpegSettings from_environment();
 };
+
+// How many of a batch's `eligible` JPEGs go to the CPU, the last ones: with Split::kGpu none; with
+// kBalanced jpegs_for_the_cpu's share at the measured rates, less what keeps the decoder at the
+// count it is `prepared` for (jpegs_for_the_gpu, within `slack`).
+int64_t jpegs_moved_to_the_cpu(GpuJpegSettings::Split split, int64_t eligible, int64_t forced, double cpu_rate,
+                               double gpu_rate, int64_t prepared, int64_t slack);
 
 // A decoder for CUDA device `device_index`, or none (nullptr) where this build lacks nvJPEG or
 // nvJPEG cannot start on that GPU (the reason in `why`). No settings given: from_environment().

@@ -120,7 +120,7 @@ class StreamingSource : public ImageSource {
       : index_(std::move(index)), skip_bad_(skip_bad), keep_side_(keep_side),
         labels_(torch::tensor(index_.labels, torch::kLong)) {
     gathers_ = streamed_gathers_at_once(gpu_decode_device >= 0);
-    if (gpu_decode_device >= 0) gpu_takes_all_ = GpuJpegSettings::from_environment().split == GpuJpegSettings::Split::kGpu;
+    if (gpu_decode_device >= 0) split_ = GpuJpegSettings::from_environment().split;
     for (int k = 0; gpu_decode_device >= 0 && k < gathers_; ++k) {
       std::string why;
       auto decoder = make_gpu_jpeg_decoder(gpu_decode_device, why);
@@ -135,11 +135,11 @@ class StreamingSource : public ImageSource {
       // more): the batches then do not depend on which decoder a gather took.
       if (k > 0 && decoder->backend() != backend_) break;
       backend_ = decoder->backend();
-      allocators_note_.clear();
-      if (!decoder->preallocates() && backend_ == "hardware") allocators_note_ += ", buffers not pre-allocated";
-      if (!decoder->fixed_count()) allocators_note_ += ", counts not fixed";
-      if (decoder->pipelined()) allocators_note_ += ", pipelined";
-      if (gpu_takes_all_) allocators_note_ += ", every JPEG it takes";
+      decoders_note_.clear();
+      if (!decoder->preallocates() && backend_ == "hardware") decoders_note_ += ", buffers not pre-allocated";
+      if (!decoder->fixed_count()) decoders_note_ += ", counts not fixed";
+      if (decoder->pipelined()) decoders_note_ += ", pipelined";
+      if (split_ == GpuJpegSettings::Split::kGpu) decoders_note_ += ", every JPEG it takes";
       idle_decoders_.push_back(std::move(decoder));
     }
   }
@@ -152,7 +152,7 @@ class StreamingSource : public ImageSource {
   }
   int gathers_at_once() const override { return gathers_; }
   std::string description() const override {
-    return index_.dir + " (image folder, streamed" + (backend_.empty() ? "" : ", JPEGs decoded on the GPU: nvJPEG " + backend_ + allocators_note_) + ")";
+    return index_.dir + " (image folder, streamed" + (backend_.empty() ? "" : ", JPEGs decoded on the GPU: nvJPEG " + backend_ + decoders_note_) + ")";
   }
 
   RawBatch gather(const torch::Tensor& indices, const torch::Device& device, const CropPlan* plan = nullptr) override {
@@ -339,15 +339,14 @@ class StreamingSource : public ImageSource {
     // batch is in shuffled order). The decoder keeps the count it is set up for where that is
     // within 1/16 of the batch of the balanced split (setting nvJPEG up again frees and allocates
     // its buffers).
-    int64_t moved = 0;
-    const auto eligible = static_cast<int64_t>(on_gpu.size());
-    if (!gpu_takes_all_) {
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        moved = jpegs_for_the_cpu(eligible, static_cast<int64_t>(on_cpu.size()), cpu_rate_, gpu_rate_);
-      }
-      moved = eligible - jpegs_for_the_gpu(eligible, eligible - moved, decoder->prepared_for(), std::max<int64_t>(4, n / 16));
+    double cpu_rate = 0, gpu_rate = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cpu_rate = cpu_rate_, gpu_rate = gpu_rate_;
     }
+    const int64_t moved =
+        jpegs_moved_to_the_cpu(split_, static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()), cpu_rate,
+                               gpu_rate, decoder->prepared_for(), std::max<int64_t>(4, n / 16));
     on_cpu.insert(on_cpu.end(), on_gpu.end() - moved, on_gpu.end());
     on_gpu.resize(on_gpu.size() - static_cast<size_t>(moved));
     // A slot in the batch for each file read; one that then fails to decode loses it at the end.
@@ -511,10 +510,10 @@ class StreamingSource : public ImageSource {
   bool skip_bad_;
   int64_t keep_side_;
   int gathers_ = 1;  // (the constructor sets it)
-  bool gpu_takes_all_ = false;  // RESNET_NVJPEG_SPLIT=gpu: every JPEG a decoder takes goes to it
+  GpuJpegSettings::Split split_ = GpuJpegSettings::Split::kBalanced;  // --gpu-decode's (RESNET_NVJPEG_SPLIT)
   torch::Tensor labels_;
   std::string backend_;  // --gpu-decode's nvJPEG backend, where it started ("": the CPU decodes)
-  std::string allocators_note_;  // for the description, where the decoders free and allocate as they decode
+  std::string decoders_note_;  // for the description: how the decoders differ from the defaults
   std::atomic<int64_t> batches_refused_{0};
   mutable std::mutex mutex_;  // guards what follows
   std::condition_variable decoder_free_;

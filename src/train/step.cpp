@@ -180,7 +180,7 @@ torch::Tensor TrainStep::run(const torch::Tensor& images, const torch::Tensor& l
 }
 
 bool TrainStep::set_mix(const MixOptions& mix) {
-  if (mix.mixup_alpha == options_.mix.mixup_alpha && mix.cutmix_alpha == options_.mix.cutmix_alpha) return false;
+  if (mix == options_.mix) return false;
   options_.mix = mix;
   drop_graph();
   return true;

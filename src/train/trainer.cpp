@@ -391,6 +391,12 @@ void Run::build_model() {
     reporter.message("Progressive resizing: training images at " + sizes + "; tests at " + std::to_string(o.image_size) +
                      " px");
   }
+  if (o.mixup_off_epoch > 0)
+    reporter.message(o.mixup_off_epoch < o.epochs
+                         ? "Mixup and CutMix in epochs 1-" + std::to_string(o.mixup_off_epoch) + ", off from epoch " +
+                               std::to_string(o.mixup_off_epoch + 1) + " (--mixup-off-epoch)"
+                         : "Mixup and CutMix to the end: --mixup-off-epoch " + std::to_string(o.mixup_off_epoch) +
+                               " is not below --epochs " + std::to_string(o.epochs));
   step = std::make_unique<TrainStep>(*model, *optimizer, step_options, device);
   eval_step = std::make_unique<EvalStep>(*model, step_options, device);
 }
@@ -579,8 +585,8 @@ bool Run::run_epoch(int64_t epoch) {
   // in a run resumed after that epoch)
   const bool mixing = o.mix.enabled() && (o.mixup_off_epoch == 0 || epoch < o.mixup_off_epoch);
   if (step->set_mix(mixing ? o.mix : MixOptions{}))
-    reporter.message("Mixup and CutMix off from this epoch on (--mixup-off-epoch " + std::to_string(o.mixup_off_epoch) +
-                     ")");
+    reporter.message("Mixup and CutMix off (--mixup-off-epoch " + std::to_string(o.mixup_off_epoch) + ": from epoch " +
+                     std::to_string(o.mixup_off_epoch + 1) + " on)");
   train_loader->start_epoch(epoch, state.batch);
   const auto t0 = Clock::now();
   auto last_log = t0;
