@@ -25,7 +25,9 @@
 # allocating its buffers as it decodes (RESNET_NVJPEG_PREALLOCATE=0), "gpu-pipeline" its hardware
 # decoder with its pipeline (RESNET_NVJPEG_PIPELINE=1; off by default); each may add environment
 # settings for its run after colons, as "gpu:RESNET_NVJPEG_SPLIT=gpu:RESNET_GATHERS_AT_ONCE=4" (the
-# nvJPEG settings the caller exported do not reach the runs). PARTS picks the parts (default
+# nvJPEG settings the caller exported do not reach the runs); a run named again runs again, its logs
+# named NAME-2, NAME-3 (pairs in turn: "gpu gpu:RESNET_NVJPEG_SPLIT=0.6 gpu gpu:RESNET_NVJPEG_SPLIT=0.6").
+# PARTS picks the parts (default
 # "decode gather loader bench beside train dali"; the folder is written whatever it says). TRACE=1
 # adds a traced run of the loader beside the step (see 3.). TESTS=REGEX runs those tests first
 # (device_run.sh's; BUILD_TARGETS then names their binaries beside resnet and data_bench).
@@ -115,11 +117,15 @@ if part beside; then
   done
 fi | tee "$out/loader-beside.jsonl"
 traces=()  # this call's loader traces
+declare -A seen=()  # how many times each run has come so far
 part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
   flags=(--gpu-decode)
   [[ $run == cpu || $run == cpu:* ]] && flags=()
   read -r -a settings <<< "${run_settings[$run]}"
   name=${run//[^A-Za-z0-9_.-]/_}
+  # a run given twice (to pair two settings in turn) keeps each its own logs: name-2, name-3, ...
+  repeat=$((${seen[$name]:-0} + 1)); seen[$name]=$repeat
+  [ "$repeat" -gt 1 ] && name+="-$repeat"
   rm -f "$out/loader-trace-$name.csv"
   # (the defaults first, so that what the caller exported does not reach the run; its own after)
   env RESNET_NVJPEG_PREALLOCATE=1 RESNET_NVJPEG_FIXED_COUNT=1 RESNET_NVJPEG_PIPELINE=0 RESNET_NVJPEG_SPLIT=balanced \

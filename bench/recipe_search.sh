@@ -66,6 +66,9 @@ case "${1:-}" in
   --collect)
     shift
     deadline=$(($(date +%s) + ${WAIT:-0}))
+    for name in "$@"; do  # no log: this is a fresh machine, the one that ran it was handed back
+      [ -f "$logs/train-$name.log" ] || { echo "--collect: no run $name on this machine ($logs/train-$name.log: none); a machine left idle is handed back with its runs" >&2; exit 3; }
+    done
     for name in "$@"; do
       until grep -q "^$name: exit" "$logs/train-$name.log" 2>/dev/null || [ "$(date +%s)" -ge $deadline ]; do
         sleep 5

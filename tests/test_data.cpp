@@ -1591,20 +1591,36 @@ TEST(GpuJpeg, TheDecoderKeepsItsCountWhereTheSplitAllows) {
   EXPECT_EQ(jpegs_for_the_gpu(0, 0, 210, 16), 0);
 }
 
-TEST(GpuJpeg, TheGpuSplitMovesNoJpegToTheCpu) {
+TEST(GpuJpeg, TheSplitDecidesWhatMovesToTheCpu) {
   // RESNET_NVJPEG_SPLIT=gpu: none of the GPU's JPEGs go to the CPU, whatever the rates and counts;
-  // balanced: jpegs_for_the_cpu's share, kept at the decoder's count where within the slack.
+  // balanced: jpegs_for_the_cpu's share; a share: the rest of it; the last two kept at the
+  // decoder's count where within the slack.
   using resnet::jpegs_moved_to_the_cpu;
   using Split = resnet::GpuJpegSettings::Split;
-  EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kBalanced, 256, 0, 100, 100, 0, 16), 128);
-  EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kBalanced, 230, 26, 3000, 1000, 0, 16), 166);  // (230 x 3 - 26) / 4
-  EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kBalanced, 230, 26, 3000, 1000, 70, 16), 160);  // kept at 70
-  EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kBalanced, 200, 0, 0, 0, 0, 16), 25);  // an eighth, to measure the CPU
+  const auto split = [](Split how, double share = 1) {
+    resnet::GpuJpegSettings s;
+    s.split = how;
+    s.gpu_share = share;
+    return s;
+  };
+  const auto balanced = split(Split::kBalanced);
+  EXPECT_EQ(jpegs_moved_to_the_cpu(balanced, 256, 0, 100, 100, 0, 16), 128);
+  EXPECT_EQ(jpegs_moved_to_the_cpu(balanced, 230, 26, 3000, 1000, 0, 16), 166);  // (230 x 3 - 26) / 4
+  EXPECT_EQ(jpegs_moved_to_the_cpu(balanced, 230, 26, 3000, 1000, 70, 16), 160);  // kept at 70
+  EXPECT_EQ(jpegs_moved_to_the_cpu(balanced, 200, 0, 0, 0, 0, 16), 25);  // an eighth, to measure the CPU
   for (const auto& [eligible, forced, cpu, gpu, prepared] :
        std::vector<std::tuple<int64_t, int64_t, double, double, int64_t>>{
            {256, 0, 100, 100, 0}, {230, 26, 3000, 1000, 70}, {200, 0, 0, 0, 0}, {100, 0, 1e6, 1, 256}, {0, 5, 1, 1, 0}})
-    EXPECT_EQ(jpegs_moved_to_the_cpu(Split::kGpu, eligible, forced, cpu, gpu, prepared, 16), 0)
+    EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kGpu), eligible, forced, cpu, gpu, prepared, 16), 0)
         << eligible << " " << forced << " " << cpu << " " << gpu << " " << prepared;
+  // A share ignores the rates: 60% of 230 is 138 on the GPU, 92 moved; kept at a count of 140
+  // (within 16), not at 100; a share of 1 moves none.
+  EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 0.6), 230, 26, 3000, 1000, 0, 16), 92);
+  EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 0.6), 230, 26, 0, 0, 0, 16), 92);
+  EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 0.6), 230, 0, 1, 1e6, 140, 16), 90);
+  EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 0.6), 230, 0, 1, 1e6, 100, 16), 92);
+  EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 1.0), 230, 0, 1e6, 1, 0, 16), 0);
+  EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 0.6), 0, 9, 1, 1, 0, 16), 0);
 }
 
 TEST(GpuJpeg, AnUnknownBackendIsRefusedByName) {
@@ -1645,7 +1661,8 @@ TEST(GpuJpeg, TheEnvironmentSetsThePipelineOnlyWhenAskedTo) {
 
 TEST(GpuJpeg, TheEnvironmentPicksTheSplit) {
   // RESNET_NVJPEG_SPLIT: unset or "balanced", the balanced split; "gpu", every JPEG the decoder
-  // takes; anything else refused with the variable's name and the value given.
+  // takes; a number over 0 and at most 1, that share; anything else refused with the variable's
+  // name and the value given.
   using Split = resnet::GpuJpegSettings::Split;
   {
     const resnet::test::ScopedEnv unset("RESNET_NVJPEG_SPLIT", nullptr);
@@ -1659,14 +1676,22 @@ TEST(GpuJpeg, TheEnvironmentPicksTheSplit) {
     const resnet::test::ScopedEnv gpu("RESNET_NVJPEG_SPLIT", "gpu");
     EXPECT_EQ(resnet::GpuJpegSettings::from_environment().split, Split::kGpu);
   }
-  const resnet::test::ScopedEnv bad("RESNET_NVJPEG_SPLIT", "GPU ");
-  try {
-    resnet::GpuJpegSettings::from_environment();
-    ADD_FAILURE() << "RESNET_NVJPEG_SPLIT='GPU ' was taken";
-  } catch (const resnet::UsageError& e) {
-    expect_contains(e.what(), "RESNET_NVJPEG_SPLIT");
-    expect_contains(e.what(), "balanced or gpu");
-    expect_contains(e.what(), "'GPU '");
+  for (const auto& [text, share] : std::vector<std::pair<const char*, double>>{{"0.6", 0.6}, {"1", 1.0}, {".25", 0.25}}) {
+    const resnet::test::ScopedEnv given("RESNET_NVJPEG_SPLIT", text);
+    const auto settings = resnet::GpuJpegSettings::from_environment();
+    EXPECT_EQ(settings.split, Split::kShare) << text;
+    EXPECT_DOUBLE_EQ(settings.gpu_share, share) << text;
+  }
+  for (const char* bad_value : {"GPU ", "0", "-0.5", "1.5", "0.6x", "nan", ""}) {
+    const resnet::test::ScopedEnv bad("RESNET_NVJPEG_SPLIT", bad_value);
+    try {
+      resnet::GpuJpegSettings::from_environment();
+      ADD_FAILURE() << "RESNET_NVJPEG_SPLIT='" << bad_value << "' was taken";
+    } catch (const resnet::UsageError& e) {
+      expect_contains(e.what(), "RESNET_NVJPEG_SPLIT");
+      expect_contains(e.what(), "balanced, gpu or the share");
+      expect_contains(e.what(), std::string("'") + bad_value + "'");
+    }
   }
 }
 
@@ -1958,8 +1983,9 @@ TEST(GpuJpeg, StreamedBatchesMixBothDecoders) {
 TEST(GpuJpeg, TheGpuSplitLeavesTheCpuOnlyTheFilesItRefuses) {
   // RESNET_NVJPEG_SPLIT=gpu: in every batch (gpu/'s files 12 times over, so that from the second
   // the rates measured could move JPEGs beyond the decoder's slack) nvJPEG decodes each file it
-  // takes and the CPU only the others; the batch is the CPU path's within the decoders'
-  // differences, and the source says so. (Which split moves what: TheGpuSplitMovesNoJpegToTheCpu.)
+  // takes and the CPU only the others; =0.5, half the files it takes (rounded) and the CPU the
+  // rest; the batch is the CPU path's within the decoders' differences, and the source says which
+  // split it runs. (Which split moves what: TheSplitDecidesWhatMovesToTheCpu.)
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   std::string why;
   auto probe = resnet::make_gpu_jpeg_decoder(0, why);
@@ -1973,17 +1999,20 @@ TEST(GpuJpeg, TheGpuSplitLeavesTheCpuOnlyTheFilesItRefuses) {
   const auto all = torch::arange(n).repeat({kTimes});
   const torch::Device cuda(torch::kCUDA, 0);
   const auto cpu = resnet::streaming_source(index, false)->gather(all, cuda);
-  const resnet::test::ScopedEnv split("RESNET_NVJPEG_SPLIT", "gpu");
-  const auto gpu_source = resnet::streaming_source(index, false, 0);
-  expect_contains(gpu_source->description(), "every JPEG it takes");
-  for (int round = 0; round < 4; ++round) {
-    const auto gpu = gpu_source->gather(all, cuda);
-    EXPECT_EQ(gpu.decode.gpu_images, kTimes * taken) << "round " << round;
-    EXPECT_EQ(gpu.decode.cpu_images, kTimes * (n - taken)) << "round " << round;
-    ASSERT_TRUE(torch::equal(cpu.sizes, gpu.sizes)) << "round " << round;
-    EXPECT_TRUE(torch::equal(cpu.labels.cpu(), gpu.labels.cpu())) << "round " << round;
-    const auto diff = (cpu.images.to(torch::kFloat) - gpu.images.to(torch::kFloat)).abs();
-    EXPECT_LE(diff.mean().item<double>(), 8.0) << "round " << round;
+  for (const auto& [value, note, on_gpu] : std::vector<std::tuple<const char*, const char*, int64_t>>{
+           {"gpu", "every JPEG it takes", kTimes * taken}, {"0.5", "50% of the JPEGs it takes", (kTimes * taken + 1) / 2}}) {
+    const resnet::test::ScopedEnv split("RESNET_NVJPEG_SPLIT", value);
+    const auto gpu_source = resnet::streaming_source(index, false, 0);
+    expect_contains(gpu_source->description(), note);
+    for (int round = 0; round < 4; ++round) {
+      const auto gpu = gpu_source->gather(all, cuda);
+      EXPECT_EQ(gpu.decode.gpu_images, on_gpu) << value << ", round " << round;
+      EXPECT_EQ(gpu.decode.cpu_images, kTimes * n - on_gpu) << value << ", round " << round;
+      ASSERT_TRUE(torch::equal(cpu.sizes, gpu.sizes)) << value << ", round " << round;
+      EXPECT_TRUE(torch::equal(cpu.labels.cpu(), gpu.labels.cpu())) << value << ", round " << round;
+      const auto diff = (cpu.images.to(torch::kFloat) - gpu.images.to(torch::kFloat)).abs();
+      EXPECT_LE(diff.mean().item<double>(), 8.0) << value << ", round " << round;
+    }
   }
 }
 

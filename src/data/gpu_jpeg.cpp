@@ -31,11 +31,17 @@ GpuJpegSettings GpuJpegSettings::from_environment() {
   const char* backend = std::getenv("RESNET_NVJPEG_BACKEND");
   s.backend = backend ? backend : "";
   if (const char* split = std::getenv("RESNET_NVJPEG_SPLIT")) {
+    char* end = nullptr;
+    const double share = std::strtod(split, &end);
     if (std::strcmp(split, "gpu") == 0) {
       s.split = Split::kGpu;
+    } else if (end != split && *end == '\0' && share > 0 && share <= 1) {
+      s.split = Split::kShare;
+      s.gpu_share = share;
     } else if (std::strcmp(split, "balanced") != 0) {
-      throw UsageError(std::string("environment variable RESNET_NVJPEG_SPLIT must be balanced or gpu (got '") + split +
-                       "')");
+      throw UsageError(std::string("environment variable RESNET_NVJPEG_SPLIT must be balanced, gpu or the share of the "
+                                   "JPEGs nvJPEG decodes, over 0 and at most 1 (got '") +
+                       split + "')");
     }
   }
   return s;
@@ -54,10 +60,14 @@ int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int
   return ideal;
 }
 
-int64_t jpegs_moved_to_the_cpu(GpuJpegSettings::Split split, int64_t eligible, int64_t forced, double cpu_rate,
+int64_t jpegs_moved_to_the_cpu(const GpuJpegSettings& how, int64_t eligible, int64_t forced, double cpu_rate,
                                double gpu_rate, int64_t prepared, int64_t slack) {
-  if (split == GpuJpegSettings::Split::kGpu) return 0;
-  const int64_t ideal = eligible - jpegs_for_the_cpu(eligible, forced, cpu_rate, gpu_rate);
+  using Split = GpuJpegSettings::Split;
+  if (how.split == Split::kGpu || eligible <= 0) return 0;
+  const int64_t ideal =
+      how.split == Split::kShare
+          ? std::clamp<int64_t>(std::llround(static_cast<double>(eligible) * how.gpu_share), 0, eligible)
+          : eligible - jpegs_for_the_cpu(eligible, forced, cpu_rate, gpu_rate);
   return eligible - jpegs_for_the_gpu(eligible, ideal, prepared, slack);
 }
 

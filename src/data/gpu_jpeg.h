@@ -84,7 +84,7 @@ int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int
 // from batch to batch (each such free waits for all the GPU's queued work, the training step's
 // included), and how a batch's JPEGs are split between it and the CPU. The environment variables
 // RESNET_NVJPEG_BACKEND, RESNET_NVJPEG_PREALLOCATE=0, RESNET_NVJPEG_FIXED_COUNT=0,
-// RESNET_NVJPEG_PIPELINE=1 and RESNET_NVJPEG_SPLIT=gpu set them, to measure what each gives
+// RESNET_NVJPEG_PIPELINE=1 and RESNET_NVJPEG_SPLIT=gpu|SHARE set them, to measure what each gives
 // (PREALLOCATE, FIXED_COUNT and PIPELINE: "0" is off, any other value on).
 struct GpuJpegSettings {
   bool preallocate = true;  // the hardware decoder's buffers set up ahead for the largest images seen
@@ -103,18 +103,23 @@ struct GpuJpegSettings {
   // a call of the hardware decoder took about as long whatever the images it had among its
   // fillers: 92-118 ms, median, for 25 or for 150 of them with five gathers at once; the balanced
   // split, reading that as a slow GPU, gave it 29-38% of the images, and the CPU's 16 cores
-  // decoded the rest. H200, 2026-12-02.)
-  enum class Split { kBalanced, kGpu };
+  // decoded the rest. H200, 2026-12-02.) kShare (RESNET_NVJPEG_SPLIT=0.6, say): that share of the
+  // JPEGs the decoder takes, the rest to the CPU. (The gpu split measured 9-10% slower than the
+  // balanced one in training, its nvJPEG call then taking 155-180 ms for 90% of the images against
+  // 95-150 ms for 27-50%: the hardware engines have a ceiling too; H200, 2026-12-02, sixth session.)
+  enum class Split { kBalanced, kGpu, kShare };
   Split split = Split::kBalanced;
+  double gpu_share = 1;  // kShare's share, in (0, 1]
   // The settings the environment gives; a UsageError naming the variable for a value it does not
-  // know (RESNET_NVJPEG_SPLIT: "balanced" or "gpu").
+  // know (RESNET_NVJPEG_SPLIT: "balanced", "gpu" or a share over 0 and at most 1).
   static GpuJpegSettings from_environment();
 };
 
-// How many of a batch's `eligible` JPEGs go to the CPU, the last ones: with Split::kGpu none; with
-// kBalanced jpegs_for_the_cpu's share at the measured rates, less what keeps the decoder at the
-// count it is `prepared` for (jpegs_for_the_gpu, within `slack`).
-int64_t jpegs_moved_to_the_cpu(GpuJpegSettings::Split split, int64_t eligible, int64_t forced, double cpu_rate,
+// How many of a batch's `eligible` JPEGs go to the CPU, the last ones, by `how`'s split: with
+// Split::kGpu none; with kBalanced jpegs_for_the_cpu's share at the measured rates; with kShare the
+// rest of the GPU's share; the last two less what keeps the decoder at the count it is `prepared`
+// for (jpegs_for_the_gpu, within `slack`).
+int64_t jpegs_moved_to_the_cpu(const GpuJpegSettings& how, int64_t eligible, int64_t forced, double cpu_rate,
                                double gpu_rate, int64_t prepared, int64_t slack);
 
 // A decoder for CUDA device `device_index`, or none (nullptr) where this build lacks nvJPEG or

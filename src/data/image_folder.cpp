@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -120,10 +121,10 @@ class StreamingSource : public ImageSource {
       : index_(std::move(index)), skip_bad_(skip_bad), keep_side_(keep_side),
         labels_(torch::tensor(index_.labels, torch::kLong)) {
     gathers_ = streamed_gathers_at_once(gpu_decode_device >= 0);
-    if (gpu_decode_device >= 0) split_ = GpuJpegSettings::from_environment().split;
+    if (gpu_decode_device >= 0) jpeg_settings_ = GpuJpegSettings::from_environment();
     for (int k = 0; gpu_decode_device >= 0 && k < gathers_; ++k) {
       std::string why;
-      auto decoder = make_gpu_jpeg_decoder(gpu_decode_device, why);
+      auto decoder = make_gpu_jpeg_decoder(gpu_decode_device, why, jpeg_settings_);
       if (!decoder) {  // (a second that fails leaves one, which the gathers then take in turn)
         if (k == 0) {
           log_warning("--gpu-decode: " + why + "; decoding on the CPU");
@@ -139,7 +140,9 @@ class StreamingSource : public ImageSource {
       if (!decoder->preallocates() && backend_ == "hardware") decoders_note_ += ", buffers not pre-allocated";
       if (!decoder->fixed_count()) decoders_note_ += ", counts not fixed";
       if (decoder->pipelined()) decoders_note_ += ", pipelined";
-      if (split_ == GpuJpegSettings::Split::kGpu) decoders_note_ += ", every JPEG it takes";
+      if (jpeg_settings_.split == GpuJpegSettings::Split::kGpu) decoders_note_ += ", every JPEG it takes";
+      if (jpeg_settings_.split == GpuJpegSettings::Split::kShare)
+        decoders_note_ += ", " + std::to_string(std::lround(100 * jpeg_settings_.gpu_share)) + "% of the JPEGs it takes";
       idle_decoders_.push_back(std::move(decoder));
     }
   }
@@ -335,17 +338,17 @@ class StreamingSource : public ImageSource {
       }
     }
     const double headers_s = seconds_since(headers_start);
-    // The CPU's share of the GPU's JPEGs (none where RESNET_NVJPEG_SPLIT=gpu): the last ones (the
-    // batch is in shuffled order). The decoder keeps the count it is set up for where that is
-    // within 1/16 of the batch of the balanced split (setting nvJPEG up again frees and allocates
-    // its buffers).
+    // The CPU's share of the GPU's JPEGs (none where RESNET_NVJPEG_SPLIT=gpu, the rest of a share
+    // it names): the last ones (the batch is in shuffled order). The decoder keeps the count it is
+    // set up for where that is within 1/16 of the batch of the split's (setting nvJPEG up again
+    // frees and allocates its buffers).
     double cpu_rate = 0, gpu_rate = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       cpu_rate = cpu_rate_, gpu_rate = gpu_rate_;
     }
     const int64_t moved =
-        jpegs_moved_to_the_cpu(split_, static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()), cpu_rate,
+        jpegs_moved_to_the_cpu(jpeg_settings_, static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()), cpu_rate,
                                gpu_rate, decoder->prepared_for(), std::max<int64_t>(4, n / 16));
     on_cpu.insert(on_cpu.end(), on_gpu.end() - moved, on_gpu.end());
     on_gpu.resize(on_gpu.size() - static_cast<size_t>(moved));
@@ -510,7 +513,7 @@ class StreamingSource : public ImageSource {
   bool skip_bad_;
   int64_t keep_side_;
   int gathers_ = 1;  // (the constructor sets it)
-  GpuJpegSettings::Split split_ = GpuJpegSettings::Split::kBalanced;  // --gpu-decode's (RESNET_NVJPEG_SPLIT)
+  GpuJpegSettings jpeg_settings_;  // --gpu-decode's, from the environment (RESNET_NVJPEG_*), read once
   torch::Tensor labels_;
   std::string backend_;  // --gpu-decode's nvJPEG backend, where it started ("": the CPU decodes)
   std::string decoders_note_;  // for the description: how the decoders differ from the defaults
