@@ -237,6 +237,9 @@ void loader(const std::string& folder, const std::string& device_name, int64_t b
                          {"headers_ms_per_batch", 1000 * d.headers_s / all},
                          {"gpu_ms_per_batch", 1000 * d.gpu_s / all},
                          {"gpu_setups_per_batch", static_cast<double>(d.gpu_setups) / all},
+                         {"zeros_ms_per_batch", 1000 * d.zeros_s / all},
+                         {"cpu_wait_ms_per_batch", 1000 * d.cpu_wait_s / all},
+                         {"upload_ms_per_batch", 1000 * d.upload_s / all},
                          {"cpu_ms_per_batch", 1000 * d.cpu_s / all}};
   }
   std::cout << out.dump() << std::endl;

@@ -9,7 +9,10 @@ the rest ("on time"), each group's median, in ms: how long before next() took it
 asked for (the look-ahead; a batch gathered ahead during the epoch before counts its seconds there,
 which the median leaves aside), how long it sat queued before a gathering thread started it, how
 long its gathering took, and the gathering's parts as the source counted them (reading, headers,
-nvJPEG's decode, the CPU's decode, each summed over the threads that did them). A late batch whose
+nvJPEG's decode, the CPU's decode, each summed over the threads that did them; where the trace has
+them, the rest of a GPU gather: the batch zeroed before nvJPEG, the wait for the CPU's part after
+nvJPEG's call, the CPU's rows uploaded; and "other", the gathering less all its parts but the CPU's
+decode, which runs beside nvJPEG's). A late batch whose
 gathering took longer than the others' points at the decoding; one that started late, at too few
 gathers at once. Each epoch also says what share of its images nvJPEG decoded and how often a
 decoder set nvJPEG up again (the gpu_setups column; '-' for a trace written before it). Rows cut short (a run stopped while writing) are left out. Standard library only."""
@@ -25,6 +28,14 @@ PARTS = {
     'nvJPEG': lambda r: r['gpu_s'],
     'CPU decode': lambda r: r['cpu_s'],
     'waited': lambda r: r['waited_s'],
+}
+# A GPU gather's other parts (traces written since 2026-12-02's sixth session), shown where present
+GPU_PARTS = {
+    'zeros': lambda r: r['zeros_s'],
+    'CPU wait': lambda r: r['cpu_wait_s'],
+    'upload': lambda r: r['upload_s'],
+    'other': lambda r: (r['gathered_s'] - r['started_s'] - r['read_s'] - r['headers_s'] - r['zeros_s'] - r['gpu_s']
+                        - r['cpu_wait_s'] - r['upload_s']),
 }
 
 
@@ -48,9 +59,12 @@ def main():
         if not rows:
             print('(no training batches)')
             continue
+        parts = dict(PARTS)
+        if all('upload_s' in r for r in rows):
+            parts.update(GPU_PARTS)
         print(f'| epoch | batches | waited, s | late (over {LATE_MS:g} ms) | GPU share of the images | nvJPEG set-ups | group | '
-              + ' | '.join(PARTS) + ' |')
-        print('|' + '---|' * (7 + len(PARTS)))
+              + ' | '.join(parts) + ' |')
+        print('|' + '---|' * (7 + len(parts)))
         for epoch in sorted({int(r['epoch']) for r in rows}):
             mine = [r for r in rows if int(r['epoch']) == epoch]
             late = [r for r in mine if 1000 * r['waited_s'] > LATE_MS]
@@ -62,7 +76,7 @@ def main():
             for group, members in (('late', late), ('on time', [r for r in mine if r not in late])):
                 if not members:
                     continue
-                cells = ' | '.join(f'{1000 * statistics.median(f(r) for r in members):.1f}' for f in PARTS.values())
+                cells = ' | '.join(f'{1000 * statistics.median(f(r) for r in members):.1f}' for f in parts.values())
                 print(f'| {epoch + 1} | {len(mine)} | {waited:.2f} | {len(late)} | {share} | {setups} | {group} ({len(members)}) | {cells} |')
         print()
 

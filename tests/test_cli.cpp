@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cctype>
-#include <filesystem>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <utility>

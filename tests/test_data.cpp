@@ -742,6 +742,9 @@ class SlowSource : public ForwardingSource {
     auto batch = ForwardingSource::gather(indices, device, plan);
     batch.decode.cpu_images = indices.size(0);  // (as a streamed folder counts its decoding)
     batch.decode.gpu_setups = number;           // (a figure of its own for each batch: the trace's)
+    batch.decode.zeros_s = 0.001 * number;      // (and the GPU gather's parts, each its own multiple)
+    batch.decode.cpu_wait_s = 0.002 * number;
+    batch.decode.upload_s = 0.003 * number;
     return batch;
   }
   std::atomic<int> gathers{0};  // batches gathered so far
@@ -854,7 +857,7 @@ TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
   std::string header, line;
   ASSERT_TRUE(std::getline(in, header));
   EXPECT_EQ(header, "loader,epoch,batch,images,asked_s,started_s,gathered_s,taken_s,handed_s,waited_s,gpu_images,"
-                    "cpu_images,read_s,headers_s,gpu_s,cpu_s,gpu_setups");
+                    "cpu_images,read_s,headers_s,gpu_s,cpu_s,gpu_setups,zeros_s,cpu_wait_s,upload_s");
   std::vector<std::string> order;
   int64_t train_images = 0;
   double waited_rows = 0;
@@ -863,7 +866,7 @@ TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
     std::vector<std::string> f;
     std::stringstream fields(line);
     for (std::string v; std::getline(fields, v, ',');) f.push_back(v);
-    ASSERT_EQ(f.size(), 17u) << line;
+    ASSERT_EQ(f.size(), 20u) << line;
     order.push_back(f[0] + " " + f[1] + "." + f[2]);
     const double asked = std::stod(f[4]), started = std::stod(f[5]), gathered = std::stod(f[6]);
     const double taken = std::stod(f[7]), handed = std::stod(f[8]), waited = std::stod(f[9]);
@@ -888,6 +891,10 @@ TEST(Loader, TracesEachBatchWhereTheEnvironmentSaysSo) {
       EXPECT_GE(gathered - started, 0.025) << "the slow source's 30 ms: " << line;
       EXPECT_EQ(std::stoll(f[11]), std::stoll(f[3])) << "its decoding counts: " << line;
       train_setups.insert(std::stoll(f[16]));
+      const auto gather_number = static_cast<double>(std::stoll(f[16]));
+      EXPECT_NEAR(std::stod(f[17]), 0.001 * gather_number, 1e-9) << "zeros_s: " << line;
+      EXPECT_NEAR(std::stod(f[18]), 0.002 * gather_number, 1e-9) << "cpu_wait_s: " << line;
+      EXPECT_NEAR(std::stod(f[19]), 0.003 * gather_number, 1e-9) << "upload_s: " << line;
     }
   }
   // (the slow source numbers its gathers 1-6 in gpu_setups: each batch's own figure, the train

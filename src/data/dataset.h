@@ -29,11 +29,15 @@ struct DecodeStats {
   double gpu_s = 0, cpu_s = 0, read_s = 0;
   double headers_s = 0;  // with --gpu-decode: the headers read (one thread), after read_s's reading
   int64_t gpu_setups = 0;  // times a GPU decoder set nvJPEG up again (GpuJpegDecoder::setups)
+  // With --gpu-decode, the rest of a gather: the batch zeroed on the GPU before nvJPEG writes it;
+  // after nvJPEG's call, waiting for the CPU's part to end; the CPU's rows uploaded into their slots
+  double zeros_s = 0, cpu_wait_s = 0, upload_s = 0;
 
   DecodeStats& operator+=(const DecodeStats& o) {
     gpu_images += o.gpu_images, cpu_images += o.cpu_images;
     gpu_s += o.gpu_s, cpu_s += o.cpu_s, read_s += o.read_s, headers_s += o.headers_s;
     gpu_setups += o.gpu_setups;
+    zeros_s += o.zeros_s, cpu_wait_s += o.cpu_wait_s, upload_s += o.upload_s;
     return *this;
   }
 };

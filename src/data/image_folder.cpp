@@ -293,9 +293,13 @@ class StreamingSource : public ImageSource {
     return keep;
   }
 
+  // (through raw pointers: a tensor's element access costs microseconds, a batch's 256 of them a millisecond or more)
   torch::Tensor labels_of(const torch::Tensor& idx, const std::vector<int64_t>& keep) const {
+    const auto ids = idx.to(torch::kCPU, torch::kLong).contiguous();
+    const int64_t* id = ids.data_ptr<int64_t>();
     auto labels = torch::empty({static_cast<int64_t>(keep.size())}, torch::kLong);
-    for (size_t b = 0; b < keep.size(); ++b) labels[static_cast<int64_t>(b)] = index_.labels[idx[keep[b]].item<int64_t>()];
+    int64_t* label = labels.data_ptr<int64_t>();
+    for (size_t b = 0; b < keep.size(); ++b) label[b] = index_.labels[static_cast<size_t>(id[keep[b]])];
     return labels;
   }
 
@@ -409,14 +413,16 @@ class StreamingSource : public ImageSource {
     auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index());
     torch::Tensor images;
     std::string refused;
-    double gpu_s = 0;
+    double gpu_s = 0, zeros_s = 0;
     int64_t gpu_setups = 0;
     {
       c10::cuda::CUDAStreamGuard guard(side);
+      const auto zeros_start = Clock::now();
       images = torch::zeros({b, 3, max_h, max_w}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
       // nvJPEG's hardware path has been seen to write without waiting for work queued before it
       // on its stream (torchvision and torchcodec work round it the same way): the zeros first.
       wait_for(side);
+      zeros_s = seconds_since(zeros_start);
       std::vector<const std::vector<uint8_t>*> gpu_files;
       std::vector<int64_t> gpu_slots;
       for (int64_t i : on_gpu) gpu_files.push_back(&bytes[i]), gpu_slots.push_back(slot[i]);
@@ -427,13 +433,16 @@ class StreamingSource : public ImageSource {
       gpu_setups = decoder->setups() - setups;
     }
     lease.reset();  // (decode() waited for its stream: the decoder is another gather's from here)
+    const auto cpu_wait_start = Clock::now();
     const torch::Tensor block = cpu_part.get();
+    const double cpu_wait_s = seconds_since(cpu_wait_start);
     if (!refused.empty()) {
       if (++batches_refused_ == 1)
         log_warning("nvJPEG refused a batch of " + index_.dir + " (" + refused + "); such batches are decoded on the CPU");
       return gather_on_cpu(files, idx, device, plan);
     }
     const std::vector<int64_t> keep = kept(errors);
+    const auto upload_start = Clock::now();
     {
       c10::cuda::CUDAStreamGuard guard(side);
       if (block.numel() > 0) {
@@ -455,16 +464,23 @@ class StreamingSource : public ImageSource {
       }
       wait_for(side);
     }
+    const double upload_s = seconds_since(upload_start);
     c10::cuda::CUDACachingAllocator::recordStream(images.storage().data_ptr(),
                                                   c10::cuda::getDefaultCUDAStream(device.index()));
-    const DecodeStats took{static_cast<int64_t>(on_gpu.size()), static_cast<int64_t>(on_cpu.size()), gpu_s, cpu_s, read_s,
-                           headers_s, gpu_setups};
+    const DecodeStats took{static_cast<int64_t>(on_gpu.size()),
+                           static_cast<int64_t>(on_cpu.size()),
+                           gpu_s,
+                           cpu_s,
+                           read_s,
+                           headers_s,
+                           gpu_setups,
+                           zeros_s,
+                           cpu_wait_s,
+                           upload_s};
     note_rates(took);
     auto sizes = torch::empty({static_cast<int64_t>(keep.size()), 2}, torch::kLong);
-    for (size_t s = 0; s < keep.size(); ++s) {
-      sizes[static_cast<int64_t>(s)][0] = size[keep[s]].height;
-      sizes[static_cast<int64_t>(s)][1] = size[keep[s]].width;
-    }
+    int64_t* hw = sizes.data_ptr<int64_t>();
+    for (size_t s = 0; s < keep.size(); ++s) hw[2 * s] = size[keep[s]].height, hw[2 * s + 1] = size[keep[s]].width;
     RawBatch batch{images, sizes, to_device_beside_compute(labels_of(idx, keep), device)};
     if (plan) attach_regions(batch, decoded, keep);
     batch.decode = took;

@@ -90,7 +90,7 @@ class LoaderTrace {
       throw UsageError("RESNET_LOADER_TRACE: cannot write '" + path + "': " + std::strerror(err));
     }
     std::fputs("loader,epoch,batch,images,asked_s,started_s,gathered_s,taken_s,handed_s,waited_s,gpu_images,"
-               "cpu_images,read_s,headers_s,gpu_s,cpu_s,gpu_setups\n",
+               "cpu_images,read_s,headers_s,gpu_s,cpu_s,gpu_setups,zeros_s,cpu_wait_s,upload_s\n",
                file_);
     std::fflush(file_);
   }
@@ -102,11 +102,11 @@ class LoaderTrace {
   void row(const char* loader, int64_t epoch, int64_t batch, int64_t images, const RawBatch::Times& t, double taken,
            double waited, double handed, const DecodeStats& d) {
     std::lock_guard<std::mutex> lock(mutex_);
-    std::fprintf(file_, "%s,%lld,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%lld\n", loader,
+    std::fprintf(file_, "%s,%lld,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld,%lld,%.6f,%.6f,%.6f,%.6f,%lld,%.6f,%.6f,%.6f\n", loader,
                  static_cast<long long>(epoch), static_cast<long long>(batch), static_cast<long long>(images),
                  t.asked, t.started, t.finished, taken, handed, waited, static_cast<long long>(d.gpu_images),
                  static_cast<long long>(d.cpu_images), d.read_s, d.headers_s, d.gpu_s, d.cpu_s,
-                 static_cast<long long>(d.gpu_setups));
+                 static_cast<long long>(d.gpu_setups), d.zeros_s, d.cpu_wait_s, d.upload_s);
     std::fflush(file_);
   }
 
