@@ -134,6 +134,7 @@ part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
     --checkpoint-dir "/tmp/ck-inet-$name" --restart > "$out/train-$name.log" 2>&1
   echo "train ($run) exit $?"
   echo "$run" > "$out/train-$name.what"
+  echo "$repeat" > "$out/train-$name.repeat"
   echo "$name" >> "$out/train-runs.txt"
   cp "/tmp/ck-inet-$name/resnet50/metrics.csv" "$out/metrics-inet-$name.csv" 2>/dev/null
   [ -f "$out/loader-trace-$name.csv" ] && traces+=("$out/loader-trace-$name.csv")
@@ -166,7 +167,9 @@ def split(d):  # a gather's parts with nvJPEG, ms each (data_bench's gpu_decode)
         return ''
     return (f"; a gather: reading {g['read_ms_per_batch']:.1f} ms, headers {g['headers_ms_per_batch']:.1f}, "
             f"GPU decode {g['gpu_ms_per_batch']:.1f} ({100 * g['gpu_share']:.0f}% of the images), "
-            f"CPU decode {g['cpu_ms_per_batch']:.1f}; nvJPEG set up {g.get('gpu_setups_per_batch', 0):.2f} times a batch")
+            f"CPU decode {g['cpu_ms_per_batch']:.1f}; nvJPEG set up {g.get('gpu_setups_per_batch', 0):.2f} times a batch"
+            + (f"; zeros {g['zeros_ms_per_batch']:.1f}, waiting for the CPU's part {g['cpu_wait_ms_per_batch']:.1f}, "
+               f"its upload {g['upload_ms_per_batch']:.1f}" if 'upload_ms_per_batch' in g else ''))
 for name in ('loader.jsonl', 'loader-beside.jsonl'):
     for d in last_json(name):
         how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
@@ -200,6 +203,12 @@ for name in runs:
     how = {'cpu': 'CPU', 'gpu': 'GPU', 'gpu-no-prealloc': 'GPU (buffers not pre-allocated)',
            'gpu-pipeline': 'GPU (pipelined)'}.get(decode, decode)
     given = f" ({', '.join(settings)})" if settings else ''
+    try:  # a run given again: which time (its logs NAME-2, ...)
+        repeat = int(open(f'{out}/train-{name}.repeat').read())
+    except (OSError, ValueError):
+        repeat = 1
+    if repeat > 1:
+        given += f", run {repeat}"
     try:
         epochs = list(csv.DictReader(open(path)))
         # each epoch's last line (" Top-5 accuracy: ..." or " Not tested ..."), in order

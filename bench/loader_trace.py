@@ -12,7 +12,7 @@ long its gathering took, and the gathering's parts as the source counted them (r
 nvJPEG's decode, the CPU's decode, each summed over the threads that did them; where the trace has
 them, the rest of a GPU gather: the batch zeroed before nvJPEG, the wait for the CPU's part after
 nvJPEG's call, the CPU's rows uploaded; and "other", the gathering less all its parts but the CPU's
-decode, which runs beside nvJPEG's). A late batch whose
+decode, which runs beside nvJPEG's; these over the batches nvJPEG decoded in). A late batch whose
 gathering took longer than the others' points at the decoding; one that started late, at too few
 gathers at once. Each epoch also says what share of its images nvJPEG decoded and how often a
 decoder set nvJPEG up again (the gpu_setups column; '-' for a trace written before it). Rows cut short (a run stopped while writing) are left out. Standard library only."""
@@ -60,7 +60,9 @@ def main():
             print('(no training batches)')
             continue
         parts = dict(PARTS)
-        if all('upload_s' in r for r in rows):
+        # (a GPU gather's parts over the batches nvJPEG decoded in: a CPU gather has none)
+        gpu_parts = all('upload_s' in r for r in rows) and any(r['gpu_images'] > 0 for r in rows)
+        if gpu_parts:
             parts.update(GPU_PARTS)
         print(f'| epoch | batches | waited, s | late (over {LATE_MS:g} ms) | GPU share of the images | nvJPEG set-ups | group | '
               + ' | '.join(parts) + ' |')
@@ -76,7 +78,12 @@ def main():
             for group, members in (('late', late), ('on time', [r for r in mine if r not in late])):
                 if not members:
                     continue
-                cells = ' | '.join(f'{1000 * statistics.median(f(r) for r in members):.1f}' for f in parts.values())
+                on_gpu = [r for r in members if r['gpu_images'] > 0]
+
+                def cell(name, f):
+                    of = on_gpu if name in GPU_PARTS else members
+                    return f'{1000 * statistics.median(f(r) for r in of):.1f}' if of else '-'
+                cells = ' | '.join(cell(name, f) for name, f in parts.items())
                 print(f'| {epoch + 1} | {len(mine)} | {waited:.2f} | {len(late)} | {share} | {setups} | {group} ({len(members)}) | {cells} |')
         print()
 

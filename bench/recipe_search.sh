@@ -87,7 +87,7 @@ gpus=$(nvidia-smi -L | wc -l)
 names=()
 for spec in "$@"; do
   names+=("${spec%%=*}")
-  rm -f "$logs/train-${spec%%=*}.log"
+  : > "$logs/train-${spec%%=*}.log"  # (empty until it starts: --collect knows a run queued behind another)
 done
 pids=()
 for ((gpu = 0; gpu < gpus && gpu < $#; gpu++)); do

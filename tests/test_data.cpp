@@ -1627,6 +1627,7 @@ TEST(GpuJpeg, TheSplitDecidesWhatMovesToTheCpu) {
   EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 0.6), 230, 0, 1, 1e6, 140, 16), 90);
   EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 0.6), 230, 0, 1, 1e6, 100, 16), 92);
   EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 1.0), 230, 0, 1e6, 1, 0, 16), 0);
+  EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 0.5), 229, 0, 1, 1, 0, 16), 114);  // 114.5 rounds up for the GPU
   EXPECT_EQ(jpegs_moved_to_the_cpu(split(Split::kShare, 0.6), 0, 9, 1, 1, 0, 16), 0);
 }
 
@@ -1683,13 +1684,13 @@ TEST(GpuJpeg, TheEnvironmentPicksTheSplit) {
     const resnet::test::ScopedEnv gpu("RESNET_NVJPEG_SPLIT", "gpu");
     EXPECT_EQ(resnet::GpuJpegSettings::from_environment().split, Split::kGpu);
   }
-  for (const auto& [text, share] : std::vector<std::pair<const char*, double>>{{"0.6", 0.6}, {"1", 1.0}, {".25", 0.25}}) {
+  for (const auto& [text, share] : std::vector<std::pair<const char*, double>>{{"0.6", 0.6}, {"1", 1.0}, {".25", 0.25}, {"0.555", 0.555}}) {
     const resnet::test::ScopedEnv given("RESNET_NVJPEG_SPLIT", text);
     const auto settings = resnet::GpuJpegSettings::from_environment();
     EXPECT_EQ(settings.split, Split::kShare) << text;
     EXPECT_DOUBLE_EQ(settings.gpu_share, share) << text;
   }
-  for (const char* bad_value : {"GPU ", "0", "-0.5", "1.5", "0.6x", "nan", ""}) {
+  for (const char* bad_value : {"GPU ", "0", "-0.5", "1.5", "0.6x", "nan", "", " 0.5", "+0.5", "0x1p-1", "0.5 "}) {
     const resnet::test::ScopedEnv bad("RESNET_NVJPEG_SPLIT", bad_value);
     try {
       resnet::GpuJpegSettings::from_environment();
@@ -2006,9 +2007,12 @@ TEST(GpuJpeg, TheGpuSplitLeavesTheCpuOnlyTheFilesItRefuses) {
   const auto all = torch::arange(n).repeat({kTimes});
   const torch::Device cuda(torch::kCUDA, 0);
   const auto cpu = resnet::streaming_source(index, false)->gather(all, cuda);
-  for (const auto& [value, note, on_gpu] : std::vector<std::tuple<const char*, const char*, int64_t>>{
-           {"gpu", "every JPEG it takes", kTimes * taken}, {"0.5", "50% of the JPEGs it takes", (kTimes * taken + 1) / 2}}) {
+  // (the share without fixed counts: with them the decoder would keep a count set up for within
+  // the slack of the share's, here 6 images)
+  for (const auto& [value, fixed, note, on_gpu] : std::vector<std::tuple<const char*, const char*, const char*, int64_t>>{
+           {"gpu", "1", "every JPEG it takes", kTimes * taken}, {"0.5", "0", "50% of the JPEGs it takes", (kTimes * taken + 1) / 2}}) {
     const resnet::test::ScopedEnv split("RESNET_NVJPEG_SPLIT", value);
+    const resnet::test::ScopedEnv counts("RESNET_NVJPEG_FIXED_COUNT", fixed);
     const auto gpu_source = resnet::streaming_source(index, false, 0);
     expect_contains(gpu_source->description(), note);
     for (int round = 0; round < 4; ++round) {

@@ -12,6 +12,7 @@
 #endif
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -31,11 +32,13 @@ GpuJpegSettings GpuJpegSettings::from_environment() {
   const char* backend = std::getenv("RESNET_NVJPEG_BACKEND");
   s.backend = backend ? backend : "";
   if (const char* split = std::getenv("RESNET_NVJPEG_SPLIT")) {
-    char* end = nullptr;
-    const double share = std::strtod(split, &end);
+    // (from_chars: a plain decimal number, whatever the locale; no sign, space or hex)
+    const char* const end = split + std::strlen(split);
+    double share = 0;
+    const auto [stop, error] = std::from_chars(split, end, share);
     if (std::strcmp(split, "gpu") == 0) {
       s.split = Split::kGpu;
-    } else if (end != split && *end == '\0' && share > 0 && share <= 1) {
+    } else if (error == std::errc() && stop == end && share > 0 && share <= 1) {
       s.split = Split::kShare;
       s.gpu_share = share;
     } else if (std::strcmp(split, "balanced") != 0) {
@@ -273,7 +276,7 @@ std::unique_ptr<GpuJpegDecoder> make_gpu_jpeg_decoder(int device_index, std::str
   // The backend asked for, or the hardware engines where the GPU has them (creating fails where it
   // has none), else hybrid; each with chroma upsampling that interpolates (as libjpeg's "fancy"
   // upsampling, which PIL and our CPU path use) where that backend offers it.
-  const GpuJpegSettings how = settings.value_or(GpuJpegSettings::from_environment());
+  const GpuJpegSettings how = settings ? *settings : GpuJpegSettings::from_environment();
   const std::vector<std::pair<std::string, nvjpegBackend_t>> known = {{"hardware", NVJPEG_BACKEND_HARDWARE},
                                                                        {"gpu-hybrid", NVJPEG_BACKEND_GPU_HYBRID},
                                                                        {"hybrid", NVJPEG_BACKEND_HYBRID}};

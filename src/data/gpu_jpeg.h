@@ -104,9 +104,10 @@ struct GpuJpegSettings {
   // fillers: 92-118 ms, median, for 25 or for 150 of them with five gathers at once; the balanced
   // split, reading that as a slow GPU, gave it 29-38% of the images, and the CPU's 16 cores
   // decoded the rest. H200, 2026-12-02.) kShare (RESNET_NVJPEG_SPLIT=0.6, say): that share of the
-  // JPEGs the decoder takes, the rest to the CPU. (The gpu split measured 9-10% slower than the
-  // balanced one in training, its nvJPEG call then taking 155-180 ms for 90% of the images against
-  // 95-150 ms for 27-50%: the hardware engines have a ceiling too; H200, 2026-12-02, sixth session.)
+  // JPEGs the decoder takes, the rest to the CPU. (The gpu split trained 9-10% slower than the
+  // balanced one, its nvJPEG call taking 161-169 ms, median, for 90% of the images against 109-117
+  // ms for 37-42%: beside the step, the engines' path slows with its images too; H200,
+  // 2026-12-02, sixth session.)
   enum class Split { kBalanced, kGpu, kShare };
   Split split = Split::kBalanced;
   double gpu_share = 1;  // kShare's share, in (0, 1]

@@ -4,7 +4,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
-#include <cmath>
+#include <cstdio>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -141,8 +141,11 @@ class StreamingSource : public ImageSource {
       if (!decoder->fixed_count()) decoders_note_ += ", counts not fixed";
       if (decoder->pipelined()) decoders_note_ += ", pipelined";
       if (jpeg_settings_.split == GpuJpegSettings::Split::kGpu) decoders_note_ += ", every JPEG it takes";
-      if (jpeg_settings_.split == GpuJpegSettings::Split::kShare)
-        decoders_note_ += ", " + std::to_string(std::lround(100 * jpeg_settings_.gpu_share)) + "% of the JPEGs it takes";
+      if (jpeg_settings_.split == GpuJpegSettings::Split::kShare) {
+        char share[32];
+        std::snprintf(share, sizeof share, "%g%%", 100 * jpeg_settings_.gpu_share);
+        decoders_note_ += std::string(", ") + share + " of the JPEGs it takes";
+      }
       idle_decoders_.push_back(std::move(decoder));
     }
   }
@@ -160,8 +163,9 @@ class StreamingSource : public ImageSource {
 
   RawBatch gather(const torch::Tensor& indices, const torch::Device& device, const CropPlan* plan = nullptr) override {
     const auto idx = indices.to(torch::kCPU, torch::kLong).contiguous();
+    const int64_t* id = idx.data_ptr<int64_t>();
     std::vector<std::string> files;
-    for (int64_t i = 0; i < idx.size(0); ++i) files.push_back(index_.files.at(idx[i].item<int64_t>()));
+    for (int64_t i = 0; i < idx.size(0); ++i) files.push_back(index_.files.at(static_cast<size_t>(id[i])));
     if (plan && !plan->box) plan = nullptr;
     if (!backend_.empty() && device.is_cuda()) return gather_on_gpu(files, idx, device, plan);
     return gather_on_cpu(files, idx, device, plan);
@@ -299,7 +303,7 @@ class StreamingSource : public ImageSource {
     const int64_t* id = ids.data_ptr<int64_t>();
     auto labels = torch::empty({static_cast<int64_t>(keep.size())}, torch::kLong);
     int64_t* label = labels.data_ptr<int64_t>();
-    for (size_t b = 0; b < keep.size(); ++b) label[b] = index_.labels[static_cast<size_t>(id[keep[b]])];
+    for (size_t b = 0; b < keep.size(); ++b) label[b] = index_.labels.at(static_cast<size_t>(id[keep[b]]));
     return labels;
   }
 
