@@ -1667,6 +1667,21 @@ TEST(GpuJpeg, TheEnvironmentSetsThePipelineOnlyWhenAskedTo) {
   }
 }
 
+TEST(GpuJpeg, TheEnvironmentSetsShrinkingOnlyWhenAskedTo) {
+  // Off by default; RESNET_NVJPEG_SHRINK=1 turns it on, =0 leaves it off; the others unchanged.
+  const auto with = [](const char* value) {
+    const resnet::test::ScopedEnv given("RESNET_NVJPEG_SHRINK", value);
+    return resnet::GpuJpegSettings::from_environment();
+  };
+  EXPECT_FALSE(resnet::GpuJpegSettings{}.shrink);
+  EXPECT_FALSE(with(nullptr).shrink);
+  EXPECT_FALSE(with("0").shrink);
+  const auto on = with("1");
+  EXPECT_TRUE(on.shrink);
+  EXPECT_EQ(on.fixed_count, resnet::GpuJpegSettings{}.fixed_count);
+  EXPECT_EQ(on.pipeline, resnet::GpuJpegSettings{}.pipeline);
+}
+
 TEST(GpuJpeg, TheEnvironmentPicksTheSplit) {
   // RESNET_NVJPEG_SPLIT: unset or "balanced", the balanced split; "gpu", every JPEG the decoder
   // takes; a number over 0 and at most 1, that share; anything else refused with the variable's
@@ -1902,6 +1917,53 @@ TEST(GpuJpeg, FixedCountsFillBatchesUpInsteadOfSettingUpAgain) {
   EXPECT_EQ(fixed->prepared_for(), 64);
   EXPECT_EQ(fixed->images_decoded(), static_cast<int64_t>(every.size() * (every.size() + 1) / 2 + many.size() + 1));
   EXPECT_EQ(fixed->batches_refused(), 0);
+}
+
+TEST(GpuJpeg, AShrinkingDecoderSetsUpOnceForFewerFiles) {
+  // RESNET_NVJPEG_SHRINK: set up for 96 files (a count of 96), then 16 calls of 24 (72 fillers
+  // each): the 16th sets the decoder up again for 24 + 3 rounded up to 32, and from there calls of
+  // 24 set nothing up; a call of 40 grows it to 64. The pixels are a decoder's without fixed counts
+  // throughout. Without shrink the count stays at 96 (FixedCountsFillBatchesUpInsteadOfSettingUpAgain).
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
+  std::string why;
+  auto settings = nvjpeg_settings(true, true);
+  settings.shrink = true;
+  const auto shrinking = resnet::make_gpu_jpeg_decoder(0, why, settings);
+  if (!shrinking) GTEST_SKIP() << why;
+  ASSERT_TRUE(shrinking->fixed_count());
+  EXPECT_TRUE(shrinking->shrinks());
+  const auto plain = resnet::make_gpu_jpeg_decoder(0, why, nvjpeg_settings(true, false));
+  ASSERT_TRUE(plain) << why;
+  EXPECT_FALSE(plain->shrinks());  // (no fixed counts: nothing to shrink)
+  const GpuFiles g = files_the_gpu_takes(*shrinking);
+  ASSERT_GE(g.files.size(), 4u);
+  const auto files = [&](size_t n) {  // every file the decoder takes, again and again
+    std::vector<size_t> order;
+    while (order.size() < n) order.push_back(order.size() % g.files.size());
+    return order;
+  };
+  const auto same = [&](size_t n, const std::string& what) {
+    EXPECT_TRUE(torch::equal(decode_on_gpu(*shrinking, g, files(n)).cpu(), decode_on_gpu(*plain, g, files(n)).cpu()))
+        << what;
+  };
+  same(96, "96 files");
+  EXPECT_EQ(shrinking->prepared_for(), 96);
+  const int64_t before = shrinking->setups();
+  for (int call = 1; call < 16; ++call) {
+    ASSERT_EQ(decode_on_gpu(*shrinking, g, files(24)).size(0), 24) << "call " << call;
+    EXPECT_EQ(shrinking->prepared_for(), 96) << "call " << call;
+  }
+  EXPECT_EQ(shrinking->setups(), before);
+  same(24, "the 16th call of 24 files");
+  EXPECT_EQ(shrinking->prepared_for(), 32);
+  const int64_t shrunk = shrinking->setups();
+  EXPECT_GT(shrunk, before);
+  for (int call = 0; call < 20; ++call) ASSERT_EQ(decode_on_gpu(*shrinking, g, files(24)).size(0), 24);
+  EXPECT_EQ(shrinking->setups(), shrunk);  // (8 fillers of 32: a quarter, but 24 fit with an eighth more)
+  EXPECT_EQ(shrinking->prepared_for(), 32);
+  same(40, "40 files after the shrink");
+  EXPECT_EQ(shrinking->prepared_for(), 64);
+  EXPECT_EQ(shrinking->batches_refused(), 0);
 }
 
 TEST(GpuJpeg, TheHardwareDecoderWithoutItsPipelineGivesTheSamePixels) {

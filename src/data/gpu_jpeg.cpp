@@ -29,6 +29,7 @@ GpuJpegSettings GpuJpegSettings::from_environment() {
   s.preallocate = on("RESNET_NVJPEG_PREALLOCATE", true);
   s.fixed_count = on("RESNET_NVJPEG_FIXED_COUNT", true);
   s.pipeline = on("RESNET_NVJPEG_PIPELINE", false);
+  s.shrink = on("RESNET_NVJPEG_SHRINK", false);
   const char* backend = std::getenv("RESNET_NVJPEG_BACKEND");
   s.backend = backend ? backend : "";
   if (const char* split = std::getenv("RESNET_NVJPEG_SPLIT")) {
@@ -96,7 +97,8 @@ class NvjpegDecoder final : public GpuJpegDecoder {
  public:
   NvjpegDecoder(int device, nvjpegHandle_t handle, std::string backend, const GpuJpegSettings& settings, bool pipelined)
       : device_(device), handle_(handle), backend_(std::move(backend)), hardware_(backend_ == "hardware"),
-        preallocate_(hardware_ && settings.preallocate), fixed_count_(settings.fixed_count), pipelined_(pipelined) {}
+        preallocate_(hardware_ && settings.preallocate), fixed_count_(settings.fixed_count),
+        shrink_(settings.shrink), pipelined_(pipelined) {}
   ~NvjpegDecoder() override {
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
     if (jpeg_stream_) nvjpegJpegStreamDestroy(jpeg_stream_);
@@ -123,6 +125,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
       int64_t h = 0, w = 0;
       fixed_count_ = !filler_.empty() && accepts(filler_, h, w) && h == kFillerSide && w == kFillerSide;
     }
+    shrink_ = shrink_ && fixed_count_;
     return true;
   }
 
@@ -160,7 +163,8 @@ class NvjpegDecoder final : public GpuJpegDecoder {
     // files too, where more than a quarter would be fillers, it was set up 0.55 times a batch
     // beside the training step and gave 1,505 img/s against 2,600; H200, 2026-12-02.)
     int count = n;
-    if (fixed_count_) count = n <= batch_ ? batch_ : std::max(largest_, (n + kCountStep - 1) / kCountStep * kCountStep);
+    if (fixed_count_) count = n <= batch_ ? batch_ : std::max(largest_, round_up_count(n));
+    if (shrink_) count = shrunk(n, count);
     if (count != batch_) {  // "once for batches of this size, and to reset a failed batch"
       const nvjpegStatus_t s = nvjpegDecodeBatchedInitialize(handle_, state_, count, 1, NVJPEG_OUTPUT_RGB);
       if (s != NVJPEG_STATUS_SUCCESS) return refuse("nvjpegDecodeBatchedInitialize: " + status_text(s));
@@ -212,6 +216,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   int64_t prepared_for() const override { return batch_; }
   bool fixed_count() const override { return fixed_count_; }
   bool pipelined() const override { return pipelined_; }
+  bool shrinks() const override { return shrink_; }
 
  private:
   // Left to itself, nvJPEG's hardware decoder takes buffers for each batch's images as it decodes
@@ -226,6 +231,25 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   // set up ahead): with fixed counts a batch with fewer files than the decoder is set up for is
   // filled up with tiny JPEGs, and a batch with more sets it up for a multiple of kCountStep.
   static constexpr int kCountStep = 32;
+  static int round_up_count(int n) { return (n + kCountStep - 1) / kCountStep * kCountStep; }
+  // GpuJpegSettings::shrink: the count for a call of `n` files where fixed counts gave `count`.
+  // kShrinkWindow calls in a row each with a quarter or more fillers set the decoder up for their
+  // largest count plus an eighth (rounded up to kCountStep), which growth and a refusal's set-up
+  // then start from; a call with fewer fillers, or one that grows the count, starts the window again.
+  static constexpr int kShrinkWindow = 16;
+  int shrunk(int n, int count) {
+    if (count != batch_ || 4 * (batch_ - n) < batch_) {
+      window_calls_ = 0, window_largest_ = 0;
+      return count;
+    }
+    window_largest_ = std::max(window_largest_, n);
+    if (++window_calls_ < kShrinkWindow) return count;
+    const int fits = round_up_count(window_largest_ + window_largest_ / 8);
+    window_calls_ = 0, window_largest_ = 0;
+    if (fits >= batch_) return count;
+    largest_ = fits;
+    return fits;
+  }
   static constexpr int64_t kFillerSide = 16;
   static constexpr int64_t kPreallocatedBytesMax = int64_t{1} << 30;
   void preallocate(int64_t height, int64_t width) {
@@ -256,6 +280,7 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   bool hardware_;
   bool preallocate_;
   bool fixed_count_;
+  bool shrink_;  // (only with fixed counts)
   bool pipelined_;
   std::vector<uint8_t> filler_;  // the filler JPEG (fixed counts)
   torch::Tensor fillers_;        // on the GPU: where the fillers' pixels go
@@ -264,7 +289,10 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   nvjpegJpegState_t state_ = nullptr;
   nvjpegJpegStream_t jpeg_stream_ = nullptr;
   int batch_ = 0;    // the batch size the state was initialised for
-  int largest_ = 0;  // the largest it has been (with fixed counts, set up for that again after a refusal)
+  // the largest it has been, or with shrink what it shrank to (with fixed counts, set up for that
+  // again after a refusal)
+  int largest_ = 0;
+  int window_calls_ = 0, window_largest_ = 0;  // shrunk()'s window: its calls so far, their largest count
 };
 
 }  // namespace

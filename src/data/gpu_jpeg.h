@@ -51,6 +51,9 @@ class GpuJpegDecoder {
   // Whether nvJPEG's hardware decoder runs with its pipeline (GpuJpegSettings::pipeline, or where
   // nvJPEG refused the flag that turns it off); false for the other backends, which have none.
   virtual bool pipelined() const = 0;
+  // Whether, with fixed counts, the decoder sets itself up again for fewer files where many calls
+  // in a row were mostly fillers (GpuJpegSettings::shrink; false without fixed counts).
+  virtual bool shrinks() const = 0;
 
   int64_t images_decoded() const { return images_decoded_; }
   int64_t batches_refused() const { return batches_refused_; }
@@ -84,11 +87,17 @@ int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int
 // from batch to batch (each such free waits for all the GPU's queued work, the training step's
 // included), and how a batch's JPEGs are split between it and the CPU. The environment variables
 // RESNET_NVJPEG_BACKEND, RESNET_NVJPEG_PREALLOCATE=0, RESNET_NVJPEG_FIXED_COUNT=0,
-// RESNET_NVJPEG_PIPELINE=1 and RESNET_NVJPEG_SPLIT=gpu|SHARE set them, to measure what each gives
-// (PREALLOCATE, FIXED_COUNT and PIPELINE: "0" is off, any other value on).
+// RESNET_NVJPEG_PIPELINE=1, RESNET_NVJPEG_SHRINK=1 and RESNET_NVJPEG_SPLIT=gpu|SHARE set them, to
+// measure what each gives (PREALLOCATE, FIXED_COUNT, PIPELINE and SHRINK: "0" is off, any other
+// value on).
 struct GpuJpegSettings {
   bool preallocate = true;  // the hardware decoder's buffers set up ahead for the largest images seen
   bool fixed_count = true;  // batches filled up to the count set up for (fixed_count())
+  // With fixed counts, set up again for fewer files after kShrinkWindow calls in a row that each
+  // left a quarter or more of the count to fillers: for their largest count plus an eighth. (The
+  // balanced split gave nvJPEG 95-107 real images of a count of 224-256 beside the training step,
+  // the rest fillers, each an image to nvJPEG's per-image work; to measure: off by default.)
+  bool shrink = false;
   // nvJPEG's hardware decoder with its pipeline (off: NVJPEG_FLAGS_HW_DECODE_NO_PIPELINE). Without
   // it, beside the training step, a gather's GPU part decoded 3-5x more images a second and
   // `resnet train --gpu-decode` ran 9-11% faster (H200, 2026-12-02; docs/PERFORMANCE.md)

@@ -140,6 +140,7 @@ class StreamingSource : public ImageSource {
       if (!decoder->preallocates() && backend_ == "hardware") decoders_note_ += ", buffers not pre-allocated";
       if (!decoder->fixed_count()) decoders_note_ += ", counts not fixed";
       if (decoder->pipelined()) decoders_note_ += ", pipelined";
+      if (decoder->shrinks()) decoders_note_ += ", counts shrunk";
       if (jpeg_settings_.split == GpuJpegSettings::Split::kGpu) decoders_note_ += ", every JPEG it takes";
       if (jpeg_settings_.split == GpuJpegSettings::Split::kShare) {
         char share[32];
