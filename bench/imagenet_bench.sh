@@ -129,6 +129,7 @@ part train && for run in ${TRAIN_DECODES:-cpu gpu}; do
   rm -f "$out/loader-trace-$name.csv"
   # (the defaults first, so that what the caller exported does not reach the run; its own after)
   env RESNET_NVJPEG_PREALLOCATE=1 RESNET_NVJPEG_FIXED_COUNT=1 RESNET_NVJPEG_PIPELINE=0 RESNET_NVJPEG_SPLIT=balanced \
+    RESNET_NVJPEG_SHRINK=0 \
     RESNET_LOADER_TRACE="$out/loader-trace-$name.csv" "${settings[@]}" \
     build-device/resnet train --data "$folder" --model resnet50 --amp fp16 --batch-size 256 --epochs "${TRAIN_EPOCHS:-3}" "${flags[@]}" \
     --checkpoint-dir "/tmp/ck-inet-$name" --restart > "$out/train-$name.log" 2>&1
@@ -173,7 +174,7 @@ def split(d):  # a gather's parts with nvJPEG, ms each (data_bench's gpu_decode)
 for name in ('loader.jsonl', 'loader-beside.jsonl'):
     for d in last_json(name):
         how = 'nvJPEG' if 'nvJPEG' in d['source'] else 'CPU'
-        for note in ("not pre-allocated", "counts not fixed", "pipelined"):
+        for note in ("not pre-allocated", "counts not fixed", "pipelined", "counts shrunk"):
             if note in d['source']:
                 how += f" ({'buffers ' if 'allocated' in note else ''}{note})"
         beside = ''

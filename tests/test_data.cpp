@@ -1920,10 +1920,10 @@ TEST(GpuJpeg, FixedCountsFillBatchesUpInsteadOfSettingUpAgain) {
 }
 
 TEST(GpuJpeg, AShrinkingDecoderSetsUpOnceForFewerFiles) {
-  // RESNET_NVJPEG_SHRINK: set up for 96 files (a count of 96), then 16 calls of 24 (72 fillers
-  // each): the 16th sets the decoder up again for 24 + 3 rounded up to 32, and from there calls of
+  // RESNET_NVJPEG_SHRINK: set up for 96 files (a count of 96), then 8 calls of 24 (72 fillers
+  // each): the 8th sets the decoder up again for 24 + 3 rounded up to 32, and from there calls of
   // 24 set nothing up; a call of 40 grows it to 64. The pixels are a decoder's without fixed counts
-  // throughout. Without shrink the count stays at 96 (FixedCountsFillBatchesUpInsteadOfSettingUpAgain).
+  // throughout. A decoder with fixed counts but no shrink stays at 96 through the same calls.
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU visible";
   std::string why;
   auto settings = nvjpeg_settings(true, true);
@@ -1934,6 +1934,11 @@ TEST(GpuJpeg, AShrinkingDecoderSetsUpOnceForFewerFiles) {
   EXPECT_TRUE(shrinking->shrinks());
   const auto plain = resnet::make_gpu_jpeg_decoder(0, why, nvjpeg_settings(true, false));
   ASSERT_TRUE(plain) << why;
+  auto fixed_settings = nvjpeg_settings(true, true);
+  fixed_settings.shrink = false;
+  const auto fixed = resnet::make_gpu_jpeg_decoder(0, why, fixed_settings);
+  ASSERT_TRUE(fixed) << why;
+  EXPECT_FALSE(fixed->shrinks());
   EXPECT_FALSE(plain->shrinks());  // (no fixed counts: nothing to shrink)
   const GpuFiles g = files_the_gpu_takes(*shrinking);
   ASSERT_GE(g.files.size(), 4u);
@@ -1948,22 +1953,28 @@ TEST(GpuJpeg, AShrinkingDecoderSetsUpOnceForFewerFiles) {
   };
   same(96, "96 files");
   EXPECT_EQ(shrinking->prepared_for(), 96);
+  decode_on_gpu(*fixed, g, files(96));
   const int64_t before = shrinking->setups();
-  for (int call = 1; call < 16; ++call) {
-    ASSERT_EQ(decode_on_gpu(*shrinking, g, files(24)).size(0), 24) << "call " << call;
+  for (int call = 1; call < 8; ++call) {
+    decode_on_gpu(*shrinking, g, files(24));
     EXPECT_EQ(shrinking->prepared_for(), 96) << "call " << call;
   }
   EXPECT_EQ(shrinking->setups(), before);
-  same(24, "the 16th call of 24 files");
+  same(24, "the 8th call of 24 files");
   EXPECT_EQ(shrinking->prepared_for(), 32);
   const int64_t shrunk = shrinking->setups();
   EXPECT_GT(shrunk, before);
-  for (int call = 0; call < 20; ++call) ASSERT_EQ(decode_on_gpu(*shrinking, g, files(24)).size(0), 24);
+  for (int call = 0; call < 20; ++call) {
+    decode_on_gpu(*shrinking, g, files(24));
+    decode_on_gpu(*fixed, g, files(24));
+  }
+  EXPECT_EQ(fixed->prepared_for(), 96);  // (20 calls of 24 filled up to 96: never set up for fewer)
   EXPECT_EQ(shrinking->setups(), shrunk);  // (8 fillers of 32: a quarter, but 24 fit with an eighth more)
   EXPECT_EQ(shrinking->prepared_for(), 32);
   same(40, "40 files after the shrink");
   EXPECT_EQ(shrinking->prepared_for(), 64);
   EXPECT_EQ(shrinking->batches_refused(), 0);
+  EXPECT_EQ(fixed->batches_refused(), 0);
 }
 
 TEST(GpuJpeg, TheHardwareDecoderWithoutItsPipelineGivesTheSamePixels) {

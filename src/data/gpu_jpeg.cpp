@@ -159,8 +159,9 @@ class NvjpegDecoder final : public GpuJpegDecoder {
     if (n == 0) return "";
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
     // the count of images nvJPEG decodes: this call's, or with fixed counts the count it is set
-    // up for, grown (to a multiple of kCountStep) only for more files. (Set up again for fewer
-    // files too, where more than a quarter would be fillers, it was set up 0.55 times a batch
+    // up for, grown (to a multiple of kCountStep) only for more files, and with shrink_ lowered
+    // after a run of calls that were mostly fillers (shrunk). (Set up again for fewer files at
+    // each call where more than a quarter would be fillers, it was set up 0.55 times a batch
     // beside the training step and gave 1,505 img/s against 2,600; H200, 2026-12-02.)
     int count = n;
     if (fixed_count_) count = n <= batch_ ? batch_ : std::max(largest_, round_up_count(n));
@@ -236,7 +237,8 @@ class NvjpegDecoder final : public GpuJpegDecoder {
   // kShrinkWindow calls in a row each with a quarter or more fillers set the decoder up for their
   // largest count plus an eighth (rounded up to kCountStep), which growth and a refusal's set-up
   // then start from; a call with fewer fillers, or one that grows the count, starts the window again.
-  static constexpr int kShrinkWindow = 16;
+  // (8: with five decoders taking the batches in turn, each shrinks after about 40 batches)
+  static constexpr int kShrinkWindow = 8;
   int shrunk(int n, int count) {
     if (count != batch_ || 4 * (batch_ - n) < batch_) {
       window_calls_ = 0, window_largest_ = 0;

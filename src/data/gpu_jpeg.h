@@ -43,10 +43,11 @@ class GpuJpegDecoder {
   virtual ImageSize preallocated() const = 0;
   // How many files decode() was last set up for (0: none yet). Without fixed counts, a call with
   // another count sets nvJPEG's state up again (nvjpegDecodeBatchedInitialize, which frees and
-  // takes its buffers); with them, only a call with more files does.
+  // takes its buffers); with them, only a call with more files does (and, with shrinks(), one
+  // after a run of calls that were mostly fillers).
   virtual int64_t prepared_for() const = 0;
   // Whether a call with fewer files than prepared_for() is filled up to it with tiny images (whose
-  // pixels go to a buffer of the decoder's own) rather than setting nvJPEG up again.
+  // pixels go to a buffer of the decoder's own) rather than setting nvJPEG up again (shrinks() aside).
   virtual bool fixed_count() const = 0;
   // Whether nvJPEG's hardware decoder runs with its pipeline (GpuJpegSettings::pipeline, or where
   // nvJPEG refused the flag that turns it off); false for the other backends, which have none.
@@ -93,7 +94,7 @@ int64_t jpegs_for_the_gpu(int64_t eligible, int64_t ideal, int64_t prepared, int
 struct GpuJpegSettings {
   bool preallocate = true;  // the hardware decoder's buffers set up ahead for the largest images seen
   bool fixed_count = true;  // batches filled up to the count set up for (fixed_count())
-  // With fixed counts, set up again for fewer files after kShrinkWindow calls in a row that each
+  // With fixed counts, set up again for fewer files after 8 calls of a decoder in a row that each
   // left a quarter or more of the count to fillers: for their largest count plus an eighth. (The
   // balanced split gave nvJPEG 95-107 real images of a count of 224-256 beside the training step,
   // the rest fillers, each an image to nvJPEG's per-image work; to measure: off by default.)
