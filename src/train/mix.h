@@ -20,7 +20,6 @@ struct MixOptions {
   double mixup_alpha = 0, cutmix_alpha = 0;  // 0: that one off; both on: one or the other per batch, half each
   bool enabled() const { return mixup_alpha > 0 || cutmix_alpha > 0; }
   bool operator==(const MixOptions& o) const { return mixup_alpha == o.mixup_alpha && cutmix_alpha == o.cutmix_alpha; }
-  bool operator!=(const MixOptions& o) const { return !(*this == o); }
 };
 
 // UsageError naming the flag for a negative or non-finite alpha.
