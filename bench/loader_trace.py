@@ -11,7 +11,7 @@ which the median leaves aside), how long it sat queued before a gathering thread
 long its gathering took, and the gathering's parts as the source counted them (reading, headers,
 nvJPEG's decode, the CPU's decode, each summed over the threads that did them; where the trace has
 them, the rest of a GPU gather: the batch zeroed before nvJPEG, the wait for the CPU's part after
-nvJPEG's call, the CPU's rows uploaded; and "other", the gathering less all its parts but the CPU's
+nvJPEG's call, the CPU's rows and labels uploaded; and "other", the gathering less all its parts but the CPU's
 decode, which runs beside nvJPEG's; these over the batches nvJPEG decoded in). A late batch whose
 gathering took longer than the others' points at the decoding; one that started late, at too few
 gathers at once. Each epoch also says what share of its images nvJPEG decoded and how often a

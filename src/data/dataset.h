@@ -30,7 +30,7 @@ struct DecodeStats {
   double headers_s = 0;  // with --gpu-decode: the headers read (one thread), after read_s's reading
   int64_t gpu_setups = 0;  // times a GPU decoder set nvJPEG up again (GpuJpegDecoder::setups)
   // With --gpu-decode, the rest of a gather: the batch zeroed on the GPU before nvJPEG writes it;
-  // after nvJPEG's call, waiting for the CPU's part to end; the CPU's rows uploaded into their slots
+  // after nvJPEG's call, waiting for the CPU's part to end; the CPU's rows (and the labels) uploaded
   double zeros_s = 0, cpu_wait_s = 0, upload_s = 0;
 
   DecodeStats& operator+=(const DecodeStats& o) {

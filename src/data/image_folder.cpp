@@ -448,8 +448,11 @@ class StreamingSource : public ImageSource {
     }
     const std::vector<int64_t> keep = kept(errors);
     const auto upload_start = Clock::now();
+    torch::Tensor labels;
     {
       c10::cuda::CUDAStreamGuard guard(side);
+      // (the labels too, from pinned memory on this stream, under the one wait below)
+      labels = upload(labels_of(idx, keep), device);
       if (block.numel() > 0) {
         // The CPU's rows into their slots in one copy (each row is zero beyond its image, as the
         // slot is): the block's row k is on_cpu[k]'s.
@@ -470,8 +473,9 @@ class StreamingSource : public ImageSource {
       wait_for(side);
     }
     const double upload_s = seconds_since(upload_start);
-    c10::cuda::CUDACachingAllocator::recordStream(images.storage().data_ptr(),
-                                                  c10::cuda::getDefaultCUDAStream(device.index()));
+    for (const torch::Tensor* used : {&images, &labels})  // (read on the model's stream from here)
+      c10::cuda::CUDACachingAllocator::recordStream(used->storage().data_ptr(),
+                                                    c10::cuda::getDefaultCUDAStream(device.index()));
     const DecodeStats took{static_cast<int64_t>(on_gpu.size()),
                            static_cast<int64_t>(on_cpu.size()),
                            gpu_s,
@@ -486,7 +490,7 @@ class StreamingSource : public ImageSource {
     auto sizes = torch::empty({static_cast<int64_t>(keep.size()), 2}, torch::kLong);
     int64_t* hw = sizes.data_ptr<int64_t>();
     for (size_t s = 0; s < keep.size(); ++s) hw[2 * s] = size[keep[s]].height, hw[2 * s + 1] = size[keep[s]].width;
-    RawBatch batch{images, sizes, to_device_beside_compute(labels_of(idx, keep), device)};
+    RawBatch batch{images, sizes, labels};
     if (plan) attach_regions(batch, decoded, keep);
     batch.decode = took;
     return batch;
