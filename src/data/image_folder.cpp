@@ -298,10 +298,10 @@ class StreamingSource : public ImageSource {
     return keep;
   }
 
-  // (through raw pointers: a tensor's element access costs microseconds, a batch's 256 of them a millisecond or more)
+  // `idx` as gather() made it: int64, contiguous, on the CPU. (Through raw pointers: a tensor's
+  // element access costs microseconds, a batch's 256 of them a millisecond or more.)
   torch::Tensor labels_of(const torch::Tensor& idx, const std::vector<int64_t>& keep) const {
-    const auto ids = idx.to(torch::kCPU, torch::kLong).contiguous();
-    const int64_t* id = ids.data_ptr<int64_t>();
+    const int64_t* id = idx.data_ptr<int64_t>();
     auto labels = torch::empty({static_cast<int64_t>(keep.size())}, torch::kLong);
     int64_t* label = labels.data_ptr<int64_t>();
     for (size_t b = 0; b < keep.size(); ++b) label[b] = index_.labels.at(static_cast<size_t>(id[keep[b]]));
